@@ -1,0 +1,330 @@
+"""Detector architectures: the reference Faster R-CNN and a compact one for CPUs.
+
+Every model is rebuilt from ``(arch, model_kwargs)`` alone, which is what
+checkpoints store, so inference never needs the training config.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torchvision.models import resnet as tv_resnet
+from torchvision.models.detection import FasterRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.models.detection.faster_rcnn import (
+    FasterRCNN_ResNet50_FPN_V2_Weights,
+    FastRCNNPredictor,
+    TwoMLPHead,
+    fasterrcnn_resnet50_fpn_v2,
+)
+from torchvision.models.detection.rpn import RPNHead
+from torchvision.ops import MultiScaleRoIAlign
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+
+NUM_CLASSES = 11  # background + digits 0..9
+CLASS_NAMES = [str(d) for d in range(10)]  # label k (1..10) is digit k-1
+
+
+class ModelError(ValueError):
+    """An architecture name, model option or weights file that cannot be used."""
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    builder: Callable[..., tuple[nn.Module, str]]
+    defaults: dict[str, Any]
+    summary: str
+
+
+# ---------------------------------------------------------------- reference
+
+
+def _cached_weights_file(url: str) -> str | None:
+    path = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(url))
+    return path if os.path.isfile(path) else None
+
+
+def _build_resnet50_fpn_v2(kw: dict[str, Any], weights: str | None) -> tuple[nn.Module, str]:
+    anchor_generator = AnchorGenerator(
+        sizes=tuple(tuple(s) for s in kw["anchor_sizes"]),
+        aspect_ratios=(tuple(kw["aspect_ratios"]),) * len(kw["anchor_sizes"]),
+    )
+    detector_kwargs = dict(
+        min_size=kw["min_size"],
+        max_size=kw["max_size"],
+        rpn_pre_nms_top_n_train=kw["rpn_pre_nms_top_n_train"],
+        rpn_pre_nms_top_n_test=kw["rpn_pre_nms_top_n_test"],
+        rpn_post_nms_top_n_train=kw["rpn_post_nms_top_n_train"],
+        rpn_post_nms_top_n_test=kw["rpn_post_nms_top_n_test"],
+        box_batch_size_per_image=kw["box_batch_size_per_image"],
+        box_detections_per_img=kw["box_detections_per_img"],
+        box_score_thresh=kw["box_score_thresh"],
+    )
+    default_anchors = _resnet50_defaults()["anchor_sizes"] == kw["anchor_sizes"] and tuple(
+        kw["aspect_ratios"]
+    ) == (0.5, 1.0, 2.0)
+
+    def from_scratch(note: str) -> tuple[nn.Module, str]:
+        model = fasterrcnn_resnet50_fpn_v2(
+            weights=None, weights_backbone=None, num_classes=kw["num_classes"], **detector_kwargs
+        )
+        model.rpn.anchor_generator = anchor_generator
+        if not default_anchors:
+            _replace_rpn_head(model, anchor_generator, conv_depth=2)
+        return model, note
+
+    if weights == "none":
+        return from_scratch("pretrained weights disabled (--weights none): training from scratch")
+
+    coco = FasterRCNN_ResNet50_FPN_V2_Weights.COCO_V1
+    if weights in (None, "auto"):
+        cached = _cached_weights_file(coco.url)
+        if cached is None:
+            return from_scratch(
+                f"no COCO weights in the torch hub cache ({os.path.basename(coco.url)}): training from scratch"
+            )
+        weights_path, source = cached, "torchvision COCO_V1 weights from the hub cache"
+    else:
+        weights_path, source = weights, f"weights from {weights}"
+
+    model, _ = from_scratch("")
+    state = _load_state_dict_file(weights_path)
+    own = model.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not usable:
+        raise ModelError(f"{weights_path}: no tensor matches {kw['arch']} (is it a Faster R-CNN R50-FPN-v2 file?)")
+    skipped = sorted(set(own) - set(usable))
+    model.load_state_dict(usable, strict=False)
+    note = f"loaded {source} ({len(usable)} tensors"
+    if skipped:
+        # The 91-class COCO predictor (and any re-shaped anchor head) cannot be reused.
+        note += f"; {len(skipped)} re-initialised, e.g. {skipped[0]}"
+    return model, note + ")"
+
+
+def _load_state_dict_file(path: str) -> dict[str, torch.Tensor]:
+    if not os.path.isfile(path):
+        raise ModelError(f"weights file not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure means "not a usable weights file"
+        raise ModelError(f"{path}: not a loadable weights file ({type(exc).__name__}: {exc})") from None
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]  # our own checkpoints, or torchvision reference-trainer checkpoints
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelError(f"{path}: expected a state dict of tensors")
+    return state
+
+
+def _replace_rpn_head(model: FasterRCNN, anchor_generator: AnchorGenerator, conv_depth: int) -> None:
+    channels = model.backbone.out_channels
+    model.rpn.head = RPNHead(channels, anchor_generator.num_anchors_per_location()[0], conv_depth=conv_depth)
+
+
+def _resnet50_defaults() -> dict[str, Any]:
+    # torchvision's own defaults: the reference configuration of the course report.
+    return dict(
+        min_size=800,
+        max_size=1333,
+        anchor_sizes=[[32], [64], [128], [256], [512]],
+        aspect_ratios=[0.5, 1.0, 2.0],
+        rpn_pre_nms_top_n_train=2000,
+        rpn_pre_nms_top_n_test=1000,
+        rpn_post_nms_top_n_train=2000,
+        rpn_post_nms_top_n_test=1000,
+        box_batch_size_per_image=512,
+        box_detections_per_img=100,
+        box_score_thresh=0.05,
+    )
+
+
+# ---------------------------------------------------------------- compact
+
+
+def _stage(in_channels: int, out_channels: int, blocks: int, stride: int) -> nn.Sequential:
+    downsample = nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False), nn.BatchNorm2d(out_channels)
+    )
+    layers = [tv_resnet.BasicBlock(in_channels, out_channels, stride, downsample)]
+    layers += [tv_resnet.BasicBlock(out_channels, out_channels) for _ in range(blocks - 1)]
+    return nn.Sequential(*layers)
+
+
+class DigitBackbone(nn.Module):
+    """A narrow ResNet (BasicBlocks) sized for 100-400 px inputs and trained from scratch.
+
+    Plain BatchNorm rather than torchvision's FrozenBatchNorm: frozen statistics only make
+    sense for pretrained weights, and freezing them at init is why from-scratch ResNet
+    detectors barely learn.
+    """
+
+    def __init__(self, widths: list[int], blocks: list[int]):
+        super().__init__()
+        if len(widths) != 5 or len(blocks) != 4:
+            raise ModelError(f"widths needs 5 entries and blocks 4, got {widths} and {blocks}")
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, widths[0], 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(widths[0]),
+            nn.ReLU(inplace=True),
+        )
+        self.layer1 = _stage(widths[0], widths[1], blocks[0], 2)
+        self.layer2 = _stage(widths[1], widths[2], blocks[1], 2)
+        self.layer3 = _stage(widths[2], widths[3], blocks[2], 2)
+        self.layer4 = _stage(widths[3], widths[4], blocks[3], 2)
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        for module in self.modules():
+            # Zero-init the last BN of each residual branch: every block starts as identity,
+            # which makes from-scratch training markedly more stable.
+            if isinstance(module, tv_resnet.BasicBlock):
+                nn.init.zeros_(module.bn2.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # only used through IntermediateLayerGetter
+        x = self.stem(x)
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+
+def _digitnet_defaults() -> dict[str, Any]:
+    # Sized by measurement on a 2-core CPU (bench/train_speed.py): ~20 training images/s.
+    return dict(
+        widths=[24, 32, 64, 128, 192],
+        blocks=[1, 2, 2, 1],
+        fpn_channels=64,
+        representation_size=256,
+        # torchvision's CPU roi_align backward is single-threaded: one sample per bin and
+        # 32 sampled RoIs per image (house numbers have at most ~5 digits) keep it cheap.
+        roi_sampling_ratio=1,
+        # House-number crops are mostly digit: a ~112 px short side keeps small digits
+        # readable and costs ~50x less than torchvision's 800. Training samples a size per
+        # batch (scale augmentation); evaluation uses test_min_size.
+        min_size=[96, 112, 128],
+        test_min_size=112,
+        max_size=400,
+        anchor_sizes=[[12, 17], [24, 34], [48, 68], [96, 136]],
+        aspect_ratios=[1.0, 1.7, 2.8],  # height / width: digits are upright, "1" is very thin
+        rpn_pre_nms_top_n_train=600,
+        rpn_pre_nms_top_n_test=300,
+        rpn_post_nms_top_n_train=300,
+        rpn_post_nms_top_n_test=100,
+        box_batch_size_per_image=32,
+        box_detections_per_img=50,
+        box_score_thresh=0.01,
+    )
+
+
+def _build_digitnet_fpn(kw: dict[str, Any], weights: str | None) -> tuple[nn.Module, str]:
+    body = DigitBackbone(kw["widths"], kw["blocks"])
+    backbone = BackboneWithFPN(
+        body,
+        return_layers={"layer2": "0", "layer3": "1", "layer4": "2"},
+        in_channels_list=kw["widths"][2:],
+        out_channels=kw["fpn_channels"],
+        extra_blocks=LastLevelMaxPool(),
+    )
+    anchor_generator = AnchorGenerator(
+        sizes=tuple(tuple(s) for s in kw["anchor_sizes"]),
+        aspect_ratios=(tuple(kw["aspect_ratios"]),) * len(kw["anchor_sizes"]),
+    )
+    if len(kw["anchor_sizes"]) != 4:
+        raise ModelError("digitnet_fpn has 4 feature levels: anchor_sizes needs 4 tuples")
+    rpn_head = RPNHead(kw["fpn_channels"], anchor_generator.num_anchors_per_location()[0])
+    roi_pool_size = 7
+    box_roi_pool = MultiScaleRoIAlign(
+        ["0", "1", "2", "3"], output_size=roi_pool_size, sampling_ratio=kw["roi_sampling_ratio"]
+    )
+    box_head = TwoMLPHead(kw["fpn_channels"] * roi_pool_size**2, kw["representation_size"])
+    min_size = kw["min_size"]
+    model = FasterRCNN(
+        backbone,
+        num_classes=None,
+        min_size=min_size if isinstance(min_size, int) else tuple(min_size),
+        max_size=kw["max_size"],
+        rpn_anchor_generator=anchor_generator,
+        rpn_head=rpn_head,
+        box_roi_pool=box_roi_pool,
+        box_head=box_head,
+        box_predictor=FastRCNNPredictor(kw["representation_size"], kw["num_classes"]),
+        rpn_pre_nms_top_n_train=kw["rpn_pre_nms_top_n_train"],
+        rpn_pre_nms_top_n_test=kw["rpn_pre_nms_top_n_test"],
+        rpn_post_nms_top_n_train=kw["rpn_post_nms_top_n_train"],
+        rpn_post_nms_top_n_test=kw["rpn_post_nms_top_n_test"],
+        rpn_batch_size_per_image=128,
+        box_batch_size_per_image=kw["box_batch_size_per_image"],
+        box_detections_per_img=kw["box_detections_per_img"],
+        box_score_thresh=kw["box_score_thresh"],
+    )
+    _set_test_min_size(model, kw.get("test_min_size"))
+    if weights not in (None, "auto", "none"):
+        state = _load_state_dict_file(weights)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if unexpected or len(missing) == len(model.state_dict()):
+            raise ModelError(f"{weights}: does not match digitnet_fpn")
+        return model, f"loaded weights from {weights}"
+    return model, "digitnet_fpn has no published pretrained weights: training from scratch"
+
+
+def _set_test_min_size(model: FasterRCNN, test_min_size: int | None) -> None:
+    # torchvision uses min_size[-1] at eval time; multi-scale training wants a fixed
+    # evaluation size from the middle of the range instead.
+    if test_min_size is None:
+        return
+    sizes = tuple(model.transform.min_size)
+    model.transform.min_size = tuple(s for s in sizes if s != test_min_size) + (test_min_size,)
+
+
+ARCHITECTURES: dict[str, ArchSpec] = {
+    "fasterrcnn_resnet50_fpn_v2": ArchSpec(
+        _build_resnet50_fpn_v2,
+        _resnet50_defaults(),
+        "Reference: torchvision Faster R-CNN ResNet-50 FPN v2 (COCO-pretrained when cached locally); for GPUs",
+    ),
+    "digitnet_fpn": ArchSpec(
+        _build_digitnet_fpn,
+        _digitnet_defaults(),
+        "Compact: narrow ResNet + 4-level FPN, digit-shaped anchors, 128 px input; trains on a 2-core CPU",
+    ),
+}
+
+
+def resolve_model_kwargs(arch: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Full keyword set for ``arch``: its defaults, then ``overrides`` (unknown keys fail)."""
+    if arch not in ARCHITECTURES:
+        raise ModelError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
+    kwargs = dict(ARCHITECTURES[arch].defaults)
+    for key, value in (overrides or {}).items():
+        if key in ("arch", "num_classes"):
+            continue
+        if key not in kwargs:
+            raise ModelError(f"{arch} has no option {key!r}; options: {', '.join(sorted(kwargs))}")
+        if value is not None:
+            kwargs[key] = value
+    kwargs["arch"] = arch
+    kwargs["num_classes"] = NUM_CLASSES
+    return kwargs
+
+
+def build_model(
+    arch: str, overrides: dict[str, Any] | None = None, weights: str | None = None
+) -> tuple[nn.Module, dict[str, Any], str]:
+    """Build ``arch``; returns (model, resolved kwargs to store in checkpoints, weights note).
+
+    ``weights``: None/"auto" uses locally cached pretrained weights when the architecture has
+    any (never downloads), "none" forces random init, anything else is a weights file.
+    """
+    kwargs = resolve_model_kwargs(arch, overrides)
+    model, note = ARCHITECTURES[arch].builder(kwargs, weights)
+    return model, kwargs, note
+
+
+def rebuild_model(model_kwargs: dict[str, Any]) -> nn.Module:
+    """Build the randomly initialised skeleton a checkpoint's state dict is loaded into."""
+    arch = model_kwargs.get("arch")
+    overrides = {k: v for k, v in model_kwargs.items() if k not in ("arch", "num_classes")}
+    model, _, _ = build_model(arch, overrides, weights="none")
+    return model
