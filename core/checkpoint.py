@@ -1,0 +1,116 @@
+"""Self-describing checkpoints: tensors and plain data only, written atomically.
+
+A checkpoint holds everything inference needs to rebuild its model (``arch``,
+``model_kwargs``, ``class_names``) and what a person needs to trust it (``config``,
+``epoch``, ``metrics``, ``history``, ``data``). ``torch.load(path, weights_only=True)``
+reads it, so a checkpoint from a stranger cannot run code.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from typing import Any
+
+import torch
+
+FORMAT = "digit-studio-checkpoint"
+FORMAT_VERSION = 1
+REQUIRED_KEYS = ("format", "arch", "model_kwargs", "class_names", "model")
+
+
+class CheckpointError(ValueError):
+    """A file that is not a usable Digit Studio checkpoint; the message says why."""
+
+
+def atomic_write_bytes(path: str, writer) -> None:
+    """Write via ``writer(file)`` to a temporary file beside ``path``, fsync, then rename.
+
+    Readers see the old file or the new one, never half of one, even if the process is
+    killed mid-write; a failed write leaves the previous file untouched.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp's 0600 would hide checkpoints from other users
+        with os.fdopen(fd, "wb") as handle:
+            writer(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:
+        dir_fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)  # make the rename itself durable
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    atomic_write_bytes(path, lambda handle: handle.write(text.encode("utf-8")))
+
+
+def save_checkpoint(path: str, payload: dict[str, Any], half: bool = False) -> None:
+    """Save atomically; ``half`` stores float weights as float16 (loading restores float32)."""
+    payload = dict(payload)
+    payload.setdefault("format", FORMAT)
+    payload.setdefault("format_version", FORMAT_VERSION)
+    if half:
+        payload["model"] = {k: v.half() if v.is_floating_point() else v for k, v in payload["model"].items()}
+        payload["weights_dtype"] = "float16"
+    atomic_write_bytes(path, lambda handle: torch.save(payload, handle))
+
+
+def load_checkpoint(path: str) -> dict[str, Any]:
+    """Read and check a checkpoint; float16-stored weights come back as float32."""
+    if not os.path.exists(path):
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    if os.path.isdir(path):
+        raise CheckpointError(f"{path}: is a folder, not a checkpoint file")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # weights_only refuses anything but tensors and plain containers: this is either a
+        # full-pickle file (which could run code when loaded) or not a PyTorch file at all.
+        text = str(exc).split("\n")[0]
+        if "Weights only load failed" in str(exc) or "Unsupported" in str(exc):
+            raise CheckpointError(
+                f"{path}: refused: the file contains Python objects other than tensors and plain data, "
+                f"so loading it could run code ({text[:200]})") from None
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({text[:200]})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, AttributeError) as exc:
+        raise CheckpointError(
+            f"{path}: unreadable checkpoint, truncated or not a PyTorch file ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path}: not a Digit Studio checkpoint (no '{FORMAT}' header); train one with python -m core.train")
+    missing = [k for k in REQUIRED_KEYS if k not in payload]
+    if missing:
+        raise CheckpointError(f"{path}: checkpoint is missing {', '.join(missing)}")
+    if not isinstance(payload["model"], dict) or not all(isinstance(v, torch.Tensor) for v in payload["model"].values()):
+        raise CheckpointError(f"{path}: checkpoint weights are not a state dict of tensors")
+    if payload.get("weights_dtype") == "float16":
+        payload["model"] = {k: v.float() if v.is_floating_point() else v for k, v in payload["model"].items()}
+    return payload
+
+
+def describe(payload: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint's metadata without any tensors (for display and JSON)."""
+    keep = ("arch", "model_kwargs", "class_names", "config", "epoch", "metrics", "best", "data",
+            "created", "commands", "weights_note", "versions", "format_version", "task2_threshold")
+    return {k: payload[k] for k in keep if k in payload}

@@ -1,0 +1,233 @@
+"""The training configuration: one dataclass for the command line and the app.
+
+``python -m core.train`` builds its argparse flags from the fields below (help text,
+choices and bounds live in each field's metadata); the app's Train page builds its form
+from the same fields and launches ``core.train`` with :meth:`TrainConfig.to_argv`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.model import ARCHITECTURES
+
+SCHEDULERS = ("cosine", "step")
+DEVICES = ("auto", "cpu", "cuda")
+REFERENCE_ARCH = "fasterrcnn_resnet50_fpn_v2"
+# Fields that may change when a run is resumed; everything else must match the saved run.
+RESUMABLE_CHANGES = ("data", "out", "epochs", "device", "workers", "resume", "skip_invalid")
+
+
+class ConfigError(ValueError):
+    """A configuration value that is unknown or out of range."""
+
+
+def _opt(help: str, *, choices=None, low=None, high=None, low_open=False, flag=None, group="training"):
+    meta = {"help": help, "group": group}
+    if choices is not None:
+        meta["choices"] = choices
+    if low is not None:
+        meta["low"] = low
+        meta["low_open"] = low_open
+    if high is not None:
+        meta["high"] = high
+    if flag is not None:
+        meta["flag"] = flag
+    return meta
+
+
+@dataclass
+class TrainConfig:
+    data: str = field(default="data/synth", metadata=_opt(
+        "dataset folder: train/ and valid/ image folders with train.json and valid.json (COCO)", group="run"))
+    out: str = field(default="", metadata=_opt(
+        "run folder to write (config.json, log.jsonl, history.json, best.pt, last.pt)", group="run"))
+    arch: str = field(default=REFERENCE_ARCH, metadata=_opt(
+        "detector architecture: " + "; ".join(f"{k}: {v.summary}" for k, v in ARCHITECTURES.items()),
+        choices=tuple(ARCHITECTURES), group="model"))
+    weights: str = field(default="auto", metadata=_opt(
+        "pretrained weights: 'auto' uses torchvision's COCO weights when they are in the local torch hub "
+        "cache (never downloads), 'none' trains from scratch, or a path to a weights file", group="model"))
+    min_size: int | None = field(default=None, metadata=_opt(
+        "input short side in pixels (default: the architecture's own; 800 for the reference)",
+        low=16, high=2000, group="model"))
+    max_size: int | None = field(default=None, metadata=_opt(
+        "input long-side cap in pixels (default: the architecture's own; 1333 for the reference)",
+        low=16, high=4000, group="model"))
+    scheduler: str = field(default="cosine", metadata=_opt(
+        "learning-rate schedule, stepped once per epoch: 'cosine' = CosineAnnealingLR, 'step' = StepLR",
+        choices=SCHEDULERS))
+    epochs: int = field(default=10, metadata=_opt("number of epochs", low=1, high=100000))
+    lr: float = field(default=1e-4, metadata=_opt("AdamW learning rate", low=0.0, low_open=True, high=10.0))
+    weight_decay: float = field(default=5e-4, metadata=_opt("AdamW weight decay", low=0.0, high=10.0))
+    subset_fraction: float = field(default=0.1, metadata=_opt(
+        "fraction of the training set drawn afresh (at random) for each epoch", low=0.0, low_open=True, high=1.0))
+    batch_size: int = field(default=4, metadata=_opt("images per optimisation step (per process)", low=1, high=4096))
+    t_max: int | None = field(default=None, metadata=_opt(
+        "CosineAnnealingLR T_max in epochs (default: --epochs)", low=1, high=100000))
+    eta_min: float = field(default=1e-6, metadata=_opt("CosineAnnealingLR eta_min", low=0.0, high=10.0))
+    step_size: int = field(default=1, metadata=_opt("StepLR step_size in epochs", low=1, high=100000))
+    gamma: float = field(default=0.7, metadata=_opt("StepLR gamma", low=0.0, low_open=True, high=1.0))
+    warmup_steps: int = field(default=0, metadata=_opt(
+        "linear learning-rate warm-up over the first N optimisation steps (0 = none, as in the reference)",
+        low=0, high=10**7))
+    clip_grad_norm: float = field(default=0.0, metadata=_opt(
+        "clip the gradient norm to this value (0 = no clipping)", low=0.0, high=1e6))
+    device: str = field(default="auto", metadata=_opt(
+        "'auto' uses CUDA when present, else the CPU", choices=DEVICES, group="run"))
+    amp: bool = field(default=True, metadata=_opt(
+        "mixed precision on CUDA (ignored on the CPU)", group="run"))
+    workers: int = field(default=-1, metadata=_opt(
+        "data-loading processes (-1 = automatic: 0 on the CPU, 4 on CUDA)", low=-1, high=64, group="run"))
+    seed: int = field(default=0, metadata=_opt(
+        "random seed: per-epoch subsets, augmentation and initialisation", low=0, high=2**31 - 1))
+    skip_invalid: bool = field(default=False, metadata=_opt(
+        "train on the valid part of a dataset with bad annotations instead of stopping", group="run"))
+    resume: bool = field(default=False, metadata=_opt(
+        "continue the run in --out from its last.pt at the next epoch", group="run"))
+
+    # -------------------------------------------------------------- checks
+
+    def validate(self) -> "TrainConfig":
+        """Raise ConfigError naming every bad value; returns self so calls can be chained."""
+        problems = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            meta = f.metadata
+            if value is None:
+                continue
+            if "choices" in meta and value not in meta["choices"]:
+                problems.append(f"{f.name}={value!r} is not one of {', '.join(meta['choices'])}")
+            if isinstance(value, float) and not math.isfinite(value):
+                problems.append(f"{f.name}={value!r} must be a finite number")
+                continue
+            if "low" in meta and isinstance(value, (int, float)) and not isinstance(value, bool):
+                low, high = meta["low"], meta.get("high")
+                if value < low or (meta.get("low_open") and value == low):
+                    problems.append(f"{f.name}={value!r} must be {'>' if meta.get('low_open') else '>='} {low}")
+                if high is not None and value > high:
+                    problems.append(f"{f.name}={value!r} must be <= {high}")
+        if problems:
+            raise ConfigError("invalid training configuration: " + "; ".join(problems))
+        return self
+
+    # -------------------------------------------------------------- conversion
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        """Build from plain data (a checkpoint, the app's form); unknown keys are an error."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown configuration keys: {', '.join(unknown)}")
+        converted = {}
+        for f in dataclasses.fields(cls):
+            if f.name in values:
+                converted[f.name] = _coerce(f, values[f.name])
+        return cls(**converted).validate()
+
+    def to_argv(self) -> list[str]:
+        """Arguments for ``python -m core.train`` that reproduce this configuration exactly."""
+        argv: list[str] = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            flag = "--" + f.name.replace("_", "-")
+            if _base_type(f) is bool:
+                if value != f.default:
+                    argv.append(flag if value else "--no-" + f.name.replace("_", "-"))
+            elif value is not None:
+                argv += [flag, repr(value) if isinstance(value, float) else str(value)]
+        return argv
+
+    def model_overrides(self) -> dict[str, Any]:
+        return {"min_size": self.min_size, "max_size": self.max_size}
+
+
+def _base_type(f: dataclasses.Field) -> type:
+    hint = typing.get_type_hints(TrainConfig)[f.name]
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        return args[0]
+    return hint
+
+
+def _coerce(f: dataclasses.Field, value: Any) -> Any:
+    kind = _base_type(f)
+    if value is None:
+        if f.default is None:
+            return None
+        raise ConfigError(f"{f.name} must not be empty")
+    try:
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+                return value.lower() in ("true", "1", "yes")
+            raise ValueError
+        if kind is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if kind is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{f.name}={value!r} is not a valid {kind.__name__}") from None
+
+
+def build_parser(prog: str = "python -m core.train") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Train a Faster R-CNN digit detector (defaults: the course's reference recipe).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for f in dataclasses.fields(TrainConfig):
+        meta = f.metadata
+        group = groups.setdefault(meta["group"], parser.add_argument_group(meta["group"]))
+        flag = "--" + f.name.replace("_", "-")
+        kind = _base_type(f)
+        kwargs: dict[str, Any] = {"help": meta["help"], "default": f.default, "dest": f.name}
+        if kind is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = kind
+            if "choices" in meta:
+                kwargs["choices"] = meta["choices"]
+        if f.name == "out":
+            kwargs["required"] = True
+            del kwargs["default"]
+        group.add_argument(flag, **kwargs)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, set[str]]:
+    """Parse the command line; returns the config and the names of the flags given explicitly."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    explicit = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    for action in parser._actions:
+        if action.option_strings and action.dest != "help":
+            kwargs = {"dest": action.dest}
+            if isinstance(action, argparse.BooleanOptionalAction):
+                kwargs["action"] = argparse.BooleanOptionalAction
+            else:
+                kwargs["nargs"] = action.nargs
+            explicit.add_argument(*action.option_strings, **kwargs)
+    given, _ = explicit.parse_known_args(argv)
+    try:
+        config = TrainConfig(**vars(args)).validate()
+    except ConfigError as exc:
+        parser.error(str(exc))
+    return config, set(vars(given))

@@ -1,0 +1,378 @@
+"""Reading the course layout: ``train/ valid/ test/`` image folders with COCO json files.
+
+Annotation files are validated up front; every problem names the file, image id and
+annotation id, so a bad dataset stops training before any work is done (or, with
+``skip_invalid``, the images it concerns are dropped and counted).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import torch
+from PIL import Image
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
+
+NUM_DIGITS = 10
+BOX_TOLERANCE = 1.0  # px a box may overhang the border (annotation-tool rounding); it is clipped
+MAX_LISTED_PROBLEMS = 25
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    message: str
+    image_id: Any = None
+    annotation_id: Any = None
+
+    def __str__(self) -> str:
+        where = [os.path.basename(self.file)]
+        if self.image_id is not None:
+            where.append(f"image {self.image_id}")
+        if self.annotation_id is not None:
+            where.append(f"annotation {self.annotation_id}")
+        return f"{', '.join(where)}: {self.message}"
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be used as it is; ``problems`` lists everything found."""
+
+    def __init__(self, problems: Sequence[Problem], summary: str | None = None):
+        self.problems = list(problems)
+        lines = [str(p) for p in self.problems[:MAX_LISTED_PROBLEMS]]
+        if len(self.problems) > MAX_LISTED_PROBLEMS:
+            lines.append(f"... and {len(self.problems) - MAX_LISTED_PROBLEMS} more")
+        head = summary or f"{len(self.problems)} problem(s) in the dataset"
+        super().__init__(head + ":\n  " + "\n  ".join(lines))
+
+
+@dataclass
+class ImageRecord:
+    image_id: int
+    path: str
+    width: int
+    height: int
+    boxes: list[list[float]] = field(default_factory=list)  # xyxy, pixels
+    labels: list[int] = field(default_factory=list)  # 1..10 = digit 0..9
+    annotation_ids: list[Any] = field(default_factory=list)
+
+    @property
+    def number(self) -> str:
+        """The whole house number: digits read left to right (Task 2's ground truth)."""
+        order = sorted(range(len(self.boxes)), key=lambda i: (self.boxes[i][0] + self.boxes[i][2]) / 2)
+        return "".join(str(self.labels[i] - 1) for i in order) or "-1"
+
+
+@dataclass
+class Split:
+    name: str
+    root: str
+    records: list[ImageRecord]
+    dropped: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+    def coco(self) -> dict:
+        """Ground truth as an in-memory COCO dict (with ``info``: pycocotools >= 2.0.9 needs it)."""
+        images, annotations = [], []
+        next_id = 1
+        for r in self.records:
+            images.append({"id": r.image_id, "file_name": os.path.basename(r.path), "width": r.width, "height": r.height})
+            for box, label in zip(r.boxes, r.labels):
+                w, h = box[2] - box[0], box[3] - box[1]
+                annotations.append({"id": next_id, "image_id": r.image_id, "category_id": label,
+                                    "bbox": [box[0], box[1], w, h], "area": w * h, "iscrowd": 0})
+                next_id += 1
+        return {"info": {"description": f"{self.root} {self.name}"}, "licenses": [], "images": images,
+                "annotations": annotations, "categories": categories()}
+
+
+def categories() -> list[dict]:
+    return [{"id": d + 1, "name": str(d)} for d in range(NUM_DIGITS)]
+
+
+# ------------------------------------------------------------------ validation
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def read_json(path: str) -> Any:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        raise DatasetError([Problem(path, "file not found")], f"cannot read {path}") from None
+    except json.JSONDecodeError as exc:
+        raise DatasetError([Problem(path, f"malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}")],
+                           f"cannot read {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetError([Problem(path, f"unreadable ({exc})")], f"cannot read {path}") from None
+
+
+def validate_coco(coco: Any, json_path: str, image_dir: str, check_files: bool = True
+                  ) -> tuple[list[ImageRecord], list[Problem], set[int]]:
+    """Check a COCO dict; returns (records, problems, ids of images with problems)."""
+    problems: list[Problem] = []
+    bad_images: set[int] = set()
+
+    def report(message: str, image_id: Any = None, annotation_id: Any = None) -> None:
+        problems.append(Problem(json_path, message, image_id, annotation_id))
+        if _is_int(image_id):
+            bad_images.add(image_id)
+
+    if not isinstance(coco, dict):
+        report(f"expected a JSON object with images/annotations/categories, got {type(coco).__name__}")
+        return [], problems, bad_images
+    for key in ("images", "annotations"):
+        if key not in coco:
+            report(f"missing key {key!r}")
+        elif not isinstance(coco[key], list):
+            report(f"{key!r} must be a list, got {type(coco[key]).__name__}")
+    if problems:
+        return [], problems, bad_images
+
+    known_categories = set(range(1, NUM_DIGITS + 1))
+    if "categories" in coco:
+        cats = coco["categories"]
+        if not isinstance(cats, list) or not all(isinstance(c, dict) and _is_int(c.get("id")) for c in cats):
+            report("'categories' must be a list of objects with integer ids")
+        else:
+            for c in cats:
+                if c["id"] not in known_categories:
+                    report(f"category id {c['id']} (name {c.get('name')!r}) is outside 1..10 (digits 0..9)")
+                elif "name" in c and str(c["name"]) != str(c["id"] - 1) and str(c["name"]) != str(c["id"] % 10):
+                    report(f"category id {c['id']} is named {c['name']!r}; ids 1..10 must mean digits 0..9")
+
+    records: dict[int, ImageRecord] = {}
+    seen_files: dict[str, int] = {}
+    for index, image in enumerate(coco["images"]):
+        if not isinstance(image, dict):
+            report(f"images[{index}] is not an object")
+            continue
+        image_id = image.get("id")
+        if not _is_int(image_id):
+            report(f"images[{index}] has a missing or non-integer id ({image_id!r})")
+            continue
+        if image_id in records:
+            report("duplicate image id", image_id)
+            continue
+        file_name = image.get("file_name")
+        if not isinstance(file_name, str) or not file_name:
+            report("missing or non-string file_name", image_id)
+            continue
+        if os.path.isabs(file_name) or ".." in file_name.replace("\\", "/").split("/"):
+            report(f"file_name {file_name!r} points outside the image folder", image_id)
+            continue
+        if file_name in seen_files:
+            report(f"file {file_name} is also used by image {seen_files[file_name]}", image_id)
+        seen_files[file_name] = image_id
+        path = os.path.join(image_dir, file_name)
+        width, height = image.get("width"), image.get("height")
+        if (width is not None and not _is_int(width)) or (height is not None and not _is_int(height)):
+            report(f"width/height must be integers, got {width!r}x{height!r}", image_id)
+            continue
+        if check_files or width is None or height is None:
+            if not os.path.isfile(path):
+                report(f"image file missing: {path}", image_id)
+                continue
+            try:
+                with Image.open(path) as handle:
+                    actual = handle.size
+            except Exception as exc:  # noqa: BLE001 - any decoder failure means an unusable file
+                report(f"unreadable image file {path} ({type(exc).__name__})", image_id)
+                continue
+            if width is not None and (width, height) != actual:
+                report(f"json says {width}x{height} but {file_name} is {actual[0]}x{actual[1]}", image_id)
+                continue
+            width, height = actual
+        records[image_id] = ImageRecord(image_id, path, width, height)
+
+    seen_annotations: set[Any] = set()
+    for index, ann in enumerate(coco["annotations"]):
+        if not isinstance(ann, dict):
+            report(f"annotations[{index}] is not an object")
+            continue
+        ann_id = ann.get("id", f"#{index}")
+        image_id = ann.get("image_id")
+        if "id" not in ann:
+            report("annotation has no id", image_id, ann_id)
+        elif ann_id in seen_annotations:
+            report("duplicate annotation id", image_id, ann_id)
+            continue
+        seen_annotations.add(ann_id)
+        if not _is_int(image_id) or image_id not in records:
+            if not (_is_int(image_id) and image_id in bad_images):
+                report(f"image_id {image_id!r} is not an image of this file", image_id if _is_int(image_id) else None, ann_id)
+            continue
+        record = records[image_id]
+        category = ann.get("category_id")
+        if not _is_int(category) or category not in known_categories:
+            report(f"unknown category_id {category!r} (expected 1..10 for digits 0..9)", image_id, ann_id)
+            continue
+        bbox = ann.get("bbox")
+        if not isinstance(bbox, list) or len(bbox) != 4 or not all(_is_number(v) for v in bbox):
+            report(f"bbox must be [x, y, w, h] numbers, got {bbox!r}", image_id, ann_id)
+            continue
+        x, y, w, h = (float(v) for v in bbox)
+        if w <= 0 or h <= 0:
+            report(f"box has zero or negative size (w={w:g}, h={h:g})", image_id, ann_id)
+            continue
+        if x < -BOX_TOLERANCE or y < -BOX_TOLERANCE or x + w > record.width + BOX_TOLERANCE \
+                or y + h > record.height + BOX_TOLERANCE:
+            report(f"box [{x:g}, {y:g}, {w:g}, {h:g}] lies outside the {record.width}x{record.height} image",
+                   image_id, ann_id)
+            continue
+        x0, y0 = max(0.0, x), max(0.0, y)
+        x1, y1 = min(float(record.width), x + w), min(float(record.height), y + h)
+        if x1 - x0 < 1e-3 or y1 - y0 < 1e-3:
+            report("box is degenerate after clipping to the image", image_id, ann_id)
+            continue
+        record.boxes.append([x0, y0, x1, y1])
+        record.labels.append(category)
+        record.annotation_ids.append(ann_id)
+
+    if not coco["images"]:
+        report("the split has no images")
+    ordered = [records[k] for k in sorted(records)]
+    return ordered, problems, bad_images
+
+
+def load_split(root: str, split: str, skip_invalid: bool = False, require_annotations: bool = True,
+               check_files: bool = True) -> Split:
+    """Read and validate ``root/split.json`` against ``root/split/``.
+
+    Raises DatasetError listing every problem, unless ``skip_invalid``: then images with
+    problems are dropped (``Split.dropped``) and only file-level problems still raise.
+    """
+    json_path = os.path.join(root, f"{split}.json")
+    image_dir = os.path.join(root, split)
+    if not os.path.isdir(root):
+        raise DatasetError([Problem(root, "dataset folder not found")], f"cannot use dataset {root}")
+    if not os.path.isdir(image_dir):
+        raise DatasetError([Problem(image_dir, f"image folder {split}/ not found")], f"cannot use dataset {root}")
+    if not os.path.isfile(json_path):
+        if require_annotations:
+            raise DatasetError([Problem(json_path, "annotation file not found")], f"cannot use dataset {root}")
+        from core.images import list_images
+
+        records = [ImageRecord(image_id_from_name(p), p, 0, 0) for p in list_images(image_dir)]
+        return Split(split, root, records)
+    coco = read_json(json_path)
+    records, problems, bad_images = validate_coco(coco, json_path, image_dir, check_files)
+    # Problems tied to an image can be skipped by dropping that image; the rest cannot.
+    fatal = [p for p in problems if p.image_id is None or p.image_id not in bad_images]
+    if problems and (not skip_invalid or fatal):
+        raise DatasetError(problems, f"{json_path}: {len(problems)} problem(s)"
+                           + (" that --skip-invalid cannot skip" if skip_invalid and fatal else ""))
+    kept = [r for r in records if r.image_id not in bad_images]
+    if not kept:
+        raise DatasetError(problems or [Problem(json_path, "no usable images")], f"{json_path}: nothing usable")
+    listed = {img.get("id") for img in coco["images"] if isinstance(img, dict)}
+    return Split(split, root, kept, dropped=len(bad_images & listed), problems=problems)
+
+
+def image_id_from_name(path: str) -> int:
+    stem = os.path.splitext(os.path.basename(path))[0]
+    if not stem.isdigit():
+        raise ValueError(f"{os.path.basename(path)}: image ids come from numeric file names like 123.png")
+    return int(stem)
+
+
+# ------------------------------------------------------------------ dataset
+
+
+def train_transforms() -> v2.Compose:
+    """Colour, contrast, greyscale and small geometric jitter; never flips (digits are not mirror-symmetric)."""
+    return v2.Compose([
+        v2.RandomPhotometricDistort(p=0.5),
+        v2.RandomGrayscale(p=0.1),
+        v2.RandomInvert(p=0.1),
+        v2.RandomApply([v2.RandomAffine(degrees=4, translate=(0.04, 0.04), scale=(0.85, 1.1), shear=(-6, 6, -2, 2))],
+                       p=0.4),
+        v2.ClampBoundingBoxes(),
+        v2.SanitizeBoundingBoxes(min_size=1.0),
+    ])
+
+
+class DigitDataset(torch.utils.data.Dataset):
+    """(image float tensor CHW in [0, 1], target dict with xyxy ``boxes``, ``labels``, ``image_id``)."""
+
+    def __init__(self, records: Sequence[ImageRecord], transforms: Callable | None = None):
+        self.records = list(records)
+        self.transforms = transforms
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def aspect_ratios(self) -> list[float]:
+        return [r.width / max(r.height, 1) for r in self.records]
+
+    def __getitem__(self, index: int):
+        record = self.records[index]
+        with Image.open(record.path) as handle:
+            image = F.pil_to_tensor(handle.convert("RGB"))
+        height, width = image.shape[-2:]
+        boxes = torch.tensor(record.boxes, dtype=torch.float32).reshape(-1, 4)
+        target = {
+            "boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(height, width)),
+            "labels": torch.tensor(record.labels, dtype=torch.int64),
+            "image_id": record.image_id,
+        }
+        image = tv_tensors.Image(image)
+        if self.transforms is not None:
+            image, target = self.transforms(image, target)
+        return F.to_dtype(image, torch.float32, scale=True).as_subclass(torch.Tensor), {
+            "boxes": target["boxes"].as_subclass(torch.Tensor),
+            "labels": target["labels"],
+            "image_id": target["image_id"],
+        }
+
+
+def collate(batch):
+    return tuple(zip(*batch))
+
+
+# ------------------------------------------------------------------ sampling
+
+
+def epoch_subset(num_images: int, fraction: float, seed: int, epoch: int) -> list[int]:
+    """A fresh random subset for ``epoch``: the same on every process and after a resume."""
+    count = max(1, int(round(num_images * fraction)))
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return torch.randperm(num_images, generator=generator)[:count].tolist()
+
+
+def epoch_batches(aspect_ratios: Sequence[float], fraction: float, batch_size: int, seed: int, epoch: int,
+                  rank: int = 0, world_size: int = 1) -> list[list[int]]:
+    """This process's batches for ``epoch``.
+
+    The subset is shuffled, cut into pools of 16 batches, and each pool is ordered by aspect
+    ratio before batching, so a batch pads little (house numbers range from square to 8:1)
+    while batches stay random. Ranks take every world_size-th batch; the list is padded
+    so every rank runs the same number of steps (DDP needs that).
+    """
+    subset = epoch_subset(len(aspect_ratios), fraction, seed, epoch)
+    rng = random.Random(seed * 7_919 + epoch)
+    pool = batch_size * 16
+    batches = []
+    for start in range(0, len(subset), pool):
+        chunk = sorted(subset[start:start + pool], key=lambda i: aspect_ratios[i])
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    if world_size > 1:
+        per_rank = math.ceil(len(batches) / world_size)
+        batches += batches[: per_rank * world_size - len(batches)]
+        batches = batches[rank::world_size]
+    return batches

@@ -1,0 +1,148 @@
+"""Scoring: COCO mAP (pycocotools) for Task 1 and whole-number accuracy for Task 2.
+
+``python -m core.evaluate --ckpt FILE --data DIR [--split valid|test] [--json FILE]``
+prints the 12 COCO numbers, per-class AP and Task 2 accuracy; ``--json`` saves them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import io
+import json
+import sys
+import time
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from core.data import DatasetError, ImageRecord, Split, load_split
+from core.predict import TASK2_THRESHOLD, coco_results, detect, read_number
+
+STAT_NAMES = ("mAP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
+              "AR_1", "AR_10", "AR_100", "AR_small", "AR_medium", "AR_large")
+
+
+def coco_metrics(coco_gt: dict, results: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The 12 COCO box numbers and per-class AP. ``None`` marks a number with no ground truth
+    (e.g. AP_large when every digit is small); no detections at all score 0, not an error."""
+    class_names = [c["name"] for c in sorted(coco_gt["categories"], key=lambda c: c["id"])]
+    if not results:
+        # pycocotools' loadRes raises IndexError on an empty list (early epochs do this).
+        stats = {name: 0.0 for name in STAT_NAMES}
+        return {**stats, "per_class_AP": {name: 0.0 for name in class_names}, "detections": 0}
+    gt_dict = copy.copy(coco_gt)
+    gt_dict.setdefault("info", {})
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO()
+        gt.dataset = gt_dict
+        gt.createIndex()
+        dt = gt.loadRes(list(results))
+        evaluator = COCOeval(gt, dt, "bbox")
+        evaluator.params.imgIds = sorted(img["id"] for img in gt_dict["images"])
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    stats = {name: (None if value < 0 else float(value)) for name, value in zip(STAT_NAMES, evaluator.stats)}
+    precision = evaluator.eval["precision"]  # [iou, recall, class, area, maxdets]
+    per_class = {}
+    for k, cat_id in enumerate(evaluator.params.catIds):
+        p = precision[:, :, k, 0, -1]
+        p = p[p > -1]
+        per_class[class_names[cat_id - 1] if 0 < cat_id <= len(class_names) else str(cat_id)] = (
+            float(np.mean(p)) if p.size else None)
+    return {**stats, "per_class_AP": per_class, "detections": len(results)}
+
+
+def task2_accuracy(records: Sequence[ImageRecord], numbers: Sequence[str]) -> float:
+    if not records:
+        return 0.0
+    return sum(r.number == n for r, n in zip(records, numbers)) / len(records)
+
+
+@torch.inference_mode()
+def evaluate(model: torch.nn.Module, split: Split, device: torch.device, batch_size: int = 8,
+             task2_threshold: float = TASK2_THRESHOLD, progress: Callable[[int, int], None] | None = None,
+             should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
+    """Score ``model`` on ``split``; returns a plain dict (COCO numbers, per-class AP, Task 2)."""
+    from core.images import decode_image
+
+    started = time.perf_counter()
+    results, numbers = [], []
+    records = split.records
+    chunk = batch_size * 4
+    for start in range(0, len(records), chunk):
+        if should_stop is not None and should_stop():
+            raise InterruptedError("evaluation stopped")
+        part = records[start:start + chunk]
+        images = [decode_image(r.path) for r in part]
+        for record, det in zip(part, detect(model, images, batch_size, device)):
+            results += coco_results(record.image_id, det)
+            numbers.append(read_number(det, task2_threshold))
+        if progress is not None:
+            progress(min(start + chunk, len(records)), len(records))
+    metrics = coco_metrics(split.coco(), results)
+    metrics["task2_accuracy"] = task2_accuracy(records, numbers)
+    metrics["images"] = len(records)
+    metrics["seconds"] = round(time.perf_counter() - started, 3)
+    return metrics
+
+
+def format_report(metrics: dict[str, Any]) -> str:
+    def fmt(v):
+        return "  n/a" if v is None else f"{v:.4f}"
+
+    lines = ["Task 1 (COCO bbox):"]
+    labels = {"mAP": "AP @[.5:.95]", "AP50": "AP @.50", "AP75": "AP @.75", "AP_small": "AP small",
+              "AP_medium": "AP medium", "AP_large": "AP large", "AR_1": "AR maxDets=1", "AR_10": "AR maxDets=10",
+              "AR_100": "AR maxDets=100", "AR_small": "AR small", "AR_medium": "AR medium", "AR_large": "AR large"}
+    for name in STAT_NAMES:
+        lines.append(f"  {labels[name]:<15} {fmt(metrics.get(name))}")
+    lines.append("  per-class AP:  " + "  ".join(f"{k}:{fmt(v).strip()}" for k, v in metrics["per_class_AP"].items()))
+    lines.append(f"Task 2 (whole-number accuracy): {metrics['task2_accuracy']:.4f} on {metrics['images']} images")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from core.checkpoint import CheckpointError, atomic_write_text
+    from core.predict import DEFAULT_CHECKPOINT, load_model
+
+    parser = argparse.ArgumentParser(prog="python -m core.evaluate", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--ckpt", default=DEFAULT_CHECKPOINT, help="checkpoint (.pt) to score")
+    parser.add_argument("--data", required=True, help="dataset folder (course layout)")
+    parser.add_argument("--split", default="valid", help="split to score: valid, test (needs test.json) or train")
+    parser.add_argument("--json", default=None, help="also write the numbers to this JSON file")
+    parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--task2-threshold", type=float, default=None,
+                        help="minimum digit score for Task 2 (default: the checkpoint's, else 0.5)")
+    args = parser.parse_args(argv)
+    if args.split not in ("train", "valid", "test"):
+        parser.error(f"--split {args.split!r}: choose train, valid or test")
+    if args.batch_size < 1:
+        parser.error("--batch-size must be >= 1")
+    try:
+        split = load_split(args.data, args.split)
+        loaded = load_model(args.ckpt, args.device)
+    except (DatasetError, CheckpointError, ValueError) as exc:
+        print(f"core.evaluate: error: {exc}", file=sys.stderr)
+        return 2
+    threshold = loaded.task2_threshold if args.task2_threshold is None else args.task2_threshold
+    print(f"core.evaluate: {loaded.meta.get('arch')} from {args.ckpt} on {loaded.device}; "
+          f"{len(split.records)} {args.split} images", flush=True)
+    metrics = evaluate(loaded.model, split, loaded.device, args.batch_size, threshold)
+    metrics.update({"checkpoint": args.ckpt, "data": args.data, "split": args.split, "task2_threshold": threshold})
+    print(format_report(metrics))
+    print(f"({metrics['seconds']:.1f} s, {metrics['seconds'] / max(metrics['images'], 1) * 1000:.0f} ms/image)")
+    if args.json:
+        atomic_write_text(args.json, json.dumps(metrics, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

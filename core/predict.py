@@ -1,0 +1,299 @@
+"""Inference: load a checkpoint, detect digits, write Task 1 (COCO json) and Task 2 (csv).
+
+``python -m core.predict --ckpt FILE --images DIR --out OUT_DIR`` writes
+``OUT_DIR/pred.json`` (every detection: mAP rewards low-score ones) and
+``OUT_DIR/pred.csv`` (``image_id,pred_label``: the number read left to right, ``-1``
+when no digit is read). The app calls the same :func:`load_model` and :func:`detect`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import torch
+from PIL import Image
+from torchvision.transforms.v2 import functional as F
+
+from core.checkpoint import CheckpointError, describe, load_checkpoint
+from core.images import ImageDecodeError, decode_image, list_images
+from core.model import ModelError, rebuild_model
+
+DEFAULT_CHECKPOINT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints",
+                                  "default.pt")
+TASK2_THRESHOLD = 0.5
+DUPLICATE_IOU = 0.45  # two boxes overlapping this much are one digit read twice
+DUPLICATE_COVER = 0.8  # or one box mostly inside another
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    meta: dict[str, Any]
+    device: torch.device
+    path: str
+
+    @property
+    def task2_threshold(self) -> float:
+        return float(self.meta.get("task2_threshold") or TASK2_THRESHOLD)
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but PyTorch sees no CUDA GPU")
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise ValueError(f"unknown device {name!r}; use auto, cpu or cuda")
+    return torch.device(name)
+
+
+def load_model(path: str | None = None, device: str | torch.device = "auto") -> LoadedModel:
+    """Rebuild the model a checkpoint describes, from the checkpoint alone."""
+    path = path or DEFAULT_CHECKPOINT
+    payload = load_checkpoint(path)
+    try:
+        model = rebuild_model(payload["model_kwargs"])
+    except (ModelError, TypeError, KeyError) as exc:
+        raise CheckpointError(f"{path}: cannot rebuild architecture {payload.get('arch')!r}: {exc}") from None
+    try:
+        model.load_state_dict(payload["model"])
+    except RuntimeError as exc:
+        first = str(exc).split("\n")[0:3]
+        raise CheckpointError(
+            f"{path}: the weights do not fit architecture {payload.get('arch')!r} "
+            f"(a checkpoint of another architecture or a damaged file): {' '.join(first)[:300]}") from None
+    device = device if isinstance(device, torch.device) else pick_device(device)
+    model.eval().to(device)
+    return LoadedModel(model, describe(payload), device, path)
+
+
+def _to_tensor(image: Image.Image | torch.Tensor) -> torch.Tensor:
+    if isinstance(image, torch.Tensor):
+        return image if image.is_floating_point() else F.to_dtype(image, torch.float32, scale=True)
+    return F.to_dtype(F.pil_to_tensor(image.convert("RGB")), torch.float32, scale=True)
+
+
+@torch.inference_mode()
+def detect(loaded: LoadedModel | torch.nn.Module, images: Sequence[Image.Image | torch.Tensor],
+           batch_size: int = 8, device: torch.device | None = None) -> list[dict[str, list]]:
+    """Detections per image: ``boxes`` (xyxy, original pixels), ``scores``, ``digits`` (0..9).
+
+    Images are batched by similar aspect ratio (less padding), results come back in input order.
+    """
+    model = loaded.model if isinstance(loaded, LoadedModel) else loaded
+    device = device or (loaded.device if isinstance(loaded, LoadedModel) else next(model.parameters()).device)
+    tensors = [_to_tensor(im) for im in images]
+    order = sorted(range(len(tensors)), key=lambda i: tensors[i].shape[-1] / max(tensors[i].shape[-2], 1))
+    results: list[dict[str, list] | None] = [None] * len(tensors)
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            outputs = model([tensors[i].to(device) for i in chunk])
+            for i, out in zip(chunk, outputs):
+                results[i] = {
+                    "boxes": out["boxes"].float().cpu().tolist(),
+                    "scores": out["scores"].float().cpu().tolist(),
+                    "digits": (out["labels"].cpu() - 1).tolist(),
+                }
+    finally:
+        model.train(was_training)
+    return results  # type: ignore[return-value]
+
+
+# ------------------------------------------------------------------ Task 2
+
+
+def _overlap(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
+    """(IoU, intersection over the smaller box)."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    area_a = (a[2] - a[0]) * (a[3] - a[1])
+    area_b = (b[2] - b[0]) * (b[3] - b[1])
+    union = area_a + area_b - inter
+    smaller = min(area_a, area_b)
+    return (inter / union if union > 0 else 0.0), (inter / smaller if smaller > 0 else 0.0)
+
+
+def read_digits(detection: dict[str, list], threshold: float = TASK2_THRESHOLD) -> list[int]:
+    """Indices of the detections that make up the number, left to right.
+
+    Keeps detections scoring at least ``threshold``; of boxes that cover the same digit
+    (torchvision's NMS is per class, so a "1" and a "7" can both sit on one glyph) only
+    the highest-scoring one stays.
+    """
+    candidates = sorted((i for i, s in enumerate(detection["scores"]) if s >= threshold),
+                        key=lambda i: -detection["scores"][i])
+    kept: list[int] = []
+    for i in candidates:
+        box = detection["boxes"][i]
+        if all(iou < DUPLICATE_IOU and cover < DUPLICATE_COVER
+               for iou, cover in (_overlap(box, detection["boxes"][j]) for j in kept)):
+            kept.append(i)
+    return sorted(kept, key=lambda i: (detection["boxes"][i][0] + detection["boxes"][i][2]) / 2)
+
+
+def read_number(detection: dict[str, list], threshold: float = TASK2_THRESHOLD) -> str:
+    """The whole number as a digit string, ``"-1"`` when no digit is read."""
+    digits = [str(detection["digits"][i]) for i in read_digits(detection, threshold)]
+    return "".join(digits) if digits else "-1"
+
+
+# ------------------------------------------------------------------ output formats
+
+
+def coco_results(image_id: int, detection: dict[str, list]) -> list[dict[str, Any]]:
+    """Task 1 entries for one image: bbox ``[x, y, w, h]``, category_id = digit + 1."""
+    out = []
+    for (x0, y0, x1, y1), score, digit in zip(detection["boxes"], detection["scores"], detection["digits"]):
+        out.append({
+            "image_id": int(image_id),
+            "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
+            "score": round(float(score), 5),
+            "category_id": int(digit) + 1,
+        })
+    return out
+
+
+def pred_json_bytes(results: list[dict[str, Any]]) -> bytes:
+    return json.dumps(results).encode("utf-8")
+
+
+def pred_csv_bytes(rows: Sequence[tuple[int, str]]) -> bytes:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["image_id", "pred_label"])
+    for image_id, label in sorted(rows, key=lambda r: r[0]):
+        writer.writerow([image_id, label])
+    return buffer.getvalue().encode("utf-8")
+
+
+def assign_image_ids(names: Sequence[str]) -> list[int]:
+    """``123.png`` -> 123; other names get ids after the largest numeric one, in order."""
+    stems = [os.path.splitext(os.path.basename(n))[0] for n in names]
+    numeric = [int(s) for s in stems if s.isdigit()]
+    next_id = max(numeric, default=0) + 1
+    ids, used = [], set(numeric)
+    for stem in stems:
+        if stem.isdigit() and int(stem) not in ids:
+            ids.append(int(stem))
+        else:
+            while next_id in used:
+                next_id += 1
+            ids.append(next_id)
+            used.add(next_id)
+    return ids
+
+
+@dataclass
+class BatchPrediction:
+    """What :func:`predict_images` found; the app and the CLI format it the same way."""
+
+    names: list[str]
+    image_ids: list[int]
+    detections: list[dict[str, list] | None]  # None where the file could not be decoded
+    numbers: list[str]
+    errors: dict[str, str]
+    seconds: float
+
+    def coco(self) -> list[dict[str, Any]]:
+        out = []
+        for image_id, det in zip(self.image_ids, self.detections):
+            if det is not None:
+                out += coco_results(image_id, det)
+        return out
+
+    def csv_rows(self) -> list[tuple[int, str]]:
+        return list(zip(self.image_ids, self.numbers))
+
+
+def predict_images(loaded: LoadedModel, sources: Sequence[tuple[str, bytes | str]], batch_size: int = 8,
+                   threshold: float | None = None, progress: Callable[[int, int], None] | None = None,
+                   image_ids: Sequence[int] | None = None) -> BatchPrediction:
+    """Decode and detect ``(name, bytes-or-path)`` pairs; a bad file is reported, the rest still run."""
+    threshold = loaded.task2_threshold if threshold is None else threshold
+    names = [name for name, _ in sources]
+    ids = list(image_ids) if image_ids is not None else assign_image_ids(names)
+    detections: list[dict[str, list] | None] = [None] * len(sources)
+    errors: dict[str, str] = {}
+    started = time.perf_counter()
+    for start in range(0, len(sources), batch_size * 4):
+        decoded, where = [], []
+        for index in range(start, min(start + batch_size * 4, len(sources))):
+            name, data = sources[index]
+            try:
+                decoded.append(decode_image(data, name))
+                where.append(index)
+            except ImageDecodeError as exc:
+                errors[name] = exc.reason
+        for index, det in zip(where, detect(loaded, decoded, batch_size)):
+            detections[index] = det
+        if progress is not None:
+            progress(min(start + batch_size * 4, len(sources)), len(sources))
+    numbers = [read_number(d, threshold) if d is not None else "-1" for d in detections]
+    return BatchPrediction(names, ids, detections, numbers, errors, time.perf_counter() - started)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m core.predict", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--ckpt", default=DEFAULT_CHECKPOINT, help="checkpoint (.pt) to use")
+    parser.add_argument("--images", required=True, help="folder of images (123.png -> image_id 123)")
+    parser.add_argument("--out", required=True, help="folder to write pred.json and pred.csv into")
+    parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--task2-threshold", type=float, default=None,
+                        help="minimum score of a digit in the Task 2 number (default: the checkpoint's, else 0.5)")
+    args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        parser.error("--batch-size must be >= 1")
+    if args.task2_threshold is not None and not 0.0 <= args.task2_threshold <= 1.0:
+        parser.error("--task2-threshold must be between 0 and 1")
+    if not os.path.isdir(args.images):
+        parser.error(f"--images {args.images}: no such folder")
+    paths = list_images(args.images)
+    if not paths:
+        parser.error(f"--images {args.images}: no image files (png, jpg, jpeg, bmp, webp, gif, tif)")
+    try:
+        loaded = load_model(args.ckpt, args.device)
+    except (CheckpointError, ValueError) as exc:
+        print(f"core.predict: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"core.predict: {loaded.meta.get('arch')} from {args.ckpt} on {loaded.device}; "
+          f"{len(paths)} images", flush=True)
+
+    def progress(done: int, total: int) -> None:
+        print(f"  {done}/{total} images", flush=True)
+
+    prediction = predict_images(loaded, [(os.path.basename(p), p) for p in paths], args.batch_size,
+                                args.task2_threshold, progress)
+    os.makedirs(args.out, exist_ok=True)
+    from core.checkpoint import atomic_write_bytes
+
+    atomic_write_bytes(os.path.join(args.out, "pred.json"), lambda h: h.write(pred_json_bytes(prediction.coco())))
+    atomic_write_bytes(os.path.join(args.out, "pred.csv"), lambda h: h.write(pred_csv_bytes(prediction.csv_rows())))
+    if any(not os.path.splitext(n)[0].isdigit() for n in prediction.names):
+        mapping = "file_name,image_id\n" + "".join(f"{n},{i}\n" for n, i in zip(prediction.names, prediction.image_ids))
+        atomic_write_bytes(os.path.join(args.out, "image_ids.csv"), lambda h: h.write(mapping.encode()))
+        print("  some file names are not numbers: their ids are listed in image_ids.csv")
+    for name, reason in prediction.errors.items():
+        print(f"  skipped {name}: {reason}", file=sys.stderr)
+    per_image = prediction.seconds / max(len(paths), 1)
+    print(f"core.predict: wrote {args.out}/pred.json ({len(prediction.coco())} boxes) and pred.csv "
+          f"({len(paths)} rows) in {prediction.seconds:.1f} s ({per_image * 1000:.0f} ms/image)"
+          + (f"; {len(prediction.errors)} unreadable file(s)" if prediction.errors else ""))
+    return 0 if not prediction.errors else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

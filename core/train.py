@@ -1,0 +1,495 @@
+"""Train a digit detector: ``python -m core.train --data DIR --out RUN_DIR [flags]``.
+
+Defaults are the course's reference recipe: fasterrcnn_resnet50_fpn_v2, AdamW (lr 1e-4,
+weight decay 5e-4), 10 epochs, each on a fresh random 10% of the training set,
+CosineAnnealingLR (T_max = epochs, eta_min 1e-6) or StepLR (step 1, gamma 0.7), COCO mAP
+on the validation split after every epoch, best model kept.
+
+Multi-GPU: ``torchrun --nproc_per_node=N -m core.train ...`` (DistributedDataParallel;
+every rank draws the same subset and takes its shard; rank 0 evaluates, logs and saves).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import shlex
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torchvision
+
+from core.checkpoint import CheckpointError, atomic_write_text, load_checkpoint, save_checkpoint
+from core.config import RESUMABLE_CHANGES, ConfigError, TrainConfig, parse_args
+from core.data import DatasetError, DigitDataset, collate, epoch_batches, load_split, train_transforms
+from core.evaluate import evaluate
+from core.events import EventLog, ProgressBar
+from core.model import CLASS_NAMES, build_model
+from core.runs import RunBusyError, RunLock
+
+LOSS_TERMS = ("loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+class TrainingError(RuntimeError):
+    """A problem found before or during training, reported as an ``error`` event."""
+
+
+@dataclass
+class StopFlag:
+    """Set by SIGINT/SIGTERM; the loop checks it after every step and stops at a safe point."""
+
+    requested: bool = False
+    signal_name: str = ""
+
+    def install(self) -> None:
+        def handler(signum, _frame):
+            if self.requested and signum == signal.SIGINT:
+                raise KeyboardInterrupt  # a second Ctrl-C: stop right now
+            self.requested = True
+            self.signal_name = signal.Signals(signum).name
+
+        signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGTERM, handler)
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def any(self, flag: bool, device: torch.device) -> bool:
+        """True on every rank when ``flag`` is true on any rank (stop requests, bad losses)."""
+        if not self.enabled:
+            return flag
+        value = torch.tensor([1.0 if flag else 0.0], device=device)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return bool(value.item() > 0)
+
+    def mean(self, values: dict[str, float], device: torch.device) -> dict[str, float]:
+        if not self.enabled:
+            return values
+        keys = sorted(values)
+        tensor = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
+        dist.all_reduce(tensor)
+        return {k: float(v) / self.world_size for k, v in zip(keys, tensor.tolist())}
+
+
+def init_distributed(device_name: str) -> Distributed:
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return Distributed()
+    use_cuda = device_name == "cuda" or (device_name == "auto" and torch.cuda.is_available())
+    backend = "nccl" if use_cuda else "gloo"
+    # Rank 0 evaluates alone while the others wait in a collective: allow for long evaluations.
+    dist.init_process_group(backend, timeout=datetime.timedelta(hours=2))
+    return Distributed(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def resolve_device(name: str, dist_info: Distributed) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise TrainingError("--device cuda was asked for but PyTorch sees no CUDA GPU")
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda", dist_info.local_rank if dist_info.enabled else torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
+    """Stepped once per epoch, as in the reference recipe."""
+    if cfg.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.t_max or cfg.epochs,
+                                                          eta_min=cfg.eta_min)
+    if cfg.scheduler == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
+    raise ConfigError(f"unknown scheduler {cfg.scheduler!r}")
+
+
+def seed_epoch(seed: int, epoch: int, rank: int) -> None:
+    """Augmentation randomness for one epoch: reproducible on resume, distinct per rank."""
+    torch.manual_seed(seed * 1_000_003 + epoch * 1_009 + rank)
+
+
+def train_one_epoch(model, optimizer, loader, device, *, epoch: int, global_step: int, cfg: TrainConfig,
+                    scaler, dist_info: Distributed, stop: StopFlag, log: EventLog | None,
+                    bar: ProgressBar | None) -> dict[str, Any]:
+    """One pass over this epoch's batches; returns mean losses, counts and whether it stopped."""
+    model.train()
+    use_amp = scaler is not None and scaler.is_enabled()
+    scheduled = [group["lr"] for group in optimizer.param_groups]
+    sums = {k: 0.0 for k in ("loss",) + LOSS_TERMS}
+    steps = images = 0
+    total = len(loader)
+    started = last_event = time.perf_counter()
+    stopped = False
+    for step, (batch_images, targets) in enumerate(loader, start=1):
+        if cfg.warmup_steps and global_step < cfg.warmup_steps:
+            factor = (global_step + 1) / cfg.warmup_steps
+            for group, lr in zip(optimizer.param_groups, scheduled):
+                group["lr"] = lr * factor
+        batch_images = [im.to(device, non_blocking=True) for im in batch_images]
+        targets = [{"boxes": t["boxes"].to(device), "labels": t["labels"].to(device)} for t in targets]
+        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+            loss_dict = model(batch_images, targets)
+        loss = sum(loss_dict.values())
+        loss_value = float(loss.detach())
+        if dist_info.any(not math.isfinite(loss_value), device):
+            terms = {k: float(v.detach()) for k, v in loss_dict.items()}
+            raise NonFiniteLossError(
+                f"non-finite loss at epoch {epoch}, step {step}: {loss_value} ({terms}); try a lower --lr "
+                f"or --clip-grad-norm")
+        optimizer.zero_grad(set_to_none=True)
+        if use_amp:
+            scaler.scale(loss).backward()
+            if cfg.clip_grad_norm:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm)
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            if cfg.clip_grad_norm:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm)
+            optimizer.step()
+        global_step += 1
+        steps += 1
+        images += len(batch_images) * dist_info.world_size
+        sums["loss"] += loss_value
+        for k in LOSS_TERMS:
+            sums[k] += float(loss_dict[k].detach()) if k in loss_dict else 0.0
+        now = time.perf_counter()
+        rate = images / max(now - started, 1e-9)
+        if bar is not None:
+            bar.update(step, f"loss {sums['loss'] / steps:.4f}  {rate:.1f} img/s")
+        if log is not None and (now - last_event >= 1.0 or step == total):
+            last_event = now
+            log.emit("progress", epoch=epoch, step=step, total=total, loss=round(sums["loss"] / steps, 5),
+                     images_per_s=round(rate, 2), lr=optimizer.param_groups[0]["lr"])
+        if dist_info.any(stop.requested, device):
+            stopped = True
+            break
+    for group, lr in zip(optimizer.param_groups, scheduled):
+        group["lr"] = lr  # the epoch scheduler continues from the scheduled value, not the warm-up one
+    means = dist_info.mean({k: v / max(steps, 1) for k, v in sums.items()}, device)
+    return {"losses": means, "steps": steps, "images": images, "global_step": global_step,
+            "train_seconds": time.perf_counter() - started, "stopped": stopped}
+
+
+def _versions() -> dict[str, str]:
+    return {"torch": torch.__version__, "torchvision": torchvision.__version__, "python": sys.version.split()[0]}
+
+
+def _dataset_info(root: str) -> dict[str, Any]:
+    info: dict[str, Any] = {"root": os.path.abspath(root)}
+    manifest = os.path.join(root, "synth.json")
+    if os.path.exists(manifest):
+        try:
+            with open(manifest, encoding="utf-8") as handle:
+                synth = json.load(handle)
+            info["synth"] = {k: synth.get(k) for k in ("generator", "version", "seed", "counts")}
+            info["synth"]["fonts"] = len(synth.get("fonts", []))
+        except (OSError, ValueError):
+            pass
+    return info
+
+
+def _command_line() -> str:
+    return " ".join(shlex.quote(a) for a in [os.path.basename(sys.executable), "-m", "core.train"] + sys.argv[1:])
+
+
+def _check_out_dir(cfg: TrainConfig) -> None:
+    out = cfg.out
+    if not out:
+        raise TrainingError("--out (the run folder) is required")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise TrainingError(f"--out {out} exists and is not a folder")
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as exc:
+        raise TrainingError(f"cannot create run folder {out}: {exc.strerror or exc}") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise TrainingError(f"run folder {out} is not writable")
+
+
+def _resume_config(cfg: TrainConfig, explicit: set[str]) -> tuple[TrainConfig, dict[str, Any]]:
+    last_path = os.path.join(cfg.out, "last.pt")
+    if not os.path.exists(last_path):
+        raise TrainingError(f"--resume: {last_path} does not exist; nothing to resume (drop --resume to start)")
+    try:
+        state = load_checkpoint(last_path)
+    except CheckpointError as exc:
+        raise TrainingError(f"--resume: {exc}") from None
+    if "optimizer" not in state:
+        raise TrainingError(f"--resume: {last_path} has no optimizer state (is it a best.pt copy?)")
+    saved = TrainConfig.from_dict(state["config"])
+    conflicts = [name for name in sorted(explicit) if name not in RESUMABLE_CHANGES
+                 and getattr(cfg, name) != getattr(saved, name)]
+    if conflicts:
+        raise TrainingError(
+            "--resume keeps the run's saved settings; these flags differ from them: "
+            + ", ".join(f"--{n.replace('_', '-')} {getattr(cfg, n)!r} (saved {getattr(saved, n)!r})" for n in conflicts))
+    merged = saved.to_dict()
+    for name in RESUMABLE_CHANGES:
+        if name in explicit or name in ("out", "resume"):
+            merged[name] = getattr(cfg, name)
+    return TrainConfig.from_dict(merged), state
+
+
+def run(cfg: TrainConfig, explicit: set[str] | None = None, stop: StopFlag | None = None,
+        stream=sys.stdout) -> int:
+    """Train as configured; returns the process exit code (0 done, 130 stopped, 1 error, 2 bad input)."""
+    explicit = explicit if explicit is not None else set()
+    stop = stop or StopFlag()
+    dist_info = init_distributed(cfg.device)
+    is_main = dist_info.is_main
+    lock: RunLock | None = None
+    log: EventLog | None = None
+    started = time.perf_counter()
+    try:
+        state = None
+        if is_main:
+            _check_out_dir(cfg)
+            lock = RunLock(cfg.out).acquire()
+            if cfg.resume:
+                cfg, state = _resume_config(cfg, explicit)
+            else:
+                existing = [n for n in ("last.pt", "best.pt", "history.json") if os.path.exists(os.path.join(cfg.out, n))]
+                if existing:
+                    raise TrainingError(f"{cfg.out} already holds a run ({', '.join(existing)}); "
+                                        f"use --resume to continue it or choose a new --out")
+            try:
+                atomic_write_text(os.path.join(cfg.out, "config.json"), json.dumps(cfg.to_dict(), indent=1))
+                log = EventLog(os.path.join(cfg.out, "log.jsonl"), stream)
+            except OSError as exc:
+                raise TrainingError(f"cannot write to run folder {cfg.out}: {exc.strerror or exc}") from None
+        if dist_info.enabled:
+            # Every rank needs the resolved config (resume may have replaced it).
+            holder = [cfg.to_dict() if is_main else None]
+            dist.broadcast_object_list(holder, src=0)
+            cfg = TrainConfig.from_dict(holder[0])
+            if not is_main and cfg.resume:
+                state = load_checkpoint(os.path.join(cfg.out, "last.pt"))
+        return _train(cfg, state, dist_info, stop, log, stream, started)
+    except (TrainingError, ConfigError, DatasetError, RunBusyError, CheckpointError) as exc:
+        message = str(exc)
+        if log is not None:
+            log.emit("error", message=message, kind=type(exc).__name__)
+        if is_main:
+            print(f"core.train: error: {message}", file=sys.stderr, flush=True)
+        return 2
+    except NonFiniteLossError as exc:
+        if log is not None:
+            log.emit("error", message=str(exc), kind="NonFiniteLoss")
+        print(f"core.train: error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt:
+        if log is not None:
+            log.emit("end", status="stopped", message="interrupted twice: stopped immediately",
+                     seconds=round(time.perf_counter() - started, 2))
+        return 130
+    except Exception as exc:  # noqa: BLE001 - any crash must reach the log as an error event
+        message = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, OSError) and exc.errno is not None:
+            message = f"cannot write run files ({exc.strerror}: {exc.filename or cfg.out}); saved checkpoints are intact"
+        if log is not None:
+            log.emit("error", message=message, kind=type(exc).__name__)
+        traceback.print_exc()
+        return 1
+    finally:
+        if log is not None:
+            log.close()
+        if lock is not None:
+            lock.release()
+        if dist_info.enabled and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(cfg: TrainConfig, state: dict[str, Any] | None, dist_info: Distributed, stop: StopFlag,
+           log: EventLog | None, stream, started: float) -> int:
+    is_main = dist_info.is_main
+    say = log.say if log is not None else (lambda _text: None)
+    device = resolve_device(cfg.device, dist_info)
+    if device.type == "cpu" and dist_info.enabled:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist_info.world_size))
+
+    train_split = load_split(cfg.data, "train", skip_invalid=cfg.skip_invalid, check_files=is_main)
+    valid_split = load_split(cfg.data, "valid", skip_invalid=cfg.skip_invalid, check_files=is_main)
+    if is_main and (train_split.dropped or valid_split.dropped):
+        say(f"--skip-invalid: dropped {train_split.dropped} training and {valid_split.dropped} validation "
+            f"image(s) with problems ({len(train_split.problems) + len(valid_split.problems)} problem(s); "
+            f"first: {(train_split.problems + valid_split.problems)[0]})")
+
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+    weights = "none" if state is not None else cfg.weights
+    model, model_kwargs, weights_note = build_model(cfg.arch, cfg.model_overrides(), weights)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        weights_note = state.get("weights_note", weights_note)
+    model.to(device)
+    optimizer = build_optimizer(model, cfg)
+    scheduler = build_scheduler(optimizer, cfg)
+    use_amp = cfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp) if device.type == "cuda" else None
+
+    history: list[dict[str, Any]] = []
+    best = {"epoch": None, "mAP": -1.0}
+    start_epoch, global_step = 1, 0
+    commands = [_command_line()]
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if cfg.scheduler == "cosine" and cfg.t_max is None and scheduler.T_max != cfg.epochs:
+            say(f"--epochs {cfg.epochs}: the cosine schedule now anneals over {cfg.epochs} epochs "
+                f"(was {scheduler.T_max})")
+            scheduler.T_max = cfg.epochs
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        history = list(state.get("history", []))
+        best = dict(state.get("best", best))
+        start_epoch = int(state["epoch"]) + 1
+        global_step = int(state.get("global_step", 0))
+        commands = list(state.get("commands", [])) + commands
+        if is_main:
+            # history.json may lag last.pt if a run died between the two writes: last.pt wins.
+            atomic_write_text(os.path.join(cfg.out, "history.json"), json.dumps(history, indent=1))
+
+    train_model = model
+    if dist_info.enabled:
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    dataset = DigitDataset(train_split.records, train_transforms())
+    aspects = dataset.aspect_ratios()
+    workers = cfg.workers if cfg.workers >= 0 else (4 if device.type == "cuda" else 0)
+    per_epoch = max(1, int(round(len(dataset) * cfg.subset_fraction)))
+
+    if log is not None:
+        log.emit("start", resumed=state is not None, start_epoch=start_epoch, epochs=cfg.epochs, arch=cfg.arch,
+                 device=str(device), world_size=dist_info.world_size, amp=use_amp,
+                 train_images=len(train_split.records), valid_images=len(valid_split.records),
+                 images_per_epoch=per_epoch, dropped=train_split.dropped + valid_split.dropped,
+                 weights_note=weights_note, config=cfg.to_dict(), model_kwargs=model_kwargs)
+        say(f"core.train: {cfg.arch} on {device}" + (f" x{dist_info.world_size}" if dist_info.enabled else "")
+            + f"; {len(train_split.records)} train / {len(valid_split.records)} valid images, "
+              f"{per_epoch} per epoch; {cfg.scheduler} schedule, lr {cfg.lr:g}; {weights_note}")
+        if state is not None:
+            say(f"core.train: resuming {cfg.out} at epoch {start_epoch}/{cfg.epochs}")
+
+    status = "completed"
+    for epoch in range(start_epoch, cfg.epochs + 1):
+        if stop.requested:
+            status = "stopped"
+            break
+        seed_epoch(cfg.seed, epoch, dist_info.rank)
+        batches = epoch_batches(aspects, cfg.subset_fraction, cfg.batch_size, cfg.seed, epoch,
+                                dist_info.rank, dist_info.world_size)
+        loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, collate_fn=collate,
+                                             num_workers=workers, pin_memory=device.type == "cuda",
+                                             persistent_workers=False)
+        lr = optimizer.param_groups[0]["lr"]
+        bar = ProgressBar(len(batches), f"epoch {epoch}/{cfg.epochs}", sys.stderr) if is_main else None
+        result = train_one_epoch(train_model, optimizer, loader, device, epoch=epoch, global_step=global_step,
+                                 cfg=cfg, scaler=scaler, dist_info=dist_info, stop=stop, log=log, bar=bar)
+        if result["stopped"]:
+            status = "stopped"
+            break
+        global_step = result["global_step"]
+
+        metrics = None
+        if is_main:
+            eval_bar = ProgressBar(len(valid_split.records), f"  validate {epoch}", sys.stderr)
+            try:
+                metrics = evaluate(model, valid_split, device, batch_size=max(cfg.batch_size, 8),
+                                   progress=lambda done, _total: eval_bar.update(done), should_stop=lambda: stop.requested)
+            except InterruptedError:
+                metrics = None
+        if dist_info.any(metrics is None and is_main, device):
+            status = "stopped"
+            break
+        scheduler.step()
+        if not is_main:
+            continue
+
+        record = {
+            "epoch": epoch, "lr": lr, **{k: round(v, 6) for k, v in result["losses"].items()},
+            "mAP": metrics["mAP"], "AP50": metrics["AP50"], "AP75": metrics["AP75"],
+            "task2_accuracy": metrics["task2_accuracy"], "images": result["images"],
+            "train_seconds": round(result["train_seconds"], 2), "eval_seconds": metrics["seconds"],
+            "seconds": round(result["train_seconds"] + metrics["seconds"], 2),
+            "images_per_s": round(result["images"] / max(result["train_seconds"], 1e-9), 2),
+        }
+        history.append(record)
+        is_best = best["epoch"] is None or metrics["mAP"] > best["mAP"]
+        if is_best:
+            best = {"epoch": epoch, "mAP": metrics["mAP"], "AP50": metrics["AP50"], "AP75": metrics["AP75"],
+                    "task2_accuracy": metrics["task2_accuracy"]}
+        payload = {
+            "arch": cfg.arch, "model_kwargs": model_kwargs, "class_names": CLASS_NAMES, "config": cfg.to_dict(),
+            "epoch": epoch, "metrics": {**record, "per_class_AP": metrics["per_class_AP"]}, "history": history,
+            "best": best, "data": {**_dataset_info(cfg.data), "train_images": len(train_split.records),
+                                   "valid_images": len(valid_split.records)},
+            "commands": commands, "weights_note": weights_note, "versions": _versions(),
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "global_step": global_step, "model": model.state_dict(),
+        }
+        # best.pt before last.pt: if the process dies between the two, resuming from the
+        # older last.pt redoes this epoch and rewrites the same best.pt.
+        if is_best:
+            save_checkpoint(os.path.join(cfg.out, "best.pt"), payload)
+        save_checkpoint(os.path.join(cfg.out, "last.pt"), {
+            **payload, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else {}})
+        atomic_write_text(os.path.join(cfg.out, "history.json"), json.dumps(history, indent=1))
+        log.emit("epoch", **record)
+        terms = "  ".join(f"{k.replace('loss_', '')} {record[k]:.4f}" for k in LOSS_TERMS)
+        say(f"epoch {epoch}/{cfg.epochs}  lr {lr:.3g}  loss {record['loss']:.4f} ({terms})  "
+            f"mAP {record['mAP']:.4f}  AP50 {record['AP50']:.4f}  AP75 {record['AP75']:.4f}  "
+            f"task2 {record['task2_accuracy']:.3f}  {record['images_per_s']:.1f} img/s  "
+            f"train {record['train_seconds']:.0f}s eval {record['eval_seconds']:.0f}s" + ("  *best*" if is_best else ""))
+        if is_best:
+            log.emit("best", epoch=epoch, mAP=metrics["mAP"], path=os.path.join(cfg.out, "best.pt"))
+
+    seconds = round(time.perf_counter() - started, 2)
+    if log is not None:
+        message = f"stopped by {stop.signal_name or 'request'}; last.pt holds the last finished epoch" \
+            if status == "stopped" else ""
+        log.emit("end", status=status, best_epoch=best["epoch"], best_mAP=best["mAP"] if best["epoch"] else None,
+                 epochs_done=len(history), seconds=seconds, message=message)
+        say(f"core.train: {status} after {seconds:.0f} s; best mAP {best['mAP']:.4f} at epoch {best['epoch']}"
+            if best["epoch"] else f"core.train: {status} after {seconds:.0f} s; no epoch finished")
+    return 0 if status == "completed" else 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg, explicit = parse_args(argv)
+    stop = StopFlag()
+    stop.install()
+    return run(cfg, explicit, stop)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
