@@ -304,6 +304,11 @@ def resolve_model_kwargs(arch: str, overrides: dict[str, Any] | None = None) -> 
             raise ModelError(f"{arch} has no option {key!r}; options: {', '.join(sorted(kwargs))}")
         if value is not None:
             kwargs[key] = value
+    if "test_min_size" in kwargs and (overrides or {}).get("min_size") is not None \
+            and (overrides or {}).get("test_min_size") is None:
+        # A new training size range brings its own evaluation size: the middle of the range.
+        sizes = kwargs["min_size"] if isinstance(kwargs["min_size"], list) else [kwargs["min_size"]]
+        kwargs["test_min_size"] = sorted(sizes)[len(sizes) // 2]
     kwargs["arch"] = arch
     kwargs["num_classes"] = NUM_CLASSES
     return kwargs

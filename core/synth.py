@@ -361,9 +361,13 @@ def _warp_quad(rng: random.Random, width: int, height: int, strength: float) -> 
 # ------------------------------------------------------------------ one image
 
 
-def render_sample(rng: random.Random, fonts: list[str], np_rng: np.random.Generator | None = None
-                  ) -> tuple[Image.Image, list[tuple[int, int, int, int, int]]]:
-    """One image and its boxes ``(x, y, w, h, digit)``, boxes tight around each digit's ink."""
+def render_sample(rng: random.Random, fonts: list[str], np_rng: np.random.Generator | None = None,
+                  debug: dict | None = None) -> tuple[Image.Image, list[tuple[int, int, int, int, int]]]:
+    """One image and its boxes ``(x, y, w, h, digit)``, boxes tight around each digit's ink.
+
+    ``debug``, when given, receives ``glyph_map``: the final-size image of which labelled glyph
+    (1, 2, ... left to right) covers each pixel with at least half ink, for checking boxes.
+    """
     if np_rng is None:
         np_rng = np.random.default_rng(rng.getrandbits(64))
     digits = _number(rng)
@@ -452,7 +456,7 @@ def render_sample(rng: random.Random, fonts: list[str], np_rng: np.random.Genera
         boxes_canvas.append(
             (x0 + int(cols[0]), y0 + int(rows[0]), x0 + int(cols[-1]) + 1, y0 + int(rows[-1]) + 1, glyph.digit))
     if not boxes_canvas:  # a glyph thinner than the label threshold: start over with fresh draws
-        return render_sample(rng, fonts, np_rng)
+        return render_sample(rng, fonts, np_rng, debug)
 
     # Crop: margins from tight to wide; a neighbour is cut somewhere through its width.
     ux0 = min(b[0] for b in boxes_canvas)
@@ -485,6 +489,12 @@ def render_sample(rng: random.Random, fonts: list[str], np_rng: np.random.Genera
                             _shift_homography(coeffs, crop[0], crop[1]), Image.BILINEAR)
     else:
         ink = ink.crop(crop)
+    if debug is not None:
+        glyph_map = labels.crop((crop[0] - origin[0], crop[1] - origin[1], crop[2] - origin[0], crop[3] - origin[1]))
+        order = {index + 1: rank + 1 for rank, index in enumerate(
+            i for i, g in enumerate(glyphs) if g.labelled)}
+        lut = [order.get(v, 0) for v in range(256)]
+        debug["glyph_map"] = glyph_map.point(lut)
     # Everything below is drawn in the crop's frame.
     background, foreground, _ = _colour_pair(rng)
     local_boxes = [(b[0] - crop[0], b[1] - crop[1], b[2] - crop[0], b[3] - crop[1], b[4]) for b in boxes_canvas]
@@ -537,6 +547,8 @@ def render_sample(rng: random.Random, fonts: list[str], np_rng: np.random.Genera
         size = (max(1, int(round(width * final_scale))), max(1, int(round(img_h * final_scale))))
         image = image.resize(size, rng.choice([Image.BILINEAR, Image.BICUBIC, Image.NEAREST]))
         sx, sy = size[0] / width, size[1] / img_h
+        if debug is not None:
+            debug["glyph_map"] = debug["glyph_map"].resize(size, Image.NEAREST)
         local_boxes = [
             (math.floor(b[0] * sx), math.floor(b[1] * sy), math.ceil(b[2] * sx), math.ceil(b[3] * sy), b[4])
             for b in local_boxes

@@ -200,7 +200,7 @@ def train_one_epoch(model, optimizer, loader, device, *, epoch: int, global_step
 
 
 def _versions() -> dict[str, str]:
-    return {"torch": torch.__version__, "torchvision": torchvision.__version__, "python": sys.version.split()[0]}
+    return {"torch": str(torch.__version__), "torchvision": str(torchvision.__version__), "python": sys.version.split()[0]}
 
 
 def _dataset_info(root: str) -> dict[str, Any]:

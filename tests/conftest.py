@@ -1,0 +1,44 @@
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from core import synth  # noqa: E402
+from core.config import TrainConfig  # noqa: E402
+
+# A model small and fast enough to train for an epoch in a couple of seconds.
+TINY_ARCH = ["--arch", "digitnet_fpn", "--min-size", "64", "--max-size", "160"]
+
+
+def tiny_config(data: str, out: str, **overrides) -> TrainConfig:
+    values = dict(data=data, out=out, arch="digitnet_fpn", min_size=64, max_size=160, epochs=1,
+                  subset_fraction=1.0, batch_size=4, lr=1e-3, device="cpu", seed=0)
+    values.update(overrides)
+    return TrainConfig(**values).validate()
+
+
+@pytest.fixture(scope="session")
+def fonts():
+    return synth.usable_fonts()
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory, fonts):
+    """A small synthetic dataset in the course layout (train 16, valid 8, test 8)."""
+    root = tmp_path_factory.mktemp("tiny_data")
+    synth.generate_dataset(root, {"train": 16, "valid": 8, "test": 8}, seed=3, fonts=fonts)
+    return str(root)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, tiny_data):
+    """A finished one-epoch run of the tiny model: config, log, history, best.pt, last.pt."""
+    from core.train import run
+
+    out = str(tmp_path_factory.mktemp("tiny_run") / "run")
+    code = run(tiny_config(tiny_data, out), stream=None)
+    assert code == 0
+    return out

@@ -1,0 +1,55 @@
+import dataclasses
+
+import pytest
+
+from core.config import ConfigError, TrainConfig, build_parser, parse_args
+
+
+def test_every_field_is_a_flag_with_help():
+    parser = build_parser()
+    flags = {a.dest: a for a in parser._actions if a.option_strings and a.dest != "help"}
+    for f in dataclasses.fields(TrainConfig):
+        assert f.name in flags, f.name
+        assert flags[f.name].help and len(flags[f.name].help) > 10
+
+
+def test_defaults_are_the_reference_recipe():
+    cfg, _ = parse_args(["--out", "x"])
+    assert (cfg.arch, cfg.lr, cfg.weight_decay, cfg.epochs, cfg.subset_fraction) == (
+        "fasterrcnn_resnet50_fpn_v2", 1e-4, 5e-4, 10, 0.1)
+    assert (cfg.scheduler, cfg.eta_min, cfg.step_size, cfg.gamma) == ("cosine", 1e-6, 1, 0.7)
+
+
+def test_argv_round_trip():
+    cfg = TrainConfig(data="d", out="runs/a", arch="digitnet_fpn", scheduler="step", epochs=3, lr=2.5e-3,
+                      min_size=96, amp=False, skip_invalid=True)
+    again, explicit = parse_args(cfg.to_argv())
+    assert again == cfg
+    assert {"arch", "scheduler", "lr", "min_size", "amp", "skip_invalid"} <= explicit
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--scheduler", "linear"], "invalid choice"),
+    (["--arch", "yolo"], "invalid choice"),
+    (["--epochs", "0"], "epochs=0 must be >= 1"),
+    (["--lr", "0"], "lr=0.0 must be > 0"),
+    (["--lr", "nan"], "finite"),
+    (["--subset-fraction", "1.5"], "subset_fraction=1.5 must be <= 1.0"),
+    (["--batch-size", "-2"], "batch_size=-2 must be >= 1"),
+    (["--epochs", "two"], "invalid int value"),
+])
+def test_bad_values_fail_loudly(capsys, argv, message):
+    with pytest.raises(SystemExit):
+        parse_args(["--out", "x"] + argv)
+    assert message in capsys.readouterr().err
+
+
+def test_from_dict_rejects_unknown_keys_and_bad_types():
+    with pytest.raises(ConfigError, match="unknown configuration keys: colour"):
+        TrainConfig.from_dict({"colour": "red"})
+    with pytest.raises(ConfigError, match="epochs='ten' is not a valid int"):
+        TrainConfig.from_dict({"epochs": "ten"})
+    with pytest.raises(ConfigError, match="epochs=2.5 is not a valid int"):
+        TrainConfig.from_dict({"epochs": 2.5})
+    cfg = TrainConfig.from_dict({"epochs": "3", "lr": "0.01", "amp": "false", "out": "r"})
+    assert (cfg.epochs, cfg.lr, cfg.amp) == (3, 0.01, False)

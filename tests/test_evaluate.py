@@ -1,0 +1,58 @@
+import json
+
+import pytest
+
+from core.data import load_split
+from core.evaluate import STAT_NAMES, coco_metrics, main as evaluate_main, task2_accuracy
+
+
+def _perfect(coco):
+    return [{"image_id": a["image_id"], "bbox": a["bbox"], "score": 0.99, "category_id": a["category_id"]}
+            for a in coco["annotations"]]
+
+
+def test_predictions_equal_to_ground_truth_score_one(tiny_data):
+    coco = load_split(tiny_data, "valid").coco()
+    metrics = coco_metrics(coco, _perfect(coco))
+    assert metrics["mAP"] == pytest.approx(1.0)
+    assert metrics["AP50"] == pytest.approx(1.0) and metrics["AP75"] == pytest.approx(1.0)
+    present = {str(a["category_id"] - 1) for a in coco["annotations"]}
+    for digit, ap in metrics["per_class_AP"].items():
+        assert ap == (pytest.approx(1.0) if digit in present else None)
+    assert set(STAT_NAMES) <= set(metrics)
+
+
+def test_no_predictions_score_zero_without_crashing(tiny_data):
+    coco = load_split(tiny_data, "valid").coco()
+    metrics = coco_metrics(coco, [])
+    assert metrics["mAP"] == 0.0 and metrics["AP50"] == 0.0 and metrics["detections"] == 0
+
+
+def test_wrong_class_and_shifted_boxes_lower_the_score(tiny_data):
+    coco = load_split(tiny_data, "valid").coco()
+    wrong = [dict(r, category_id=r["category_id"] % 10 + 1) for r in _perfect(coco)]
+    assert coco_metrics(coco, wrong)["mAP"] == 0.0
+    shifted = [dict(r, bbox=[r["bbox"][0] + r["bbox"][2] * 0.3] + r["bbox"][1:]) for r in _perfect(coco)]
+    score = coco_metrics(coco, shifted)["mAP"]
+    assert 0.0 < score < 0.8
+
+
+def test_task2_accuracy(tiny_data):
+    records = load_split(tiny_data, "valid").records
+    truth = [r.number for r in records]
+    assert task2_accuracy(records, truth) == 1.0
+    assert task2_accuracy(records, ["-1"] * len(records)) == 0.0
+    half = truth[: len(truth) // 2] + ["-1"] * (len(truth) - len(truth) // 2)
+    assert task2_accuracy(records, half) == pytest.approx(0.5)
+
+
+def test_cli_reports_and_writes_json(tiny_run, tiny_data, tmp_path, capsys):
+    out = tmp_path / "m.json"
+    assert evaluate_main(["--ckpt", f"{tiny_run}/best.pt", "--data", tiny_data, "--split", "test",
+                          "--json", str(out), "--device", "cpu"]) == 0
+    text = capsys.readouterr().out
+    assert "AP @[.5:.95]" in text and "per-class AP" in text and "Task 2" in text
+    metrics = json.loads(out.read_text())
+    assert metrics["split"] == "test" and metrics["images"] == 8
+    assert 0.0 <= metrics["mAP"] <= 1.0 and 0.0 <= metrics["task2_accuracy"] <= 1.0
+    assert evaluate_main(["--ckpt", f"{tiny_run}/best.pt", "--data", str(tmp_path / "none")]) == 2

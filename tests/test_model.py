@@ -1,0 +1,102 @@
+import pytest
+import torch
+
+from core import model as model_mod
+from core.model import ARCHITECTURES, ModelError, build_model, rebuild_model, resolve_model_kwargs
+
+
+def _targets():
+    return [{"boxes": torch.tensor([[10.0, 8.0, 30.0, 50.0], [34.0, 8.0, 52.0, 50.0]]),
+             "labels": torch.tensor([2, 8])}]
+
+
+@pytest.mark.parametrize("arch, overrides", [
+    ("fasterrcnn_resnet50_fpn_v2", {"min_size": 128, "max_size": 256}),
+    ("digitnet_fpn", {}),
+])
+def test_builds_trains_and_detects(arch, overrides):
+    torch.manual_seed(0)
+    model, kwargs, note = build_model(arch, overrides, weights="none")
+    assert kwargs["num_classes"] == 11 and kwargs["arch"] == arch
+    assert "scratch" in note
+    model.train()
+    losses = model([torch.rand(3, 60, 80)], _targets())
+    assert set(losses) == {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"}
+    sum(losses.values()).backward()
+    model.eval()
+    with torch.inference_mode():
+        [out] = model([torch.rand(3, 60, 80)])
+    assert out["boxes"].shape[1] == 4 and out["labels"].dtype == torch.int64
+    assert model.roi_heads.box_predictor.cls_score.out_features == 11
+
+
+def test_reference_defaults_are_torchvisions():
+    kwargs = resolve_model_kwargs("fasterrcnn_resnet50_fpn_v2")
+    assert (kwargs["min_size"], kwargs["max_size"], kwargs["rpn_post_nms_top_n_test"]) == (800, 1333, 1000)
+    assert len(kwargs["anchor_sizes"]) == 5, "one anchor-size tuple per FPN level"
+
+
+def test_compact_model_suits_small_digits():
+    kwargs = resolve_model_kwargs("digitnet_fpn")
+    model = rebuild_model(kwargs)
+    levels = len(model.backbone(torch.rand(1, 3, 128, 256)))
+    assert levels == len(kwargs["anchor_sizes"])
+    assert max(kwargs["min_size"]) <= 160, "no upscaling of 40 px images to 800 px"
+    assert min(min(s) for s in kwargs["anchor_sizes"]) <= 16
+    assert all(r >= 1.0 for r in kwargs["aspect_ratios"]), "anchors are upright like digits"
+    params = sum(p.numel() for p in model.parameters())
+    assert params < 5_000_000
+
+
+def test_min_size_override_moves_the_evaluation_size():
+    assert resolve_model_kwargs("digitnet_fpn", {"min_size": 64})["test_min_size"] == 64
+    model = rebuild_model(resolve_model_kwargs("digitnet_fpn", {"min_size": [64, 80, 96]}))
+    assert model.transform.min_size[-1] == 80
+
+
+def test_unknown_architecture_or_option_fails():
+    with pytest.raises(ModelError, match="unknown architecture 'yolo'"):
+        build_model("yolo")
+    with pytest.raises(ModelError, match="has no option 'colour'"):
+        build_model("digitnet_fpn", {"colour": 1})
+
+
+def test_auto_weights_never_download(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("tried to download")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_network)
+    _, _, note = build_model("fasterrcnn_resnet50_fpn_v2", {"min_size": 128}, weights="auto")
+    assert "no COCO weights in the torch hub cache" in note and "from scratch" in note
+
+
+def test_cached_coco_weights_are_used(tmp_path, monkeypatch):
+    """A file at torchvision's cache path is loaded; the 91-class predictor is re-initialised."""
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    donor, _, _ = build_model("fasterrcnn_resnet50_fpn_v2", {"min_size": 128}, weights="none")
+    state = donor.state_dict()
+    state["roi_heads.box_predictor.cls_score.weight"] = torch.zeros(91, 1024)  # COCO's 91 classes
+    url = model_mod.FasterRCNN_ResNet50_FPN_V2_Weights.COCO_V1.url
+    (tmp_path / "checkpoints").mkdir()
+    torch.save(state, tmp_path / "checkpoints" / url.rsplit("/", 1)[-1])
+    model, _, note = build_model("fasterrcnn_resnet50_fpn_v2", {"min_size": 128}, weights="auto")
+    assert "COCO_V1" in note and "re-initialised" in note
+    assert torch.equal(model.backbone.body.conv1.weight, donor.backbone.body.conv1.weight)
+
+
+def test_weights_file(tmp_path):
+    donor, _, _ = build_model("digitnet_fpn", weights="none")
+    path = tmp_path / "w.pth"
+    torch.save(donor.state_dict(), path)
+    model, _, note = build_model("digitnet_fpn", weights=str(path))
+    assert note.startswith("loaded weights")
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), donor.state_dict().values()))
+    with pytest.raises(ModelError, match="weights file not found"):
+        build_model("digitnet_fpn", weights=str(tmp_path / "missing.pth"))
+
+
+def test_every_architecture_has_a_summary():
+    assert "fasterrcnn_resnet50_fpn_v2" in ARCHITECTURES
+    assert all(spec.summary for spec in ARCHITECTURES.values())

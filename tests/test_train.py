@@ -1,0 +1,198 @@
+import json
+import math
+import os
+
+import pytest
+import torch
+
+from conftest import tiny_config
+from core.checkpoint import load_checkpoint
+from core.config import TrainConfig
+from core.events import read_events
+from core.runs import RunLock
+from core import train as train_mod
+from core.train import NonFiniteLossError, StopFlag, build_optimizer, build_scheduler, run
+
+
+def _lrs(cfg, epochs=10):
+    model = torch.nn.Linear(2, 2)
+    optimizer = build_optimizer(model, cfg)
+    scheduler = build_scheduler(optimizer, cfg)
+    out = []
+    for _ in range(epochs):
+        out.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return out
+
+
+def test_cosine_schedule_matches_torch_for_the_reference_settings():
+    cfg = TrainConfig(out="x", scheduler="cosine")
+    ours = _lrs(cfg)
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=5e-4)
+    ref = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=10, eta_min=1e-6)
+    expected = []
+    for _ in range(10):
+        expected.append(opt.param_groups[0]["lr"])
+        opt.step()
+        ref.step()
+    assert ours == pytest.approx(expected, rel=1e-12)
+    closed = [1e-6 + (1e-4 - 1e-6) * (1 + math.cos(math.pi * e / 10)) / 2 for e in range(10)]
+    assert ours == pytest.approx(closed, rel=1e-9)
+
+
+def test_step_schedule_matches_torch_for_the_reference_settings():
+    ours = _lrs(TrainConfig(out="x", scheduler="step"))
+    assert ours == pytest.approx([1e-4 * 0.7**e for e in range(10)], rel=1e-9)
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    ref = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.7)
+    expected = []
+    for _ in range(10):
+        expected.append(opt.param_groups[0]["lr"])
+        opt.step()
+        ref.step()
+    assert ours == pytest.approx(expected, rel=1e-12)
+
+
+def test_run_folder_contents(tiny_run):
+    for name in ("config.json", "log.jsonl", "history.json", "best.pt", "last.pt"):
+        assert os.path.isfile(os.path.join(tiny_run, name)), name
+    events = read_events(os.path.join(tiny_run, "log.jsonl"))
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "end" and "epoch" in kinds and "best" in kinds
+    progress = [e for e in events if e["event"] == "progress"]
+    assert progress and progress[-1]["step"] == progress[-1]["total"]
+    epoch = next(e for e in events if e["event"] == "epoch")
+    for key in ("epoch", "lr", "loss", "loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg",
+                "mAP", "AP50", "AP75", "seconds"):
+        assert key in epoch, key
+    assert events[-1]["status"] == "completed"
+    history = json.load(open(os.path.join(tiny_run, "history.json")))
+    assert [h["epoch"] for h in history] == [1]
+    assert json.load(open(os.path.join(tiny_run, "config.json")))["arch"] == "digitnet_fpn"
+
+
+def test_checkpoints_are_self_describing_plain_data(tiny_run):
+    for name in ("best.pt", "last.pt"):
+        raw = torch.load(os.path.join(tiny_run, name), map_location="cpu", weights_only=True)
+        for key in ("arch", "model_kwargs", "class_names", "config", "epoch", "metrics", "history", "model",
+                    "commands", "data"):
+            assert key in raw, (name, key)
+        assert raw["class_names"] == [str(d) for d in range(10)]
+        assert "mAP" in raw["metrics"]
+    last = load_checkpoint(os.path.join(tiny_run, "last.pt"))
+    assert {"optimizer", "scheduler"} <= set(last)
+    assert "optimizer" not in load_checkpoint(os.path.join(tiny_run, "best.pt"))
+
+
+def test_half_precision_storage_restores_float32(tiny_run, tmp_path):
+    from core.checkpoint import save_checkpoint
+
+    payload = load_checkpoint(os.path.join(tiny_run, "best.pt"))
+    path = str(tmp_path / "half.pt")
+    save_checkpoint(path, payload, half=True)
+    assert os.path.getsize(path) < os.path.getsize(os.path.join(tiny_run, "best.pt")) * 0.6
+    again = load_checkpoint(path)
+    for key, value in payload["model"].items():
+        assert again["model"][key].dtype == value.dtype
+        assert torch.allclose(again["model"][key], value, atol=1e-2, rtol=1e-3)
+
+
+def _epochs(run_dir):
+    return json.load(open(os.path.join(run_dir, "history.json")))
+
+
+def test_resume_continues_at_the_next_epoch_with_identical_history(tiny_data, tmp_path):
+    straight = str(tmp_path / "straight")
+    assert run(tiny_config(tiny_data, straight, epochs=2, scheduler="step", subset_fraction=0.5), stream=None) == 0
+    split = str(tmp_path / "split")
+    assert run(tiny_config(tiny_data, split, epochs=1, scheduler="step", subset_fraction=0.5), stream=None) == 0
+    assert run(tiny_config(tiny_data, split, epochs=2, resume=True), {"epochs", "resume", "out"}, stream=None) == 0
+    events = read_events(os.path.join(split, "log.jsonl"))
+    starts = [e for e in events if e["event"] == "start"]
+    assert [s["start_epoch"] for s in starts] == [1, 2] and starts[1]["resumed"]
+    a, b = _epochs(straight), _epochs(split)
+    assert [h["epoch"] for h in b] == [1, 2]
+    for x, y in zip(a, b):
+        for key in ("lr", "loss", "loss_classifier", "mAP", "AP50"):
+            assert y[key] == pytest.approx(x[key], rel=1e-5, abs=1e-7), key
+    assert load_checkpoint(os.path.join(split, "last.pt"))["epoch"] == 2
+
+
+def test_refuses_to_overwrite_a_run_or_resume_nothing(tiny_run, tiny_data, tmp_path, capsys):
+    assert run(tiny_config(tiny_data, tiny_run), stream=None) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert run(tiny_config(tiny_data, str(tmp_path / "fresh"), resume=True), stream=None) == 2
+    assert "nothing to resume" in capsys.readouterr().err
+
+
+def test_resume_rejects_changed_settings(tiny_data, tmp_path, capsys):
+    out = str(tmp_path / "r")
+    assert run(tiny_config(tiny_data, out), stream=None) == 0
+    cfg = tiny_config(tiny_data, out, resume=True, lr=0.5, epochs=2)
+    assert run(cfg, {"resume", "lr", "epochs", "out"}, stream=None) == 2
+    assert "--lr 0.5 (saved 0.001)" in capsys.readouterr().err
+
+
+def test_busy_run_folder_is_refused(tiny_data, tmp_path, capsys):
+    out = tmp_path / "busy"
+    out.mkdir()
+    with RunLock(str(out)):
+        assert run(tiny_config(tiny_data, str(out)), stream=None) == 2
+    assert "in use by another training process" in capsys.readouterr().err
+    assert not (out / "last.pt").exists()
+
+
+def test_stop_request_ends_at_a_safe_point(tiny_data, tmp_path):
+    out = str(tmp_path / "stop")
+    stop = StopFlag()
+    stop.requested = True
+    assert run(tiny_config(tiny_data, out, epochs=3), stop=stop, stream=None) == 130
+    end = read_events(os.path.join(out, "log.jsonl"))[-1]
+    assert end["event"] == "end" and end["status"] == "stopped"
+    assert not os.path.exists(os.path.join(out, "last.pt"))
+
+
+class _NanModel(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(1))
+
+    def forward(self, images, targets=None):
+        nan = self.w * float("nan")
+        return {"loss_classifier": nan, "loss_box_reg": self.w, "loss_objectness": self.w, "loss_rpn_box_reg": self.w}
+
+
+def test_non_finite_loss_stops_with_an_error_event(tiny_data, tmp_path, monkeypatch):
+    real_build = train_mod.build_model
+
+    def nan_build(arch, overrides, weights):
+        _, kwargs, note = real_build(arch, overrides, weights)
+        return _NanModel(), kwargs, note
+
+    monkeypatch.setattr(train_mod, "build_model", nan_build)
+    out = str(tmp_path / "nan")
+    assert run(tiny_config(tiny_data, out), stream=None) == 1
+    error = read_events(os.path.join(out, "log.jsonl"))[-1]
+    assert error["event"] == "error" and "non-finite loss" in error["message"]
+    assert not os.path.exists(os.path.join(out, "last.pt"))
+
+
+def test_bad_dataset_stops_before_any_work(tmp_path, capsys):
+    (tmp_path / "data").mkdir()
+    out = str(tmp_path / "run")
+    assert run(tiny_config(str(tmp_path / "data"), out), stream=None) == 2
+    events = read_events(os.path.join(out, "log.jsonl"))
+    assert events[-1]["event"] == "error" and "train" in events[-1]["message"]
+    assert not any(e["event"] == "start" for e in events)
+
+
+def test_cli_help_lists_every_flag(capsys):
+    with pytest.raises(SystemExit):
+        train_mod.main(["--help"])
+    text = capsys.readouterr().out
+    for flag in ("--data", "--out", "--arch", "--scheduler", "--epochs", "--lr", "--weight-decay",
+                 "--subset-fraction", "--batch-size", "--device", "--seed", "--resume"):
+        assert flag in text
