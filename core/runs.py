@@ -97,3 +97,112 @@ def read_history(run_dir: str) -> list[dict[str, Any]]:
         if event.get("event") == "epoch" and isinstance(event.get("epoch"), int):
             by_epoch[event["epoch"]] = {k: v for k, v in event.items() if k not in ("event", "time")}
     return [by_epoch[k] for k in sorted(by_epoch)]
+
+
+# ------------------------------------------------------------------ listing runs and curves
+
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def runs_root() -> str:
+    return os.environ.get("DIGIT_STUDIO_RUNS", os.path.join(PROJECT_ROOT, "runs"))
+
+
+def checkpoints_root() -> str:
+    return os.environ.get("DIGIT_STUDIO_CHECKPOINTS", os.path.join(PROJECT_ROOT, "checkpoints"))
+
+
+def curves_root() -> str:
+    """Shipped scheduler curves: ``checkpoints/curves/<run>/{config.json,history.json}``."""
+    return os.path.join(checkpoints_root(), "curves")
+
+
+def default_checkpoint() -> str:
+    return os.path.join(checkpoints_root(), "default.pt")
+
+
+def list_checkpoints() -> list[str]:
+    """The shipped default first, then every ``runs/*/best.pt``, newest first."""
+    found = [default_checkpoint()] if os.path.isfile(default_checkpoint()) else []
+    root = runs_root()
+    if os.path.isdir(root):
+        bests = [os.path.join(root, name, "best.pt") for name in os.listdir(root)]
+        bests = [p for p in bests if os.path.isfile(p)]
+        found += sorted(bests, key=os.path.getmtime, reverse=True)
+    return found
+
+
+def run_dirs() -> list[tuple[str, str]]:
+    """(source, folder) of every stored run: shipped curves, then ``runs/*``."""
+    out = []
+    for source, root in (("shipped", curves_root()), ("runs", runs_root())):
+        if not os.path.isdir(root):
+            continue
+        for name in sorted(os.listdir(root)):
+            path = os.path.join(root, name)
+            if os.path.isdir(path) and any(os.path.exists(os.path.join(path, f))
+                                           for f in ("history.json", "log.jsonl", "config.json")):
+                out.append((source, path))
+    return out
+
+
+def read_config(run_dir: str) -> dict[str, Any]:
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.exists(path):
+        return {}
+    with open(path, encoding="utf-8") as handle:
+        config = json.load(handle)
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    return config
+
+
+def run_status(run_dir: str) -> dict[str, Any]:
+    """What a run is doing, from its lock and its events.
+
+    ``state``: running (a live process holds the lock), completed, stopped, failed (an error
+    event), died (the process is gone without an end or error event: killed, out of memory),
+    or new (nothing written yet). ``message`` carries the error text; ``progress`` the last
+    progress event; ``epochs_done`` the finished epochs.
+    """
+    events = read_events(os.path.join(run_dir, "log.jsonl"))
+    running = is_locked(run_dir)
+    last_end = next((e for e in reversed(events) if e["event"] in ("end", "error", "start")), None)
+    progress = next((e for e in reversed(events) if e["event"] == "progress"), None)
+    start = next((e for e in reversed(events) if e["event"] == "start"), None)
+    epochs_done = len({e["epoch"] for e in events if e["event"] == "epoch"})
+    message = ""
+    if running:
+        state = "running"
+    elif last_end is None:
+        state = "new"
+        launch_error = _launch_error(run_dir)
+        if launch_error:
+            state, message = "failed", launch_error
+    elif last_end["event"] == "end":
+        state = last_end.get("status", "completed")
+        message = last_end.get("message", "")
+    elif last_end["event"] == "error":
+        state, message = "failed", last_end.get("message", "")
+    else:
+        state = "died"
+        message = "the training process ended without a final event (killed or crashed)"
+        tail = _launch_error(run_dir)
+        if tail:
+            message += f": {tail}"
+    return {"state": state, "message": message, "progress": progress, "start": start,
+            "epochs_done": epochs_done, "epochs": (start or {}).get("epochs")}
+
+
+def _launch_error(run_dir: str) -> str:
+    """The last meaningful line of the child's stderr, if the launcher captured one."""
+    path = os.path.join(run_dir, "stderr.log")
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            lines = [line.strip() for line in handle.readlines()[-40:] if line.strip()]
+    except OSError:
+        return ""
+    for line in reversed(lines):
+        if line.startswith(("core.train: error:", "Traceback")) or "Error" in line.split(":")[0]:
+            return line
+    return ""

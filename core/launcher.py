@@ -1,0 +1,129 @@
+"""Starting and stopping ``python -m core.train`` from the app.
+
+The child gets an argument list (never a shell string), its own process session (so it
+outlives a page rerun, a closed tab or a restarted app, and Stop can signal its whole
+process group), and files for its output in the run folder: the page tails those, a pipe
+would block the child once nobody reads it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+from core.config import TrainConfig
+from core.runs import is_locked, lock_owner, runs_root
+
+RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class LaunchError(ValueError):
+    """A launch that cannot happen (bad name, busy folder, bad settings)."""
+
+
+def run_dir_for(name: str, root: str | None = None) -> str:
+    """The folder of run ``name`` inside ``runs/``; names that could leave it are refused."""
+    if not isinstance(name, str) or not RUN_NAME.match(name) or name in (".", "..") or ".." in name:
+        raise LaunchError(
+            f"run name {name!r} is not allowed: use 1-64 letters, digits, '-', '_' or '.', "
+            "starting with a letter or digit (no spaces, slashes or '..')")
+    root = os.path.abspath(root or runs_root())
+    path = os.path.abspath(os.path.join(root, name))
+    if os.path.dirname(path) != root:
+        raise LaunchError(f"run name {name!r} would leave {root}")
+    return path
+
+
+def start_run(config: TrainConfig, name: str, root: str | None = None, python: str | None = None,
+              cwd: str | None = None) -> dict[str, Any]:
+    """Launch training into ``runs/<name>``; returns the launch record (pid, argv, folder)."""
+    run_dir = run_dir_for(name, root)
+    config = TrainConfig.from_dict({**config.to_dict(), "out": run_dir})
+    if not os.path.isdir(config.data):
+        raise LaunchError(f"data folder {config.data!r} does not exist; generate a synthetic dataset first")
+    if is_locked(run_dir):
+        pid = lock_owner(run_dir)
+        raise LaunchError(f"run {name!r} is still training" + (f" (pid {pid})" if pid else "")
+                          + "; stop it or choose another name")
+    if not config.resume and any(os.path.exists(os.path.join(run_dir, f)) for f in ("last.pt", "history.json")):
+        raise LaunchError(f"run {name!r} already exists; choose another name or resume it")
+    os.makedirs(run_dir, exist_ok=True)
+    argv = [python or sys.executable, "-m", "core.train", *config.to_argv()]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    with open(os.path.join(run_dir, "stdout.log"), "ab") as out, open(os.path.join(run_dir, "stderr.log"), "ab") as err:
+        process = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                                   cwd=cwd or os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                   env=env, start_new_session=True, close_fds=True)
+    # Reap the child when it exits so it never lingers as a zombie of the app server.
+    threading.Thread(target=process.wait, daemon=True, name=f"reap-{process.pid}").start()
+    record = {"pid": process.pid, "pgid": process.pid, "argv": argv, "run_dir": run_dir, "name": name,
+              "started": time.time()}
+    with open(os.path.join(run_dir, "launch.json"), "w", encoding="utf-8") as handle:
+        json.dump(record, handle, indent=1)
+    return record
+
+
+def wait_until_started(run_dir: str, timeout: float = 30.0) -> bool:
+    """True once the child holds the run lock (or has already written events)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if is_locked(run_dir) or os.path.exists(os.path.join(run_dir, "log.jsonl")):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def launch_record(run_dir: str) -> dict[str, Any] | None:
+    try:
+        with open(os.path.join(run_dir, "launch.json"), encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return None
+
+
+def stop_run(run_dir: str, grace_s: float = 0.0) -> bool:
+    """Ask the run's whole process group to stop (SIGTERM: the trainer finishes its step and
+    exits with last.pt intact). With ``grace_s``, SIGKILL whatever is left after that long."""
+    pid = lock_owner(run_dir) if is_locked(run_dir) else None
+    record = launch_record(run_dir)
+    pgid = None
+    if pid is not None:
+        try:
+            pgid = os.getpgid(pid)
+        except ProcessLookupError:
+            return False
+    elif record and _alive(record.get("pid")):
+        pgid = record.get("pgid")
+    if pgid is None:
+        return False
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    if grace_s:
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline and is_locked(run_dir):
+            time.sleep(0.1)
+        if is_locked(run_dir):
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    return True
+
+
+def _alive(pid: Any) -> bool:
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True

@@ -1,0 +1,161 @@
+"""Detect page: upload images (or take a photo), see every digit boxed and the number read."""
+
+import os
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from core.checkpoint import CheckpointError
+from core.images import decode_image
+from core.predict import load_model, pred_csv_bytes, pred_json_bytes, predict_images, read_digits, read_number
+from core.runs import PROJECT_ROOT, default_checkpoint, list_checkpoints
+
+UPLOAD_TYPES = ["png", "jpg", "jpeg", "bmp", "webp"]
+# One colour per digit, so the same digit looks the same across images.
+DIGIT_COLOURS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4",
+                 "#42d4f4", "#f032e6", "#9a6324", "#469990", "#800000"]
+
+
+@st.cache_resource(show_spinner="Loading the model...", max_entries=4)
+def get_model(path: str, mtime: float):
+    """One loaded model per checkpoint file version (path + modification time)."""
+    return load_model(path)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def run_model(path: str, mtime: float, files: tuple[tuple[str, bytes], ...]):
+    # Cached on the files' bytes: moving the threshold slider never runs the model again.
+    return predict_images(get_model(path, mtime), list(files))
+
+
+def checkpoint_label(path: str) -> str:
+    if os.path.abspath(path) == os.path.abspath(default_checkpoint()):
+        return "default.pt (shipped)"
+    return os.path.relpath(path, PROJECT_ROOT)
+
+
+def describe_checkpoint(meta: dict) -> str:
+    best = meta.get("best") or {}
+    metrics = meta.get("metrics") or {}
+    data = meta.get("data") or {}
+    synth = data.get("synth")
+    trained_on = os.path.basename(str(data.get("root", "?")))
+    if synth:
+        trained_on += f" (synthetic, seed {synth.get('seed')}, {data.get('train_images', '?')} training images)"
+    elif data.get("train_images"):
+        trained_on += f" ({data['train_images']} training images)"
+    m_ap = best.get("mAP", metrics.get("mAP"))
+    parts = [f"**{meta.get('arch', '?')}**", f"trained on {trained_on}",
+             f"best validation mAP {m_ap:.3f} (epoch {best.get('epoch', meta.get('epoch'))})" if m_ap is not None
+             else f"epoch {meta.get('epoch')}"]
+    return " · ".join(parts)
+
+
+def detection_figure(image, detection: dict, threshold: float) -> go.Figure:
+    width, height = image.size
+    figure = go.Figure(go.Image(z=np.asarray(image), hoverinfo="skip"))
+    for (x0, y0, x1, y1), score, digit in zip(detection["boxes"], detection["scores"], detection["digits"]):
+        if score < threshold:
+            continue
+        colour = DIGIT_COLOURS[digit % 10]
+        figure.add_trace(go.Scatter(
+            x=[x0, x1, x1, x0, x0], y=[y0, y0, y1, y1, y0], mode="lines", fill="toself",
+            fillcolor="rgba(255,255,255,0.06)", line={"color": colour, "width": 2}, hoveron="fills+points",
+            text=f"digit {digit} · score {score:.2f}", hoverinfo="text", name=f"digit {digit}", showlegend=False))
+        figure.add_annotation(x=x0, y=y0, text=f"<b>{digit}</b> {score:.2f}", showarrow=False, xanchor="left",
+                              yanchor="bottom", font={"color": "white", "size": 12}, bgcolor=colour, opacity=0.9)
+    display_height = int(min(520, max(180, 640 * height / max(width, 1))))
+    figure.update_layout(margin={"l": 0, "r": 0, "t": 18, "b": 0}, height=display_height, dragmode=False)
+    figure.update_xaxes(visible=False, range=[0, width])
+    figure.update_yaxes(visible=False, range=[height, 0], scaleanchor="x")
+    return figure
+
+
+st.title("Detect house numbers")
+checkpoints = list_checkpoints()
+if not checkpoints:
+    st.info("No model is available yet: there is no `checkpoints/default.pt` and no `runs/*/best.pt`. "
+            "Train one on the **Train** page (it can generate a synthetic dataset first), or run "
+            "`python -m core.train --data DIR --out runs/NAME`.")
+    st.page_link("pages/train.py", label="Go to the Train page", icon=":material/model_training:")
+    st.stop()
+
+with st.sidebar:
+    choice = st.selectbox("Checkpoint", checkpoints, format_func=checkpoint_label,
+                          help="The shipped default first, then the best.pt of every run under runs/.")
+try:
+    loaded = get_model(choice, os.path.getmtime(choice))
+except (CheckpointError, OSError) as exc:
+    st.error(f"Cannot use this checkpoint: {exc}")
+    st.stop()
+st.caption(describe_checkpoint(loaded.meta) + f" · running on **{loaded.device}**")
+
+with st.sidebar:
+    threshold = st.slider("Score threshold", 0.0, 1.0, float(loaded.task2_threshold), 0.05,
+                          help="Boxes drawn and digits read need at least this score. Changing it does not "
+                               "run the model again. The pred.json download keeps every detection (mAP rewards "
+                               "low-score boxes).")
+    use_camera = st.toggle("Take a photo", help="Use your camera instead of (or as well as) uploaded files.")
+
+uploads = st.file_uploader("Images of house numbers", type=UPLOAD_TYPES, accept_multiple_files=True,
+                           help="Drag and drop one or many images, or browse. Files are named like 123.png "
+                                "in the course data; that number becomes the image_id in the downloads.")
+files = [(u.name, u.getvalue()) for u in uploads or []]
+if use_camera:
+    photo = st.camera_input("Photo")
+    if photo is not None:
+        files.append(("camera.jpg", photo.getvalue()))
+
+if not files:
+    st.info("Upload images (png, jpg, jpeg, bmp, webp) to detect their digits.")
+    st.stop()
+
+prediction = run_model(choice, os.path.getmtime(choice), tuple(files))
+ok_count = len(files) - len(prediction.errors)
+per_image_ms = prediction.seconds / max(ok_count, 1) * 1000
+st.caption(f"{ok_count} image(s) in {prediction.seconds:.2f} s · {per_image_ms:.0f} ms per image on {loaded.device}")
+for name, reason in prediction.errors.items():
+    st.error(f"**{name}**: {reason}. The other files were processed.")
+
+numbers = [read_number(det, threshold) if det is not None else "-1" for det in prediction.detections]
+
+if len(files) > 1:
+    st.subheader("Batch")
+    table = pd.DataFrame({
+        "file": prediction.names,
+        "image_id": prediction.image_ids,
+        "number read": numbers,
+        "digits": [len(read_digits(d, threshold)) if d is not None else 0 for d in prediction.detections],
+        "status": [f"error: {prediction.errors[n]}" if n in prediction.errors else "ok" for n in prediction.names],
+    })
+    st.dataframe(table, hide_index=True, width="stretch")
+    left, right = st.columns(2)
+    left.download_button("Download pred.json (Task 1)", pred_json_bytes(prediction.coco()), "pred.json",
+                         "application/json", help="Every detection, COCO results format, as core.predict writes it.")
+    right.download_button("Download pred.csv (Task 2)", pred_csv_bytes(list(zip(prediction.image_ids, numbers))),
+                          "pred.csv", "text/csv", help="image_id,pred_label at the threshold above; -1 = no digit.")
+
+for index, ((name, data), image_id, detection, number) in enumerate(
+        zip(files, prediction.image_ids, prediction.detections, numbers)):
+    if detection is None:
+        continue
+    st.divider()
+    image = decode_image(data, name)
+    picture, details = st.columns([3, 2])
+    with picture:
+        st.markdown(f"**{name}** · image_id {image_id} · {image.size[0]}x{image.size[1]} px")
+        st.plotly_chart(detection_figure(image, detection, threshold), key=f"figure-{index}",
+                        config={"displayModeBar": False})
+    with details:
+        st.metric("Number read", number if number != "-1" else "no digit (-1)")
+        used = set(read_digits(detection, threshold))
+        rows = [{"digit": d, "score": round(s, 3), "x": round(b[0], 1), "y": round(b[1], 1),
+                 "w": round(b[2] - b[0], 1), "h": round(b[3] - b[1], 1), "in number": i in used}
+                for i, (b, s, d) in enumerate(zip(detection["boxes"], detection["scores"], detection["digits"]))
+                if s >= threshold]
+        if rows:
+            st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+        else:
+            st.caption("No detection at this threshold.")

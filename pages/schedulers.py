@@ -1,0 +1,76 @@
+"""Schedulers page: compare the per-epoch curves of stored runs (CosineAnnealingLR vs StepLR)."""
+
+import plotly.graph_objects as go
+import plotly.colors
+import streamlit as st
+
+from core.curves import LOG_SCALE_METRICS, METRICS, best_epochs, curves_frame, load_runs, smooth, summary
+
+st.title("Compare learning-rate schedulers")
+st.caption("Validation mAP and training curves per epoch. The shipped pair was trained with the same "
+           "configuration, seed and per-epoch subsets; only the scheduler differs.")
+
+runs, skipped = load_runs()
+for name, reason in skipped.items():
+    st.warning(f"Run **{name}** was skipped: its files are unreadable ({reason}).")
+if not runs:
+    st.info("No runs are stored yet: neither shipped curves in `checkpoints/curves/` nor runs in `runs/`. "
+            "Start one on the **Train** page.")
+    st.stop()
+
+labels = [run.label for run in runs]
+shipped = [run.label for run in runs if run.source == "shipped"]
+defaults = shipped or labels[:2]
+with st.sidebar:
+    chosen = st.multiselect("Runs", labels, default=defaults, help="Shipped curves first, then runs/ folders.")
+    metric = st.selectbox("Metric", list(METRICS), format_func=lambda m: f"{m}: {METRICS[m]}")
+    weight = st.slider("Smoothing", 0.0, 0.95, 0.0, 0.05,
+                       help="Exponential moving average (as in TensorBoard); the raw curve stays as a faint line.")
+    log_scale = st.toggle("Log scale", value=metric == "lr", disabled=metric not in LOG_SCALE_METRICS,
+                          help="For losses and the learning rate.")
+
+selected = [run for run in runs if run.label in chosen]
+if not selected:
+    st.info("Pick at least one run in the sidebar.")
+    st.stop()
+
+frame = curves_frame(selected)
+best = best_epochs(selected)
+palette = plotly.colors.qualitative.D3
+figure = go.Figure()
+for index, run in enumerate(selected):
+    colour = palette[index % len(palette)]
+    part = frame[frame["run"] == run.label]
+    if part.empty or part[metric].isna().all():
+        continue
+    epochs, values = part["epoch"].tolist(), part[metric].tolist()
+    smoothed = smooth(values, weight) if weight > 0 else values
+    if weight > 0:
+        figure.add_trace(go.Scatter(x=epochs, y=values, mode="lines", line={"color": colour, "width": 1},
+                                    opacity=0.3, name=f"{run.label} (raw)", legendgroup=run.label,
+                                    showlegend=False, hoverinfo="skip"))
+    figure.add_trace(go.Scatter(x=epochs, y=smoothed, mode="lines+markers", line={"color": colour, "width": 2.5},
+                                marker={"size": 5}, name=run.label, legendgroup=run.label,
+                                hovertemplate="%{y:.4g}"))
+    if run.label in best and best[run.label] in epochs:
+        at = epochs.index(best[run.label])
+        figure.add_trace(go.Scatter(x=[epochs[at]], y=[smoothed[at]], mode="markers",
+                                    marker={"symbol": "star", "size": 16, "color": colour,
+                                            "line": {"color": "black", "width": 1}},
+                                    name=f"{run.label}: best mAP at epoch {epochs[at]}", legendgroup=run.label,
+                                    hovertemplate="best mAP epoch"))
+figure.update_layout(hovermode="x unified", height=480, margin={"l": 10, "r": 10, "t": 40, "b": 10},
+                     title=METRICS[metric], legend={"orientation": "h", "y": -0.2},
+                     xaxis_title="epoch", yaxis_title=metric)
+figure.update_xaxes(dtick=1 if frame["epoch"].max() <= 30 else None)
+if log_scale and metric in LOG_SCALE_METRICS:
+    figure.update_yaxes(type="log")
+st.plotly_chart(figure, key="curves")
+
+st.subheader("Summary")
+st.dataframe(summary(selected), hide_index=True, width="stretch",
+             column_config={"best mAP": st.column_config.NumberColumn(format="%.4f"),
+                            "final mAP": st.column_config.NumberColumn(format="%.4f"),
+                            "final lr": st.column_config.NumberColumn(format="%.2e")})
+st.download_button("Download curves (CSV)", frame.to_csv(index=False).encode("utf-8"), "scheduler_curves.csv",
+                   "text/csv", help="One row per run and epoch, every recorded metric.")

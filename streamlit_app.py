@@ -1,0 +1,12 @@
+"""Digit Studio: detect and read house-number digits. Run with ``streamlit run streamlit_app.py``."""
+
+import streamlit as st
+
+st.set_page_config(page_title="Digit Studio", page_icon=":1234:", layout="wide")
+
+navigation = st.navigation([
+    st.Page("pages/detect.py", title="Detect", icon=":material/center_focus_strong:", default=True),
+    st.Page("pages/schedulers.py", title="Schedulers", icon=":material/show_chart:"),
+    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+])
+navigation.run()

@@ -1,0 +1,209 @@
+"""The Streamlit pages through streamlit.testing.v1.AppTest (fragments do not run here;
+the live log view is covered by the browser tests)."""
+
+import io
+import json
+import os
+import shutil
+import time
+
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from conftest import ROOT
+from core import predict as predict_mod
+from core.images import decode_image
+from core.predict import load_model, predict_images, read_number
+from core.runs import is_locked, run_status
+
+
+@pytest.fixture()
+def app_dirs(tmp_path, monkeypatch):
+    runs, ckpts = tmp_path / "runs", tmp_path / "checkpoints"
+    runs.mkdir()
+    ckpts.mkdir()
+    monkeypatch.setenv("DIGIT_STUDIO_RUNS", str(runs))
+    monkeypatch.setenv("DIGIT_STUDIO_CHECKPOINTS", str(ckpts))
+    monkeypatch.chdir(ROOT)
+    return runs, ckpts
+
+
+def _app(page=None):
+    at = AppTest.from_file(os.path.join(ROOT, "streamlit_app.py"), default_timeout=120)
+    at.run()
+    if page:
+        at.switch_page(page)
+        at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _png(path):
+    return open(path, "rb").read()
+
+
+def _by_label(widgets, label):
+    return next(w for w in widgets if w.label == label)
+
+
+def test_detect_page_without_a_model_says_how_to_get_one(app_dirs):
+    at = _app()
+    assert "Train" in at.info[0].value and "core.train" in at.info[0].value
+
+
+def test_upload_shows_the_number_read(app_dirs, tiny_run, tiny_data):
+    runs, _ = app_dirs
+    (runs / "tiny").mkdir()
+    shutil.copy(os.path.join(tiny_run, "best.pt"), runs / "tiny" / "best.pt")
+    at = _app()
+    assert "digitnet_fpn" in at.caption[0].value and "cpu" in at.caption[0].value
+    threshold = at.slider[0].value
+    path = os.path.join(tiny_data, "test", "3.png")
+    at.file_uploader[0].set_value(("3.png", _png(path), "image/png"))
+    at.run()
+    assert not at.exception, at.exception
+    loaded = load_model(str(runs / "tiny" / "best.pt"), "cpu")
+    expected = read_number(predict_images(loaded, [("3.png", _png(path))]).detections[0], threshold)
+    shown = at.metric[0].value
+    assert shown == (expected if expected != "-1" else "no digit (-1)")
+    assert any("ms per image" in c.value for c in at.caption)
+
+
+def test_shipped_model_reads_a_clear_house_number(app_dirs, tmp_path):
+    """With the shipped default.pt the page reads a plainly drawn number correctly."""
+    default = os.path.join(ROOT, "checkpoints", "default.pt")
+    assert os.path.exists(default), "checkpoints/default.pt is part of the repository"
+    _, ckpts = app_dirs
+    shutil.copy(default, ckpts / "default.pt")
+    from PIL import ImageDraw, ImageFont
+
+    image = Image.new("RGB", (150, 70), (235, 235, 225))
+    font = ImageFont.load_default(size=48)  # Pillow's own font: present on every machine
+    ImageDraw.Draw(image).text((18, 8), "274", font=font, fill=(20, 20, 30))
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    at = _app()
+    at.file_uploader[0].set_value(("5.png", buffer.getvalue(), "image/png"))
+    at.run()
+    assert not at.exception, at.exception
+    assert at.metric[0].value == "274"
+
+
+def test_batch_with_a_corrupt_file_still_runs_the_others(app_dirs, tiny_run, tiny_data):
+    runs, _ = app_dirs
+    (runs / "tiny").mkdir()
+    shutil.copy(os.path.join(tiny_run, "best.pt"), runs / "tiny" / "best.pt")
+    at = _app()
+    files = [("1.png", _png(os.path.join(tiny_data, "test", "1.png")), "image/png"),
+             ("bad.png", b"\x89PNG\r\n\x1a\n garbage", "image/png"),
+             ("2.png", _png(os.path.join(tiny_data, "test", "2.png")), "image/png")]
+    at.file_uploader[0].set_value(files)
+    at.run()
+    assert not at.exception, at.exception
+    errors = [e.value for e in at.error]
+    assert any("bad.png" in e for e in errors)
+    table = at.dataframe[0].value
+    assert list(table["file"]) == ["1.png", "bad.png", "2.png"]
+    assert table["status"].tolist()[1].startswith("error")
+    assert len(at.metric) == 2, "one result block per readable image"
+    assert len([b for b in at.get("download_button")]) == 2
+
+
+def test_threshold_slider_does_not_run_the_model_again(app_dirs, tiny_run, tiny_data, monkeypatch):
+    runs, _ = app_dirs
+    (runs / "tiny").mkdir()
+    shutil.copy(os.path.join(tiny_run, "best.pt"), runs / "tiny" / "best.pt")
+    calls = []
+    real = predict_mod.predict_images
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(predict_mod, "predict_images", counting)
+    at = _app()
+    at.file_uploader[0].set_value(("4.png", _png(os.path.join(tiny_data, "test", "4.png")), "image/png"))
+    at.run()
+    runs_before = len(calls)
+    assert runs_before == 1
+    at.slider[0].set_value(0.0)
+    at.run()
+    assert not at.exception
+    assert len(calls) == runs_before
+
+
+def _fake_run(folder, scheduler, maps):
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"scheduler": scheduler, "arch": "digitnet_fpn", "epochs": len(maps)}))
+    history = [{"epoch": i + 1, "mAP": m, "AP50": m + 0.2, "AP75": m, "loss": 1.0 / (i + 1), "lr": 1e-3 * 0.7**i,
+                "seconds": 60.0} for i, m in enumerate(maps)]
+    (folder / "history.json").write_text(json.dumps(history))
+
+
+def test_schedulers_page_overlays_the_shipped_pair(app_dirs):
+    runs, ckpts = app_dirs
+    _fake_run(ckpts / "curves" / "cosine", "cosine", [0.1, 0.3, 0.5, 0.55])
+    _fake_run(ckpts / "curves" / "step", "step", [0.1, 0.35, 0.45, 0.47])
+    _fake_run(runs / "mine", "step", [0.2])
+    (runs / "broken").mkdir()
+    (runs / "broken" / "history.json").write_text("{not json")
+    at = _app("pages/schedulers.py")
+    assert at.multiselect[0].value == ["cosine (shipped)", "step (shipped)"]
+    assert any("broken" in w.value for w in at.warning)
+    summary = at.dataframe[0].value
+    assert list(summary["run"]) == ["cosine (shipped)", "step (shipped)"]
+    assert list(summary["best epoch"]) == [4, 4]
+    assert summary["best mAP"].tolist() == pytest.approx([0.55, 0.47])
+    at.selectbox[0].set_value("loss")
+    at.slider[0].set_value(0.5)
+    at.run()
+    assert not at.exception
+
+
+def test_schedulers_page_with_no_runs(app_dirs):
+    at = _app("pages/schedulers.py")
+    assert "No runs are stored yet" in at.info[0].value
+
+
+def test_train_form_refuses_bad_names_and_launches_a_run(app_dirs, tiny_data):
+    runs, _ = app_dirs
+    at = _app("pages/train.py")
+    _by_label(at.text_input, "Data folder").set_value(tiny_data)
+    at.run()
+    labels = {w.label for w in list(at.number_input) + list(at.selectbox) + list(at.checkbox) + list(at.text_input)}
+    for name in ("arch", "scheduler", "epochs", "lr", "weight decay", "subset fraction", "batch size", "device"):
+        assert name in labels, name
+    assert _by_label(at.number_input, "lr").value == pytest.approx(1e-4)
+    assert _by_label(at.selectbox, "arch").value == "fasterrcnn_resnet50_fpn_v2"
+
+    _by_label(at.text_input, "Run name").set_value("../escape")
+    at.button[0].click()
+    at.run()
+    assert any("not allowed" in e.value for e in at.error)
+    assert not (runs.parent / "escape").exists()
+
+    _by_label(at.text_input, "Run name").set_value("tiny-app")
+    _by_label(at.selectbox, "arch").set_value("digitnet_fpn")
+    _by_label(at.number_input, "min size").set_value(64)
+    _by_label(at.number_input, "max size").set_value(160)
+    _by_label(at.number_input, "epochs").set_value(1)
+    _by_label(at.number_input, "subset fraction").set_value(1.0)
+    _by_label(at.selectbox, "device").set_value("cpu")
+    at.button[0].click()
+    at.run()
+    assert not at.exception, at.exception
+    assert any("Launched tiny-app" in s.value for s in at.success)
+    run_dir = runs / "tiny-app"
+    deadline = time.time() + 120
+    while time.time() < deadline and (is_locked(str(run_dir)) or run_status(str(run_dir))["state"] == "new"):
+        time.sleep(0.5)
+    status = run_status(str(run_dir))
+    assert status["state"] == "completed", (status, (run_dir / "stderr.log").read_text()[-2000:])
+    assert (run_dir / "best.pt").exists()
+    assert "epoch 1/1" in (run_dir / "stdout.log").read_text()
+    # A second launch into the same folder is refused.
+    _by_label(at.text_input, "Run name").set_value("tiny-app")
+    at.button[0].click()
+    at.run()
+    assert any("already exists" in e.value for e in at.error)
