@@ -4,6 +4,7 @@ import streamlit as st
 
 st.set_page_config(page_title="Digit Studio", page_icon=":1234:", layout="wide")
 
+st.session_state["_digit_studio_routed"] = True  # see pages.ensure_routed (pages.ROUTED)
 navigation = st.navigation([
     st.Page("pages/detect.py", title="Detect", icon=":material/center_focus_strong:", default=True),
     st.Page("pages/schedulers.py", title="Schedulers", icon=":material/show_chart:"),

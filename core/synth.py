@@ -17,6 +17,7 @@ import math
 import multiprocessing
 import os
 import random
+import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -608,6 +609,7 @@ def generate_dataset(
     fonts: list[str] | None = None,
     overwrite: bool = False,
     progress=None,
+    command: str | None = None,
 ) -> dict:
     """Write the dataset; returns the manifest also saved as ``out/synth.json``."""
     out = Path(out)
@@ -665,6 +667,8 @@ def generate_dataset(
         "version": GENERATOR_VERSION,
         "seed": seed,
         "counts": counts,
+        "command": command or f"python -m core.synth --out {out} " + " ".join(
+            f"--{k} {v}" for k, v in counts.items()) + f" --seed {seed}",
         "fonts": [os.path.basename(f) for f in fonts],
         "seconds": round(seconds, 2),
         "images_per_s": round(total / seconds, 1) if seconds > 0 else None,
@@ -709,6 +713,7 @@ def main(argv: list[str] | None = None) -> int:
         manifest = generate_dataset(
             args.out, {"train": args.train, "valid": args.valid, "test": args.test},
             seed=args.seed, workers=args.workers, fonts=fonts, overwrite=args.overwrite, progress=progress,
+            command="python -m core.synth " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
         )
     except SynthError as exc:
         print(f"core.synth: error: {exc}", file=sys.stderr)

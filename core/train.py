@@ -210,7 +210,7 @@ def _dataset_info(root: str) -> dict[str, Any]:
         try:
             with open(manifest, encoding="utf-8") as handle:
                 synth = json.load(handle)
-            info["synth"] = {k: synth.get(k) for k in ("generator", "version", "seed", "counts")}
+            info["synth"] = {k: synth.get(k) for k in ("generator", "version", "seed", "counts", "command")}
             info["synth"]["fonts"] = len(synth.get("fonts", []))
         except (OSError, ValueError):
             pass

@@ -11,6 +11,9 @@ from core.checkpoint import CheckpointError
 from core.images import decode_image
 from core.predict import load_model, pred_csv_bytes, pred_json_bytes, predict_images, read_digits, read_number
 from core.runs import PROJECT_ROOT, default_checkpoint, list_checkpoints
+from pages import ensure_routed
+
+ensure_routed()
 
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "bmp", "webp"]
 # One colour per digit, so the same digit looks the same across images.

@@ -5,6 +5,9 @@ import plotly.colors
 import streamlit as st
 
 from core.curves import LOG_SCALE_METRICS, METRICS, best_epochs, curves_frame, load_runs, smooth, summary
+from pages import ensure_routed
+
+ensure_routed()
 
 st.title("Compare learning-rate schedulers")
 st.caption("Validation mAP and training curves per epoch. The shipped pair was trained with the same "

@@ -13,6 +13,9 @@ from core.events import read_events, tail_text
 from core.launcher import LaunchError, run_dir_for, start_run, stop_run, wait_until_started
 from core.runs import PROJECT_ROOT, read_config, read_history, run_status, runs_root
 from core.synth import SynthError, generate_dataset, usable_fonts
+from pages import ensure_routed
+
+ensure_routed()
 
 FORM_FIELDS = [f for f in dataclasses.fields(TrainConfig) if f.name not in ("out", "resume")]
 HINTS = {"fasterrcnn_resnet50_fpn_v2": "the reference; several seconds per image on a CPU, use a GPU",
