@@ -84,14 +84,15 @@ def load_checkpoint(path: str) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        # weights_only refuses anything but tensors and plain containers: this is either a
-        # full-pickle file (which could run code when loaded) or not a PyTorch file at all.
-        text = str(exc).split("\n")[0]
-        if "Weights only load failed" in str(exc) or "Unsupported" in str(exc):
+        # weights_only refuses anything but tensors and plain containers. A reference to a
+        # Python global (a class or function to call) means a full-pickle file that could run
+        # code when loaded; anything else means bytes that are not a PyTorch file at all.
+        detail = str(exc).split("WeightsUnpickler error:")[-1].strip().split("\n")[0]
+        if "GLOBAL" in str(exc) or "global" in detail.lower() or "class" in detail.lower():
             raise CheckpointError(
                 f"{path}: refused: the file contains Python objects other than tensors and plain data, "
-                f"so loading it could run code ({text[:200]})") from None
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({text[:200]})") from None
+                f"so loading it could run code ({detail[:200]})") from None
+        raise CheckpointError(f"{path}: unreadable checkpoint, truncated or not a PyTorch file ({detail[:200]})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, AttributeError) as exc:
         raise CheckpointError(
             f"{path}: unreadable checkpoint, truncated or not a PyTorch file ({type(exc).__name__}: "

@@ -76,7 +76,7 @@ def decode_image(data: bytes | str | os.PathLike, name: str | None = None) -> Im
                 if width * height > MAX_PIXELS:
                     raise ImageDecodeError(
                         name, f"the image is too large ({width}x{height} = {width * height / 1e6:.0f} Mpx; "
-                              f"the limit is {MAX_PIXELS / 1e6:.0f} Mpx)")
+                              f"the limit is {MAX_PIXELS / 1e6:.0f} Mpx, which also stops decompression bombs)")
                 if getattr(image, "n_frames", 1) > 1:
                     image.seek(0)
                 image.load()
@@ -85,7 +85,7 @@ def decode_image(data: bytes | str | os.PathLike, name: str | None = None) -> Im
     except ImageDecodeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageDecodeError(name, f"refused as a possible decompression bomb ({exc})") from None
+        raise ImageDecodeError(name, f"the image is too large: refused as a possible decompression bomb ({exc})") from None
     except UnidentifiedImageError:
         raise ImageDecodeError(name, "not an image file Pillow can read (PNG, JPEG, BMP, WebP, GIF, TIFF)") from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, KeyError,

@@ -1,0 +1,115 @@
+"""Untrusted checkpoints: loaded with weights_only=True everywhere, refused with a clear message."""
+
+import os
+import shutil
+
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+from conftest import ROOT, tiny_config
+from core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from core.evaluate import main as evaluate_main
+from core.model import ModelError, build_model
+from core.predict import load_model, main as predict_main
+from core.train import run
+
+
+class _CreatesAFile:
+    """Unpickling this (with full pickle) would create ``path``: a stand-in for arbitrary code."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+@pytest.fixture()
+def evil(tmp_path):
+    marker = tmp_path / "pwned.txt"
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "digit-studio-checkpoint", "arch": "digitnet_fpn", "model": {},
+                "payload": _CreatesAFile(str(marker))}, path)
+    assert not marker.exists()
+    return str(path), marker
+
+
+def test_checkpoint_loader_refuses(evil):
+    path, marker = evil
+    with pytest.raises(CheckpointError, match="refused.*could run code"):
+        load_checkpoint(path)
+    with pytest.raises(CheckpointError, match="refused"):
+        load_model(path, "cpu")
+    assert not marker.exists()
+
+
+def test_predict_and_evaluate_cli_refuse(evil, tiny_data, tmp_path, capsys):
+    path, marker = evil
+    assert predict_main(["--ckpt", path, "--images", f"{tiny_data}/test", "--out", str(tmp_path / "o")]) == 2
+    assert evaluate_main(["--ckpt", path, "--data", tiny_data]) == 2
+    err = capsys.readouterr().err
+    assert err.count("refused") == 2
+    assert not marker.exists()
+
+
+def test_resume_refuses_a_tampered_last_pt(evil, tiny_data, tmp_path, capsys):
+    path, marker = evil
+    out = tmp_path / "run"
+    out.mkdir()
+    shutil.copy(path, out / "last.pt")
+    assert run(tiny_config(tiny_data, str(out), resume=True), {"resume", "out"}, stream=None) == 2
+    assert "refused" in capsys.readouterr().err
+    assert not marker.exists()
+
+
+def test_weights_flag_refuses(evil):
+    path, marker = evil
+    with pytest.raises(ModelError, match="not a loadable weights file"):
+        build_model("digitnet_fpn", weights=path)
+    assert not marker.exists()
+
+
+def test_app_refuses_and_keeps_serving(evil, tmp_path, monkeypatch, tiny_run):
+    path, marker = evil
+    runs = tmp_path / "runs"
+    (runs / "evil").mkdir(parents=True)
+    shutil.copy(path, runs / "evil" / "best.pt")
+    (runs / "good").mkdir()
+    shutil.copy(os.path.join(tiny_run, "best.pt"), runs / "good" / "best.pt")
+    os.utime(runs / "evil" / "best.pt", (2e9, 2e9))  # newest: selected first
+    monkeypatch.setenv("DIGIT_STUDIO_RUNS", str(runs))
+    monkeypatch.setenv("DIGIT_STUDIO_CHECKPOINTS", str(tmp_path / "none"))
+    at = AppTest.from_file(os.path.join(ROOT, "streamlit_app.py"), default_timeout=120)
+    at.run()
+    assert not at.exception
+    assert any("refused" in e.value for e in at.error)
+    assert not marker.exists()
+    at.selectbox[0].set_value(str(runs / "good" / "best.pt"))
+    at.run()
+    assert not at.exception and not at.error
+
+
+def test_not_a_checkpoint_other_architecture_and_truncated(tmp_path, tiny_run):
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(os.urandom(5000))
+    with pytest.raises(CheckpointError, match="junk.pt: (unreadable|not a PyTorch)"):
+        load_checkpoint(str(junk))
+    plain = tmp_path / "state.pt"
+    torch.save({"weights": torch.zeros(3)}, plain)
+    with pytest.raises(CheckpointError, match="not a Digit Studio checkpoint"):
+        load_checkpoint(str(plain))
+
+    payload = load_checkpoint(os.path.join(tiny_run, "best.pt"))
+    other, kwargs, _ = build_model("fasterrcnn_resnet50_fpn_v2", {"min_size": 128}, weights="none")
+    mixed = dict(payload, model=other.state_dict())  # says digitnet_fpn, holds ResNet-50 weights
+    save_checkpoint(str(tmp_path / "mixed.pt"), mixed)
+    with pytest.raises(CheckpointError, match="do not fit architecture 'digitnet_fpn'"):
+        load_model(str(tmp_path / "mixed.pt"), "cpu")
+
+    data = open(os.path.join(tiny_run, "best.pt"), "rb").read()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="cut.pt: unreadable checkpoint, truncated"):
+        load_checkpoint(str(tmp_path / "cut.pt"))
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        load_checkpoint(str(tmp_path / "absent.pt"))
