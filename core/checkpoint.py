@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from core import failpoints
+
 FORMAT = "digit-studio-checkpoint"
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format", "arch", "model_kwargs", "class_names", "model")
@@ -41,6 +43,7 @@ def atomic_write_bytes(path: str, writer) -> None:
             writer(handle)
             handle.flush()
             os.fsync(handle.fileno())
+        failpoints.reached(f"write:{os.path.basename(path)}")
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -73,6 +76,16 @@ def save_checkpoint(path: str, payload: dict[str, Any], half: bool = False) -> N
         payload["model"] = {k: v.half() if v.is_floating_point() else v for k, v in payload["model"].items()}
         payload["weights_dtype"] = "float16"
     atomic_write_bytes(path, lambda handle: torch.save(payload, handle))
+
+
+def remove_stale_temporaries(directory: str) -> list[str]:
+    """Delete temporary files that a killed writer left behind (call only while holding the run lock)."""
+    removed = []
+    for name in os.listdir(directory):
+        if name.startswith(".") and name.endswith(".tmp"):
+            os.unlink(os.path.join(directory, name))
+            removed.append(name)
+    return removed
 
 
 def load_checkpoint(path: str) -> dict[str, Any]:

@@ -27,7 +27,9 @@ import torch
 import torch.distributed as dist
 import torchvision
 
-from core.checkpoint import CheckpointError, atomic_write_text, load_checkpoint, save_checkpoint
+from core import failpoints
+from core.checkpoint import (CheckpointError, atomic_write_text, load_checkpoint, remove_stale_temporaries,
+                             save_checkpoint)
 from core.config import RESUMABLE_CHANGES, ConfigError, TrainConfig, parse_args
 from core.data import DatasetError, DigitDataset, collate, epoch_batches, load_split, train_transforms
 from core.evaluate import evaluate
@@ -177,6 +179,7 @@ def train_one_epoch(model, optimizer, loader, device, *, epoch: int, global_step
             optimizer.step()
         global_step += 1
         steps += 1
+        failpoints.reached("step")
         images += len(batch_images) * dist_info.world_size
         sums["loss"] += loss_value
         for k in LOSS_TERMS:
@@ -238,14 +241,24 @@ def _check_out_dir(cfg: TrainConfig) -> None:
 def _resume_config(cfg: TrainConfig, explicit: set[str]) -> tuple[TrainConfig, dict[str, Any]]:
     last_path = os.path.join(cfg.out, "last.pt")
     if not os.path.exists(last_path):
-        raise TrainingError(f"--resume: {last_path} does not exist; nothing to resume (drop --resume to start)")
+        saved_path = os.path.join(cfg.out, "config.json")
+        if not os.path.exists(saved_path):
+            raise TrainingError(f"--resume: {last_path} does not exist; nothing to resume (drop --resume to start)")
+        # The run died before finishing its first epoch: start it again with its own settings.
+        with open(saved_path, encoding="utf-8") as handle:
+            saved = TrainConfig.from_dict({**json.load(handle), "out": cfg.out, "resume": True})
+        return _merge_resumed(cfg, saved, explicit), None
     try:
         state = load_checkpoint(last_path)
     except CheckpointError as exc:
         raise TrainingError(f"--resume: {exc}") from None
     if "optimizer" not in state:
         raise TrainingError(f"--resume: {last_path} has no optimizer state (is it a best.pt copy?)")
-    saved = TrainConfig.from_dict(state["config"])
+    return _merge_resumed(cfg, TrainConfig.from_dict(state["config"]), explicit), state
+
+
+def _merge_resumed(cfg: TrainConfig, saved: TrainConfig, explicit: set[str]) -> TrainConfig:
+    """The saved run's settings, with the few that may change on resume taken from the command line."""
     conflicts = [name for name in sorted(explicit) if name not in RESUMABLE_CHANGES
                  and getattr(cfg, name) != getattr(saved, name)]
     if conflicts:
@@ -256,7 +269,7 @@ def _resume_config(cfg: TrainConfig, explicit: set[str]) -> tuple[TrainConfig, d
     for name in RESUMABLE_CHANGES:
         if name in explicit or name in ("out", "resume"):
             merged[name] = getattr(cfg, name)
-    return TrainConfig.from_dict(merged), state
+    return TrainConfig.from_dict(merged)
 
 
 def run(cfg: TrainConfig, explicit: set[str] | None = None, stop: StopFlag | None = None,
@@ -274,6 +287,7 @@ def run(cfg: TrainConfig, explicit: set[str] | None = None, stop: StopFlag | Non
         if is_main:
             _check_out_dir(cfg)
             lock = RunLock(cfg.out).acquire()
+            remove_stale_temporaries(cfg.out)  # from a writer killed mid-write; the real files are intact
             if cfg.resume:
                 cfg, state = _resume_config(cfg, explicit)
             else:
@@ -288,10 +302,11 @@ def run(cfg: TrainConfig, explicit: set[str] | None = None, stop: StopFlag | Non
                 raise TrainingError(f"cannot write to run folder {cfg.out}: {exc.strerror or exc}") from None
         if dist_info.enabled:
             # Every rank needs the resolved config (resume may have replaced it).
-            holder = [cfg.to_dict() if is_main else None]
+            holder = [(cfg.to_dict(), state is not None) if is_main else None]
             dist.broadcast_object_list(holder, src=0)
-            cfg = TrainConfig.from_dict(holder[0])
-            if not is_main and cfg.resume:
+            config_dict, resuming = holder[0]
+            cfg = TrainConfig.from_dict(config_dict)
+            if not is_main and resuming:
                 state = load_checkpoint(os.path.join(cfg.out, "last.pt"))
         return _train(cfg, state, dist_info, stop, log, stream, started)
     except (TrainingError, ConfigError, DatasetError, RunBusyError, CheckpointError) as exc:
@@ -424,7 +439,8 @@ def _train(cfg: TrainConfig, state: dict[str, Any] | None, dist_info: Distribute
             eval_bar = ProgressBar(len(valid_split.records), f"  validate {epoch}", sys.stderr)
             try:
                 metrics = evaluate(model, valid_split, device, batch_size=max(cfg.batch_size, 8),
-                                   progress=lambda done, _total: eval_bar.update(done), should_stop=lambda: stop.requested)
+                                   progress=lambda done, _total: (eval_bar.update(done), failpoints.reached("eval")),
+                                   should_stop=lambda: stop.requested)
             except InterruptedError:
                 metrics = None
         if dist_info.any(metrics is None and is_main, device):

@@ -1,0 +1,26 @@
+"""Crash-test hooks: ``DIGIT_STUDIO_FAILPOINT=NAME@N`` kills this process with SIGKILL the
+N-th time the code reaches ``reached(NAME)`` (N defaults to 1).
+
+The reliability tests use it to kill training mid-epoch, mid-evaluation and mid-write at
+exact, reproducible points. Without the variable, ``reached`` is a dictionary lookup.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+ENV = "DIGIT_STUDIO_FAILPOINT"
+_hits: dict[str, int] = {}
+
+
+def reached(name: str) -> None:
+    spec = os.environ.get(ENV)
+    if not spec:
+        return
+    target, _, nth = spec.partition("@")
+    if target != name:
+        return
+    _hits[name] = _hits.get(name, 0) + 1
+    if _hits[name] == int(nth or 1):
+        os.kill(os.getpid(), signal.SIGKILL)
