@@ -1,0 +1,138 @@
+"""The app's launcher: argument lists, run names confined to runs/, busy folders, clean stops."""
+
+import os
+import signal
+import time
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from conftest import ROOT, tiny_config
+from core.checkpoint import load_checkpoint
+from core.launcher import LaunchError, run_dir_for, start_run, stop_run, wait_until_started
+from core.runs import is_locked, run_status
+
+
+@pytest.mark.parametrize("name", ["../x", "..", ".", "a/b", "/etc", "a b", "x;rm -rf ~", "$(id)", "`id`",
+                                  "", "-rf", "a\nb", "x" * 65, "名前"])
+def test_unsafe_run_names_are_refused(tmp_path, name):
+    with pytest.raises(LaunchError, match="not allowed"):
+        run_dir_for(name, str(tmp_path))
+
+
+def test_safe_names_stay_inside_runs(tmp_path):
+    assert run_dir_for("digitnet-cosine_2.1", str(tmp_path)) == str(tmp_path / "digitnet-cosine_2.1")
+
+
+def test_missing_data_folder_is_refused(tmp_path):
+    cfg = tiny_config(str(tmp_path / "no-data"), "x")
+    with pytest.raises(LaunchError, match="does not exist"):
+        start_run(cfg, "r", str(tmp_path / "runs"))
+    assert not (tmp_path / "runs" / "r").exists()
+
+
+def _wait(predicate, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _group_alive(pgid):
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _zombie_children():
+    zombies = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] == "Z" and int(fields[1]) == os.getpid():
+            zombies.append(int(pid))
+    return zombies
+
+
+def test_launch_refuse_busy_then_stop_the_whole_group(tiny_data, tmp_path):
+    runs = str(tmp_path / "runs")
+    cfg = tiny_config(tiny_data, "x", epochs=200)
+    record = start_run(cfg, "long", runs)
+    run_dir = record["run_dir"]
+    assert record["argv"][:3] == [record["argv"][0], "-m", "core.train"] and "--out" in record["argv"]
+    assert wait_until_started(run_dir)
+    assert _wait(lambda: run_status(run_dir)["progress"] is not None)
+    with pytest.raises(LaunchError, match="still training"):
+        start_run(cfg, "long", runs)
+    assert os.getpgid(record["pid"]) == record["pid"] != os.getpgid(0), "own process group"
+    assert stop_run(run_dir)
+    assert _wait(lambda: not is_locked(run_dir), 60)
+    assert _wait(lambda: run_status(run_dir)["state"] == "stopped", 10), run_status(run_dir)
+    assert _wait(lambda: not _group_alive(record["pgid"]), 30), "every process of the run has ended"
+    if os.path.exists(os.path.join(run_dir, "last.pt")):
+        load_checkpoint(os.path.join(run_dir, "last.pt"))
+    assert _wait(lambda: not _zombie_children(), 10), "the app reaps its children"
+
+
+def test_a_killed_run_shows_as_died_not_running(tiny_data, tmp_path):
+    record = start_run(tiny_config(tiny_data, "x", epochs=200), "doomed", str(tmp_path / "runs"))
+    run_dir = record["run_dir"]
+    assert _wait(lambda: run_status(run_dir)["progress"] is not None)
+    os.killpg(record["pgid"], signal.SIGKILL)
+    assert _wait(lambda: run_status(run_dir)["state"] == "died", 30)
+    assert "without a final event" in run_status(run_dir)["message"]
+    assert _wait(lambda: not _zombie_children(), 10)
+
+
+def test_a_crashed_run_shows_its_error(tmp_path, tiny_data):
+    broken = tmp_path / "broken-data"
+    (broken / "train").mkdir(parents=True)
+    (broken / "train.json").write_text('{"images": [], ')
+    record = start_run(tiny_config(str(broken), "x"), "bad", str(tmp_path / "runs"))
+    assert _wait(lambda: run_status(record["run_dir"])["state"] == "failed")
+    assert "malformed JSON" in run_status(record["run_dir"])["message"]
+
+
+def test_train_form_rejects_out_of_range_values(tmp_path, monkeypatch, tiny_data):
+    monkeypatch.setenv("DIGIT_STUDIO_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("DIGIT_STUDIO_CHECKPOINTS", str(tmp_path / "ckpt"))
+    at = AppTest.from_file(os.path.join(ROOT, "streamlit_app.py"), default_timeout=60)
+    at.run()
+    at.switch_page("pages/train.py")
+    at.run()
+    by_label = {w.label: w for w in list(at.text_input) + list(at.number_input)}
+    by_label["Data folder"].set_value(tiny_data)
+    at.run()
+    by_label = {w.label: w for w in list(at.text_input) + list(at.number_input)}
+    valid = {"lr": 1e-3, "epochs": 1, "subset fraction": 1.0, "batch size": 4}
+    cases = [("lr", -1.0, "lr=-1.0 must be > 0"), ("epochs", 0, "epochs=0 must be >= 1"),
+             ("subset fraction", 2.0, "subset_fraction=2.0 must be <= 1.0"),
+             ("batch size", 0, "batch_size=0 must be >= 1")]
+    for label, value, message in cases:
+        widgets = {w.label: w for w in list(at.text_input) + list(at.number_input)}
+        widgets["Run name"].set_value(f"case-{label.replace(' ', '-')}")
+        for name, good in valid.items():  # one bad value at a time
+            widgets[name].set_value(value if name == label else good)
+        next(b for b in at.button if b.label == "Launch training").click()
+        at.run()
+        errors = [e.value for e in at.error]
+        assert len(errors) == 1 and message in errors[0], (label, errors)
+        assert not os.path.exists(tmp_path / "runs" / f"case-{label.replace(' ', '-')}")
+    widgets = {w.label: w for w in list(at.text_input)}
+    widgets["Data folder"].set_value(str(tmp_path / "nowhere"))
+    at.run()
+    widgets = {w.label: w for w in list(at.text_input) + list(at.number_input)}
+    widgets["Run name"].set_value("no-data")
+    for name, good in valid.items():
+        widgets[name].set_value(good)
+    next(b for b in at.button if b.label == "Launch training").click()
+    at.run()
+    assert any("does not exist" in e.value for e in at.error)
+    assert not os.path.exists(tmp_path / "runs" / "no-data")
