@@ -42,3 +42,19 @@ def tiny_run(tmp_path_factory, tiny_data):
     code = run(tiny_config(tiny_data, out), stream=None)
     assert code == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Debian chromium driven by Playwright (never `playwright install`)."""
+    if os.environ.get("DIGIT_STUDIO_SKIP_BROWSER"):
+        pytest.skip("DIGIT_STUDIO_SKIP_BROWSER is set")
+    from playwright.sync_api import sync_playwright
+
+    from apphelpers import CHROMIUM, FLAGS
+
+    assert os.path.exists(CHROMIUM), "install Debian chromium (scripts/test.sh does) or set DIGIT_STUDIO_SKIP_BROWSER=1"
+    with sync_playwright() as p:
+        instance = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield instance
+        instance.close()

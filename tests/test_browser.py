@@ -7,75 +7,14 @@ Needs /usr/bin/chromium (scripts/test.sh installs it); set DIGIT_STUDIO_SKIP_BRO
 import io
 import os
 import re
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
+from apphelpers import open_page, settle, start_app, stop_app
 from conftest import ROOT
 
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run"]
 SHOTS = os.path.join(ROOT, "artifacts", "screenshots")
-
-pytestmark = pytest.mark.skipif(bool(os.environ.get("DIGIT_STUDIO_SKIP_BROWSER")),
-                                reason="DIGIT_STUDIO_SKIP_BROWSER is set")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_app(tmp_path, runs_dir, checkpoints_dir):
-    port = _free_port()
-    env = dict(os.environ, DIGIT_STUDIO_RUNS=str(runs_dir), DIGIT_STUDIO_CHECKPOINTS=str(checkpoints_dir),
-               PYTHONUNBUFFERED="1")
-    log = open(tmp_path / f"streamlit-{port}.log", "w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok":
-                return process, url
-        except OSError:
-            time.sleep(0.3)
-        if process.poll() is not None:
-            break
-    process.kill()
-    raise RuntimeError("streamlit did not start:\n" + open(tmp_path / f"streamlit-{port}.log").read()[-3000:])
-
-
-def stop_app(process):
-    import signal
-
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=20)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    assert os.path.exists(CHROMIUM), "install Debian chromium (scripts/test.sh does) or set DIGIT_STUDIO_SKIP_BROWSER=1"
-    with sync_playwright() as p:
-        instance = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        yield instance
-        instance.close()
 
 
 @pytest.fixture(scope="module")
@@ -87,14 +26,6 @@ def app(tmp_path_factory, tiny_data):
     process, url = start_app(tmp, runs, os.path.join(ROOT, "checkpoints"))
     yield url, runs
     stop_app(process)
-
-
-def _open(browser, url):
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    page.set_default_timeout(60_000)
-    page.goto(url)
-    page.wait_for_selector('[data-testid="stApp"]')
-    return page
 
 
 def _shot(page, name):
@@ -113,7 +44,7 @@ def _house_number_png(text="274"):
 
 def test_upload_shows_boxes_and_the_number(browser, app, tmp_path):
     url, _ = app
-    page = _open(browser, url)
+    page = open_page(browser, url)
     page.wait_for_selector("text=Detect house numbers")
     path = tmp_path / "7.png"
     path.write_bytes(_house_number_png("274"))
@@ -130,7 +61,7 @@ def test_upload_shows_boxes_and_the_number(browser, app, tmp_path):
 
 def test_schedulers_page_shows_two_curves(browser, app):
     url, _ = app
-    page = _open(browser, url + "/schedulers")
+    page = open_page(browser, url + "/schedulers")
     page.wait_for_selector("text=Compare learning-rate schedulers")
     page.wait_for_selector(".js-plotly-plot")
     legend = page.locator(".js-plotly-plot .legend").first.text_content()
@@ -140,30 +71,22 @@ def test_schedulers_page_shows_two_curves(browser, app):
     page.close()
 
 
-def _settle(page):
-    """Wait for Streamlit to finish a rerun: no script running, no stale elements left."""
-    page.wait_for_timeout(300)
-    page.wait_for_function(
-        """() => !document.querySelector('[data-testid="stStatusWidget"] [data-testid="stStatusWidgetRunningIcon"]')
-                 && document.querySelectorAll('[data-stale="true"]').length === 0""")
-
-
 def _fill(page, label, value):
-    _settle(page)
+    settle(page)
     box = page.get_by_label(label, exact=True)
     box.fill(str(value))
     box.press("Tab")
 
 
 def _choose(page, label, option):
-    _settle(page)
+    settle(page)
     page.locator('[data-testid="stSelectbox"]').filter(has=page.get_by_text(label, exact=True)).click()
     page.get_by_role("option", name=re.compile(f"^{re.escape(option)}")).click()
 
 
 def test_train_page_launches_a_run_and_streams_its_log(browser, app, tiny_data):
     url, runs = app
-    page = _open(browser, url + "/train")
+    page = open_page(browser, url + "/train")
     page.wait_for_selector("text=Train a detector")
     _fill(page, "Data folder", tiny_data)
     page.wait_for_selector("text=New run")
@@ -184,7 +107,7 @@ def test_train_page_launches_a_run_and_streams_its_log(browser, app, tiny_data):
     assert (runs / "browser-run" / "best.pt").exists()
     page.close()
     # The finished run's best.pt is offered on the Detect page without restarting the app.
-    page = _open(browser, url)
+    page = open_page(browser, url)
     page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').first.click()
     assert page.get_by_role("option", name=re.compile("browser-run")).count() == 1
     page.close()

@@ -1,0 +1,92 @@
+"""Load: 8 browser sessions upload batches at once while a training run streams its log,
+then 100 more uploads; every session gets the right numbers and the server's memory stays bounded.
+
+The figures (peak RSS before and after the uploads) are printed and saved to
+artifacts/load.json; docs/reliability.md quotes them.
+"""
+
+import json
+import os
+import time
+
+from apphelpers import open_page, rss_kib, settle, start_app, stop_app
+from conftest import ROOT, tiny_config
+from core.launcher import start_run, stop_run, wait_until_started
+from core.predict import load_model, predict_images, read_number
+from core.runs import is_locked
+
+SESSIONS = 8
+UPLOADS = int(os.environ.get("DIGIT_STUDIO_LOAD_UPLOADS", "100"))
+
+
+def test_concurrent_sessions_while_training_and_memory_after_100_uploads(browser, tiny_data, tmp_path):
+    default = os.path.join(ROOT, "checkpoints", "default.pt")
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    process, url = start_app(tmp_path, runs, os.path.join(ROOT, "checkpoints"))
+    record = None
+    try:
+        # A training run streams its log on the Train page throughout.
+        record = start_run(tiny_config(tiny_data, "x", epochs=500, subset_fraction=0.25), "streaming", str(runs))
+        assert wait_until_started(record["run_dir"])
+        watcher = open_page(browser, url + "/train")
+        watcher.wait_for_selector("text=/epoch \\d+\\/500/", timeout=120_000)
+
+        # Expected numbers straight from core, for three test images per session.
+        loaded = load_model(default, "cpu")
+        names = [f"{i}.png" for i in range(1, 9)]
+        files = {n: open(os.path.join(tiny_data, "test", n), "rb").read() for n in names}
+        expected = {n: read_number(d, loaded.task2_threshold)
+                    for n, d in zip(names, predict_images(loaded, list(files.items())).detections)}
+
+        contexts = [browser.new_context() for _ in range(SESSIONS)]
+        pages = [open_page(context, url, viewport=(1200, 900)) for context in contexts]
+        batches = [[names[(s + k) % len(names)] for k in range(3)] for s in range(SESSIONS)]
+        for page, batch in zip(pages, batches):  # all eight uploads go out before any result is awaited
+            page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(
+                [os.path.join(tiny_data, "test", n) for n in batch])
+        for page, batch in zip(pages, batches):
+            page.wait_for_selector('[data-testid="stMetricValue"] >> nth=2', timeout=180_000)
+            settle(page)
+            shown = [v.inner_text().strip() for v in page.locator('[data-testid="stMetricValue"]').all()]
+            want = [expected[n] if expected[n] != "-1" else "no digit (-1)" for n in batch]
+            assert shown == want, (batch, shown, want)
+        for context in contexts:
+            context.close()
+        assert process.poll() is None, "the server is still up"
+        assert "/500" in watcher.locator('[data-testid="stCode"]').first.inner_text()
+
+        before = rss_kib(process.pid)
+        samples = []
+        context = browser.new_context()
+        for i in range(UPLOADS):
+            page = open_page(context, url, viewport=(1000, 800))
+            name = names[i % len(names)]
+            page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(
+                os.path.join(tiny_data, "test", name))
+            page.wait_for_selector('[data-testid="stMetricValue"]', timeout=120_000)
+            page.close()
+            if (i + 1) % 25 == 0:
+                samples.append(rss_kib(process.pid)["VmRSS"])
+        context.close()
+        after = rss_kib(process.pid)
+        figures = {"uploads": UPLOADS, "sessions": SESSIONS, "rss_before_kib": before["VmRSS"],
+                   "peak_before_kib": before["VmHWM"], "rss_after_kib": after["VmRSS"],
+                   "peak_after_kib": after["VmHWM"], "rss_every_25_uploads_kib": samples}
+        os.makedirs(os.path.join(ROOT, "artifacts"), exist_ok=True)
+        with open(os.path.join(ROOT, "artifacts", "load.json"), "w") as handle:
+            json.dump(figures, handle, indent=1)
+        print("\nload figures:", json.dumps(figures))
+        growth_mib = (after["VmHWM"] - before["VmHWM"]) / 1024
+        assert growth_mib < 300, f"peak RSS grew by {growth_mib:.0f} MiB over {UPLOADS} uploads"
+        if len(samples) >= 4:
+            late = (samples[-1] - samples[len(samples) // 2 - 1]) / 1024
+            assert late < 150, f"RSS still climbing: +{late:.0f} MiB over the last half of the uploads"
+        watcher.close()
+    finally:
+        if record is not None:
+            stop_run(record["run_dir"], grace_s=20)
+            deadline = time.time() + 30
+            while is_locked(record["run_dir"]) and time.time() < deadline:
+                time.sleep(0.2)
+        stop_app(process)
