@@ -126,5 +126,63 @@ def load_checkpoint(path: str) -> dict[str, Any]:
 def describe(payload: dict[str, Any]) -> dict[str, Any]:
     """The checkpoint's metadata without any tensors (for display and JSON)."""
     keep = ("arch", "model_kwargs", "class_names", "config", "epoch", "metrics", "best", "data",
-            "created", "commands", "weights_note", "versions", "format_version", "task2_threshold")
+            "created", "commands", "weights_note", "versions", "format_version", "task2_threshold",
+            "exported_from", "exported", "evaluations", "weights_dtype")
     return {k: payload[k] for k in keep if k in payload}
+
+
+def export(src: str, out: str, half: bool = True, task2_threshold: float | None = None,
+           metrics_json: str | None = None) -> dict[str, Any]:
+    """Write a deployable copy of ``src``: inference-only, optionally float16, with extra metadata."""
+    import datetime
+    import json
+
+    payload = load_checkpoint(src)
+    for key in ("optimizer", "scheduler", "scaler"):
+        payload.pop(key, None)
+    payload["exported_from"] = os.path.abspath(src)
+    payload["exported"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    if task2_threshold is not None:
+        payload["task2_threshold"] = float(task2_threshold)
+    if metrics_json:
+        with open(metrics_json, encoding="utf-8") as handle:
+            extra = json.load(handle)
+        keep = ("mAP", "AP50", "AP75", "task2_accuracy", "task2_threshold", "images", "split", "data", "per_class_AP")
+        payload.setdefault("evaluations", []).append({k: extra[k] for k in keep if k in extra})
+    save_checkpoint(out, payload, half=half)
+    return describe(payload)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import json
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m core.checkpoint",
+                                     description="Inspect a checkpoint, or export a deployable copy of one.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    show = sub.add_parser("show", help="print a checkpoint's metadata as JSON")
+    show.add_argument("path")
+    exp = sub.add_parser("export", help="write an inference-only (optionally float16) copy")
+    exp.add_argument("src", help="checkpoint to export, e.g. runs/NAME/best.pt")
+    exp.add_argument("out", help="where to write it, e.g. checkpoints/default.pt")
+    exp.add_argument("--float32", action="store_true", help="keep float32 weights (default: float16 storage)")
+    exp.add_argument("--task2-threshold", type=float, default=None, help="score threshold for Task 2 to record")
+    exp.add_argument("--metrics-json", default=None, help="core.evaluate --json output to record (e.g. test split)")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "show":
+            print(json.dumps(describe(load_checkpoint(args.path)), indent=1, default=str))
+        else:
+            meta = export(args.src, args.out, half=not args.float32, task2_threshold=args.task2_threshold,
+                          metrics_json=args.metrics_json)
+            size = os.path.getsize(args.out) / 1e6
+            print(f"wrote {args.out} ({size:.1f} MB, {meta['arch']}, epoch {meta.get('epoch')})")
+    except (CheckpointError, OSError, ValueError) as exc:
+        print(f"core.checkpoint: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

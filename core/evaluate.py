@@ -65,31 +65,46 @@ def task2_accuracy(records: Sequence[ImageRecord], numbers: Sequence[str]) -> fl
 
 
 @torch.inference_mode()
-def evaluate(model: torch.nn.Module, split: Split, device: torch.device, batch_size: int = 8,
-             task2_threshold: float = TASK2_THRESHOLD, progress: Callable[[int, int], None] | None = None,
-             should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
-    """Score ``model`` on ``split``; returns a plain dict (COCO numbers, per-class AP, Task 2)."""
+def detect_split(model: torch.nn.Module, split: Split, device: torch.device, batch_size: int = 8,
+                 progress: Callable[[int, int], None] | None = None,
+                 should_stop: Callable[[], bool] | None = None) -> list[dict[str, list]]:
+    """Detections for every image of ``split``, in order."""
     from core.images import decode_image
 
-    started = time.perf_counter()
-    results, numbers = [], []
+    detections = []
     records = split.records
     chunk = batch_size * 4
     for start in range(0, len(records), chunk):
         if should_stop is not None and should_stop():
             raise InterruptedError("evaluation stopped")
-        part = records[start:start + chunk]
-        images = [decode_image(r.path) for r in part]
-        for record, det in zip(part, detect(model, images, batch_size, device)):
-            results += coco_results(record.image_id, det)
-            numbers.append(read_number(det, task2_threshold))
+        images = [decode_image(r.path) for r in records[start:start + chunk]]
+        detections += detect(model, images, batch_size, device)
         if progress is not None:
             progress(min(start + chunk, len(records)), len(records))
+    return detections
+
+
+@torch.inference_mode()
+def evaluate(model: torch.nn.Module, split: Split, device: torch.device, batch_size: int = 8,
+             task2_threshold: float = TASK2_THRESHOLD, progress: Callable[[int, int], None] | None = None,
+             should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
+    """Score ``model`` on ``split``; returns a plain dict (COCO numbers, per-class AP, Task 2)."""
+    started = time.perf_counter()
+    records = split.records
+    detections = detect_split(model, split, device, batch_size, progress, should_stop)
+    results = [entry for record, det in zip(records, detections) for entry in coco_results(record.image_id, det)]
+    numbers = [read_number(det, task2_threshold) for det in detections]
     metrics = coco_metrics(split.coco(), results)
     metrics["task2_accuracy"] = task2_accuracy(records, numbers)
     metrics["images"] = len(records)
     metrics["seconds"] = round(time.perf_counter() - started, 3)
     return metrics
+
+
+def task2_sweep(records: Sequence[ImageRecord], detections: Sequence[dict[str, list]],
+                thresholds: Sequence[float]) -> dict[float, float]:
+    """Task 2 accuracy at each score threshold (the detections are computed once)."""
+    return {t: task2_accuracy(records, [read_number(d, t) for d in detections]) for t in thresholds}
 
 
 def format_report(metrics: dict[str, Any]) -> str:
@@ -121,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--task2-threshold", type=float, default=None,
                         help="minimum digit score for Task 2 (default: the checkpoint's, else 0.5)")
+    parser.add_argument("--sweep-task2", action="store_true",
+                        help="also print Task 2 accuracy for thresholds 0.05..0.95 and the best one")
     args = parser.parse_args(argv)
     if args.split not in ("train", "valid", "test"):
         parser.error(f"--split {args.split!r}: choose train, valid or test")
@@ -136,6 +153,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"core.evaluate: {loaded.meta.get('arch')} from {args.ckpt} on {loaded.device}; "
           f"{len(split.records)} {args.split} images", flush=True)
     metrics = evaluate(loaded.model, split, loaded.device, args.batch_size, threshold)
+    if args.sweep_task2:
+        sweep = task2_sweep(split.records, detect_split(loaded.model, split, loaded.device, args.batch_size),
+                            [round(0.05 * k, 2) for k in range(1, 20)])
+        best = max(sweep, key=lambda t: (sweep[t], -abs(t - 0.5)))
+        print("Task 2 accuracy by threshold: " + "  ".join(f"{t:.2f}:{a:.4f}" for t, a in sweep.items()))
+        print(f"best Task 2 threshold on {args.split}: {best:.2f} ({sweep[best]:.4f})")
+        metrics["task2_sweep"] = {str(t): a for t, a in sweep.items()}
+        metrics["task2_best_threshold"] = best
     metrics.update({"checkpoint": args.ckpt, "data": args.data, "split": args.split, "task2_threshold": threshold})
     print(format_report(metrics))
     print(f"({metrics['seconds']:.1f} s, {metrics['seconds'] / max(metrics['images'], 1) * 1000:.0f} ms/image)")

@@ -56,3 +56,18 @@ def test_cli_reports_and_writes_json(tiny_run, tiny_data, tmp_path, capsys):
     assert metrics["split"] == "test" and metrics["images"] == 8
     assert 0.0 <= metrics["mAP"] <= 1.0 and 0.0 <= metrics["task2_accuracy"] <= 1.0
     assert evaluate_main(["--ckpt", f"{tiny_run}/best.pt", "--data", str(tmp_path / "none")]) == 2
+
+
+def test_task2_sweep_reads_each_threshold_from_the_same_detections(tiny_data):
+    from core.evaluate import task2_sweep
+
+    records = load_split(tiny_data, "valid").records[:2]
+    truth = [r.number for r in records]
+
+    def det(number, score):
+        return {"boxes": [[10.0 * i, 0, 10.0 * i + 8, 20] for i in range(len(number))],
+                "digits": [int(c) for c in number], "scores": [score] * len(number)}
+
+    detections = [det(truth[0], 0.9), det(truth[1], 0.4)]
+    sweep = task2_sweep(records, detections, [0.3, 0.5, 0.95])
+    assert sweep == {0.3: 1.0, 0.5: 0.5, 0.95: 0.0}

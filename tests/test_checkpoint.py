@@ -1,0 +1,35 @@
+import json
+import os
+
+import torch
+
+from core.checkpoint import load_checkpoint, main as checkpoint_main
+from core.predict import load_model
+
+
+def test_export_makes_a_small_inference_copy_with_metadata(tiny_run, tiny_data, tmp_path, capsys):
+    metrics = tmp_path / "test.json"
+    metrics.write_text(json.dumps({"mAP": 0.5, "AP50": 0.9, "task2_accuracy": 0.8, "split": "test", "images": 8}))
+    out = tmp_path / "default.pt"
+    assert checkpoint_main(["export", f"{tiny_run}/last.pt", str(out), "--task2-threshold", "0.6",
+                            "--metrics-json", str(metrics)]) == 0
+    assert os.path.getsize(out) < os.path.getsize(f"{tiny_run}/best.pt") * 0.6
+    raw = torch.load(out, weights_only=True)
+    assert "optimizer" not in raw and raw["weights_dtype"] == "float16"
+    loaded = load_model(str(out), "cpu")
+    assert loaded.task2_threshold == 0.6
+    assert loaded.meta["evaluations"][0]["split"] == "test"
+    assert loaded.meta["commands"], "the training commands travel with the model"
+    original = load_checkpoint(f"{tiny_run}/last.pt")["model"]
+    for key, value in loaded.model.state_dict().items():
+        assert value.dtype == original[key].dtype, key
+        assert torch.allclose(value, original[key], rtol=1e-3, atol=1e-3), key
+    assert checkpoint_main(["show", str(out)]) == 0
+    shown = json.loads(capsys.readouterr().out.split("\n", 1)[1])
+    assert shown["arch"] == "digitnet_fpn" and shown["task2_threshold"] == 0.6
+
+
+def test_export_reports_a_bad_source(tmp_path, capsys):
+    (tmp_path / "x.pt").write_bytes(b"nope")
+    assert checkpoint_main(["export", str(tmp_path / "x.pt"), str(tmp_path / "y.pt")]) == 2
+    assert "x.pt" in capsys.readouterr().err and not (tmp_path / "y.pt").exists()
