@@ -15,7 +15,7 @@ from pages import ensure_routed
 
 ensure_routed()
 
-UPLOAD_TYPES = ["png", "jpg", "jpeg", "bmp", "webp"]
+UPLOAD_TYPES = ["png", "jpg", "jpeg", "bmp", "webp", "gif"]  # an animated GIF gives its first frame
 # One colour per digit, so the same digit looks the same across images.
 DIGIT_COLOURS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4",
                  "#42d4f4", "#f032e6", "#9a6324", "#469990", "#800000"]
@@ -112,7 +112,7 @@ if use_camera:
         files.append(("camera.jpg", photo.getvalue()))
 
 if not files:
-    st.info("Upload images (png, jpg, jpeg, bmp, webp) to detect their digits.")
+    st.info("Upload images (png, jpg, jpeg, bmp, webp, gif) to detect their digits.")
     st.stop()
 
 prediction = run_model(choice, os.path.getmtime(choice), tuple(files))
