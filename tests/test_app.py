@@ -150,6 +150,7 @@ def test_schedulers_page_overlays_the_shipped_pair(app_dirs):
     (runs / "broken" / "history.json").write_text("{not json")
     at = _app("pages/schedulers.py")
     assert at.multiselect[0].value == ["cosine (shipped)", "step (shipped)"]
+    assert "mine" in at.multiselect[0].options, "runs/ folders are offered too"
     assert any("broken" in w.value for w in at.warning)
     summary = at.dataframe[0].value
     assert list(summary["run"]) == ["cosine (shipped)", "step (shipped)"]
@@ -207,3 +208,14 @@ def test_train_form_refuses_bad_names_and_launches_a_run(app_dirs, tiny_data):
     at.button[0].click()
     at.run()
     assert any("already exists" in e.value for e in at.error)
+
+
+def test_train_page_shows_a_failed_runs_error(app_dirs):
+    runs, _ = app_dirs
+    (runs / "crashed").mkdir()
+    (runs / "crashed" / "config.json").write_text(json.dumps({"epochs": 3}))
+    (runs / "crashed" / "log.jsonl").write_text(
+        json.dumps({"event": "start", "time": 1, "epochs": 3}) + "\n"
+        + json.dumps({"event": "error", "time": 2, "message": "non-finite loss at epoch 2, step 5"}) + "\n")
+    at = _app("pages/train.py")
+    assert any("non-finite loss at epoch 2" in e.value for e in at.error)

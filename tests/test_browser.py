@@ -93,17 +93,21 @@ def test_train_page_launches_a_run_and_streams_its_log(browser, app, tiny_data):
     _fill(page, "Run name", "browser-run")
     _choose(page, "arch", "digitnet_fpn")
     _choose(page, "device", "cpu")
-    for label, value in (("min size", 64), ("max size", 160), ("epochs", 2), ("subset fraction", 1.0),
+    for label, value in (("min size", 64), ("max size", 160), ("epochs", 3), ("subset fraction", 1.0),
                          ("lr", 0.001)):
         _fill(page, label, value)
     page.get_by_role("button", name="Launch training").click()
     page.wait_for_selector("text=Launched browser-run")
     # The live view tails the run's log while it trains, then shows it finished.
-    page.wait_for_selector("text=/epoch 1\\/2/", timeout=120_000)
+    page.wait_for_selector("text=/epoch 1\\/3/", timeout=120_000)
+    # A browser refresh starts a new session: the page reattaches to the run still going.
+    page.reload()
+    page.wait_for_selector('[data-testid="stApp"]')
+    page.wait_for_selector("text=/epoch \\d\\/3/", timeout=120_000)
     page.wait_for_selector("text=/completed/", timeout=180_000)
     _shot(page, "train.png")
     log = page.locator('[data-testid="stCode"]').first.inner_text()
-    assert "epoch 2/2" in log and "core.train: completed" in log, log
+    assert "epoch 3/3" in log and "core.train: completed" in log, log
     assert (runs / "browser-run" / "best.pt").exists()
     page.close()
     # The finished run's best.pt is offered on the Detect page without restarting the app.

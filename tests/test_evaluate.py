@@ -71,3 +71,15 @@ def test_task2_sweep_reads_each_threshold_from_the_same_detections(tiny_data):
     detections = [det(truth[0], 0.9), det(truth[1], 0.4)]
     sweep = task2_sweep(records, detections, [0.3, 0.5, 0.95])
     assert sweep == {0.3: 1.0, 0.5: 0.5, 0.95: 0.0}
+
+
+def test_cli_stops_on_a_bad_dataset_naming_the_problem(tiny_run, tiny_data, tmp_path, capsys):
+    import shutil
+
+    shutil.copytree(tiny_data, tmp_path / "d")
+    coco = json.loads((tmp_path / "d" / "valid.json").read_text())
+    coco["annotations"][0]["category_id"] = 42
+    (tmp_path / "d" / "valid.json").write_text(json.dumps(coco))
+    assert evaluate_main(["--ckpt", f"{tiny_run}/best.pt", "--data", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert "valid.json" in err and "annotation" in err and "unknown category_id 42" in err

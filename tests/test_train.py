@@ -196,3 +196,24 @@ def test_cli_help_lists_every_flag(capsys):
     for flag in ("--data", "--out", "--arch", "--scheduler", "--epochs", "--lr", "--weight-decay",
                  "--subset-fraction", "--batch-size", "--device", "--seed", "--resume"):
         assert flag in text
+
+
+def test_skip_invalid_trains_on_the_rest_and_says_how_many(tiny_data, tmp_path, capsys):
+    import io
+    import shutil
+
+    data = tmp_path / "d"
+    shutil.copytree(tiny_data, data)
+    coco = json.loads((data / "train.json").read_text())
+    coco["annotations"][0]["bbox"] = [0, 0, -3, 4]
+    coco["images"][5]["file_name"] = "gone.png"
+    (data / "train.json").write_text(json.dumps(coco))
+    assert run(tiny_config(str(data), str(tmp_path / "strict")), stream=None) == 2
+    err = capsys.readouterr().err
+    assert "zero or negative size" in err and "image file missing" in err
+    assert not (tmp_path / "strict" / "last.pt").exists()
+    out = io.StringIO()
+    assert run(tiny_config(str(data), str(tmp_path / "lenient"), skip_invalid=True), stream=out) == 0
+    assert "dropped 2 training and 0 validation image(s)" in out.getvalue()
+    start = next(e for e in read_events(str(tmp_path / "lenient" / "log.jsonl")) if e["event"] == "start")
+    assert start["dropped"] == 2 and start["train_images"] == 14
