@@ -53,7 +53,11 @@ def main() -> None:
           f"{platform.processor() or platform.machine()}", flush=True)
 
     rows = []
+    started = time.perf_counter()
     shipped = load_model(args.ckpt, device)
+    load_seconds = time.perf_counter() - started
+    size_mb = __import__("os").path.getsize(args.ckpt) / 1e6
+    print(f"  shipped checkpoint: {size_mb:.1f} MB, loaded in {load_seconds:.2f} s", flush=True)
     result = measure(shipped.model, images, device, "shipped")
     rows.append(("shipped " + shipped.meta["arch"], result))
     if not args.skip_reference:

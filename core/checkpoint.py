@@ -143,6 +143,8 @@ def export(src: str, out: str, half: bool = True, task2_threshold: float | None 
     payload["exported_from"] = os.path.abspath(src)
     payload["exported"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     if task2_threshold is not None:
+        if not 0.0 <= task2_threshold <= 1.0:
+            raise ValueError(f"--task2-threshold {task2_threshold} must be a score between 0 and 1")
         payload["task2_threshold"] = float(task2_threshold)
     if metrics_json:
         with open(metrics_json, encoding="utf-8") as handle:

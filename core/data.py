@@ -20,6 +20,8 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
+from core.images import MAX_PIXELS, numeric_stem
+
 NUM_DIGITS = 10
 BOX_TOLERANCE = 1.0  # px a box may overhang the border (annotation-tool rounding); it is clipped
 MAX_LISTED_PROBLEMS = 25
@@ -44,7 +46,11 @@ class Problem:
 class DatasetError(ValueError):
     """A dataset that cannot be used as it is; ``problems`` lists everything found."""
 
-    def __init__(self, problems: Sequence[Problem], summary: str | None = None):
+    def __init__(self, problems: Sequence[Problem] | str, summary: str | None = None):
+        if isinstance(problems, str):  # re-raised from a DataLoader worker, which passes the message only
+            self.problems = []
+            super().__init__(problems)
+            return
         self.problems = list(problems)
         lines = [str(p) for p in self.problems[:MAX_LISTED_PROBLEMS]]
         if len(self.problems) > MAX_LISTED_PROBLEMS:
@@ -152,8 +158,10 @@ def validate_coco(coco: Any, json_path: str, image_dir: str, check_files: bool =
             for c in cats:
                 if c["id"] not in known_categories:
                     report(f"category id {c['id']} (name {c.get('name')!r}) is outside 1..10 (digits 0..9)")
-                elif "name" in c and str(c["name"]) != str(c["id"] - 1) and str(c["name"]) != str(c["id"] % 10):
-                    report(f"category id {c['id']} is named {c['name']!r}; ids 1..10 must mean digits 0..9")
+                elif "name" in c and str(c["name"]) != str(c["id"] - 1):
+                    # SVHN's own convention (10 = "0") would silently shift every digit by one.
+                    report(f"category id {c['id']} is named {c['name']!r}; ids 1..10 must mean digits 0..9 "
+                           f"(id {c['id']} = digit {c['id'] - 1})")
 
     records: dict[int, ImageRecord] = {}
     seen_files: dict[str, int] = {}
@@ -190,8 +198,13 @@ def validate_coco(coco: Any, json_path: str, image_dir: str, check_files: bool =
             try:
                 with Image.open(path) as handle:
                     actual = handle.size
+                    if actual[0] * actual[1] > MAX_PIXELS:
+                        report(f"image {file_name} is {actual[0]}x{actual[1]}, over the {MAX_PIXELS // 10**6} Mpx limit",
+                               image_id)
+                        continue
+                    handle.verify()  # reads the whole file: truncated or corrupt data fails here, not mid-epoch
             except Exception as exc:  # noqa: BLE001 - any decoder failure means an unusable file
-                report(f"unreadable image file {path} ({type(exc).__name__})", image_id)
+                report(f"unreadable image file {path} ({type(exc).__name__}: {exc})", image_id)
                 continue
             if width is not None and (width, height) != actual:
                 report(f"json says {width}x{height} but {file_name} is {actual[0]}x{actual[1]}", image_id)
@@ -206,8 +219,13 @@ def validate_coco(coco: Any, json_path: str, image_dir: str, check_files: bool =
             continue
         ann_id = ann.get("id", f"#{index}")
         image_id = ann.get("image_id")
+        if not _is_int(image_id):
+            image_id = image_id if isinstance(image_id, (str, float)) else repr(image_id)
         if "id" not in ann:
             report("annotation has no id", image_id, ann_id)
+        elif not _is_int(ann_id) and not isinstance(ann_id, str):
+            report(f"annotation id {ann_id!r} is not an integer", image_id, f"#{index}")
+            continue
         elif ann_id in seen_annotations:
             report("duplicate annotation id", image_id, ann_id)
             continue
@@ -284,10 +302,10 @@ def load_split(root: str, split: str, skip_invalid: bool = False, require_annota
 
 
 def image_id_from_name(path: str) -> int:
-    stem = os.path.splitext(os.path.basename(path))[0]
-    if not stem.isdigit():
+    number = numeric_stem(path)
+    if number is None:
         raise ValueError(f"{os.path.basename(path)}: image ids come from numeric file names like 123.png")
-    return int(stem)
+    return number
 
 
 # ------------------------------------------------------------------ dataset
@@ -321,8 +339,12 @@ class DigitDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int):
         record = self.records[index]
-        with Image.open(record.path) as handle:
-            image = F.pil_to_tensor(handle.convert("RGB"))
+        try:
+            with Image.open(record.path) as handle:
+                image = F.pil_to_tensor(handle.convert("RGB"))
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise DatasetError([Problem(record.path, f"cannot decode ({type(exc).__name__}: {exc})",
+                                        record.image_id)], "an image became unreadable during training") from None
         height, width = image.shape[-2:]
         boxes = torch.tensor(record.boxes, dtype=torch.float32).reshape(-1, 4)
         target = {
@@ -372,7 +394,7 @@ def epoch_batches(aspect_ratios: Sequence[float], fraction: float, batch_size: i
         batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
     rng.shuffle(batches)
     if world_size > 1:
+        # Cycle through the batches (there may be fewer than ranks) so every rank gets as many.
         per_rank = math.ceil(len(batches) / world_size)
-        batches += batches[: per_rank * world_size - len(batches)]
-        batches = batches[rank::world_size]
+        batches = [batches[i % len(batches)] for i in range(per_rank * world_size)][rank::world_size]
     return batches

@@ -77,7 +77,7 @@ def detect_split(model: torch.nn.Module, split: Split, device: torch.device, bat
     for start in range(0, len(records), chunk):
         if should_stop is not None and should_stop():
             raise InterruptedError("evaluation stopped")
-        images = [decode_image(r.path) for r in records[start:start + chunk]]
+        images = [decode_image(r.path, exif_transpose=False) for r in records[start:start + chunk]]
         detections += detect(model, images, batch_size, device)
         if progress is not None:
             progress(min(start + chunk, len(records)), len(records))

@@ -51,8 +51,12 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
 
 
-def decode_image(data: bytes | str | os.PathLike, name: str | None = None) -> Image.Image:
-    """An RGB image from bytes or a path; EXIF orientation applied, first frame of animations."""
+def decode_image(data: bytes | str | os.PathLike, name: str | None = None, exif_transpose: bool = True) -> Image.Image:
+    """An RGB image from bytes or a path; first frame of animations.
+
+    ``exif_transpose`` turns photos upright as their EXIF says (uploads); dataset images keep
+    their stored pixel layout, which is what their annotation boxes refer to.
+    """
     if name is None:
         name = os.path.basename(os.fspath(data)) if not isinstance(data, bytes) else "<upload>"
     if isinstance(data, bytes):
@@ -80,7 +84,8 @@ def decode_image(data: bytes | str | os.PathLike, name: str | None = None) -> Im
                 if getattr(image, "n_frames", 1) > 1:
                     image.seek(0)
                 image.load()
-                image = ImageOps.exif_transpose(image)
+                if exif_transpose:
+                    image = ImageOps.exif_transpose(image)
                 return _to_rgb(image).copy()
     except ImageDecodeError:
         raise
@@ -94,12 +99,20 @@ def decode_image(data: bytes | str | os.PathLike, name: str | None = None) -> Im
         raise ImageDecodeError(name, f"corrupt or truncated image ({type(exc).__name__}: {exc})") from None
 
 
+def numeric_stem(name: str) -> int | None:
+    """123 for ``123.png`` (the course's image ids); None for other names, "²" and absurd lengths included."""
+    stem = os.path.splitext(os.path.basename(name))[0]
+    if stem.isascii() and stem.isdecimal() and len(stem) <= 18:
+        return int(stem)
+    return None
+
+
 def list_images(folder: str | os.PathLike) -> list[str]:
     """Image files in ``folder`` (not recursive), sorted by numeric stem when there is one."""
     names = [n for n in os.listdir(folder) if n.lower().endswith(IMAGE_SUFFIXES) and not n.startswith(".")]
 
     def key(name: str):
-        stem = os.path.splitext(name)[0]
-        return (0, int(stem), name) if stem.isdigit() else (1, 0, name)
+        number = numeric_stem(name)
+        return (0, number, name) if number is not None else (1, 0, name)
 
     return [os.path.join(folder, n) for n in sorted(names, key=key)]

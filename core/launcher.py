@@ -30,7 +30,7 @@ class LaunchError(ValueError):
 
 def run_dir_for(name: str, root: str | None = None) -> str:
     """The folder of run ``name`` inside ``runs/``; names that could leave it are refused."""
-    if not isinstance(name, str) or not RUN_NAME.match(name) or name in (".", "..") or ".." in name:
+    if not isinstance(name, str) or not RUN_NAME.fullmatch(name) or ".." in name:
         raise LaunchError(
             f"run name {name!r} is not allowed: use 1-64 letters, digits, '-', '_' or '.', "
             "starting with a letter or digit (no spaces, slashes or '..')")
@@ -71,11 +71,17 @@ def start_run(config: TrainConfig, name: str, root: str | None = None, python: s
 
 
 def wait_until_started(run_dir: str, timeout: float = 30.0) -> bool:
-    """True once the child holds the run lock (or has already written events)."""
+    """True once the launched child holds the run lock; False if it exited first or timed out.
+
+    (log.jsonl is no evidence: a resumed run's log exists before the new process starts.)
+    """
+    record = launch_record(run_dir) or {}
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if is_locked(run_dir) or os.path.exists(os.path.join(run_dir, "log.jsonl")):
+        if is_locked(run_dir):
             return True
+        if record.get("pid") is not None and not _alive(record["pid"]):
+            return False
         time.sleep(0.1)
     return False
 
@@ -93,29 +99,32 @@ def stop_run(run_dir: str, grace_s: float = 0.0) -> bool:
     exits with last.pt intact). With ``grace_s``, SIGKILL whatever is left after that long."""
     pid = lock_owner(run_dir) if is_locked(run_dir) else None
     record = launch_record(run_dir)
-    pgid = None
-    if pid is not None:
+    if pid is None and record and _alive(record.get("pid")):
+        pid = record["pid"]
+    if pid is None:
+        return False
+
+    def send(sig: int) -> bool:
         try:
-            pgid = os.getpgid(pid)
+            # A process the launcher started leads its own session: signal the whole group
+            # (DataLoader workers included). Anything else (a run started from a shell that
+            # may hold other programs in its group) gets the signal alone.
+            if os.getpgid(pid) == pid:
+                os.killpg(pid, sig)
+            else:
+                os.kill(pid, sig)
         except ProcessLookupError:
             return False
-    elif record and _alive(record.get("pid")):
-        pgid = record.get("pgid")
-    if pgid is None:
-        return False
-    try:
-        os.killpg(pgid, signal.SIGTERM)
-    except ProcessLookupError:
+        return True
+
+    if not send(signal.SIGTERM):
         return False
     if grace_s:
         deadline = time.monotonic() + grace_s
         while time.monotonic() < deadline and is_locked(run_dir):
             time.sleep(0.1)
         if is_locked(run_dir):
-            try:
-                os.killpg(pgid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            send(signal.SIGKILL)
     return True
 
 

@@ -23,7 +23,7 @@ from PIL import Image
 from torchvision.transforms.v2 import functional as F
 
 from core.checkpoint import CheckpointError, describe, load_checkpoint
-from core.images import ImageDecodeError, decode_image, list_images
+from core.images import ImageDecodeError, decode_image, list_images, numeric_stem
 from core.model import ModelError, rebuild_model
 
 DEFAULT_CHECKPOINT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints",
@@ -42,7 +42,8 @@ class LoadedModel:
 
     @property
     def task2_threshold(self) -> float:
-        return float(self.meta.get("task2_threshold") or TASK2_THRESHOLD)
+        value = self.meta.get("task2_threshold")
+        return TASK2_THRESHOLD if value is None else float(value)
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -59,9 +60,12 @@ def load_model(path: str | None = None, device: str | torch.device = "auto") -> 
     """Rebuild the model a checkpoint describes, from the checkpoint alone."""
     path = path or DEFAULT_CHECKPOINT
     payload = load_checkpoint(path)
+    threshold = payload.get("task2_threshold")
+    if threshold is not None and not (isinstance(threshold, (int, float)) and 0.0 <= threshold <= 1.0):
+        raise CheckpointError(f"{path}: task2_threshold {threshold!r} is not a score between 0 and 1")
     try:
         model = rebuild_model(payload["model_kwargs"])
-    except (ModelError, TypeError, KeyError) as exc:
+    except (ModelError, TypeError, KeyError, AttributeError, ValueError) as exc:
         raise CheckpointError(f"{path}: cannot rebuild architecture {payload.get('arch')!r}: {exc}") from None
     try:
         model.load_state_dict(payload["model"])
@@ -180,13 +184,12 @@ def pred_csv_bytes(rows: Sequence[tuple[int, str]]) -> bytes:
 
 def assign_image_ids(names: Sequence[str]) -> list[int]:
     """``123.png`` -> 123; other names get ids after the largest numeric one, in order."""
-    stems = [os.path.splitext(os.path.basename(n))[0] for n in names]
-    numeric = [int(s) for s in stems if s.isdigit()]
-    next_id = max(numeric, default=0) + 1
-    ids, used = [], set(numeric)
-    for stem in stems:
-        if stem.isdigit() and int(stem) not in ids:
-            ids.append(int(stem))
+    numbers = [numeric_stem(n) for n in names]
+    next_id = max((n for n in numbers if n is not None), default=0) + 1
+    ids, used = [], {n for n in numbers if n is not None}
+    for number in numbers:
+        if number is not None and number not in ids:
+            ids.append(number)
         else:
             while next_id in used:
                 next_id += 1
@@ -282,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
 
     atomic_write_bytes(os.path.join(args.out, "pred.json"), lambda h: h.write(pred_json_bytes(prediction.coco())))
     atomic_write_bytes(os.path.join(args.out, "pred.csv"), lambda h: h.write(pred_csv_bytes(prediction.csv_rows())))
-    if any(not os.path.splitext(n)[0].isdigit() for n in prediction.names):
+    if any(numeric_stem(n) is None for n in prediction.names):
         mapping = "file_name,image_id\n" + "".join(f"{n},{i}\n" for n, i in zip(prediction.names, prediction.image_ids))
         atomic_write_bytes(os.path.join(args.out, "image_ids.csv"), lambda h: h.write(mapping.encode()))
         print("  some file names are not numbers: their ids are listed in image_ids.csv")

@@ -18,6 +18,7 @@ import multiprocessing
 import os
 import random
 import shlex
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -611,18 +612,29 @@ def generate_dataset(
     progress=None,
     command: str | None = None,
 ) -> dict:
-    """Write the dataset; returns the manifest also saved as ``out/synth.json``."""
+    """Write the dataset; returns the manifest also saved as ``out/synth.json``.
+
+    Everything is written into a hidden sibling folder that is renamed to ``out`` only when
+    complete, so an interrupted run never leaves a half dataset that looks whole.
+    """
     out = Path(out)
     for split in counts:
         if split not in SPLITS:
             raise SynthError(f"unknown split {split!r}; splits are {', '.join(SPLITS)}")
-    existing = [p.name for p in (out / f"{s}.json" for s in SPLITS) if p.exists()]
-    if existing and not overwrite:
-        raise SynthError(f"{out} already holds a dataset ({', '.join(existing)}); pass --overwrite or pick another folder")
+    if out.exists() and not out.is_dir():
+        raise SynthError(f"{out} exists and is not a folder")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        existing = [p.name for p in (out / f"{s}.json" for s in SPLITS) if p.exists()]
+        what = f"already holds a dataset ({', '.join(existing)})" if existing else "is not empty"
+        raise SynthError(f"{out} {what}; pass --overwrite or pick another folder")
     fonts = usable_fonts() if fonts is None else fonts
     if not fonts:
         raise SynthError("no usable font")
-    out.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out.parent.glob(f".{out.name}.partial-*"):
+        shutil.rmtree(stale, ignore_errors=True)  # left by an interrupted generation
+    work = out.parent / f".{out.name}.partial-{os.getpid()}"
+    work.mkdir()
     started = time.perf_counter()
     total = sum(counts.values())
     done = 0
@@ -630,12 +642,8 @@ def generate_dataset(
         workers, initializer=_init_worker) if workers > 1 else None
     try:
         for split, count in counts.items():
-            split_dir = out / split
-            if split_dir.exists() and overwrite:
-                for old in split_dir.glob("*.png"):
-                    old.unlink()
-            split_dir.mkdir(exist_ok=True)
-            jobs = [(seed, split, image_id, str(out), fonts) for image_id in range(1, count + 1)]
+            (work / split).mkdir()
+            jobs = [(seed, split, image_id, str(work), fonts) for image_id in range(1, count + 1)]
             results = pool.imap(_write_one, jobs, chunksize=32) if pool else map(_write_one, jobs)
             images, annotations = [], []
             for image_id, width, height, boxes in results:
@@ -656,31 +664,39 @@ def generate_dataset(
                 "annotations": annotations,
                 "categories": categories(),
             }
-            _atomic_write_text(out / f"{split}.json", json.dumps(coco))
+            (work / f"{split}.json").write_text(json.dumps(coco))
+        seconds = time.perf_counter() - started
+        manifest = {
+            "generator": "core.synth",
+            "version": GENERATOR_VERSION,
+            "seed": seed,
+            "counts": counts,
+            "command": command or f"python -m core.synth --out {out} " + " ".join(
+                f"--{k} {v}" for k, v in counts.items()) + f" --seed {seed}",
+            "fonts": [os.path.basename(f) for f in fonts],
+            "seconds": round(seconds, 2),
+            "images_per_s": round(total / seconds, 1) if seconds > 0 else None,
+        }
+        (work / "synth.json").write_text(json.dumps(manifest, indent=1))
+        if out.exists():
+            retired = out.parent / f".{out.name}.old-{os.getpid()}"
+            os.replace(out, retired)
+            os.replace(work, out)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            os.replace(work, out)
+    except BaseException:
+        if pool:
+            pool.terminate()  # stop the workers before removing what they write into
+            pool.join()
+            pool = None
+        shutil.rmtree(work, ignore_errors=True)
+        raise
     finally:
         if pool:
             pool.close()
             pool.join()
-    seconds = time.perf_counter() - started
-    manifest = {
-        "generator": "core.synth",
-        "version": GENERATOR_VERSION,
-        "seed": seed,
-        "counts": counts,
-        "command": command or f"python -m core.synth --out {out} " + " ".join(
-            f"--{k} {v}" for k, v in counts.items()) + f" --seed {seed}",
-        "fonts": [os.path.basename(f) for f in fonts],
-        "seconds": round(seconds, 2),
-        "images_per_s": round(total / seconds, 1) if seconds > 0 else None,
-    }
-    _atomic_write_text(out / "synth.json", json.dumps(manifest, indent=1))
     return manifest
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> int:

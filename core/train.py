@@ -31,7 +31,7 @@ from core import failpoints
 from core.checkpoint import (CheckpointError, atomic_write_text, load_checkpoint, remove_stale_temporaries,
                              save_checkpoint)
 from core.config import RESUMABLE_CHANGES, ConfigError, TrainConfig, parse_args
-from core.data import DatasetError, DigitDataset, collate, epoch_batches, load_split, train_transforms
+from core.data import DatasetError, DigitDataset, Problem, collate, epoch_batches, load_split, train_transforms
 from core.evaluate import evaluate
 from core.events import EventLog, ProgressBar
 from core.model import CLASS_NAMES, build_model
@@ -102,10 +102,13 @@ def init_distributed(device_name: str) -> Distributed:
     if world_size <= 1:
         return Distributed()
     use_cuda = device_name == "cuda" or (device_name == "auto" and torch.cuda.is_available())
-    backend = "nccl" if use_cuda else "gloo"
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if use_cuda:
+        # Before any collective: NCCL puts its buffers on the current device, one GPU per rank.
+        torch.cuda.set_device(local_rank)
     # Rank 0 evaluates alone while the others wait in a collective: allow for long evaluations.
-    dist.init_process_group(backend, timeout=datetime.timedelta(hours=2))
-    return Distributed(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group("nccl" if use_cuda else "gloo", timeout=datetime.timedelta(hours=2))
+    return Distributed(dist.get_rank(), dist.get_world_size(), local_rank)
 
 
 def resolve_device(name: str, dist_info: Distributed) -> torch.device:
@@ -129,6 +132,20 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch
     if cfg.scheduler == "step":
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
     raise ConfigError(f"unknown scheduler {cfg.scheduler!r}")
+
+
+def retarget_cosine(optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.CosineAnnealingLR,
+                    t_max: int) -> None:
+    """Stretch a cosine schedule to a new length when a run is extended with --resume --epochs.
+
+    torch steps CosineAnnealingLR recursively from the current lr, which is eta_min at the
+    end of a finished schedule; the lr must be reset to the closed form for the new length.
+    """
+    scheduler.T_max = t_max
+    epoch = scheduler.last_epoch
+    for group, base in zip(optimizer.param_groups, scheduler.base_lrs):
+        group["lr"] = scheduler.eta_min + (base - scheduler.eta_min) * (1 + math.cos(math.pi * epoch / t_max)) / 2
+    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
 
 
 def seed_epoch(seed: int, epoch: int, rank: int) -> None:
@@ -222,6 +239,13 @@ def _dataset_info(root: str) -> dict[str, Any]:
 
 def _command_line() -> str:
     return " ".join(shlex.quote(a) for a in [os.path.basename(sys.executable), "-m", "core.train"] + sys.argv[1:])
+
+
+def _inside(path: Any, folder: str) -> bool:
+    if not isinstance(path, (str, bytes, os.PathLike)) or not folder:
+        return False
+    path, folder = os.path.abspath(os.fsdecode(path)), os.path.abspath(folder)
+    return os.path.commonpath([path, folder]) == folder
 
 
 def _check_out_dir(cfg: TrainConfig) -> None:
@@ -328,8 +352,10 @@ def run(cfg: TrainConfig, explicit: set[str] | None = None, stop: StopFlag | Non
         return 130
     except Exception as exc:  # noqa: BLE001 - any crash must reach the log as an error event
         message = f"{type(exc).__name__}: {exc}"
-        if isinstance(exc, OSError) and exc.errno is not None:
-            message = f"cannot write run files ({exc.strerror}: {exc.filename or cfg.out}); saved checkpoints are intact"
+        if isinstance(exc, OSError) and exc.errno is not None and _inside(exc.filename, cfg.out):
+            message = f"cannot write run files ({exc.strerror}: {exc.filename}); saved checkpoints are intact"
+        elif isinstance(exc, OSError) and exc.errno is not None:
+            message = f"{exc.strerror}: {exc.filename}" if exc.filename else str(exc)
         if log is not None:
             log.emit("error", message=message, kind=type(exc).__name__)
         traceback.print_exc()
@@ -353,6 +379,9 @@ def _train(cfg: TrainConfig, state: dict[str, Any] | None, dist_info: Distribute
 
     train_split = load_split(cfg.data, "train", skip_invalid=cfg.skip_invalid, check_files=is_main)
     valid_split = load_split(cfg.data, "valid", skip_invalid=cfg.skip_invalid, check_files=is_main)
+    if not any(r.boxes for r in valid_split.records):
+        raise DatasetError([Problem(os.path.join(cfg.data, "valid.json"), "the validation split has no digit boxes")],
+                           "cannot compute validation mAP")
     if is_main and (train_split.dropped or valid_split.dropped):
         say(f"--skip-invalid: dropped {train_split.dropped} training and {valid_split.dropped} validation "
             f"image(s) with problems ({len(train_split.problems) + len(valid_split.problems)} problem(s); "
@@ -378,9 +407,9 @@ def _train(cfg: TrainConfig, state: dict[str, Any] | None, dist_info: Distribute
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         if cfg.scheduler == "cosine" and cfg.t_max is None and scheduler.T_max != cfg.epochs:
-            say(f"--epochs {cfg.epochs}: the cosine schedule now anneals over {cfg.epochs} epochs "
-                f"(was {scheduler.T_max})")
-            scheduler.T_max = cfg.epochs
+            retarget_cosine(optimizer, scheduler, cfg.epochs)
+            say(f"--epochs {cfg.epochs}: the cosine schedule now anneals over {cfg.epochs} epochs; "
+                f"lr for epoch {start_epoch} is {optimizer.param_groups[0]['lr']:.3g}")
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         history = list(state.get("history", []))
@@ -416,7 +445,7 @@ def _train(cfg: TrainConfig, state: dict[str, Any] | None, dist_info: Distribute
 
     status = "completed"
     for epoch in range(start_epoch, cfg.epochs + 1):
-        if stop.requested:
+        if dist_info.any(stop.requested, device):
             status = "stopped"
             break
         seed_epoch(cfg.seed, epoch, dist_info.rank)

@@ -10,7 +10,7 @@ import streamlit as st
 
 from core.config import TrainConfig, ConfigError
 from core.events import read_events, tail_text
-from core.launcher import LaunchError, run_dir_for, start_run, stop_run, wait_until_started
+from core.launcher import RUN_NAME, LaunchError, run_dir_for, start_run, stop_run, wait_until_started
 from core.runs import PROJECT_ROOT, read_config, read_history, run_status, runs_root
 from core.synth import SynthError, generate_dataset, usable_fonts
 from pages import ensure_routed
@@ -47,10 +47,12 @@ def config_widget(field: dataclasses.Field, default):
 
 
 def known_runs() -> list[str]:
+    """Run folders the launcher can address (others, e.g. made by hand with spaces, are listed on the
+    Schedulers page but cannot be driven from here)."""
     root = runs_root()
     if not os.path.isdir(root):
         return []
-    names = [n for n in os.listdir(root) if os.path.isdir(os.path.join(root, n))]
+    names = [n for n in os.listdir(root) if os.path.isdir(os.path.join(root, n)) and RUN_NAME.fullmatch(n)]
     return sorted(names, key=lambda n: os.path.getmtime(os.path.join(root, n)), reverse=True)
 
 
@@ -62,9 +64,9 @@ st.caption("Runs `python -m core.train` in the background (it keeps going if you
 defaults = TrainConfig()
 data_dir = st.text_input("Data folder", value=defaults.data,
                          help="Course layout: train/ and valid/ image folders with train.json and valid.json.")
-data_ok = os.path.isfile(os.path.join(resolve(data_dir), "train.json"))
-if not data_ok:
-    st.warning(f"No dataset at `{data_dir}` yet (train.json is missing). Generate a synthetic one:")
+missing = [f for f in ("train.json", "valid.json") if not os.path.isfile(os.path.join(resolve(data_dir), f))]
+if missing:
+    st.warning(f"No dataset at `{data_dir}` yet ({' and '.join(missing)} missing). Generate a synthetic one:")
     columns = st.columns(4)
     n_train = columns[0].number_input("train images", 1, 200_000, 2000, 100)
     n_valid = columns[1].number_input("valid images", 1, 50_000, 300, 50)

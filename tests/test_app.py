@@ -219,3 +219,12 @@ def test_train_page_shows_a_failed_runs_error(app_dirs):
         + json.dumps({"event": "error", "time": 2, "message": "non-finite loss at epoch 2, step 5"}) + "\n")
     at = _app("pages/train.py")
     assert any("non-finite loss at epoch 2" in e.value for e in at.error)
+
+
+def test_train_page_ignores_folders_it_cannot_drive(app_dirs):
+    runs, _ = app_dirs
+    (runs / "my run").mkdir()
+    (runs / "my run" / "history.json").write_text("[]")
+    (runs / ".ipynb_checkpoints").mkdir()
+    at = _app("pages/train.py")
+    assert not at.exception

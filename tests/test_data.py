@@ -143,3 +143,40 @@ def test_epoch_batches_group_by_aspect_and_shard_across_ranks():
     assert len({len(r) for r in ranks}) == 1, "every rank runs the same number of steps"
     covered = {i for r in ranks for b in r for i in b}
     assert covered == set(epoch_subset(400, 0.5, 0, 3))
+
+
+def test_fewer_batches_than_ranks_still_gives_every_rank_a_step():
+    aspects = [1.0] * 12
+    ranks = [epoch_batches(aspects, 1.0, 4, seed=0, epoch=1, rank=r, world_size=8) for r in range(8)]
+    assert all(len(r) == 1 for r in ranks)
+
+
+def test_svhn_style_category_names_are_refused(dataset_copy):
+    def svhn(coco):
+        coco["categories"] = [{"id": k, "name": str(k % 10)} for k in range(1, 11)]
+    _edit(dataset_copy, "train", svhn)
+    with pytest.raises(DatasetError, match="category id 1 is named '1'; ids 1..10 must mean digits 0..9"):
+        load_split(str(dataset_copy), "train")
+
+
+def test_truncated_image_and_odd_annotation_ids_are_reported(dataset_copy):
+    path = dataset_copy / "train" / "2.png"
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    _edit(dataset_copy, "train", lambda c: c["annotations"][3].update(id=[5]))
+    with pytest.raises(DatasetError) as info:
+        load_split(str(dataset_copy), "train")
+    messages = [(p.image_id, p.message) for p in info.value.problems]
+    assert any(image_id == 2 and "unreadable image file" in m for image_id, m in messages)
+    assert any("annotation id [5] is not an integer" in m for _, m in messages)
+
+
+def test_dataset_images_keep_their_stored_orientation(tmp_path):
+    from PIL import Image
+
+    from core.images import decode_image
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (40, 20), "red").save(tmp_path / "1.jpg", exif=exif.tobytes())
+    assert decode_image(tmp_path / "1.jpg").size == (20, 40)
+    assert decode_image(tmp_path / "1.jpg", exif_transpose=False).size == (40, 20)

@@ -91,3 +91,23 @@ def test_cli_reports_bad_checkpoint(tmp_path, tiny_data, capsys):
     assert predict_main(["--ckpt", str(bogus), "--images", f"{tiny_data}/test", "--out", str(tmp_path / "o")]) == 2
     assert "bogus.pt" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "o" / "pred.json")
+
+
+def test_odd_numeric_looking_names_get_assigned_ids():
+    assert assign_image_ids(["².png", "7.png", "1" * 40 + ".png"]) == [8, 7, 9]
+
+
+def test_a_zero_task2_threshold_is_respected(tiny_run, tmp_path):
+    from core.checkpoint import CheckpointError, export
+
+    export(f"{tiny_run}/best.pt", str(tmp_path / "zero.pt"), task2_threshold=0.0)
+    assert load_model(str(tmp_path / "zero.pt"), "cpu").task2_threshold == 0.0
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        export(f"{tiny_run}/best.pt", str(tmp_path / "bad.pt"), task2_threshold=50)
+    import torch
+
+    payload = torch.load(tmp_path / "zero.pt", weights_only=True)
+    payload["task2_threshold"] = 50
+    torch.save(payload, tmp_path / "tampered.pt")
+    with pytest.raises(CheckpointError, match="task2_threshold 50"):
+        load_model(str(tmp_path / "tampered.pt"), "cpu")

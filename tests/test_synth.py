@@ -117,3 +117,17 @@ def test_cli_writes_the_layout(tmp_path):
         assert os.path.isfile(tmp_path / "d" / f"{split}.json")
     manifest = json.load(open(tmp_path / "d" / "synth.json"))
     assert manifest["seed"] == 4 and manifest["counts"] == {"train": 3, "valid": 2, "test": 1}
+
+
+def test_an_interrupted_generation_leaves_no_half_dataset(tmp_path, fonts):
+    def interrupt(done, total):
+        if done == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        synth.generate_dataset(tmp_path / "d", {"train": 6, "valid": 2}, fonts=fonts, progress=interrupt)
+    assert os.listdir(tmp_path) == []
+    synth.generate_dataset(tmp_path / "d", {"train": 2, "valid": 1}, fonts=fonts)
+    synth.generate_dataset(tmp_path / "d", {"train": 3, "valid": 1}, fonts=fonts, overwrite=True)
+    assert sorted(os.listdir(tmp_path)) == ["d"]
+    assert len(os.listdir(tmp_path / "d" / "train")) == 3

@@ -217,3 +217,24 @@ def test_skip_invalid_trains_on_the_rest_and_says_how_many(tiny_data, tmp_path, 
     assert "dropped 2 training and 0 validation image(s)" in out.getvalue()
     start = next(e for e in read_events(str(tmp_path / "lenient" / "log.jsonl")) if e["event"] == "start")
     assert start["dropped"] == 2 and start["train_images"] == 14
+
+
+def test_extending_a_finished_cosine_run_follows_the_longer_schedule(tiny_data, tmp_path):
+    out = str(tmp_path / "extend")
+    assert run(tiny_config(tiny_data, out, epochs=2, subset_fraction=0.25), stream=None) == 0
+    assert run(tiny_config(tiny_data, out, epochs=4, resume=True), {"epochs", "resume", "out"}, stream=None) == 0
+    lrs = [h["lr"] for h in _epochs(out)]
+    expected = [1e-6 + (1e-3 - 1e-6) * (1 + math.cos(math.pi * e / 4)) / 2 for e in (2, 3)]
+    assert lrs[2:] == pytest.approx(expected, rel=1e-9)
+
+
+def test_validation_split_without_boxes_is_refused_before_training(tiny_data, tmp_path, capsys):
+    import shutil
+
+    data = tmp_path / "d"
+    shutil.copytree(tiny_data, data)
+    coco = json.loads((data / "valid.json").read_text())
+    coco["annotations"] = []
+    (data / "valid.json").write_text(json.dumps(coco))
+    assert run(tiny_config(str(data), str(tmp_path / "r")), stream=None) == 2
+    assert "no digit boxes" in capsys.readouterr().err
