@@ -49,13 +49,19 @@ def _cached_weights_file(url: str) -> str | None:
     return path if os.path.isfile(path) else None
 
 
-def _build_resnet50_fpn_v2(kw: dict[str, Any], weights: str | None) -> tuple[nn.Module, str]:
-    anchor_generator = AnchorGenerator(
+def _anchor_generator(kw: dict[str, Any]) -> AnchorGenerator:
+    # One size tuple per feature level, the same aspect ratios on every level.
+    return AnchorGenerator(
         sizes=tuple(tuple(s) for s in kw["anchor_sizes"]),
         aspect_ratios=(tuple(kw["aspect_ratios"]),) * len(kw["anchor_sizes"]),
     )
-    detector_kwargs = dict(
-        min_size=kw["min_size"],
+
+
+def _detector_kwargs(kw: dict[str, Any]) -> dict[str, Any]:
+    """The FasterRCNN keyword arguments both architectures take from their model kwargs."""
+    min_size = kw["min_size"]
+    return dict(
+        min_size=min_size if isinstance(min_size, int) else tuple(min_size),
         max_size=kw["max_size"],
         rpn_pre_nms_top_n_train=kw["rpn_pre_nms_top_n_train"],
         rpn_pre_nms_top_n_test=kw["rpn_pre_nms_top_n_test"],
@@ -65,6 +71,11 @@ def _build_resnet50_fpn_v2(kw: dict[str, Any], weights: str | None) -> tuple[nn.
         box_detections_per_img=kw["box_detections_per_img"],
         box_score_thresh=kw["box_score_thresh"],
     )
+
+
+def _build_resnet50_fpn_v2(kw: dict[str, Any], weights: str | None) -> tuple[nn.Module, str]:
+    anchor_generator = _anchor_generator(kw)
+    detector_kwargs = _detector_kwargs(kw)
     default_anchors = _resnet50_defaults()["anchor_sizes"] == kw["anchor_sizes"] and tuple(
         kw["aspect_ratios"]
     ) == (0.5, 1.0, 2.0)
@@ -227,10 +238,7 @@ def _build_digitnet_fpn(kw: dict[str, Any], weights: str | None) -> tuple[nn.Mod
         out_channels=kw["fpn_channels"],
         extra_blocks=LastLevelMaxPool(),
     )
-    anchor_generator = AnchorGenerator(
-        sizes=tuple(tuple(s) for s in kw["anchor_sizes"]),
-        aspect_ratios=(tuple(kw["aspect_ratios"]),) * len(kw["anchor_sizes"]),
-    )
+    anchor_generator = _anchor_generator(kw)
     if len(kw["anchor_sizes"]) != 4:
         raise ModelError("digitnet_fpn has 4 feature levels: anchor_sizes needs 4 tuples")
     rpn_head = RPNHead(kw["fpn_channels"], anchor_generator.num_anchors_per_location()[0])
@@ -239,25 +247,16 @@ def _build_digitnet_fpn(kw: dict[str, Any], weights: str | None) -> tuple[nn.Mod
         ["0", "1", "2", "3"], output_size=roi_pool_size, sampling_ratio=kw["roi_sampling_ratio"]
     )
     box_head = TwoMLPHead(kw["fpn_channels"] * roi_pool_size**2, kw["representation_size"])
-    min_size = kw["min_size"]
     model = FasterRCNN(
         backbone,
         num_classes=None,
-        min_size=min_size if isinstance(min_size, int) else tuple(min_size),
-        max_size=kw["max_size"],
         rpn_anchor_generator=anchor_generator,
         rpn_head=rpn_head,
         box_roi_pool=box_roi_pool,
         box_head=box_head,
         box_predictor=FastRCNNPredictor(kw["representation_size"], kw["num_classes"]),
-        rpn_pre_nms_top_n_train=kw["rpn_pre_nms_top_n_train"],
-        rpn_pre_nms_top_n_test=kw["rpn_pre_nms_top_n_test"],
-        rpn_post_nms_top_n_train=kw["rpn_post_nms_top_n_train"],
-        rpn_post_nms_top_n_test=kw["rpn_post_nms_top_n_test"],
         rpn_batch_size_per_image=128,
-        box_batch_size_per_image=kw["box_batch_size_per_image"],
-        box_detections_per_img=kw["box_detections_per_img"],
-        box_score_thresh=kw["box_score_thresh"],
+        **_detector_kwargs(kw),
     )
     _set_test_min_size(model, kw.get("test_min_size"))
     if weights not in (None, "auto", "none"):
@@ -311,7 +310,33 @@ def resolve_model_kwargs(arch: str, overrides: dict[str, Any] | None = None) -> 
         kwargs["test_min_size"] = sorted(sizes)[len(sizes) // 2]
     kwargs["arch"] = arch
     kwargs["num_classes"] = NUM_CLASSES
+    _check_kwargs(arch, kwargs)
     return kwargs
+
+
+def _check_kwargs(arch: str, kwargs: dict[str, Any]) -> None:
+    """Types and sane bounds: model kwargs also arrive from untrusted checkpoints, and a width of
+    10**6 would allocate terabytes before any weight shape is compared."""
+    defaults = ARCHITECTURES[arch].defaults
+
+    def same_shape(value: Any, default: Any, key: str) -> None:
+        if isinstance(default, bool) or default is None:
+            return
+        if isinstance(default, (int, float)):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 4096
+            if isinstance(default, int) and key not in ("min_size",):
+                ok = ok and isinstance(value, int)
+            if not ok:
+                raise ModelError(f"{arch} option {key}={value!r} is not a number in 0..4096")
+        elif isinstance(default, list):
+            items = value if isinstance(value, list) else [value] if key == "min_size" else None
+            if items is None or not 1 <= len(items) <= 16:
+                raise ModelError(f"{arch} option {key}={value!r} must be a list of 1 to 16 items")
+            for item in items:
+                same_shape(item, default[0], key)
+
+    for key, default in defaults.items():
+        same_shape(kwargs[key], default, key)
 
 
 def build_model(

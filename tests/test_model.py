@@ -100,3 +100,12 @@ def test_weights_file(tmp_path):
 def test_every_architecture_has_a_summary():
     assert "fasterrcnn_resnet50_fpn_v2" in ARCHITECTURES
     assert all(spec.summary for spec in ARCHITECTURES.values())
+
+
+def test_absurd_or_mistyped_model_kwargs_are_refused_before_building():
+    with pytest.raises(ModelError, match="widths"):
+        resolve_model_kwargs("digitnet_fpn", {"widths": [10**6, 32, 64, 128, 192]})
+    with pytest.raises(ModelError, match="blocks"):
+        resolve_model_kwargs("digitnet_fpn", {"blocks": "many"})
+    with pytest.raises(ModelError, match="max_size"):
+        resolve_model_kwargs("fasterrcnn_resnet50_fpn_v2", {"max_size": -5})
