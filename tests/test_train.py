@@ -14,10 +14,7 @@ from core import train as train_mod
 from core.train import NonFiniteLossError, StopFlag, build_optimizer, build_scheduler, run
 
 
-def _lrs(cfg, epochs=10):
-    model = torch.nn.Linear(2, 2)
-    optimizer = build_optimizer(model, cfg)
-    scheduler = build_scheduler(optimizer, cfg)
+def _lr_sequence(optimizer, scheduler, epochs=10):
     out = []
     for _ in range(epochs):
         out.append(optimizer.param_groups[0]["lr"])
@@ -26,34 +23,29 @@ def _lrs(cfg, epochs=10):
     return out
 
 
+def _ours(scheduler):
+    optimizer = build_optimizer(torch.nn.Linear(2, 2), TrainConfig(out="x", scheduler=scheduler))
+    return _lr_sequence(optimizer, build_scheduler(optimizer, TrainConfig(out="x", scheduler=scheduler)))
+
+
+def _torchs(make_scheduler):
+    optimizer = torch.optim.AdamW(torch.nn.Linear(2, 2).parameters(), lr=1e-4, weight_decay=5e-4)
+    return _lr_sequence(optimizer, make_scheduler(optimizer))
+
+
 def test_cosine_schedule_matches_torch_for_the_reference_settings():
-    cfg = TrainConfig(out="x", scheduler="cosine")
-    ours = _lrs(cfg)
-    model = torch.nn.Linear(2, 2)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=5e-4)
-    ref = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=10, eta_min=1e-6)
-    expected = []
-    for _ in range(10):
-        expected.append(opt.param_groups[0]["lr"])
-        opt.step()
-        ref.step()
+    ours = _ours("cosine")
+    expected = _torchs(lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=10, eta_min=1e-6))
     assert ours == pytest.approx(expected, rel=1e-12)
     closed = [1e-6 + (1e-4 - 1e-6) * (1 + math.cos(math.pi * e / 10)) / 2 for e in range(10)]
     assert ours == pytest.approx(closed, rel=1e-9)
 
 
 def test_step_schedule_matches_torch_for_the_reference_settings():
-    ours = _lrs(TrainConfig(out="x", scheduler="step"))
-    assert ours == pytest.approx([1e-4 * 0.7**e for e in range(10)], rel=1e-9)
-    model = torch.nn.Linear(2, 2)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    ref = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.7)
-    expected = []
-    for _ in range(10):
-        expected.append(opt.param_groups[0]["lr"])
-        opt.step()
-        ref.step()
+    ours = _ours("step")
+    expected = _torchs(lambda opt: torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.7))
     assert ours == pytest.approx(expected, rel=1e-12)
+    assert ours == pytest.approx([1e-4 * 0.7**e for e in range(10)], rel=1e-9)
 
 
 def test_run_folder_contents(tiny_run):
