@@ -29,7 +29,7 @@ from typing import Iterable
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageFont
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: partial neighbour digits are cut where they land after the warp
 SPLITS = ("train", "valid", "test")
 FONT_DIRS = (
     "/usr/share/fonts",
@@ -407,10 +407,13 @@ def render_sample(rng: random.Random, fonts: list[str], np_rng: np.random.Genera
     pad = 4  # the warp and the margins are applied by resampling into the crop, not here
     x = pad
     baseline_jitter = rng.uniform(0, 0.06) * height
-    for glyph in glyphs:
+    for index, glyph in enumerate(glyphs):
         glyph.x = int(x)
         glyph.y = int(pad + height - glyph.mask.size[1] + rng.uniform(-baseline_jitter, baseline_jitter))
-        gap = spacing * (2.5 if not glyph.labelled else 1.0) * rng.uniform(0.8, 1.2)
+        gap = spacing * rng.uniform(0.8, 1.2)
+        following = glyphs[index + 1] if index + 1 < len(glyphs) else None
+        if not glyph.labelled or (following is not None and not following.labelled):
+            gap = max(2.5 * gap, 0.2 * height)  # a neighbour belongs to another sign: a wider gap
         x += glyph.mask.size[0] + gap
     canvas_w = int(x + pad)
     canvas_h = max(g.y + g.mask.size[1] for g in glyphs) + pad
@@ -470,10 +473,21 @@ def render_sample(rng: random.Random, fonts: list[str], np_rng: np.random.Genera
     margin = lambda lo, hi: int(rng.uniform(lo, hi) * digit_h * (2.5 if wide else 1.0))  # noqa: E731
     left, right = margin(0.02, 0.45), margin(0.02, 0.45)
     top, bottom = margin(0.03, 0.35), margin(0.03, 0.35)
+    def landed(glyph: _Glyph) -> tuple[float, float]:
+        """Left and right edge of a glyph's box after the warp, in crop coordinates."""
+        corners = [(glyph.x, glyph.y), (glyph.x + glyph.mask.size[0], glyph.y),
+                   (glyph.x, glyph.y + glyph.mask.size[1]), (glyph.x + glyph.mask.size[0], glyph.y + glyph.mask.size[1])]
+        xs = [_apply_homography(forward, cx, cy)[0] if strength else cx for cx, cy in corners]
+        return min(xs), max(xs)
+
+    # A neighbour shows 10-40% of its width: enough to look like a digit cut by the frame,
+    # never enough to be read as part of the number.
     if neighbours["left"]:
-        left = ux0 - (glyphs[0].x + int(glyphs[0].mask.size[0] * rng.uniform(0.4, 0.85)))
+        n0, n1 = landed(glyphs[0])
+        left = ux0 - int(n0 + (n1 - n0) * rng.uniform(0.6, 0.9))
     if neighbours["right"]:
-        right = glyphs[-1].x + int(glyphs[-1].mask.size[0] * rng.uniform(0.15, 0.6)) - ux1
+        n0, n1 = landed(glyphs[-1])
+        right = int(n0 + (n1 - n0) * rng.uniform(0.1, 0.4)) - ux1
     crop = (ux0 - max(left, 0), uy0 - top, ux1 + max(right, 0), uy1 + bottom)
     width, img_h = crop[2] - crop[0], crop[3] - crop[1]
 
