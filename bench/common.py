@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import statistics
 import sys
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -30,12 +29,3 @@ def validation_images(data: str | None, count: int, cache_dir: str) -> Split:
 
 def median_ms(seconds: list[float]) -> float:
     return statistics.median(seconds) * 1000
-
-
-class Timer:
-    def __enter__(self):
-        self.start = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc):
-        self.seconds = time.perf_counter() - self.start

@@ -58,6 +58,18 @@ def test_cli_reports_and_writes_json(tiny_run, tiny_data, tmp_path, capsys):
     assert evaluate_main(["--ckpt", f"{tiny_run}/best.pt", "--data", str(tmp_path / "none")]) == 2
 
 
+def test_cli_sweep_reports_the_best_threshold_and_matches_a_plain_run(tiny_run, tiny_data, tmp_path, capsys):
+    plain, swept = tmp_path / "plain.json", tmp_path / "swept.json"
+    common = ["--ckpt", f"{tiny_run}/best.pt", "--data", tiny_data, "--device", "cpu", "--task2-threshold", "0.3"]
+    assert evaluate_main(common + ["--json", str(plain)]) == 0
+    assert evaluate_main(common + ["--json", str(swept), "--sweep-task2"]) == 0
+    assert "best Task 2 threshold on valid" in capsys.readouterr().out
+    plain, swept = json.loads(plain.read_text()), json.loads(swept.read_text())
+    assert swept["mAP"] == plain["mAP"] and swept["task2_accuracy"] == plain["task2_accuracy"]
+    assert len(swept["task2_sweep"]) == 19 and swept["task2_sweep"]["0.3"] == plain["task2_accuracy"]
+    assert swept["task2_sweep"][str(swept["task2_best_threshold"])] == max(swept["task2_sweep"].values())
+
+
 def test_task2_sweep_reads_each_threshold_from_the_same_detections(tiny_data):
     from core.evaluate import task2_sweep
 
