@@ -409,7 +409,7 @@ def _train(cfg: TrainConfig, state: dict[str, Any] | None, dist_info: Distribute
         if cfg.scheduler == "cosine" and cfg.t_max is None and scheduler.T_max != cfg.epochs:
             retarget_cosine(optimizer, scheduler, cfg.epochs)
             say(f"--epochs {cfg.epochs}: the cosine schedule now anneals over {cfg.epochs} epochs; "
-                f"lr for epoch {start_epoch} is {optimizer.param_groups[0]['lr']:.3g}")
+                f"lr for epoch {int(state['epoch']) + 1} is {optimizer.param_groups[0]['lr']:.3g}")
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         history = list(state.get("history", []))

@@ -1,4 +1,5 @@
 import json
+import io
 import math
 import os
 
@@ -191,7 +192,6 @@ def test_cli_help_lists_every_flag(capsys):
 
 
 def test_skip_invalid_trains_on_the_rest_and_says_how_many(tiny_data, tmp_path, capsys):
-    import io
     import shutil
 
     data = tmp_path / "d"
@@ -214,10 +214,12 @@ def test_skip_invalid_trains_on_the_rest_and_says_how_many(tiny_data, tmp_path, 
 def test_extending_a_finished_cosine_run_follows_the_longer_schedule(tiny_data, tmp_path):
     out = str(tmp_path / "extend")
     assert run(tiny_config(tiny_data, out, epochs=2, subset_fraction=0.25), stream=None) == 0
-    assert run(tiny_config(tiny_data, out, epochs=4, resume=True), {"epochs", "resume", "out"}, stream=None) == 0
+    said = io.StringIO()
+    assert run(tiny_config(tiny_data, out, epochs=4, resume=True), {"epochs", "resume", "out"}, stream=said) == 0
     lrs = [h["lr"] for h in _epochs(out)]
     expected = [1e-6 + (1e-3 - 1e-6) * (1 + math.cos(math.pi * e / 4)) / 2 for e in (2, 3)]
     assert lrs[2:] == pytest.approx(expected, rel=1e-9)
+    assert f"anneals over 4 epochs; lr for epoch 3 is {expected[0]:.3g}" in said.getvalue()
 
 
 def test_validation_split_without_boxes_is_refused_before_training(tiny_data, tmp_path, capsys):
