@@ -336,6 +336,17 @@ def _apply_homography(coeffs: list[float], x: float, y: float) -> tuple[float, f
     return (a * x + b * y + c) / w, (d * x + e * y + f) / w
 
 
+def _glyph_extent(glyph: _Glyph, forward: list[float] | None) -> tuple[float, float, float, float]:
+    """Bounding box of a glyph's canvas rectangle after the warp (``forward`` None: no warp)."""
+    x0, y0 = glyph.x, glyph.y
+    x1, y1 = x0 + glyph.mask.size[0], y0 + glyph.mask.size[1]
+    corners = [(x0, y0), (x1, y0), (x1, y1), (x0, y1)]
+    if forward is not None:
+        corners = [_apply_homography(forward, x, y) for x, y in corners]
+    xs, ys = [c[0] for c in corners], [c[1] for c in corners]
+    return min(xs), min(ys), max(xs), max(ys)
+
+
 def _shift_homography(coeffs: list[float], dx: float, dy: float) -> list[float]:
     """The same mapping for an output image whose pixel (0, 0) is the original's (dx, dy)."""
     a, b, c, d, e, f, g, h = coeffs
@@ -437,7 +448,7 @@ def render_sample(rng: random.Random, fonts: list[str], np_rng: np.random.Genera
         extent = (int(max(p[0] for p in quad)) + 2 - origin[0], int(max(p[1] for p in quad)) + 2 - origin[1])
         labels = labels.transform(extent, Image.PERSPECTIVE, _shift_homography(coeffs, *origin), Image.NEAREST)
     else:
-        origin = (0, 0)
+        origin, forward = (0, 0), None
 
     label_arr = np.asarray(labels)
     boxes_canvas = []
@@ -448,9 +459,8 @@ def render_sample(rng: random.Random, fonts: list[str], np_rng: np.random.Genera
         x0, y0 = glyph.x, glyph.y
         x1, y1 = x0 + glyph.mask.size[0], y0 + glyph.mask.size[1]
         if strength:
-            moved = [_apply_homography(forward, px, py) for px, py in ((x0, y0), (x1, y0), (x1, y1), (x0, y1))]
-            x0, y0 = int(min(p[0] for p in moved)) - 2, int(min(p[1] for p in moved)) - 2
-            x1, y1 = int(max(p[0] for p in moved)) + 3, int(max(p[1] for p in moved)) + 3
+            wx0, wy0, wx1, wy1 = _glyph_extent(glyph, forward)
+            x0, y0, x1, y1 = int(wx0) - 2, int(wy0) - 2, int(wx1) + 3, int(wy1) + 3
         x0, y0 = max(0, x0 - origin[0]), max(0, y0 - origin[1])
         x1, y1 = x1 - origin[0], y1 - origin[1]
         hit = label_arr[y0:y1, x0:x1] == index + 1
@@ -473,20 +483,13 @@ def render_sample(rng: random.Random, fonts: list[str], np_rng: np.random.Genera
     margin = lambda lo, hi: int(rng.uniform(lo, hi) * digit_h * (2.5 if wide else 1.0))  # noqa: E731
     left, right = margin(0.02, 0.45), margin(0.02, 0.45)
     top, bottom = margin(0.03, 0.35), margin(0.03, 0.35)
-    def landed(glyph: _Glyph) -> tuple[float, float]:
-        """Left and right edge of a glyph's box after the warp, in crop coordinates."""
-        corners = [(glyph.x, glyph.y), (glyph.x + glyph.mask.size[0], glyph.y),
-                   (glyph.x, glyph.y + glyph.mask.size[1]), (glyph.x + glyph.mask.size[0], glyph.y + glyph.mask.size[1])]
-        xs = [_apply_homography(forward, cx, cy)[0] if strength else cx for cx, cy in corners]
-        return min(xs), max(xs)
-
     # A neighbour shows 10-40% of its width: enough to look like a digit cut by the frame,
     # never enough to be read as part of the number.
     if neighbours["left"]:
-        n0, n1 = landed(glyphs[0])
+        n0, _, n1, _ = _glyph_extent(glyphs[0], forward)
         left = ux0 - int(n0 + (n1 - n0) * rng.uniform(0.6, 0.9))
     if neighbours["right"]:
-        n0, n1 = landed(glyphs[-1])
+        n0, _, n1, _ = _glyph_extent(glyphs[-1], forward)
         right = int(n0 + (n1 - n0) * rng.uniform(0.1, 0.4)) - ux1
     crop = (ux0 - max(left, 0), uy0 - top, ux1 + max(right, 0), uy1 + bottom)
     width, img_h = crop[2] - crop[0], crop[3] - crop[1]
