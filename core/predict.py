@@ -12,6 +12,7 @@ import argparse
 import csv
 import io
 import json
+import math
 import os
 import sys
 import time
@@ -85,30 +86,53 @@ def _to_tensor(image: Image.Image | torch.Tensor) -> torch.Tensor:
     return F.to_dtype(F.pil_to_tensor(image.convert("RGB")), torch.float32, scale=True)
 
 
+def padded_input_size(model: torch.nn.Module, height: int, width: int) -> tuple[int, int]:
+    """The padded size at which ``model`` sees an image of ``height`` x ``width`` at inference.
+
+    Mirrors torchvision's ``GeneralizedRCNNTransform`` (resize so the short side is
+    ``min_size[-1]`` within ``max_size``, then pad up to ``size_divisible``).
+    """
+    transform = getattr(getattr(model, "module", model), "transform", None)
+    if transform is None:
+        return height, width
+    if transform.fixed_size is not None:
+        out_h, out_w = transform.fixed_size[1], transform.fixed_size[0]
+    else:
+        scale = min(float(transform.min_size[-1]) / min(height, width), float(transform.max_size) / max(height, width))
+        out_h, out_w = math.floor(height * scale), math.floor(width * scale)
+    step = transform.size_divisible
+    return math.ceil(out_h / step) * step, math.ceil(out_w / step) * step
+
+
 @torch.inference_mode()
 def detect(loaded: LoadedModel | torch.nn.Module, images: Sequence[Image.Image | torch.Tensor],
            batch_size: int = 8, device: torch.device | None = None) -> list[dict[str, list]]:
     """Detections per image: ``boxes`` (xyxy, original pixels), ``scores``, ``digits`` (0..9).
 
-    Images are batched by similar aspect ratio (less padding), results come back in input order.
+    Only images the model sees at the same padded size share a batch: padding an image up to a
+    larger neighbour changes its features near the border, and with them its scores, so an image's
+    detections would depend on what it was uploaded with. Results come back in input order.
     """
     model = loaded.model if isinstance(loaded, LoadedModel) else loaded
     device = device or (loaded.device if isinstance(loaded, LoadedModel) else next(model.parameters()).device)
     tensors = [_to_tensor(im) for im in images]
-    order = sorted(range(len(tensors)), key=lambda i: tensors[i].shape[-1] / max(tensors[i].shape[-2], 1))
+    groups: dict[tuple[int, int], list[int]] = {}
+    for index, tensor in enumerate(tensors):
+        groups.setdefault(padded_input_size(model, *tensor.shape[-2:]), []).append(index)
     results: list[dict[str, list] | None] = [None] * len(tensors)
     was_training = model.training
     model.eval()
     try:
-        for start in range(0, len(order), batch_size):
-            chunk = order[start:start + batch_size]
-            outputs = model([tensors[i].to(device) for i in chunk])
-            for i, out in zip(chunk, outputs):
-                results[i] = {
-                    "boxes": out["boxes"].float().cpu().tolist(),
-                    "scores": out["scores"].float().cpu().tolist(),
-                    "digits": (out["labels"].cpu() - 1).tolist(),
-                }
+        for members in groups.values():
+            for start in range(0, len(members), batch_size):
+                chunk = members[start:start + batch_size]
+                outputs = model([tensors[i].to(device) for i in chunk])
+                for i, out in zip(chunk, outputs):
+                    results[i] = {
+                        "boxes": out["boxes"].float().cpu().tolist(),
+                        "scores": out["scores"].float().cpu().tolist(),
+                        "digits": (out["labels"].cpu() - 1).tolist(),
+                    }
     finally:
         model.train(was_training)
     return results  # type: ignore[return-value]

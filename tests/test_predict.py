@@ -7,8 +7,8 @@ import pytest
 from pycocotools.coco import COCO
 
 from core.data import load_split
-from core.predict import (assign_image_ids, coco_results, load_model, main as predict_main, pred_csv_bytes,
-                          read_number)
+from core.predict import (assign_image_ids, coco_results, detect, load_model, main as predict_main,
+                          padded_input_size, pred_csv_bytes, read_number)
 
 
 def _det(*items):
@@ -111,3 +111,27 @@ def test_a_zero_task2_threshold_is_respected(tiny_run, tmp_path):
     torch.save(payload, tmp_path / "tampered.pt")
     with pytest.raises(CheckpointError, match="task2_threshold 50"):
         load_model(str(tmp_path / "tampered.pt"), "cpu")
+
+
+def test_padded_input_size_matches_the_model_transform():
+    import torch
+
+    loaded = load_model(None, "cpu")  # the shipped model: short side 112, long side <= 400
+    for height, width in [(30, 29), (19, 30), (91, 171), (225, 450), (1, 1), (40, 5000), (5000, 40)]:
+        batch, _ = loaded.model.transform([torch.zeros(3, height, width)])
+        assert padded_input_size(loaded.model, height, width) == tuple(batch.tensors.shape[-2:]), (height, width)
+
+
+def test_an_images_detections_do_not_depend_on_its_batch(tiny_data):
+    from core.images import decode_image
+
+    loaded = load_model(None, "cpu")
+    images = [decode_image(os.path.join(tiny_data, "test", f"{i}.png")) for i in range(1, 9)]
+    assert len({padded_input_size(loaded.model, im.height, im.width) for im in images}) > 1, "needs mixed sizes"
+    alone = [detect(loaded, [image])[0] for image in images]
+    for batched in (detect(loaded, images, batch_size=8), detect(loaded, images[::-1], batch_size=3)[::-1]):
+        for one, other in zip(alone, batched):
+            assert len(one["scores"]) == len(other["scores"])
+            assert one["digits"] == other["digits"]
+            assert one["scores"] == pytest.approx(other["scores"], abs=1e-4)
+            assert sum(one["boxes"], []) == pytest.approx(sum(other["boxes"], []), abs=1e-2)

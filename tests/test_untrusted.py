@@ -1,6 +1,7 @@
 """Untrusted checkpoints: loaded with weights_only=True everywhere, refused with a clear message."""
 
 import os
+import random
 import shutil
 
 import pytest
@@ -92,9 +93,14 @@ def test_app_refuses_and_keeps_serving(evil, tmp_path, monkeypatch, tiny_run):
 
 def test_not_a_checkpoint_other_architecture_and_truncated(tmp_path, tiny_run):
     junk = tmp_path / "junk.pt"
-    junk.write_bytes(os.urandom(5000))
-    with pytest.raises(CheckpointError, match="junk.pt: (unreadable|not a PyTorch)"):
-        load_checkpoint(str(junk))
+    for seed in range(200):  # random bytes reach many different failures inside torch's unpickler
+        junk.write_bytes(random.Random(seed).randbytes(5000))
+        with pytest.raises(CheckpointError, match="junk.pt: (unreadable|not a PyTorch)"):
+            load_checkpoint(str(junk))
+    for cut in (0, 1, 20, 64):  # a file cut inside its header
+        junk.write_bytes(open(os.path.join(tiny_run, "best.pt"), "rb").read()[:cut])
+        with pytest.raises(CheckpointError, match="junk.pt: unreadable"):
+            load_checkpoint(str(junk))
     plain = tmp_path / "state.pt"
     torch.save({"weights": torch.zeros(3)}, plain)
     with pytest.raises(CheckpointError, match="not a Digit Studio checkpoint"):
