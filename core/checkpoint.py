@@ -87,14 +87,15 @@ def remove_stale_temporaries(directory: str) -> list[str]:
     return removed
 
 
-def load_checkpoint(path: str) -> dict[str, Any]:
-    """Read and check a checkpoint; float16-stored weights come back as float32."""
+def safe_torch_load(path: str) -> Any:
+    """``torch.load(path, weights_only=True)`` with every failure turned into a CheckpointError
+    that says why: a file that would run code is refused, anything else is unreadable."""
     if not os.path.exists(path):
-        raise CheckpointError(f"{path}: no such checkpoint file")
+        raise CheckpointError(f"{path}: no such file")
     if os.path.isdir(path):
         raise CheckpointError(f"{path}: is a folder, not a checkpoint file")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         # weights_only refuses anything but tensors and plain containers. A reference to a
         # Python global (a class or function to call) means a full-pickle file that could run
@@ -109,6 +110,13 @@ def load_checkpoint(path: str) -> dict[str, Any]:
         raise CheckpointError(
             f"{path}: unreadable checkpoint, truncated or not a PyTorch file ({type(exc).__name__}: "
             f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
+
+
+def load_checkpoint(path: str) -> dict[str, Any]:
+    """Read and check a checkpoint; float16-stored weights come back as float32."""
+    if not os.path.exists(path):
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    payload = safe_torch_load(path)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(
             f"{path}: not a Digit Studio checkpoint (no '{FORMAT}' header); train one with python -m core.train")

@@ -127,8 +127,7 @@ def read_json(path: str) -> Any:
         raise DatasetError([Problem(path, f"unreadable ({exc})")], f"cannot read {path}") from None
 
 
-def validate_coco(coco: Any, json_path: str, image_dir: str, check_files: bool = True
-                  ) -> tuple[list[ImageRecord], list[Problem], set[int]]:
+def validate_coco(coco: Any, json_path: str, image_dir: str) -> tuple[list[ImageRecord], list[Problem], set[int]]:
     """Check a COCO dict; returns (records, problems, ids of images with problems)."""
     problems: list[Problem] = []
     bad_images: set[int] = set()
@@ -191,25 +190,24 @@ def validate_coco(coco: Any, json_path: str, image_dir: str, check_files: bool =
         if (width is not None and not _is_int(width)) or (height is not None and not _is_int(height)):
             report(f"width/height must be integers, got {width!r}x{height!r}", image_id)
             continue
-        if check_files or width is None or height is None:
-            if not os.path.isfile(path):
-                report(f"image file missing: {path}", image_id)
-                continue
-            try:
-                with Image.open(path) as handle:
-                    actual = handle.size
-                    if actual[0] * actual[1] > MAX_PIXELS:
-                        report(f"image {file_name} is {actual[0]}x{actual[1]}, over the {MAX_PIXELS // 10**6} Mpx limit",
-                               image_id)
-                        continue
-                    handle.verify()  # reads the whole file: truncated or corrupt data fails here, not mid-epoch
-            except Exception as exc:  # noqa: BLE001 - any decoder failure means an unusable file
-                report(f"unreadable image file {path} ({type(exc).__name__}: {exc})", image_id)
-                continue
-            if width is not None and (width, height) != actual:
-                report(f"json says {width}x{height} but {file_name} is {actual[0]}x{actual[1]}", image_id)
-                continue
-            width, height = actual
+        if not os.path.isfile(path):
+            report(f"image file missing: {path}", image_id)
+            continue
+        try:
+            with Image.open(path) as handle:
+                actual = handle.size
+                if actual[0] * actual[1] > MAX_PIXELS:
+                    report(f"image {file_name} is {actual[0]}x{actual[1]}, over the {MAX_PIXELS // 10**6} Mpx limit",
+                           image_id)
+                    continue
+                handle.verify()  # reads the whole file: truncated or corrupt data fails here, not mid-epoch
+        except Exception as exc:  # noqa: BLE001 - any decoder failure means an unusable file
+            report(f"unreadable image file {path} ({type(exc).__name__}: {exc})", image_id)
+            continue
+        if width is not None and (width, height) != actual:
+            report(f"json says {width}x{height} but {file_name} is {actual[0]}x{actual[1]}", image_id)
+            continue
+        width, height = actual
         records[image_id] = ImageRecord(image_id, path, width, height)
 
     seen_annotations: set[Any] = set()
@@ -267,8 +265,7 @@ def validate_coco(coco: Any, json_path: str, image_dir: str, check_files: bool =
     return ordered, problems, bad_images
 
 
-def load_split(root: str, split: str, skip_invalid: bool = False, require_annotations: bool = True,
-               check_files: bool = True) -> Split:
+def load_split(root: str, split: str, skip_invalid: bool = False, require_annotations: bool = True) -> Split:
     """Read and validate ``root/split.json`` against ``root/split/``.
 
     Raises DatasetError listing every problem, unless ``skip_invalid``: then images with
@@ -288,7 +285,7 @@ def load_split(root: str, split: str, skip_invalid: bool = False, require_annota
         records = [ImageRecord(image_id_from_name(p), p, 0, 0) for p in list_images(image_dir)]
         return Split(split, root, records)
     coco = read_json(json_path)
-    records, problems, bad_images = validate_coco(coco, json_path, image_dir, check_files)
+    records, problems, bad_images = validate_coco(coco, json_path, image_dir)
     # Problems tied to an image can be skipped by dropping that image; the rest cannot.
     fatal = [p for p in problems if p.image_id is None or p.image_id not in bad_images]
     if problems and (not skip_invalid or fatal):

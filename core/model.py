@@ -26,6 +26,8 @@ from torchvision.models.detection.rpn import RPNHead
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
+from core.checkpoint import CheckpointError, safe_torch_load
+
 NUM_CLASSES = 11  # background + digits 0..9
 CLASS_NAMES = [str(d) for d in range(10)]  # label k (1..10) is digit k-1
 
@@ -104,32 +106,43 @@ def _build_resnet50_fpn_v2(kw: dict[str, Any], weights: str | None) -> tuple[nn.
         weights_path, source = weights, f"weights from {weights}"
 
     model, _ = from_scratch("")
-    state = _load_state_dict_file(weights_path)
+    # The 91-class COCO predictor (and any re-shaped anchor head) is re-initialised.
+    return model, _load_matching(model, weights_path, kw["arch"], source)
+
+
+MIN_WEIGHTS_COVERAGE = 0.5  # below this a weights file is another architecture, not a head to re-initialise
+
+
+def _load_matching(model: nn.Module, path: str, arch: str, source: str) -> str:
+    """Load the tensors of ``path`` whose names and shapes fit ``model``; returns the weights note.
+
+    A file from another architecture shares only scalars and small biases with the model: refuse
+    it rather than "load" 1% of the weights and silently train from scratch.
+    """
+    state = _load_state_dict_file(path)
     own = model.state_dict()
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    if not usable:
-        raise ModelError(f"{weights_path}: no tensor matches {kw['arch']} (is it a Faster R-CNN R50-FPN-v2 file?)")
-    skipped = sorted(set(own) - set(usable))
+    total = sum(v.numel() for v in own.values())
+    covered = sum(v.numel() for v in usable.values())
+    if covered < MIN_WEIGHTS_COVERAGE * total:
+        raise ModelError(f"{path}: only {covered / total:.1%} of {arch}'s weights fit this file "
+                         f"(is it a checkpoint of another architecture? pass the matching --arch)")
     model.load_state_dict(usable, strict=False)
-    note = f"loaded {source} ({len(usable)} tensors"
-    if skipped:
-        # The 91-class COCO predictor (and any re-shaped anchor head) cannot be reused.
-        note += f"; {len(skipped)} re-initialised, e.g. {skipped[0]}"
-    return model, note + ")"
+    skipped = sorted(set(own) - set(usable))
+    return f"loaded {source} ({len(usable)} tensors" + (
+        f"; {len(skipped)} re-initialised, e.g. {skipped[0]})" if skipped else ")")
 
 
 def _load_state_dict_file(path: str) -> dict[str, torch.Tensor]:
-    if not os.path.isfile(path):
-        raise ModelError(f"weights file not found: {path}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any failure means "not a usable weights file"
-        raise ModelError(f"{path}: not a loadable weights file ({type(exc).__name__}: {exc})") from None
+        state = safe_torch_load(path)
+    except CheckpointError as exc:
+        raise ModelError(f"weights file {exc}") from None
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]  # our own checkpoints, or torchvision reference-trainer checkpoints
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ModelError(f"{path}: expected a state dict of tensors")
-    return state
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}  # float16 exports
 
 
 def _replace_rpn_head(model: FasterRCNN, anchor_generator: AnchorGenerator, conv_depth: int) -> None:
@@ -260,11 +273,7 @@ def _build_digitnet_fpn(kw: dict[str, Any], weights: str | None) -> tuple[nn.Mod
     )
     _set_test_min_size(model, kw.get("test_min_size"))
     if weights not in (None, "auto", "none"):
-        state = _load_state_dict_file(weights)
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if unexpected or len(missing) == len(model.state_dict()):
-            raise ModelError(f"{weights}: does not match digitnet_fpn")
-        return model, f"loaded weights from {weights}"
+        return model, _load_matching(model, weights, kw["arch"], f"weights from {weights}")
     return model, "digitnet_fpn has no published pretrained weights: training from scratch"
 
 

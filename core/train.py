@@ -34,7 +34,7 @@ from core.config import RESUMABLE_CHANGES, ConfigError, TrainConfig, parse_args
 from core.data import DatasetError, DigitDataset, Problem, collate, epoch_batches, load_split, train_transforms
 from core.evaluate import evaluate
 from core.events import EventLog, ProgressBar
-from core.model import CLASS_NAMES, build_model
+from core.model import CLASS_NAMES, ModelError, build_model
 from core.runs import RunBusyError, RunLock
 
 LOSS_TERMS = ("loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")
@@ -333,12 +333,12 @@ def run(cfg: TrainConfig, explicit: set[str] | None = None, stop: StopFlag | Non
             if not is_main and resuming:
                 state = load_checkpoint(os.path.join(cfg.out, "last.pt"))
         return _train(cfg, state, dist_info, stop, log, stream, started)
-    except (TrainingError, ConfigError, DatasetError, RunBusyError, CheckpointError) as exc:
+    except (TrainingError, ConfigError, DatasetError, RunBusyError, CheckpointError, ModelError) as exc:
         message = str(exc)
         if log is not None:
             log.emit("error", message=message, kind=type(exc).__name__)
-        if is_main:
-            print(f"core.train: error: {message}", file=sys.stderr, flush=True)
+        where = f" (rank {dist_info.rank})" if dist_info.enabled else ""
+        print(f"core.train{where}: error: {message}", file=sys.stderr, flush=True)
         return 2
     except NonFiniteLossError as exc:
         if log is not None:
@@ -377,8 +377,10 @@ def _train(cfg: TrainConfig, state: dict[str, Any] | None, dist_info: Distribute
     if device.type == "cpu" and dist_info.enabled:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist_info.world_size))
 
-    train_split = load_split(cfg.data, "train", skip_invalid=cfg.skip_invalid, check_files=is_main)
-    valid_split = load_split(cfg.data, "valid", skip_invalid=cfg.skip_invalid, check_files=is_main)
+    # Every rank checks the image files itself: with --skip-invalid all ranks must drop the same
+    # images to draw the same subsets, and without it all must stop with the same report.
+    train_split = load_split(cfg.data, "train", skip_invalid=cfg.skip_invalid)
+    valid_split = load_split(cfg.data, "valid", skip_invalid=cfg.skip_invalid)
     if not any(r.boxes for r in valid_split.records):
         raise DatasetError([Problem(os.path.join(cfg.data, "valid.json"), "the validation split has no digit boxes")],
                            "cannot compute validation mAP")

@@ -29,3 +29,31 @@ def test_torchrun_two_cpu_processes(tiny_data, tmp_path):
     assert progress[-1]["total"] == 4, "each rank runs half of the batches"
     assert (out / "best.pt").exists() and (out / "last.pt").exists()
     assert not list(out.glob("*.tmp")), "no stray temporary files from other ranks"
+
+
+def test_torchrun_with_a_missing_image(tiny_data, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    (data / "train" / "3.png").unlink()
+    env = dict(os.environ, OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo", PYTHONUNBUFFERED="1")
+    base = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+            "-m", "core.train", "--data", str(data), *TINY_ARCH, "--epochs", "1",
+            "--subset-fraction", "1.0", "--batch-size", "2", "--lr", "1e-3", "--device", "cpu"]
+
+    # Without --skip-invalid every rank stops with the report, not a lost connection.
+    proc = subprocess.run(base + ["--out", str(tmp_path / "strict")], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "core.train (rank 0): error:" in proc.stderr and "core.train (rank 1): error:" in proc.stderr
+    assert "3.png" in proc.stderr and "missing" in proc.stderr
+
+    # With it, both ranks drop the same image and train on the same 15.
+    out = tmp_path / "skip"
+    proc = subprocess.run(base + ["--out", str(out), "--skip-invalid"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    start = next(e for e in read_events(str(out / "log.jsonl")) if e["event"] == "start")
+    assert start["train_images"] == 15 and start["dropped"] == 1
+    assert json.loads((out / "history.json").read_text())[0]["epoch"] == 1

@@ -8,11 +8,12 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from conftest import ROOT, tiny_config
-from core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from conftest import ROOT, TINY_ARCH, tiny_config
+from core.checkpoint import CheckpointError, load_checkpoint, main as checkpoint_main, save_checkpoint
 from core.evaluate import main as evaluate_main
 from core.model import ModelError, build_model
 from core.predict import load_model, main as predict_main
+from core.config import parse_args
 from core.train import run
 
 
@@ -45,13 +46,17 @@ def test_checkpoint_loader_refuses(evil):
     assert not marker.exists()
 
 
-def test_predict_and_evaluate_cli_refuse(evil, tiny_data, tmp_path, capsys):
+def test_every_command_line_refuses(evil, tiny_data, tmp_path, capsys):
     path, marker = evil
     assert predict_main(["--ckpt", path, "--images", f"{tiny_data}/test", "--out", str(tmp_path / "o")]) == 2
     assert evaluate_main(["--ckpt", path, "--data", tiny_data]) == 2
+    assert checkpoint_main(["show", path]) == 2
+    assert checkpoint_main(["export", path, str(tmp_path / "exported.pt")]) == 2
+    assert run(*parse_args(["--data", tiny_data, "--out", str(tmp_path / "run"), "--weights", path, *TINY_ARCH])) == 2
     err = capsys.readouterr().err
-    assert err.count("refused") == 2
-    assert not marker.exists()
+    assert err.count("refused") == 5, err
+    assert "weights_only=False" not in err, "never suggest the unsafe way round"
+    assert not marker.exists() and not (tmp_path / "exported.pt").exists()
 
 
 def test_resume_refuses_a_tampered_last_pt(evil, tiny_data, tmp_path, capsys):
@@ -64,11 +69,24 @@ def test_resume_refuses_a_tampered_last_pt(evil, tiny_data, tmp_path, capsys):
     assert not marker.exists()
 
 
-def test_weights_flag_refuses(evil):
+def test_weights_flag_refuses(evil, tmp_path):
     path, marker = evil
-    with pytest.raises(ModelError, match="not a loadable weights file"):
-        build_model("digitnet_fpn", weights=path)
+    for arch in ("digitnet_fpn", "fasterrcnn_resnet50_fpn_v2"):
+        with pytest.raises(ModelError, match="refused.*could run code"):
+            build_model(arch, {"min_size": 128}, weights=path)
     assert not marker.exists()
+    with pytest.raises(ModelError, match="no such file"):
+        build_model("digitnet_fpn", weights=str(tmp_path / "absent.pt"))
+
+
+def test_weights_of_another_architecture_are_refused(tmp_path):
+    shipped = os.path.join(ROOT, "checkpoints", "default.pt")  # digitnet_fpn
+    with pytest.raises(ModelError, match="only 0.0% of fasterrcnn_resnet50_fpn_v2's weights fit"):
+        build_model("fasterrcnn_resnet50_fpn_v2", {"min_size": 128}, weights=shipped)
+    model, _, note = build_model("digitnet_fpn", weights=shipped)
+    assert note.startswith(f"loaded weights from {shipped}") and "re-initialised" not in note
+    reference = load_checkpoint(shipped)["model"]
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in reference.items())
 
 
 def test_app_refuses_and_keeps_serving(evil, tmp_path, monkeypatch, tiny_run):
