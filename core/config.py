@@ -113,6 +113,8 @@ class TrainConfig:
                     problems.append(f"{f.name}={value!r} must be {'>' if meta.get('low_open') else '>='} {low}")
                 if high is not None and value > high:
                     problems.append(f"{f.name}={value!r} must be <= {high}")
+        if not problems and self.eta_min > self.lr:
+            problems.append(f"eta_min={self.eta_min!r} must not exceed lr={self.lr!r} (the schedule only anneals down)")
         if problems:
             raise ConfigError("invalid training configuration: " + "; ".join(problems))
         return self

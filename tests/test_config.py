@@ -37,6 +37,7 @@ def test_argv_round_trip():
     (["--subset-fraction", "1.5"], "subset_fraction=1.5 must be <= 1.0"),
     (["--batch-size", "-2"], "batch_size=-2 must be >= 1"),
     (["--epochs", "two"], "invalid int value"),
+    (["--lr", "1e-4", "--eta-min", "1e-3"], "eta_min=0.001 must not exceed lr=0.0001"),
 ])
 def test_bad_values_fail_loudly(capsys, argv, message):
     with pytest.raises(SystemExit):
