@@ -89,7 +89,12 @@ def _build_resnet50_fpn_v2(kw: dict[str, Any], weights: str | None) -> tuple[nn.
         model.rpn.anchor_generator = anchor_generator
         if not default_anchors:
             _replace_rpn_head(model, anchor_generator, conv_depth=2)
+        _freeze_backbone_layers(model, 5 if kw["trainable_backbone_layers"] is None else kw["trainable_backbone_layers"])
         return model, note
+
+    layers = kw["trainable_backbone_layers"]
+    if layers is not None and (isinstance(layers, bool) or not isinstance(layers, int) or not 0 <= layers <= 5):
+        raise ModelError(f"trainable_backbone_layers={layers!r} must be an integer from 0 to 5")
 
     if weights == "none":
         return from_scratch("pretrained weights disabled (--weights none): training from scratch")
@@ -105,6 +110,10 @@ def _build_resnet50_fpn_v2(kw: dict[str, Any], weights: str | None) -> tuple[nn.
     else:
         weights_path, source = weights, f"weights from {weights}"
 
+    if kw["trainable_backbone_layers"] is None:
+        # torchvision's default with pretrained weights: conv1 and layer1 stay frozen. Recorded
+        # in the kwargs, so a rebuild (resume, inference) freezes the same layers.
+        kw["trainable_backbone_layers"] = 3
     model, _ = from_scratch("")
     # The 91-class COCO predictor (and any re-shaped anchor head) is re-initialised.
     return model, _load_matching(model, weights_path, kw["arch"], source)
@@ -145,6 +154,13 @@ def _load_state_dict_file(path: str) -> dict[str, torch.Tensor]:
     return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}  # float16 exports
 
 
+def _freeze_backbone_layers(model: FasterRCNN, trainable: int) -> None:
+    """torchvision's ``trainable_backbone_layers``: only the last ``trainable`` ResNet stages learn."""
+    train = ["layer4", "layer3", "layer2", "layer1", "conv1"][:trainable] + (["bn1"] if trainable == 5 else [])
+    for name, parameter in model.backbone.body.named_parameters():
+        parameter.requires_grad_(any(name.startswith(stage) for stage in train))
+
+
 def _replace_rpn_head(model: FasterRCNN, anchor_generator: AnchorGenerator, conv_depth: int) -> None:
     channels = model.backbone.out_channels
     model.rpn.head = RPNHead(channels, anchor_generator.num_anchors_per_location()[0], conv_depth=conv_depth)
@@ -164,6 +180,7 @@ def _resnet50_defaults() -> dict[str, Any]:
         box_batch_size_per_image=512,
         box_detections_per_img=100,
         box_score_thresh=0.05,
+        trainable_backbone_layers=None,  # 3 with pretrained weights, 5 from scratch (torchvision's rule)
     )
 
 

@@ -34,7 +34,7 @@ from core.config import RESUMABLE_CHANGES, ConfigError, TrainConfig, parse_args
 from core.data import DatasetError, DigitDataset, Problem, collate, epoch_batches, load_split, train_transforms
 from core.evaluate import evaluate
 from core.events import EventLog, ProgressBar
-from core.model import CLASS_NAMES, ModelError, build_model
+from core.model import CLASS_NAMES, ModelError, build_model, rebuild_model
 from core.runs import RunBusyError, RunLock
 
 LOSS_TERMS = ("loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")
@@ -390,11 +390,14 @@ def _train(cfg: TrainConfig, state: dict[str, Any] | None, dist_info: Distribute
             f"first: {(train_split.problems + valid_split.problems)[0]})")
 
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-    weights = "none" if state is not None else cfg.weights
-    model, model_kwargs, weights_note = build_model(cfg.arch, cfg.model_overrides(), weights)
-    if state is not None:
+    if state is None:
+        model, model_kwargs, weights_note = build_model(cfg.arch, cfg.model_overrides(), cfg.weights)
+    else:
+        # The saved kwargs, not the config's: they record choices made at build time (frozen layers).
+        model_kwargs = state["model_kwargs"]
+        model = rebuild_model(model_kwargs)
         model.load_state_dict(state["model"])
-        weights_note = state.get("weights_note", weights_note)
+        weights_note = state.get("weights_note", "")
     model.to(device)
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg)

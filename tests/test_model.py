@@ -109,3 +109,25 @@ def test_absurd_or_mistyped_model_kwargs_are_refused_before_building():
         resolve_model_kwargs("digitnet_fpn", {"blocks": "many"})
     with pytest.raises(ModelError, match="max_size"):
         resolve_model_kwargs("fasterrcnn_resnet50_fpn_v2", {"max_size": -5})
+
+
+def test_pretrained_reference_freezes_like_torchvision(tmp_path):
+    """With pretrained weights only layer2-4 of the ResNet learn (torchvision's default of 3 trainable
+    layers); the choice is recorded in the kwargs, so a rebuild for --resume freezes the same ones."""
+    donor, _, _ = build_model("fasterrcnn_resnet50_fpn_v2", {"min_size": 128}, weights="none")
+    assert all(p.requires_grad for p in donor.parameters()), "from scratch everything learns"
+    path = tmp_path / "coco.pth"
+    torch.save(donor.state_dict(), path)
+    model, kwargs, _ = build_model("fasterrcnn_resnet50_fpn_v2", {"min_size": 128}, weights=str(path))
+    assert kwargs["trainable_backbone_layers"] == 3
+
+    def frozen(m):
+        return {n for n, p in m.named_parameters() if not p.requires_grad}
+
+    names = frozen(model)
+    assert names and all(n.startswith(("backbone.body.conv1", "backbone.body.bn1", "backbone.body.layer1"))
+                         for n in names)
+    assert any(n.startswith("backbone.body.layer1") for n in names)
+    assert frozen(rebuild_model(kwargs)) == names
+    with pytest.raises(ModelError, match="trainable_backbone_layers=7"):
+        build_model("fasterrcnn_resnet50_fpn_v2", {"trainable_backbone_layers": 7}, weights="none")

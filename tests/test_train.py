@@ -232,3 +232,17 @@ def test_validation_split_without_boxes_is_refused_before_training(tiny_data, tm
     (data / "valid.json").write_text(json.dumps(coco))
     assert run(tiny_config(str(data), str(tmp_path / "r")), stream=None) == 2
     assert "no digit boxes" in capsys.readouterr().err
+
+
+def test_a_pretrained_reference_run_resumes_with_its_frozen_layers(tiny_data, tmp_path):
+    from core.model import build_model
+
+    donor, _, _ = build_model("fasterrcnn_resnet50_fpn_v2", {"min_size": 64}, weights="none")
+    weights = tmp_path / "coco.pth"
+    torch.save(donor.state_dict(), weights)
+    out = str(tmp_path / "ref")
+    reference = dict(arch="fasterrcnn_resnet50_fpn_v2", min_size=64, max_size=96, subset_fraction=0.25)
+    assert run(tiny_config(tiny_data, out, weights=str(weights), **reference), stream=None) == 0
+    assert load_checkpoint(f"{out}/last.pt")["model_kwargs"]["trainable_backbone_layers"] == 3
+    assert run(tiny_config(tiny_data, out, resume=True, epochs=2), {"resume", "epochs"}, stream=None) == 0
+    assert [h["epoch"] for h in json.loads(open(f"{out}/history.json").read())] == [1, 2]
