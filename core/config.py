@@ -28,8 +28,10 @@ class ConfigError(ValueError):
     """A configuration value that is unknown or out of range."""
 
 
-def _opt(help: str, *, choices=None, low=None, high=None, low_open=False, flag=None, group="training"):
+def _opt(help: str, *, choices=None, low=None, high=None, low_open=False, flag=None, group="training", empty=None):
     meta = {"help": help, "group": group}
+    if empty is not None:
+        meta["empty"] = empty  # what leaving an optional value out means (the app's placeholder)
     if choices is not None:
         meta["choices"] = choices
     if low is not None:
@@ -56,10 +58,10 @@ class TrainConfig:
         "cache (never downloads), 'none' trains from scratch, or a path to a weights file", group="model"))
     min_size: int | None = field(default=None, metadata=_opt(
         "input short side in pixels (default: the architecture's own; 800 for the reference)",
-        low=16, high=2000, group="model"))
+        low=16, high=2000, group="model", empty="architecture default"))
     max_size: int | None = field(default=None, metadata=_opt(
         "input long-side cap in pixels (default: the architecture's own; 1333 for the reference)",
-        low=16, high=4000, group="model"))
+        low=16, high=4000, group="model", empty="architecture default"))
     scheduler: str = field(default="cosine", metadata=_opt(
         "learning-rate schedule, stepped once per epoch: 'cosine' = CosineAnnealingLR, 'step' = StepLR",
         choices=SCHEDULERS))
@@ -70,7 +72,7 @@ class TrainConfig:
         "fraction of the training set drawn afresh (at random) for each epoch", low=0.0, low_open=True, high=1.0))
     batch_size: int = field(default=4, metadata=_opt("images per optimisation step (per process)", low=1, high=4096))
     t_max: int | None = field(default=None, metadata=_opt(
-        "CosineAnnealingLR T_max in epochs (default: --epochs)", low=1, high=100000))
+        "CosineAnnealingLR T_max in epochs (default: --epochs)", low=1, high=100000, empty="= epochs"))
     eta_min: float = field(default=1e-6, metadata=_opt("CosineAnnealingLR eta_min", low=0.0, high=10.0))
     step_size: int = field(default=1, metadata=_opt("StepLR step_size in epochs", low=1, high=100000))
     gamma: float = field(default=0.7, metadata=_opt("StepLR gamma", low=0.0, low_open=True, high=1.0))

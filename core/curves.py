@@ -28,6 +28,7 @@ METRICS = {
     "lr": "learning rate",
 }
 LOG_SCALE_METRICS = ("loss", "loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg", "lr")
+UNSMOOTHED_METRICS = ("lr",)  # a schedule, not a noisy measurement: smoothing would only misdraw it
 
 
 @dataclass

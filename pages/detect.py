@@ -154,11 +154,14 @@ for index, ((name, data), image_id, detection, number) in enumerate(
     with details:
         st.metric("Number read", number if number != "-1" else "no digit (-1)")
         used = set(read_digits(detection, threshold))
-        rows = [{"digit": d, "score": round(s, 3), "x": round(b[0], 1), "y": round(b[1], 1),
-                 "w": round(b[2] - b[0], 1), "h": round(b[3] - b[1], 1), "in number": i in used}
-                for i, (b, s, d) in enumerate(zip(detection["boxes"], detection["scores"], detection["digits"]))
-                if s >= threshold]
+        rows = sorted(({"digit": d, "score": round(s, 3), "x": round(b[0], 1), "y": round(b[1], 1),
+                        "w": round(b[2] - b[0], 1), "h": round(b[3] - b[1], 1), "read": i in used}
+                       for i, (b, s, d) in enumerate(zip(detection["boxes"], detection["scores"],
+                                                         detection["digits"])) if s >= threshold),
+                      key=lambda row: row["x"])  # left to right, the order the number is read in
         if rows:
-            st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+            st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", column_config={
+                "read": st.column_config.CheckboxColumn(
+                    "read", help="Part of the number read (a weaker box on the same digit is not)")})
         else:
             st.caption("No detection at this threshold.")

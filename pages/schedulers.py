@@ -4,7 +4,8 @@ import plotly.graph_objects as go
 import plotly.colors
 import streamlit as st
 
-from core.curves import LOG_SCALE_METRICS, METRICS, best_epochs, curves_frame, load_runs, smooth, summary
+from core.curves import (LOG_SCALE_METRICS, METRICS, UNSMOOTHED_METRICS, best_epochs, curves_frame, load_runs, smooth,
+                         summary)
 from pages import ensure_routed
 
 ensure_routed()
@@ -27,8 +28,11 @@ defaults = shipped or labels[:2]
 with st.sidebar:
     chosen = st.multiselect("Runs", labels, default=defaults, help="Shipped curves first, then runs/ folders.")
     metric = st.selectbox("Metric", list(METRICS), format_func=lambda m: f"{m}: {METRICS[m]}")
-    weight = st.slider("Smoothing", 0.0, 0.95, 0.0, 0.05,
-                       help="Exponential moving average (as in TensorBoard); the raw curve stays as a faint line.")
+    weight = st.slider("Smoothing", 0.0, 0.95, 0.0, 0.05, disabled=metric in UNSMOOTHED_METRICS,
+                       help="Exponential moving average (as in TensorBoard); the raw curve stays as a faint line. "
+                            "Not applied to the learning rate, which is a schedule rather than a measurement.")
+    if metric in UNSMOOTHED_METRICS:
+        weight = 0.0
     log_scale = st.toggle("Log scale", value=metric == "lr", disabled=metric not in LOG_SCALE_METRICS,
                           help="For losses and the learning rate.")
 
@@ -57,7 +61,8 @@ for index, run in enumerate(selected):
                                 hovertemplate="%{y:.4g}"))
     if run.label in best and best[run.label] in epochs:
         at = epochs.index(best[run.label])
-        figure.add_trace(go.Scatter(x=[epochs[at]], y=[smoothed[at]], mode="markers",
+        # On the measured value: the smoothed line passes below a peak.
+        figure.add_trace(go.Scatter(x=[epochs[at]], y=[values[at]], mode="markers",
                                     marker={"symbol": "star", "size": 16, "color": colour,
                                             "line": {"color": "black", "width": 1}},
                                     name=f"{run.label}: best mAP at epoch {epochs[at]}", legendgroup=run.label,

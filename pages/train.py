@@ -11,7 +11,7 @@ import streamlit as st
 from core.config import TrainConfig, ConfigError
 from core.events import read_events, tail_text
 from core.launcher import RUN_NAME, LaunchError, run_dir_for, start_run, stop_run, wait_until_started
-from core.runs import PROJECT_ROOT, read_config, read_history, run_status, runs_root
+from core.runs import PROJECT_ROOT, is_locked, read_config, read_history, run_status, runs_root
 from core.synth import SynthError, generate_dataset, usable_fonts
 from pages import ensure_routed
 
@@ -20,7 +20,10 @@ ensure_routed()
 FORM_FIELDS = [f for f in dataclasses.fields(TrainConfig) if f.name not in ("out", "resume")]
 HINTS = {"fasterrcnn_resnet50_fpn_v2": "the reference; several seconds per image on a CPU, use a GPU",
          "digitnet_fpn": "compact, about 20 training images/s on a 2-core CPU"}
-STATE_ICONS = {"running": "🟢", "completed": "✅", "stopped": "⏹️", "failed": "❌", "died": "💀", "new": "⏳"}
+# Material icons: they render everywhere, emoji need a colour-emoji font the browser may not have.
+STATE_ICONS = {"running": ":material/play_circle:", "completed": ":material/check_circle:",
+               "stopped": ":material/stop_circle:", "failed": ":material/error:", "died": ":material/cancel:",
+               "new": ":material/hourglass_empty:"}
 
 
 def resolve(path: str) -> str:
@@ -39,7 +42,7 @@ def config_widget(field: dataclasses.Field, default):
         return st.checkbox(label, value=default, help=help_text)
     if kind in (int, int | None):
         value = st.number_input(label, value=default, step=1, format="%d", help=help_text,
-                                placeholder="architecture default" if default is None else None)
+                                placeholder=meta.get("empty") if default is None else None)
         return None if value is None else int(value)
     if kind is float:
         return st.number_input(label, value=float(default), format="%g", step=None, help=help_text)
@@ -56,84 +59,69 @@ def known_runs() -> list[str]:
     return sorted(names, key=lambda n: os.path.getmtime(os.path.join(root, n)), reverse=True)
 
 
+def read_run(run_dir: str) -> tuple[dict, list[dict], str]:
+    """(config, finished epochs, problem): a run whose files cannot be read is shown with the problem."""
+    try:
+        return read_config(run_dir), read_history(run_dir), ""
+    except (OSError, ValueError) as exc:
+        return {}, [], f"{type(exc).__name__}: {exc}"
+
+
+def live_figure(history: list[dict], events: list[dict], epochs: int) -> go.Figure:
+    """Validation mAP per finished epoch and the training loss as it streams in, on one epoch axis."""
+    progress = [e for e in events if e["event"] == "progress" and isinstance(e.get("loss"), (int, float))]
+    figure = go.Figure()
+    figure.add_trace(go.Scatter(x=[e["epoch"] - 1 + e["step"] / max(e["total"], 1) for e in progress],
+                                y=[e["loss"] for e in progress], name="training loss (running mean of the epoch)",
+                                mode="lines", yaxis="y2", line={"color": "#888"}))
+    figure.add_trace(go.Scatter(x=[h["epoch"] for h in history], y=[h["mAP"] for h in history],
+                                name="validation mAP", mode="lines+markers", marker={"size": 9}))
+    figure.update_layout(height=300, margin={"l": 10, "r": 10, "t": 30, "b": 10}, hovermode="x unified",
+                         legend={"orientation": "h", "y": 1.12},
+                         xaxis={"title": "epoch", "range": [0, max(epochs, 1) + 0.1], "dtick": max(1, epochs // 10)},
+                         yaxis={"title": "mAP", "rangemode": "tozero"},
+                         yaxis2={"title": "loss", "overlaying": "y", "side": "right", "rangemode": "tozero"})
+    return figure
+
+
+def remember_choice() -> None:
+    st.session_state["active_run"] = st.session_state["run_picker"]
+
+
 st.title("Train a detector")
 st.caption("Runs `python -m core.train` in the background (it keeps going if you close this tab); "
            "its log, progress and curves stream below. The form is the same configuration as the command line.")
+if "flash" in st.session_state:
+    st.success(st.session_state.pop("flash"))
 
-# ------------------------------------------------------------------ data
-defaults = TrainConfig()
-data_dir = st.text_input("Data folder", value=defaults.data,
-                         help="Course layout: train/ and valid/ image folders with train.json and valid.json.")
-missing = [f for f in ("train.json", "valid.json") if not os.path.isfile(os.path.join(resolve(data_dir), f))]
-if missing:
-    st.warning(f"No dataset at `{data_dir}` yet ({' and '.join(missing)} missing). Generate a synthetic one:")
-    columns = st.columns(4)
-    n_train = columns[0].number_input("train images", 1, 200_000, 2000, 100)
-    n_valid = columns[1].number_input("valid images", 1, 50_000, 300, 50)
-    n_test = columns[2].number_input("test images", 0, 50_000, 300, 50)
-    seed = columns[3].number_input("seed", 0, 2**31 - 1, 0, 1)
-    if st.button("Generate synthetic dataset", type="primary"):
-        bar = st.progress(0.0, "Generating...")
-        try:
-            manifest = generate_dataset(resolve(data_dir), {"train": int(n_train), "valid": int(n_valid),
-                                                            "test": int(n_test)}, seed=int(seed),
-                                        fonts=usable_fonts(), progress=lambda d, t: bar.progress(d / t, f"{d}/{t}"))
-        except (SynthError, OSError) as exc:
-            st.error(f"Could not generate the dataset: {exc}")
-        else:
-            st.success(f"Wrote {sum(manifest['counts'].values())} images to {data_dir} "
-                       f"({manifest['images_per_s']} images/s).")
-            st.rerun()
-
-# ------------------------------------------------------------------ launch form
-with st.form("launch"):
-    st.subheader("New run")
-    if "run_name" not in st.session_state:
-        st.session_state["run_name"] = f"run-{datetime.datetime.now():%Y%m%d-%H%M%S}"
-    run_name = st.text_input("Run name", key="run_name",
-                             help="Folder under runs/: letters, digits, '-', '_' and '.' only.")
-    values = {"data": data_dir}
-    columns = st.columns(3)
-    for index, field in enumerate(f for f in FORM_FIELDS if f.name != "data"):
-        with columns[index % 3]:
-            values[field.name] = config_widget(field, getattr(defaults, field.name))
-    submitted = st.form_submit_button("Launch training", type="primary")
-
-if submitted:
-    try:
-        values["data"] = resolve(values["data"])
-        config = TrainConfig.from_dict({**values, "out": run_name or "?"})
-        record = start_run(config, run_name)
-    except (ConfigError, LaunchError, OSError) as exc:
-        st.error(f"Not launched: {exc}")
-    else:
-        wait_until_started(record["run_dir"], timeout=20)
-        st.session_state["active_run"] = run_name
-        st.success(f"Launched {run_name} (pid {record['pid']}).")
-
-# ------------------------------------------------------------------ live view
-runs = known_runs()
-if not runs:
-    st.info("No runs yet.")
-    st.stop()
-statuses = {name: run_status(os.path.join(runs_root(), name)) for name in runs}
-running = [n for n in runs if statuses[n]["state"] == "running"]
-active = st.session_state.get("active_run")
-initial = active if active in runs else (running[0] if running else runs[0])
-st.subheader("Runs")
-selected = st.selectbox("Run", runs, index=runs.index(initial),
-                        format_func=lambda n: f"{STATE_ICONS.get(statuses[n]['state'], '')} {n} "
-                                              f"({statuses[n]['state']})")
-run_dir = run_dir_for(selected)
+# ------------------------------------------------------------------ runs (live)
+runs_at_start = known_runs()
+polling = any(is_locked(run_dir_for(n)) for n in runs_at_start)
 
 
-@st.fragment(run_every=2)
-def live_view(run_dir: str) -> None:
-    status = run_status(run_dir)
-    state = status["state"]
-    progress = status["progress"]
-    epochs = status["epochs"] or read_config(run_dir).get("epochs") or 1
-    top = st.columns([3, 1])
+@st.fragment(run_every=2 if polling else None)
+def runs_view() -> None:
+    runs = known_runs()
+    if not runs:
+        return
+    statuses = {name: run_status(run_dir_for(name)) for name in runs}
+    if any(s["state"] == "running" for s in statuses.values()) != polling:
+        st.rerun()  # a run started or ended: redraw the page, polling only while something runs
+    running = [n for n in runs if statuses[n]["state"] == "running"]
+    active = st.session_state.get("active_run")
+    # Set before the widget exists: a just-launched run is shown even if another was picked before.
+    st.session_state["run_picker"] = active if active in runs else (running[0] if running else runs[0])
+    st.subheader("Runs")
+    selected = st.selectbox("Run", runs, key="run_picker", on_change=remember_choice,
+                            format_func=lambda n: f"{n} ({statuses[n]['state']})")
+    run_dir = run_dir_for(selected)
+    status = statuses[selected]
+    state, progress = status["state"], status["progress"]
+    config, history, problem = read_run(run_dir)
+    if problem:
+        st.warning(f"Some files of {selected} cannot be read ({problem}); showing what can be.")
+    epochs = status["epochs"] or config.get("epochs") or 1
+    top = st.columns([4, 1])
     with top[0]:
         if state == "running" and progress:
             done = (progress["epoch"] - 1 + progress["step"] / max(progress["total"], 1)) / epochs
@@ -145,51 +133,93 @@ def live_view(run_dir: str) -> None:
         else:
             st.markdown(f"**{STATE_ICONS.get(state, '')} {state}** · {status['epochs_done']} epoch(s) finished")
     with top[1]:
-        if state == "running" and st.button("Stop", key=f"stop-{run_dir}", type="secondary",
+        if state == "running" and st.button("Stop", key=f"stop-{selected}", type="secondary",
                                             help="Ends the run at the next step; last.pt keeps the last finished epoch."):
             stop_run(run_dir)
-            st.toast("Stop requested")
+            st.toast("Stop requested: the run ends at its next step.")
     if state in ("failed", "died"):
         st.error(f"The run {state}: {status['message'] or 'see the log below'}")
     elif state == "stopped":
         st.info(status["message"] or "Stopped.")
 
-    history = read_history(run_dir) if os.path.exists(os.path.join(run_dir, "history.json")) else [
-        {k: v for k, v in e.items() if k not in ("event", "time")}
-        for e in read_events(os.path.join(run_dir, "log.jsonl")) if e["event"] == "epoch"]
-    if history:
-        figure = go.Figure()
-        epochs_x = [h["epoch"] for h in history]
-        figure.add_trace(go.Scatter(x=epochs_x, y=[h["mAP"] for h in history], name="validation mAP",
-                                    mode="lines+markers"))
-        figure.add_trace(go.Scatter(x=epochs_x, y=[h["loss"] for h in history], name="training loss",
-                                    mode="lines+markers", yaxis="y2"))
-        figure.update_layout(height=300, margin={"l": 10, "r": 10, "t": 30, "b": 10}, hovermode="x unified",
-                             xaxis_title="epoch", yaxis={"title": "mAP"},
-                             yaxis2={"title": "loss", "overlaying": "y", "side": "right"})
-        st.plotly_chart(figure, key=f"live-{run_dir}")
-    log_text = tail_text(os.path.join(run_dir, "stdout.log"), 6000)
+    events = read_events(os.path.join(run_dir, "log.jsonl"))
+    if history or any(e["event"] == "progress" for e in events):
+        st.plotly_chart(live_figure(history, events, epochs), key=f"live-{selected}")
+    lines = [line.rsplit("\r", 1)[-1] for line in tail_text(os.path.join(run_dir, "stdout.log"), 6000).splitlines()]
+    if state == "running" and progress:
+        lines.append(f"... epoch {progress['epoch']}/{epochs}, step {progress['step']}/{progress['total']}: "
+                     f"loss {progress['loss']:.4f}, {progress['images_per_s']:.1f} img/s")
+    st.code("\n".join(lines[-40:]) or "(no output yet)", language=None, wrap_lines=True)
     err_text = tail_text(os.path.join(run_dir, "stderr.log"), 3000)
-    lines = [line.rsplit("\r", 1)[-1] for line in log_text.splitlines()]
-    st.code("\n".join(lines[-40:]) or "(no output yet)", language=None)
     if err_text.strip() and state != "running":
         with st.expander("stderr"):
-            st.code(err_text[-3000:], language=None)
+            st.code(err_text[-3000:], language=None, wrap_lines=True)
+
+    if state in ("stopped", "died", "failed") and os.path.exists(os.path.join(run_dir, "last.pt")) and config:
+        more = st.number_input("Epochs in total", 1, 100000, int(config.get("epochs", 1)), 1,
+                               key=f"resume-epochs-{selected}")
+        if st.button("Resume this run", help="Continue from last.pt at the next epoch."):
+            try:
+                resumed = TrainConfig.from_dict({**config, "resume": True, "epochs": int(more)})
+                start_run(resumed, selected)
+            except (ConfigError, LaunchError, OSError) as exc:
+                st.error(f"Not resumed: {exc}")
+            else:
+                st.session_state["active_run"] = selected
+                wait_until_started(run_dir, timeout=20)
+                st.rerun()
 
 
-live_view(run_dir)
+runs_view()
 
-status = statuses[selected]
-if status["state"] in ("stopped", "died", "failed") and os.path.exists(os.path.join(run_dir, "last.pt")):
-    more = st.number_input("Epochs in total", 1, 100000, int(read_config(run_dir).get("epochs", 1)), 1,
-                           key=f"resume-epochs-{selected}")
-    if st.button("Resume this run", help="Continue from last.pt at the next epoch."):
+# ------------------------------------------------------------------ new run
+with st.expander("New run", expanded=not runs_at_start, icon=":material/add:"):
+    defaults = TrainConfig()
+    data_dir = st.text_input("Data folder", value=defaults.data,
+                             help="Course layout: train/ and valid/ image folders with train.json and valid.json.")
+    missing = [f for f in ("train.json", "valid.json") if not os.path.isfile(os.path.join(resolve(data_dir), f))]
+    if missing:
+        st.warning(f"No dataset at `{data_dir}` yet ({' and '.join(missing)} missing). Generate a synthetic one:")
+        columns = st.columns(4)
+        n_train = columns[0].number_input("train images", 1, 200_000, 2000, 100)
+        n_valid = columns[1].number_input("valid images", 1, 50_000, 300, 50)
+        n_test = columns[2].number_input("test images", 0, 50_000, 300, 50)
+        seed = columns[3].number_input("seed", 0, 2**31 - 1, 0, 1)
+        if st.button("Generate synthetic dataset", type="primary"):
+            bar = st.progress(0.0, "Generating...")
+            try:
+                manifest = generate_dataset(resolve(data_dir), {"train": int(n_train), "valid": int(n_valid),
+                                                                "test": int(n_test)}, seed=int(seed),
+                                            fonts=usable_fonts(),
+                                            progress=lambda d, t: bar.progress(d / t, f"{d}/{t}"))
+            except (SynthError, OSError) as exc:
+                st.error(f"Could not generate the dataset: {exc}")
+            else:
+                st.session_state["flash"] = (f"Wrote {sum(manifest['counts'].values())} images to {data_dir} "
+                                             f"({manifest['images_per_s']} images/s).")
+                st.rerun()
+
+    with st.form("launch"):
+        if "run_name" not in st.session_state:
+            st.session_state["run_name"] = f"run-{datetime.datetime.now():%Y%m%d-%H%M%S}"
+        run_name = st.text_input("Run name", key="run_name",
+                                 help="Folder under runs/: letters, digits, '-', '_' and '.' only.")
+        values = {"data": data_dir}
+        columns = st.columns(3)
+        for index, field in enumerate(f for f in FORM_FIELDS if f.name != "data"):
+            with columns[index % 3]:
+                values[field.name] = config_widget(field, getattr(defaults, field.name))
+        submitted = st.form_submit_button("Launch training", type="primary")
+
+    if submitted:
         try:
-            config = TrainConfig.from_dict({**read_config(run_dir), "resume": True, "epochs": int(more)})
-            start_run(config, selected)
+            values["data"] = resolve(values["data"])
+            config = TrainConfig.from_dict({**values, "out": run_name or "?"})
+            record = start_run(config, run_name)
         except (ConfigError, LaunchError, OSError) as exc:
-            st.error(f"Not resumed: {exc}")
+            st.error(f"Not launched: {exc}")
         else:
-            st.session_state["active_run"] = selected
-            wait_until_started(run_dir, timeout=20)
+            wait_until_started(record["run_dir"], timeout=20)
+            st.session_state["active_run"] = run_name
+            st.session_state["flash"] = f"Launched {run_name} (pid {record['pid']}): it streams under Runs."
             st.rerun()

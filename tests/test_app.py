@@ -156,10 +156,21 @@ def test_schedulers_page_overlays_the_shipped_pair(app_dirs):
     assert list(summary["run"]) == ["cosine (shipped)", "step (shipped)"]
     assert list(summary["best epoch"]) == [4, 4]
     assert summary["best mAP"].tolist() == pytest.approx([0.55, 0.47])
-    at.selectbox[0].set_value("loss")
     at.slider[0].set_value(0.5)
     at.run()
+    traces = json.loads(at.get("plotly_chart")[0].proto.spec)["data"]
+    stars = {t["name"]: t["y"] for t in traces if t.get("marker", {}).get("symbol") == "star"}
+    assert stars == {"cosine (shipped): best mAP at epoch 4": [0.55], "step (shipped): best mAP at epoch 4": [0.47]}, \
+        "the best-epoch star sits on the measured value, not the smoothed line"
+    assert any(t["name"] == "cosine (shipped) (raw)" for t in traces), "the raw line stays, faint"
+    at.selectbox[0].set_value("loss")
+    at.run()
     assert not at.exception
+    at.selectbox[0].set_value("lr")
+    at.run()
+    assert at.slider[0].disabled
+    traces = json.loads(at.get("plotly_chart")[0].proto.spec)["data"]
+    assert not any(t["name"].endswith("(raw)") for t in traces), "the learning rate is never smoothed"
 
 
 def test_schedulers_page_with_no_runs(app_dirs):
@@ -179,7 +190,7 @@ def test_train_form_refuses_bad_names_and_launches_a_run(app_dirs, tiny_data):
     assert _by_label(at.selectbox, "arch").value == "fasterrcnn_resnet50_fpn_v2"
 
     _by_label(at.text_input, "Run name").set_value("../escape")
-    at.button[0].click()
+    _by_label(at.button, "Launch training").click()
     at.run()
     assert any("not allowed" in e.value for e in at.error)
     assert not (runs.parent / "escape").exists()
@@ -191,7 +202,7 @@ def test_train_form_refuses_bad_names_and_launches_a_run(app_dirs, tiny_data):
     _by_label(at.number_input, "epochs").set_value(1)
     _by_label(at.number_input, "subset fraction").set_value(1.0)
     _by_label(at.selectbox, "device").set_value("cpu")
-    at.button[0].click()
+    _by_label(at.button, "Launch training").click()
     at.run()
     assert not at.exception, at.exception
     assert any("Launched tiny-app" in s.value for s in at.success)
@@ -205,7 +216,7 @@ def test_train_form_refuses_bad_names_and_launches_a_run(app_dirs, tiny_data):
     assert "epoch 1/1" in (run_dir / "stdout.log").read_text()
     # A second launch into the same folder is refused.
     _by_label(at.text_input, "Run name").set_value("tiny-app")
-    at.button[0].click()
+    _by_label(at.button, "Launch training").click()
     at.run()
     assert any("already exists" in e.value for e in at.error)
 
@@ -228,3 +239,13 @@ def test_train_page_ignores_folders_it_cannot_drive(app_dirs):
     (runs / ".ipynb_checkpoints").mkdir()
     at = _app("pages/train.py")
     assert not at.exception
+
+
+def test_train_page_shows_a_run_with_unreadable_files_without_crashing(app_dirs):
+    runs, _ = app_dirs
+    (runs / "broken").mkdir()
+    (runs / "broken" / "history.json").write_text("{oops")
+    (runs / "broken" / "config.json").write_text("[1, 2]")
+    at = _app("pages/train.py")
+    assert not at.exception, at.exception
+    assert any("broken" in w.value and "cannot be read" in w.value for w in at.warning)

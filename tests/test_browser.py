@@ -9,10 +9,13 @@ import os
 import re
 
 import pytest
+from playwright.sync_api import expect
 from PIL import Image, ImageDraw, ImageFont
 
 from apphelpers import open_page, settle, start_app, stop_app
 from conftest import ROOT
+from core.checkpoint import load_checkpoint
+from core.runs import is_locked
 
 SHOTS = os.path.join(ROOT, "artifacts", "screenshots")
 
@@ -84,34 +87,62 @@ def _choose(page, label, option):
     page.get_by_role("option", name=re.compile(f"^{re.escape(option)}")).click()
 
 
+def _launch(page, tiny_data, name, epochs):
+    _fill(page, "Data folder", tiny_data)
+    page.wait_for_selector("text=Run name")
+    _fill(page, "Run name", name)
+    _choose(page, "arch", "digitnet_fpn")
+    _choose(page, "device", "cpu")
+    for label, value in (("min size", 64), ("max size", 160), ("epochs", epochs), ("subset fraction", 1.0),
+                         ("lr", 0.001)):
+        _fill(page, label, value)
+    page.get_by_role("button", name="Launch training").click()
+    page.wait_for_selector(f"text=Launched {name}")
+
+
 def test_train_page_launches_a_run_and_streams_its_log(browser, app, tiny_data):
     url, runs = app
     page = open_page(browser, url + "/train")
     page.wait_for_selector("text=Train a detector")
-    _fill(page, "Data folder", tiny_data)
-    page.wait_for_selector("text=New run")
-    _fill(page, "Run name", "browser-run")
-    _choose(page, "arch", "digitnet_fpn")
-    _choose(page, "device", "cpu")
-    for label, value in (("min size", 64), ("max size", 160), ("epochs", 3), ("subset fraction", 1.0),
-                         ("lr", 0.001)):
-        _fill(page, label, value)
-    page.get_by_role("button", name="Launch training").click()
-    page.wait_for_selector("text=Launched browser-run")
+    _launch(page, tiny_data, "browser-run", epochs=1)
     # The live view tails the run's log while it trains, then shows it finished.
-    page.wait_for_selector("text=/epoch 1\\/3/", timeout=120_000)
-    # A browser refresh starts a new session: the page reattaches to the run still going.
-    page.reload()
-    page.wait_for_selector('[data-testid="stApp"]')
-    page.wait_for_selector("text=/epoch \\d\\/3/", timeout=120_000)
-    page.wait_for_selector("text=/completed/", timeout=180_000)
-    _shot(page, "train.png")
+    page.wait_for_selector("text=/core.train: digitnet_fpn on cpu/", timeout=120_000)
+    page.wait_for_selector("text=/completed ·/", timeout=180_000)  # the status line, not the log's last line
     log = page.locator('[data-testid="stCode"]').first.inner_text()
-    assert "epoch 3/3" in log and "core.train: completed" in log, log
+    assert "epoch 1/1" in log and "core.train: completed" in log, log
     assert (runs / "browser-run" / "best.pt").exists()
+    page.wait_for_selector(".js-plotly-plot")  # the live mAP/loss chart
+    _shot(page, "train.png")
     page.close()
     # The finished run's best.pt is offered on the Detect page without restarting the app.
     page = open_page(browser, url)
     page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').first.click()
-    assert page.get_by_role("option", name=re.compile("browser-run")).count() == 1
+    expect(page.get_by_role("option", name=re.compile("browser-run"))).to_have_count(1)
+    page.close()
+
+
+def test_train_page_reattaches_after_a_refresh_and_stops_a_run(browser, app, tiny_data):
+    url, runs = app
+    page = open_page(browser, url + "/train")
+    page.wait_for_selector("text=Train a detector")
+    page.wait_for_selector("text=New run")
+    settle(page)
+    if not page.get_by_label("Data folder", exact=True).is_visible():
+        page.locator("summary", has_text="New run").click()  # the form is folded once runs exist
+    _launch(page, tiny_data, "long-run", epochs=500)
+    page.wait_for_selector("text=/epoch \\d+\\/500/", timeout=120_000)
+    # A browser refresh starts a new session: the page reattaches to the run still going.
+    page.reload()
+    page.wait_for_selector('[data-testid="stApp"]')
+    page.wait_for_selector("text=/epoch \\d+\\/500/", timeout=60_000)
+    picker = page.get_by_role("combobox", name="Run", exact=True)
+    expect(picker).to_have_value(re.compile(r"long-run \(running\)$"))
+    page.wait_for_selector("text=/epoch 1\\/500 +lr/", timeout=120_000)  # a finished epoch: last.pt exists
+    page.get_by_role("button", name="Stop").click()
+    page.wait_for_selector("text=/stopped by SIGTERM/", timeout=120_000)
+    expect(picker).to_have_value(re.compile(r"long-run \(stopped\)$"), timeout=30_000)  # the label follows
+    assert page.get_by_role("button", name="Resume this run").count() == 1
+    run_dir = runs / "long-run"
+    assert not is_locked(str(run_dir))
+    assert load_checkpoint(str(run_dir / "last.pt"))["epoch"] >= 1
     page.close()
