@@ -210,8 +210,7 @@ def build_parser(prog: str = "python -m core.train") -> argparse.ArgumentParser:
             if "choices" in meta:
                 kwargs["choices"] = meta["choices"]
         if f.name == "out":
-            kwargs["required"] = True
-            del kwargs["default"]
+            kwargs.update(required=True, default=argparse.SUPPRESS, help=meta["help"] + " (required)")
         group.add_argument(flag, **kwargs)
     return parser
 
