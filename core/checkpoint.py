@@ -39,7 +39,7 @@ def atomic_write_bytes(path: str, writer) -> None:
         os.umask(umask)
         os.fchmod(fd, 0o666 & ~umask)  # mkstemp's 0600 would hide checkpoints from other users
         with os.fdopen(fd, "wb") as handle:
-            writer(handle)
+            writer(failpoints.wrap_writes(handle, f"writing:{os.path.basename(path)}"))
             handle.flush()
             os.fsync(handle.fileno())
         failpoints.reached(f"write:{os.path.basename(path)}")

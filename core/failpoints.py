@@ -24,3 +24,26 @@ def reached(name: str) -> None:
     _hits[name] = _hits.get(name, 0) + 1
     if _hits[name] == int(nth or 1):
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+class _KillAfterWrites:
+    """A file proxy that reaches ``name`` after every ``write``: a kill lands half-way through a file."""
+
+    def __init__(self, handle, name: str):
+        self._handle = handle
+        self._name = name
+
+    def write(self, data) -> int:
+        written = self._handle.write(data)
+        self._handle.flush()  # so that a kill leaves these bytes on disk, as a crash mid-write would
+        reached(self._name)
+        return written
+
+    def __getattr__(self, attribute):
+        return getattr(self._handle, attribute)
+
+
+def wrap_writes(handle, name: str):
+    """``handle`` itself, unless the failpoint targets ``name``: then a proxy counting its writes."""
+    spec = os.environ.get(ENV, "")
+    return _KillAfterWrites(handle, name) if spec.partition("@")[0] == name else handle

@@ -23,6 +23,7 @@ FAILPOINTS = {
     "writing best.pt": "write:best.pt@1",  # epoch 1 is always the best so far: dies before any last.pt
     "writing last.pt": "write:last.pt@2",
     "writing history.json": "write:history.json@2",
+    "part-way through last.pt's bytes": "writing:last.pt@300",  # epoch 1's last.pt, 300th write() call
 }
 
 
@@ -56,6 +57,9 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(where, tiny_data, tmp_
     killed = _train(tiny_data, out, failpoint=FAILPOINTS[where])
     assert killed.returncode == -9, (killed.returncode, killed.stderr[-2000:])
 
+    if where == "part-way through last.pt's bytes":
+        partial = [f for f in out.iterdir() if f.name.endswith(".tmp")]
+        assert len(partial) == 1 and partial[0].stat().st_size > 0, "the kill landed inside the write"
     # Whatever the moment, what is on disk is whole and consistent.
     if (out / "last.pt").exists():
         last = load_checkpoint(str(out / "last.pt"))
@@ -64,8 +68,11 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(where, tiny_data, tmp_
         assert [h["epoch"] for h in last["history"]] == list(range(1, last["epoch"] + 1))
         epochs = [h["epoch"] for h in json.loads((out / "history.json").read_text())]
         assert epochs == sorted(set(epochs)), "every finished epoch exactly once"
-    else:
-        assert not (out / "best.pt").exists() and not (out / "history.json").exists()
+    else:  # killed in epoch 1: at most its best.pt, written first, is there, and whole
+        assert not (out / "history.json").exists()
+        if (out / "best.pt").exists():
+            assert load_checkpoint(str(out / "best.pt"))["epoch"] == 1
+        assert (out / "best.pt").exists() == (where == "part-way through last.pt's bytes")
 
     resumed = _train(tiny_data, out, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
