@@ -11,7 +11,7 @@ import pytest
 from conftest import ROOT, TINY_ARCH, tiny_config
 from core.checkpoint import atomic_write_bytes, load_checkpoint
 from core.events import read_events
-from core import train as train_mod
+from core import checkpoint as checkpoint_mod, train as train_mod
 from core.train import run
 
 ARGS = [*TINY_ARCH, "--epochs", "3", "--subset-fraction", "0.5", "--batch-size", "4", "--lr", "1e-3",
@@ -127,3 +127,35 @@ def test_unwritable_run_folder_fails_before_training(tiny_data, tmp_path, capsys
     assert "exists and is not a folder" in capsys.readouterr().err
     assert run(tiny_config(tiny_data, "/proc/digit-studio-run"), stream=None) == 2
     assert "cannot create run folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("full_from", ["config.json", "history.json"])
+def test_full_disk_at_any_run_file_is_a_clear_error(full_from, tiny_data, tmp_path, monkeypatch, capsys):
+    """Every run file goes through atomic_write_bytes: the disk fills up at the first config.json
+    (before any training) or at epoch 2's history.json (after its checkpoints)."""
+    real_write = checkpoint_mod.atomic_write_bytes
+    seen = []
+
+    def write_until_full(path, writer):
+        seen.append(os.path.basename(path))
+        if os.path.basename(path) == full_from and seen.count(full_from) == (1 if full_from == "config.json" else 2):
+            raise OSError(errno.ENOSPC, "No space left on device", path)
+        real_write(path, writer)
+
+    monkeypatch.setattr(checkpoint_mod, "atomic_write_bytes", write_until_full)
+    out = tmp_path / "full"
+    code = run(tiny_config(tiny_data, str(out), epochs=3, scheduler="step"), stream=None)
+    err = capsys.readouterr().err
+    if full_from == "config.json":
+        assert code == 2 and "cannot write to run folder" in err and "No space left on device" in err
+        assert not (out / "last.pt").exists() and not (out / "log.jsonl").exists()
+    else:
+        assert code == 1
+        error = read_events(str(out / "log.jsonl"))[-1]
+        assert error["event"] == "error" and "No space left on device" in error["message"]
+        assert "history.json" in error["message"] and "saved checkpoints are intact" in error["message"]
+        assert load_checkpoint(str(out / "last.pt"))["epoch"] == 2
+        assert [h["epoch"] for h in json.loads((out / "history.json").read_text())] == [1]
+        monkeypatch.setattr(checkpoint_mod, "atomic_write_bytes", real_write)  # space freed: resume
+        assert run(tiny_config(tiny_data, str(out), epochs=3, resume=True), {"resume"}, stream=None) == 0
+        assert [h["epoch"] for h in json.loads((out / "history.json").read_text())] == [1, 2, 3]
