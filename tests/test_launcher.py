@@ -136,3 +136,17 @@ def test_train_form_rejects_out_of_range_values(tmp_path, monkeypatch, tiny_data
     at.run()
     assert any("does not exist" in e.value for e in at.error)
     assert not os.path.exists(tmp_path / "runs" / "no-data")
+
+
+def test_shell_characters_in_the_data_path_are_just_characters(tiny_data, tmp_path):
+    """The child gets an argument list: a data folder named like a shell command is only a name."""
+    import shutil
+
+    marker = tmp_path / "pwned"
+    data = tmp_path / f"data $(touch {marker}); `touch {marker}` & echo"
+    shutil.copytree(tiny_data, data)
+    record = start_run(tiny_config(str(data), "x"), "shelly", str(tmp_path / "runs"))
+    assert _wait(lambda: run_status(record["run_dir"])["state"] not in ("new", "running"))
+    assert run_status(record["run_dir"])["state"] == "completed", open(f"{record['run_dir']}/stderr.log").read()[-2000:]
+    assert not marker.exists()
+    assert load_checkpoint(os.path.join(record["run_dir"], "last.pt"))["config"]["data"] == str(data)
