@@ -157,7 +157,7 @@ def read_config(run_dir: str) -> dict[str, Any]:
     return config
 
 
-def run_status(run_dir: str) -> dict[str, Any]:
+def run_status(run_dir: str, events: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """What a run is doing, from its lock and its events.
 
     ``state``: running (a live process holds the lock), completed, stopped, failed (an error
@@ -165,7 +165,8 @@ def run_status(run_dir: str) -> dict[str, Any]:
     or new (nothing written yet). ``message`` carries the error text; ``progress`` the last
     progress event; ``epochs_done`` the finished epochs.
     """
-    events = read_events(os.path.join(run_dir, "log.jsonl"))
+    if events is None:  # callers that also need the events read them once and pass them in
+        events = read_events(os.path.join(run_dir, "log.jsonl"))
     running = is_locked(run_dir)
     last_end = next((e for e in reversed(events) if e["event"] in ("end", "error", "start")), None)
     progress = next((e for e in reversed(events) if e["event"] == "progress"), None)

@@ -104,7 +104,8 @@ def runs_view() -> None:
     runs = known_runs()
     if not runs:
         return
-    statuses = {name: run_status(run_dir_for(name)) for name in runs}
+    events_of = {name: read_events(os.path.join(run_dir_for(name), "log.jsonl")) for name in runs}
+    statuses = {name: run_status(run_dir_for(name), events_of[name]) for name in runs}
     if any(s["state"] == "running" for s in statuses.values()) != polling:
         st.rerun()  # a run started or ended: redraw the page, polling only while something runs
     running = [n for n in runs if statuses[n]["state"] == "running"]
@@ -142,7 +143,7 @@ def runs_view() -> None:
     elif state == "stopped":
         st.info(status["message"] or "Stopped.")
 
-    events = read_events(os.path.join(run_dir, "log.jsonl"))
+    events = events_of[selected]
     if history or any(e["event"] == "progress" for e in events):
         st.plotly_chart(live_figure(history, events, epochs), key=f"live-{selected}")
     lines = [line.rsplit("\r", 1)[-1] for line in tail_text(os.path.join(run_dir, "stdout.log"), 6000).splitlines()]
