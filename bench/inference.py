@@ -1,26 +1,35 @@
 """Inference speed of the shipped model against the reference configuration, on the same images.
 
-    python bench/inference.py [--ckpt checkpoints/default.pt] [--data DIR] [--images 200]
+    python bench/inference.py [--ckpt checkpoints/default.pt] [--data DIR --split test] [--images 200] [--photos 30]
 
+Two image sets: ``--images`` images of a dataset split (default: a synthetic validation split;
+pass the real dev set with ``--data ../shared/real-dev/svhn-test-grey-1000 --split test``) and
+``--photos`` rendered 1280x720 street photos with a house-number plate (core.synth.render_photo_scene).
 The reference is fasterrcnn_resnet50_fpn_v2 at torchvision's defaults (min_size 800,
-max_size 1333, 1000 test proposals). It is untrained here (no weights can be downloaded),
-so its mAP only shows the code path; its speed is what matters. Both run one image at a
-time (latency) in the same process, one after the other, on the same images.
+max_size 1333, 1000 test proposals), timed on the first ``--reference-images`` of each set (it
+takes seconds per image on a CPU). It is untrained here (no weights can be downloaded), so its
+mAP only shows the code path; its speed is what matters. Everything runs one image at a time
+(latency), in the same process, one after the other, on the same images.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import time
 
 import torch
 
 from common import ROOT, median_ms, validation_images
+from core import synth
+from core.data import load_split
 from core.evaluate import coco_metrics
 from core.images import decode_image
 from core.model import build_model
 from core.predict import coco_results, detect, load_model, pick_device
+
+PHOTO_SIZE = (1280, 720)
 
 
 def measure(model, images, device, label):
@@ -31,53 +40,82 @@ def measure(model, images, device, label):
         t = time.perf_counter()
         detections += detect(model, [image], batch_size=1, device=device)
         latencies.append(time.perf_counter() - t)
-        if len(latencies) % 20 == 0:
+        if len(latencies) % 50 == 0:
             print(f"  {label}: {len(latencies)}/{len(images)} images, median {median_ms(latencies):.0f} ms", flush=True)
     total = time.perf_counter() - started
     return {"images_per_s": len(images) / total, "median_ms": median_ms(latencies), "detections": detections}
 
 
+def photos(count: int) -> list:
+    fonts = synth.usable_fonts()
+    out = []
+    for index in range(1, count + 1):
+        rng, np_rng = synth.sample_rngs(4242, "bench-photo", index)
+        out.append(synth.render_photo_scene(rng, fonts, np_rng)[0].resize(PHOTO_SIZE))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ckpt", default=f"{ROOT}/checkpoints/default.pt", help="the shipped model")
-    parser.add_argument("--data", default=None, help="dataset whose valid split to use (default: synthetic)")
-    parser.add_argument("--images", type=int, default=200, help="number of validation images")
+    parser.add_argument("--data", default=None, help="dataset to time on (default: a synthetic validation split)")
+    parser.add_argument("--split", default="valid", help="its split (default valid)")
+    parser.add_argument("--images", type=int, default=200, help="number of dataset images")
+    parser.add_argument("--photos", type=int, default=30, help="number of 1280x720 photos (0: none)")
+    parser.add_argument("--reference-images", type=int, default=20, help="images per set for the slow reference")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--skip-reference", action="store_true", help="only time the shipped model")
     args = parser.parse_args()
     device = pick_device(args.device)
-    split = validation_images(args.data, args.images, f"{ROOT}/data")
-    images = [decode_image(r.path) for r in split.records]
-    gt = split.coco()
-    print(f"bench/inference: {len(images)} images, device {device}, {torch.get_num_threads()} threads, "
+    if args.data is None:
+        split = validation_images(None, args.images, f"{ROOT}/data")
+    else:
+        split = load_split(args.data, args.split)
+        split.records = split.records[:args.images]
+    images = [decode_image(r.path, exif_transpose=False) for r in split.records]
+    print(f"bench/inference: {len(images)} images of {args.data or 'synthetic valid'} ({args.split}), "
+          f"{args.photos} photos {PHOTO_SIZE[0]}x{PHOTO_SIZE[1]}; device {device}, {torch.get_num_threads()} threads, "
           f"{platform.processor() or platform.machine()}", flush=True)
+    photo_images = photos(args.photos)
 
-    rows = []
     started = time.perf_counter()
     shipped = load_model(args.ckpt, device)
     load_seconds = time.perf_counter() - started
-    size_mb = __import__("os").path.getsize(args.ckpt) / 1e6
-    print(f"  shipped checkpoint: {size_mb:.1f} MB, loaded in {load_seconds:.2f} s", flush=True)
-    result = measure(shipped.model, images, device, "shipped")
-    rows.append(("shipped " + shipped.meta["arch"], result))
+    size_mb = os.path.getsize(args.ckpt) / 1e6
+    print(f"  shipped checkpoint: {size_mb:.1f} MB, loaded in {load_seconds:.2f} s; {shipped.inference_note()}",
+          flush=True)
+    reference = None
     if not args.skip_reference:
         torch.manual_seed(0)
         reference, _, note = build_model("fasterrcnn_resnet50_fpn_v2", weights="auto")
         reference.eval().to(device)
         print(f"  reference: {note}", flush=True)
-        rows.append(("reference fasterrcnn_resnet50_fpn_v2 (800/1333)", measure(reference, images, device, "reference")))
+
+    rows = []
+    for set_name, set_images in (("dataset", images), ("photos", photo_images)):
+        if not set_images:
+            continue
+        result = measure(shipped.model, set_images, device, f"shipped, {set_name}")
+        if set_name == "dataset":
+            results = [d for record, det in zip(split.records, result["detections"])
+                       for d in coco_results(record.image_id, det)]
+            result["mAP"] = coco_metrics(split.coco(), results)["mAP"]
+        rows.append((set_name, "shipped " + shipped.meta["arch"], len(set_images), result))
+        if reference is not None:
+            subset = set_images[:args.reference_images]
+            rows.append((set_name, "reference resnet50_fpn_v2 (800/1333)", len(subset),
+                         measure(reference, subset, device, f"reference, {set_name}")))
 
     print()
-    print(f"{'configuration':<48} {'images/s':>9} {'median ms/image':>16} {'mAP':>7} {'AP50':>7}")
-    for name, r in rows:
-        results = [d for record, det in zip(split.records, r["detections"]) for d in coco_results(record.image_id, det)]
-        metrics = coco_metrics(gt, results)
-        r["mAP"] = metrics["mAP"]
-        print(f"{name:<48} {r['images_per_s']:>9.2f} {r['median_ms']:>16.1f} {metrics['mAP']:>7.3f} {metrics['AP50']:>7.3f}")
-    if len(rows) == 2:
-        speedup = rows[0][1]["images_per_s"] / rows[1][1]["images_per_s"]
-        latency = rows[1][1]["median_ms"] / rows[0][1]["median_ms"]
-        print(f"\nshipped / reference: {speedup:.1f}x images/s, {latency:.1f}x lower median latency")
+    print(f"{'images':<9} {'configuration':<40} {'n':>4} {'images/s':>9} {'median ms/image':>16} {'mAP':>6}")
+    for set_name, name, n, r in rows:
+        m_ap = f"{r['mAP']:.3f}" if "mAP" in r else "-"
+        print(f"{set_name:<9} {name:<40} {n:>4} {r['images_per_s']:>9.2f} {r['median_ms']:>16.1f} {m_ap:>6}")
+    for set_name in ("dataset", "photos"):
+        pair = [r for s, _, _, r in rows if s == set_name]
+        if len(pair) == 2:
+            print(f"{set_name}: shipped median latency {pair[1]['median_ms'] / pair[0]['median_ms']:.1f}x lower "
+                  f"than the reference's")
 
 
 if __name__ == "__main__":

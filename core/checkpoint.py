@@ -144,9 +144,14 @@ def export(src: str, out: str, half: bool = True, task2_threshold: float | None 
     import datetime
     import json
 
+    from core.model import complete_model_kwargs
+
     payload = load_checkpoint(src)
     for key in ("optimizer", "scheduler", "scaler"):
         payload.pop(key, None)
+    # Every option written out, inference-time ones included (input size, second pass): the copy
+    # reads images the same way whatever the defaults of a later version of the code.
+    payload["model_kwargs"] = complete_model_kwargs(payload["model_kwargs"])
     payload["exported_from"] = os.path.abspath(src)
     payload["exported"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     if task2_threshold is not None:

@@ -334,6 +334,16 @@ class DigitDataset(torch.utils.data.Dataset):
     def aspect_ratios(self) -> list[float]:
         return [r.width / max(r.height, 1) for r in self.records]
 
+    def batch_keys(self, input_size: Callable[[int, int], tuple[int, int]]) -> list[tuple[int, float]]:
+        """Sort keys that put images the model sees at similar sizes into one batch: a scene at
+        512 px and a crop at 128 px padded to one batch would cost four times the pixels.
+        ``input_size(height, width)`` gives the model's padded input size."""
+        keys = []
+        for r in self.records:
+            h, w = input_size(r.height, r.width)
+            keys.append((round(math.log2(h * w) * 2), r.width / max(r.height, 1)))
+        return keys
+
     def __getitem__(self, index: int):
         record = self.records[index]
         try:
@@ -373,21 +383,22 @@ def epoch_subset(num_images: int, fraction: float, seed: int, epoch: int) -> lis
     return torch.randperm(num_images, generator=generator)[:count].tolist()
 
 
-def epoch_batches(aspect_ratios: Sequence[float], fraction: float, batch_size: int, seed: int, epoch: int,
+def epoch_batches(sort_keys: Sequence[Any], fraction: float, batch_size: int, seed: int, epoch: int,
                   rank: int = 0, world_size: int = 1) -> list[list[int]]:
     """This process's batches for ``epoch``.
 
-    The subset is shuffled, cut into pools of 16 batches, and each pool is ordered by aspect
-    ratio before batching, so a batch pads little (house numbers range from square to 8:1)
-    while batches stay random. Ranks take every world_size-th batch; the list is padded
+    The subset is shuffled, cut into pools of 16 batches, and each pool is ordered by
+    ``sort_keys`` (aspect ratio, or input size then aspect ratio: ``DigitDataset.batch_keys``)
+    before batching, so a batch pads little (house numbers range from square to 8:1, images
+    from crops to photos) while batches stay random. Ranks take every world_size-th batch; the list is padded
     so every rank runs the same number of steps (DDP needs that).
     """
-    subset = epoch_subset(len(aspect_ratios), fraction, seed, epoch)
+    subset = epoch_subset(len(sort_keys), fraction, seed, epoch)
     rng = random.Random(seed * 7_919 + epoch)
     pool = batch_size * 16
     batches = []
     for start in range(0, len(subset), pool):
-        chunk = sorted(subset[start:start + pool], key=lambda i: aspect_ratios[i])
+        chunk = sorted(subset[start:start + pool], key=lambda i: sort_keys[i])
         batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
     rng.shuffle(batches)
     if world_size > 1:

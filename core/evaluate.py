@@ -67,8 +67,9 @@ def task2_accuracy(records: Sequence[ImageRecord], numbers: Sequence[str]) -> fl
 @torch.inference_mode()
 def detect_split(model: torch.nn.Module, split: Split, device: torch.device, batch_size: int = 8,
                  progress: Callable[[int, int], None] | None = None,
-                 should_stop: Callable[[], bool] | None = None) -> list[dict[str, list]]:
-    """Detections for every image of ``split``, in order."""
+                 should_stop: Callable[[], bool] | None = None,
+                 input_size: int | str | None = None) -> list[dict[str, list]]:
+    """Detections for every image of ``split``, in order (``input_size``: see ``core.predict.detect``)."""
     from core.images import decode_image
 
     detections = []
@@ -78,7 +79,7 @@ def detect_split(model: torch.nn.Module, split: Split, device: torch.device, bat
         if should_stop is not None and should_stop():
             raise InterruptedError("evaluation stopped")
         images = [decode_image(r.path, exif_transpose=False) for r in records[start:start + chunk]]
-        detections += detect(model, images, batch_size, device)
+        detections += detect(model, images, batch_size, device, input_size)
         if progress is not None:
             progress(min(start + chunk, len(records)), len(records))
     return detections
@@ -107,6 +108,18 @@ def score_detections(split: Split, detections: Sequence[dict[str, list]],
     return metrics
 
 
+def task2_by_length(records: Sequence[ImageRecord], numbers: Sequence[str]) -> dict[int, dict[str, Any]]:
+    """Task 2 accuracy by the true number's digit count (0: images with no digit)."""
+    rows: dict[int, dict[str, Any]] = {}
+    for record, number in zip(records, numbers):
+        row = rows.setdefault(len(record.boxes), {"images": 0, "correct": 0})
+        row["images"] += 1
+        row["correct"] += record.number == number
+    for row in rows.values():
+        row["accuracy"] = row["correct"] / row["images"]
+    return dict(sorted(rows.items()))
+
+
 def task2_sweep(records: Sequence[ImageRecord], detections: Sequence[dict[str, list]],
                 thresholds: Sequence[float]) -> dict[float, float]:
     """Task 2 accuracy at each score threshold (the detections are computed once)."""
@@ -125,12 +138,16 @@ def format_report(metrics: dict[str, Any]) -> str:
         lines.append(f"  {labels[name]:<15} {fmt(metrics.get(name))}")
     lines.append("  per-class AP:  " + "  ".join(f"{k}:{fmt(v).strip()}" for k, v in metrics["per_class_AP"].items()))
     lines.append(f"Task 2 (whole-number accuracy): {metrics['task2_accuracy']:.4f} on {metrics['images']} images")
+    if metrics.get("task2_by_length"):
+        lines.append("  by number length: " + "  ".join(
+            f"{n}-digit {row['accuracy']:.3f} ({row['correct']}/{row['images']})"
+            for n, row in metrics["task2_by_length"].items()))
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     from core.checkpoint import CheckpointError, atomic_write_text
-    from core.predict import DEFAULT_CHECKPOINT, load_model
+    from core.predict import DEFAULT_CHECKPOINT, load_model, parse_input_size
 
     parser = argparse.ArgumentParser(prog="python -m core.evaluate", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -142,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--task2-threshold", type=float, default=None,
                         help="minimum digit score for Task 2 (default: the checkpoint's, else 0.5)")
+    parser.add_argument("--input-size", default=None,
+                        help="'auto' or a short side in px for the first pass (default: the checkpoint's policy)")
     parser.add_argument("--sweep-task2", action="store_true",
                         help="also print Task 2 accuracy for thresholds 0.05..0.95 and the best one")
     args = parser.parse_args(argv)
@@ -150,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.batch_size < 1:
         parser.error("--batch-size must be >= 1")
     try:
+        input_size = parse_input_size(args.input_size)
         split = load_split(args.data, args.split)
         loaded = load_model(args.ckpt, args.device)
     except (DatasetError, CheckpointError, ValueError) as exc:
@@ -157,10 +177,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     threshold = loaded.task2_threshold if args.task2_threshold is None else args.task2_threshold
     print(f"core.evaluate: {loaded.meta.get('arch')} from {args.ckpt} on {loaded.device}; "
-          f"{len(split.records)} {args.split} images", flush=True)
+          f"{len(split.records)} {args.split} images; {loaded.inference_note(input_size)}", flush=True)
     started = time.perf_counter()
     # Detections once; the Task 2 sweep re-reads the same detections at each threshold.
-    detections = detect_split(loaded.model, split, loaded.device, args.batch_size)
+    detections = detect_split(loaded.model, split, loaded.device, args.batch_size, input_size=input_size)
     metrics = score_detections(split, detections, threshold)
     metrics["seconds"] = round(time.perf_counter() - started, 3)
     if args.sweep_task2:
@@ -170,7 +190,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"best Task 2 threshold on {args.split}: {best:.2f} ({sweep[best]:.4f})")
         metrics["task2_sweep"] = {str(t): a for t, a in sweep.items()}
         metrics["task2_best_threshold"] = best
-    metrics.update({"checkpoint": args.ckpt, "data": args.data, "split": args.split, "task2_threshold": threshold})
+    metrics["task2_by_length"] = task2_by_length(split.records, [read_number(d, threshold) for d in detections])
+    metrics.update({"checkpoint": args.ckpt, "data": args.data, "split": args.split, "task2_threshold": threshold,
+                    "inference": loaded.inference_note(input_size)})
     print(format_report(metrics))
     print(f"({metrics['seconds']:.1f} s, {metrics['seconds'] / max(metrics['images'], 1) * 1000:.0f} ms/image)")
     if args.json:

@@ -25,7 +25,8 @@ from torchvision.transforms.v2 import functional as F
 
 from core.checkpoint import CheckpointError, describe, load_checkpoint
 from core.images import ImageDecodeError, decode_image, list_images, numeric_stem
-from core.model import ModelError, rebuild_model
+from core.model import (MAX_INPUT_SIDE, InputSize, ModelError, input_size_of, rebuild_model, refine_policy_of,
+                        resize_by)
 
 DEFAULT_CHECKPOINT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints",
                                   "default.pt")
@@ -45,6 +46,10 @@ class LoadedModel:
     def task2_threshold(self) -> float:
         value = self.meta.get("task2_threshold")
         return TASK2_THRESHOLD if value is None else float(value)
+
+    def inference_note(self, input_size: int | str | None = None) -> str:
+        """How this model reads an image, in words (input size policy and second pass)."""
+        return f"{input_size_of(self.model, input_size).describe()}; {refine_policy_of(self.model).describe()}"
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -86,56 +91,135 @@ def _to_tensor(image: Image.Image | torch.Tensor) -> torch.Tensor:
     return F.to_dtype(F.pil_to_tensor(image.convert("RGB")), torch.float32, scale=True)
 
 
-def padded_input_size(model: torch.nn.Module, height: int, width: int) -> tuple[int, int]:
-    """The padded size at which ``model`` sees an image of ``height`` x ``width`` at inference.
-
-    Mirrors torchvision's ``GeneralizedRCNNTransform`` (resize so the short side is
-    ``min_size[-1]`` within ``max_size``, then pad up to ``size_divisible``).
-    """
-    transform = getattr(getattr(model, "module", model), "transform", None)
-    if transform is None:
-        return height, width
-    if transform.fixed_size is not None:
-        out_h, out_w = transform.fixed_size[1], transform.fixed_size[0]
-    else:
-        scale = min(float(transform.min_size[-1]) / min(height, width), float(transform.max_size) / max(height, width))
-        out_h, out_w = math.floor(height * scale), math.floor(width * scale)
-    step = transform.size_divisible
-    return math.ceil(out_h / step) * step, math.ceil(out_w / step) * step
+def parse_input_size(text: str | int | None) -> int | str | None:
+    """``None`` (the checkpoint's policy), ``"auto"``, or a short side in pixels, from a CLI or form value."""
+    if text is None or text == "" or text == "auto":
+        return text or None
+    try:
+        size = int(text)
+    except (TypeError, ValueError):
+        raise ValueError(f"input size {text!r} must be 'auto' or a whole number of pixels") from None
+    if not 16 <= size <= MAX_INPUT_SIDE:
+        raise ValueError(f"input size {size} must be between 16 and {MAX_INPUT_SIDE} px")
+    return size
 
 
 @torch.inference_mode()
 def detect(loaded: LoadedModel | torch.nn.Module, images: Sequence[Image.Image | torch.Tensor],
-           batch_size: int = 8, device: torch.device | None = None) -> list[dict[str, list]]:
-    """Detections per image: ``boxes`` (xyxy, original pixels), ``scores``, ``digits`` (0..9).
+           batch_size: int = 8, device: torch.device | None = None,
+           input_size: int | str | None = None) -> list[dict[str, Any]]:
+    """Detections per image: ``boxes`` (xyxy, original pixels), ``scores``, ``digits`` (0..9) and
+    ``region``, the box around the number read (None when no digit locates one).
 
-    Only images the model sees at the same padded size share a batch: padding an image up to a
-    larger neighbour changes its features near the border, and with them its scores, so an image's
-    detections would depend on what it was uploaded with. Results come back in input order.
+    Pass 1 sees each image by the model's input size policy (or ``input_size``: "auto" or a short
+    side in pixels). Pass 2, when the model's refine policy asks for it, reads a number whose
+    digits were small at that size again from a crop of its region, at the size the model reads
+    best; its detections replace pass 1's inside the crop. Both are recorded in the checkpoint's
+    model kwargs, so core.predict, core.evaluate and the app read an image the same way.
     """
     model = loaded.model if isinstance(loaded, LoadedModel) else loaded
     device = device or (loaded.device if isinstance(loaded, LoadedModel) else next(model.parameters()).device)
+    policy = input_size_of(model, input_size)
     tensors = [_to_tensor(im) for im in images]
+    results = _detect_at(model, tensors, policy, batch_size, device)
+    _read_small_numbers_again(model, tensors, results, policy, batch_size, device)
+    return results
+
+
+def _detect_at(model: torch.nn.Module, tensors: Sequence[torch.Tensor], policy: InputSize, batch_size: int,
+               device: torch.device) -> list[dict[str, Any]]:
+    """One pass. Only images the model sees at the same padded size share a batch: padding an
+    image up to a larger neighbour changes its features near the border, and with them its
+    scores, so an image's detections would depend on what it was uploaded with."""
+    divisible = getattr(getattr(model, "transform", None), "size_divisible", 32)
     groups: dict[tuple[int, int], list[int]] = {}
     for index, tensor in enumerate(tensors):
-        groups.setdefault(padded_input_size(model, *tensor.shape[-2:]), []).append(index)
-    results: list[dict[str, list] | None] = [None] * len(tensors)
+        groups.setdefault(policy.padded_size(*tensor.shape[-2:], divisible), []).append(index)
+    results: list[dict[str, Any] | None] = [None] * len(tensors)
     was_training = model.training
     model.eval()
     try:
         for members in groups.values():
             for start in range(0, len(members), batch_size):
                 chunk = members[start:start + batch_size]
-                outputs = model([tensors[i].to(device) for i in chunk])
-                for i, out in zip(chunk, outputs):
+                resized = [resize_by(tensors[i], policy.scale(*tensors[i].shape[-2:])) for i in chunk]
+                outputs = model([r.to(device) for r in resized])
+                for i, r, out in zip(chunk, resized, outputs):
+                    sy = tensors[i].shape[-2] / r.shape[-2]
+                    sx = tensors[i].shape[-1] / r.shape[-1]
+                    boxes = out["boxes"].float().cpu() * torch.tensor([sx, sy, sx, sy])
                     results[i] = {
-                        "boxes": out["boxes"].float().cpu().tolist(),
+                        "boxes": boxes.tolist(),
                         "scores": out["scores"].float().cpu().tolist(),
                         "digits": (out["labels"].cpu() - 1).tolist(),
                     }
     finally:
         model.train(was_training)
     return results  # type: ignore[return-value]
+
+
+def number_region(detection: dict[str, list], min_score: float) -> tuple[list[float], float] | None:
+    """The box around the number and its digits' median height: the most confident digit and
+    the digits beside it on its line (similar height, gaps under a digit height)."""
+    boxes, scores = detection["boxes"], detection["scores"]
+    keep = [i for i, s in enumerate(scores) if s >= min_score]
+    if not keep:
+        return None
+    seed = max(keep, key=lambda i: scores[i])
+    height = boxes[seed][3] - boxes[seed][1]
+    centre = (boxes[seed][1] + boxes[seed][3]) / 2
+    line = sorted((i for i in keep
+                   if abs((boxes[i][1] + boxes[i][3]) / 2 - centre) < 0.5 * height
+                   and 0.6 <= (boxes[i][3] - boxes[i][1]) / max(height, 1e-6) <= 1.6), key=lambda i: boxes[i][0])
+    lo = hi = line.index(seed)
+    while lo > 0 and boxes[line[lo]][0] - boxes[line[lo - 1]][2] <= height:
+        lo -= 1
+    while hi + 1 < len(line) and boxes[line[hi + 1]][0] - boxes[line[hi]][2] <= height:
+        hi += 1
+    members = [boxes[i] for i in line[lo:hi + 1]]
+    region = [min(b[0] for b in members), min(b[1] for b in members),
+              max(b[2] for b in members), max(b[3] for b in members)]
+    heights = sorted(b[3] - b[1] for b in members)
+    return region, heights[len(heights) // 2]
+
+
+REGION_MARGIN = 0.3  # of a digit height around the region's boxes: a crop framed like the training crops
+
+
+def _read_small_numbers_again(model: torch.nn.Module, tensors: Sequence[torch.Tensor], results: list[dict[str, Any]],
+                              policy: InputSize, batch_size: int, device: torch.device) -> None:
+    refine = refine_policy_of(model)
+    crops, where = [], []
+    for index, (tensor, detection) in enumerate(zip(tensors, results)):
+        found = number_region(detection, refine.min_score)
+        detection["region"] = found[0] if found else None
+        if found is None or refine.below_px <= 0:
+            continue
+        (x0, y0, x1, y1), digit_h = found
+        height, width = tensor.shape[-2:]
+        if digit_h * policy.scale(height, width) >= refine.below_px:
+            continue
+        pad = REGION_MARGIN * digit_h
+        rect = (max(0, math.floor(x0 - pad)), max(0, math.floor(y0 - pad)),
+                min(width, math.ceil(x1 + pad)), min(height, math.ceil(y1 + pad)))
+        if rect[2] - rect[0] < 2 or rect[3] - rect[1] < 2:
+            continue
+        crops.append(tensor[:, rect[1]:rect[3], rect[0]:rect[2]])
+        where.append((index, rect))
+    if not crops:
+        return
+    for (index, (cx0, cy0, cx1, cy1)), again in zip(where, _detect_at(model, crops, input_size_of(model),
+                                                                     batch_size, device)):
+        first = results[index]
+        outside = [k for k, b in enumerate(first["boxes"])
+                   if not (cx0 <= (b[0] + b[2]) / 2 <= cx1 and cy0 <= (b[1] + b[3]) / 2 <= cy1)]
+        results[index] = {
+            "boxes": [[b[0] + cx0, b[1] + cy0, b[2] + cx0, b[3] + cy0] for b in again["boxes"]]
+            + [first["boxes"][k] for k in outside],
+            "scores": again["scores"] + [first["scores"][k] for k in outside],
+            "digits": again["digits"] + [first["digits"][k] for k in outside],
+            "region": [float(cx0), float(cy0), float(cx1), float(cy1)],
+        }
 
 
 # ------------------------------------------------------------------ Task 2
@@ -246,7 +330,7 @@ class BatchPrediction:
 
 def predict_images(loaded: LoadedModel, sources: Sequence[tuple[str, bytes | str]], batch_size: int = 8,
                    threshold: float | None = None, progress: Callable[[int, int], None] | None = None,
-                   image_ids: Sequence[int] | None = None) -> BatchPrediction:
+                   image_ids: Sequence[int] | None = None, input_size: int | str | None = None) -> BatchPrediction:
     """Decode and detect ``(name, bytes-or-path)`` pairs; a bad file is reported, the rest still run."""
     threshold = loaded.task2_threshold if threshold is None else threshold
     names = [name for name, _ in sources]
@@ -263,7 +347,7 @@ def predict_images(loaded: LoadedModel, sources: Sequence[tuple[str, bytes | str
                 where.append(index)
             except ImageDecodeError as exc:
                 errors[name] = exc.reason
-        for index, det in zip(where, detect(loaded, decoded, batch_size)):
+        for index, det in zip(where, detect(loaded, decoded, batch_size, input_size=input_size)):
             detections[index] = det
         if progress is not None:
             progress(min(start + batch_size * 4, len(sources)), len(sources))
@@ -281,7 +365,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--task2-threshold", type=float, default=None,
                         help="minimum score of a digit in the Task 2 number (default: the checkpoint's, else 0.5)")
+    parser.add_argument("--input-size", default=None,
+                        help="'auto' or a short side in px for the first pass (default: the checkpoint's policy)")
     args = parser.parse_args(argv)
+    try:
+        input_size = parse_input_size(args.input_size)
+    except ValueError as exc:
+        parser.error(f"--input-size: {exc}")
     if args.batch_size < 1:
         parser.error("--batch-size must be >= 1")
     if args.task2_threshold is not None and not 0.0 <= args.task2_threshold <= 1.0:
@@ -297,13 +387,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"core.predict: error: {exc}", file=sys.stderr)
         return 2
     print(f"core.predict: {loaded.meta.get('arch')} from {args.ckpt} on {loaded.device}; "
-          f"{len(paths)} images", flush=True)
+          f"{len(paths)} images; {loaded.inference_note(input_size)}", flush=True)
 
     def progress(done: int, total: int) -> None:
         print(f"  {done}/{total} images", flush=True)
 
     prediction = predict_images(loaded, [(os.path.basename(p), p) for p in paths], args.batch_size,
-                                args.task2_threshold, progress)
+                                args.task2_threshold, progress, input_size=input_size)
     os.makedirs(args.out, exist_ok=True)
     from core.checkpoint import atomic_write_bytes
 

@@ -34,7 +34,7 @@ from core.config import RESUMABLE_CHANGES, ConfigError, TrainConfig, parse_args
 from core.data import DatasetError, DigitDataset, Problem, collate, epoch_batches, load_split, train_transforms
 from core.evaluate import evaluate
 from core.events import EventLog, ProgressBar
-from core.model import CLASS_NAMES, ModelError, build_model, rebuild_model
+from core.model import CLASS_NAMES, ModelError, build_model, complete_model_kwargs, input_size_of, rebuild_model
 from core.runs import RunBusyError, RunLock
 
 LOSS_TERMS = ("loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")
@@ -241,6 +241,17 @@ def _command_line() -> str:
     return " ".join(shlex.quote(a) for a in [os.path.basename(sys.executable), "-m", "core.train"] + sys.argv[1:])
 
 
+def _weights_commands(weights: str) -> list[str]:
+    """The ``commands`` of a Digit Studio checkpoint used as --weights ([] for anything else)."""
+    if weights in ("auto", "none") or not os.path.isfile(weights):
+        return []
+    try:
+        commands = load_checkpoint(weights).get("commands")
+    except CheckpointError:
+        return []  # a plain state dict: no recipe to inherit
+    return [str(c) for c in commands] if isinstance(commands, list) else []
+
+
 def _inside(path: Any, folder: str) -> bool:
     if not isinstance(path, (str, bytes, os.PathLike)) or not folder:
         return False
@@ -394,7 +405,7 @@ def _train(cfg: TrainConfig, state: dict[str, Any] | None, dist_info: Distribute
         model, model_kwargs, weights_note = build_model(cfg.arch, cfg.model_overrides(), cfg.weights)
     else:
         # The saved kwargs, not the config's: they record choices made at build time (frozen layers).
-        model_kwargs = state["model_kwargs"]
+        model_kwargs = complete_model_kwargs(state["model_kwargs"])
         model = rebuild_model(model_kwargs)
         model.load_state_dict(state["model"])
         weights_note = state.get("weights_note", "")
@@ -407,7 +418,9 @@ def _train(cfg: TrainConfig, state: dict[str, Any] | None, dist_info: Distribute
     history: list[dict[str, Any]] = []
     best = {"epoch": None, "mAP": -1.0}
     start_epoch, global_step = 1, 0
-    commands = [_command_line()]
+    # A run that starts from one of our checkpoints inherits its commands: the list stays the
+    # whole recipe from nothing to this model.
+    commands = _weights_commands(cfg.weights) + [_command_line()]
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -421,7 +434,11 @@ def _train(cfg: TrainConfig, state: dict[str, Any] | None, dist_info: Distribute
         best = dict(state.get("best", best))
         start_epoch = int(state["epoch"]) + 1
         global_step = int(state.get("global_step", 0))
-        commands = list(state.get("commands", [])) + commands
+        lineage, this = commands[:-1], commands[-1]
+        saved = list(state.get("commands", []))
+        if saved[:len(lineage)] != lineage:  # a run started before runs inherited their weights' recipe
+            saved = lineage + saved
+        commands = saved + [this]
         if is_main:
             # history.json may lag last.pt if a run died between the two writes: last.pt wins.
             atomic_write_text(os.path.join(cfg.out, "history.json"), json.dumps(history, indent=1))
@@ -432,7 +449,9 @@ def _train(cfg: TrainConfig, state: dict[str, Any] | None, dist_info: Distribute
             model, device_ids=[device.index] if device.type == "cuda" else None)
 
     dataset = DigitDataset(train_split.records, train_transforms())
-    aspects = dataset.aspect_ratios()
+    policy = input_size_of(model)
+    divisible = model.transform.size_divisible
+    batch_keys = dataset.batch_keys(lambda h, w: policy.padded_size(h, w, divisible))
     workers = cfg.workers if cfg.workers >= 0 else (4 if device.type == "cuda" else 0)
     per_epoch = max(1, int(round(len(dataset) * cfg.subset_fraction)))
 
@@ -454,7 +473,7 @@ def _train(cfg: TrainConfig, state: dict[str, Any] | None, dist_info: Distribute
             status = "stopped"
             break
         seed_epoch(cfg.seed, epoch, dist_info.rank)
-        batches = epoch_batches(aspects, cfg.subset_fraction, cfg.batch_size, cfg.seed, epoch,
+        batches = epoch_batches(batch_keys, cfg.subset_fraction, cfg.batch_size, cfg.seed, epoch,
                                 dist_info.rank, dist_info.world_size)
         loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, collate_fn=collate,
                                              num_workers=workers, pin_memory=device.type == "cuda",

@@ -27,10 +27,14 @@ def get_model(path: str, mtime: float):
     return load_model(path)
 
 
+INPUT_SIZES = ["auto", 128, 192, 256, 320, 384, 512, 640, 800]
+DISPLAY_SIDE = 1024  # px: larger pictures are drawn reduced (the browser gets a small array; boxes scale with it)
+
+
 @st.cache_data(show_spinner=False, max_entries=32)
-def run_model(path: str, mtime: float, files: tuple[tuple[str, bytes], ...]):
+def run_model(path: str, mtime: float, files: tuple[tuple[str, bytes], ...], input_size):
     # Cached on the files' bytes: moving the threshold slider never runs the model again.
-    return predict_images(get_model(path, mtime), list(files))
+    return predict_images(get_model(path, mtime), list(files), input_size=None if input_size == "auto" else input_size)
 
 
 def checkpoint_label(path: str) -> str:
@@ -57,11 +61,22 @@ def describe_checkpoint(meta: dict) -> str:
 
 
 def detection_figure(image, detection: dict, threshold: float) -> go.Figure:
-    width, height = image.size
-    figure = go.Figure(go.Image(z=np.asarray(image), hoverinfo="skip"))
-    for (x0, y0, x1, y1), score, digit in zip(detection["boxes"], detection["scores"], detection["digits"]):
+    shown = image.copy()
+    shown.thumbnail((DISPLAY_SIDE, DISPLAY_SIDE))
+    k = shown.size[0] / image.size[0]
+    width, height = shown.size
+    figure = go.Figure(go.Image(z=np.asarray(shown), hoverinfo="skip"))
+    region = detection.get("region")
+    if region is not None:
+        x0, y0, x1, y1 = (v * k for v in region)
+        figure.add_trace(go.Scatter(
+            x=[x0, x1, x1, x0, x0], y=[y0, y0, y1, y1, y0], mode="lines", line={"color": "#ffd400", "width": 2,
+                                                                               "dash": "dash"},
+            hoverinfo="text", text="number region: where the number was read", name="region", showlegend=False))
+    for box, score, digit in zip(detection["boxes"], detection["scores"], detection["digits"]):
         if score < threshold:
             continue
+        x0, y0, x1, y1 = (v * k for v in box)
         colour = DIGIT_COLOURS[digit % 10]
         figure.add_trace(go.Scatter(
             x=[x0, x1, x1, x0, x0], y=[y0, y0, y1, y1, y0], mode="lines", fill="toself",
@@ -100,6 +115,10 @@ with st.sidebar:
                           help="Boxes drawn and digits read need at least this score. Changing it does not "
                                "run the model again. The pred.json download keeps every detection (mAP rewards "
                                "low-score boxes).")
+    input_size = st.selectbox(
+        "Input size", INPUT_SIZES, format_func=lambda v: "auto (the checkpoint's)" if v == "auto" else f"{v} px",
+        help="How large the model sees each image (short side). auto: " + loaded.inference_note()
+             + ". A fixed size resizes every image to it: larger finds smaller digits, slower.")
     use_camera = st.toggle("Take a photo", help="Use your camera instead of (or as well as) uploaded files.")
 
 uploads = st.file_uploader("Images of house numbers", type=UPLOAD_TYPES, accept_multiple_files=True,
@@ -115,7 +134,7 @@ if not files:
     st.info("Upload images (png, jpg, jpeg, bmp, webp, gif) to detect their digits.")
     st.stop()
 
-prediction = run_model(choice, os.path.getmtime(choice), tuple(files))
+prediction = run_model(choice, os.path.getmtime(choice), tuple(files), input_size)
 ok_count = len(files) - len(prediction.errors)
 per_image_ms = prediction.seconds / max(ok_count, 1) * 1000
 st.caption(f"{ok_count} image(s) in {prediction.seconds:.2f} s · {per_image_ms:.0f} ms per image on {loaded.device}")
@@ -153,6 +172,9 @@ for index, ((name, data), image_id, detection, number) in enumerate(
                         config={"displayModeBar": False})
     with details:
         st.metric("Number read", number if number != "-1" else "no digit (-1)")
+        if detection.get("region") is not None:
+            x0, y0, x1, y1 = detection["region"]
+            st.caption(f"Read in the dashed yellow region: {x1 - x0:.0f}x{y1 - y0:.0f} px at ({x0:.0f}, {y0:.0f}).")
         used = set(read_digits(detection, threshold))
         rows = sorted(({"digit": d, "score": round(s, 3), "x": round(b[0], 1), "y": round(b[1], 1),
                         "w": round(b[2] - b[0], 1), "h": round(b[3] - b[1], 1), "read": i in used}

@@ -33,3 +33,19 @@ def test_export_reports_a_bad_source(tmp_path, capsys):
     (tmp_path / "x.pt").write_bytes(b"nope")
     assert checkpoint_main(["export", str(tmp_path / "x.pt"), str(tmp_path / "y.pt")]) == 2
     assert "x.pt" in capsys.readouterr().err and not (tmp_path / "y.pt").exists()
+
+
+def test_export_writes_out_every_model_option(tiny_run, tmp_path):
+    """The exported copy records the inference-time options too (input size policy, second pass), so it
+    reads images the same way when a later version of the code changes its defaults."""
+    from core.model import ARCHITECTURES
+
+    source = load_checkpoint(f"{tiny_run}/best.pt")
+    trimmed = dict(source, model_kwargs={k: v for k, v in source["model_kwargs"].items()
+                                         if not k.startswith("refine_")})
+    torch.save(trimmed, tmp_path / "trimmed.pt")
+    checkpoint_main(["export", str(tmp_path / "trimmed.pt"), str(tmp_path / "out.pt")])
+    kwargs = torch.load(tmp_path / "out.pt", weights_only=True)["model_kwargs"]
+    assert set(ARCHITECTURES["digitnet_fpn"].defaults) <= set(kwargs)
+    assert kwargs["refine_min_score"] == ARCHITECTURES["digitnet_fpn"].defaults["refine_min_score"]
+    assert kwargs["size_policy"] == source["model_kwargs"]["size_policy"]

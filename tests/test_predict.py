@@ -7,8 +7,9 @@ import pytest
 from pycocotools.coco import COCO
 
 from core.data import load_split
-from core.predict import (assign_image_ids, coco_results, detect, load_model, main as predict_main,
-                          padded_input_size, pred_csv_bytes, read_number)
+from core.model import InputSize, ModelError, input_size_of, rebuild_model, resize_by, resolve_model_kwargs
+from core.predict import (assign_image_ids, coco_results, detect, load_model, main as predict_main, number_region,
+                          parse_input_size, pred_csv_bytes, read_number)
 
 
 def _det(*items):
@@ -113,13 +114,73 @@ def test_a_zero_task2_threshold_is_respected(tiny_run, tmp_path):
         load_model(str(tmp_path / "tampered.pt"), "cpu")
 
 
-def test_padded_input_size_matches_the_model_transform():
+@pytest.mark.parametrize("size_policy", ["auto", "fixed"])
+def test_padded_input_size_matches_what_the_model_sees(size_policy):
     import torch
 
-    loaded = load_model(None, "cpu")  # the shipped model: short side 112, long side <= 400
-    for height, width in [(30, 29), (19, 30), (91, 171), (225, 450), (1, 1), (40, 5000), (5000, 40)]:
-        batch, _ = loaded.model.transform([torch.zeros(3, height, width)])
-        assert padded_input_size(loaded.model, height, width) == tuple(batch.tensors.shape[-2:]), (height, width)
+    model = rebuild_model(resolve_model_kwargs("digitnet_fpn", {"size_policy": size_policy})).eval()
+    policy = input_size_of(model)
+    assert policy.mode == size_policy
+    for height, width in [(30, 29), (19, 30), (91, 171), (208, 226), (225, 450), (720, 1280), (1, 1), (40, 5000)]:
+        resized = resize_by(torch.zeros(3, height, width), policy.scale(height, width))
+        batch, _ = model.transform([resized])
+        assert policy.padded_size(height, width) == tuple(batch.tensors.shape[-2:]), (height, width)
+
+
+def test_auto_input_size_keeps_small_digits_in_large_images():
+    auto = InputSize("auto", 128, 384, 512)
+    assert auto.scale(30, 60) == pytest.approx(128 / 30), "a small crop is enlarged to a 128 px short side"
+    assert auto.scale(208, 226) == 1.0, "an image of ordinary size is seen at its own resolution"
+    assert auto.scale(720, 1280) == pytest.approx(512 / 1280), "a photo is reduced to a 512 px long side"
+    assert auto.scale(3000, 3100) == pytest.approx(384 / 3000)
+    fixed = InputSize("fixed", 112, 112, 400)
+    assert fixed.scale(208, 226) == pytest.approx(112 / 208), "torchvision's rule shrinks the same image"
+    model = rebuild_model(resolve_model_kwargs("digitnet_fpn"))
+    assert input_size_of(model, 300) == InputSize("fixed", 300, 300, 512)
+    assert input_size_of(model, "auto") == input_size_of(model) == auto
+    with pytest.raises(ModelError, match="must be 'auto' or a short side"):
+        input_size_of(model, 5)
+    assert parse_input_size(None) is None and parse_input_size("auto") == "auto" and parse_input_size("320") == 320
+    for bad in ("big", "0", "99999"):
+        with pytest.raises(ValueError, match="input size"):
+            parse_input_size(bad)
+
+
+def test_checkpoints_from_before_the_size_policy_read_as_they_did():
+    """A checkpoint whose model kwargs have no size policy (the v2 default) still reads once at its
+    fixed short side, so its recorded numbers stay reproducible."""
+    old = {k: v for k, v in resolve_model_kwargs("digitnet_fpn").items()
+           if not k.startswith(("size_policy", "auto_", "train_scale", "refine_"))}
+    model = rebuild_model(old)
+    assert input_size_of(model) == InputSize("fixed", 112, 112, 400)
+    from core.model import refine_policy_of
+
+    assert refine_policy_of(model).below_px == 0
+
+
+def test_number_region_is_the_confident_digits_on_one_line():
+    det = {"boxes": [[100, 50, 110, 70], [112, 51, 122, 70], [124, 50, 134, 71],  # the number
+                     [300, 200, 340, 260],  # a large false box on the wall
+                     [150, 52, 160, 70]],  # a weak digit beside it
+           "digits": [1, 2, 3, 8, 4], "scores": [0.9, 0.95, 0.8, 0.7, 0.2]}
+    region, digit_h = number_region(det, 0.4)
+    assert region == [100, 50, 134, 71] and digit_h == 20
+    assert number_region(det, 0.99) is None
+
+
+def test_training_resizes_by_the_policy_with_jitter():
+    import torch
+
+    model = rebuild_model(resolve_model_kwargs("digitnet_fpn")).train()
+    image = torch.rand(3, 60, 120)
+    target = {"boxes": torch.tensor([[10.0, 10.0, 30.0, 50.0]]), "labels": torch.tensor([2])}
+    shorts = []
+    for _ in range(20):
+        resized, out = model.transform.resize(image, {k: v.clone() for k, v in target.items()})
+        scale = resized.shape[-2] / 60
+        shorts.append(resized.shape[-2])
+        assert out["boxes"][0].tolist() == pytest.approx([10 * scale, 10 * scale, 30 * scale, 50 * scale], rel=0.03)
+    assert 128 * 0.8 - 1 <= min(shorts) < max(shorts) <= 128 * 1.25 + 1
 
 
 def test_an_images_detections_do_not_depend_on_its_batch(tiny_data):
@@ -127,7 +188,8 @@ def test_an_images_detections_do_not_depend_on_its_batch(tiny_data):
 
     loaded = load_model(None, "cpu")
     images = [decode_image(os.path.join(tiny_data, "test", f"{i}.png")) for i in range(1, 9)]
-    assert len({padded_input_size(loaded.model, im.height, im.width) for im in images}) > 1, "needs mixed sizes"
+    policy = input_size_of(loaded.model)
+    assert len({policy.padded_size(im.height, im.width) for im in images}) > 1, "needs mixed sizes"
     alone = [detect(loaded, [image])[0] for image in images]
     for batched in (detect(loaded, images, batch_size=8), detect(loaded, images[::-1], batch_size=3)[::-1]):
         for one, other in zip(alone, batched):
@@ -135,3 +197,32 @@ def test_an_images_detections_do_not_depend_on_its_batch(tiny_data):
             assert one["digits"] == other["digits"]
             assert one["scores"] == pytest.approx(other["scores"], abs=1e-4)
             assert sum(one["boxes"], []) == pytest.approx(sum(other["boxes"], []), abs=1e-2)
+
+
+def _plate(text: str, size: int = 40) -> "Image.Image":
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=size)  # Pillow's own font: present on every machine
+    left, top, right, bottom = font.getbbox(text)
+    image = Image.new("RGB", (right - left + size // 2, bottom - top + size // 2), (232, 230, 220))
+    ImageDraw.Draw(image).text((size // 4 - left, size // 4 - top), text, font=font, fill=(25, 25, 35))
+    return image
+
+
+@pytest.mark.parametrize("text", ["274", "1093", "58"])
+def test_a_small_image_pasted_into_a_large_canvas_is_read_the_same(text):
+    """The number found small in a large image is read from its own region, as if it came alone."""
+    from PIL import Image
+
+    loaded = load_model(None, "cpu")
+    plate = _plate(text, 26)
+    alone = detect(loaded, [plate])[0]
+    assert read_number(alone, loaded.task2_threshold) == text
+    for canvas_size, at in (((640, 480), (40, 300)), ((1280, 720), (900, 120)), ((1280, 720), (600, 500))):
+        canvas = Image.new("RGB", canvas_size, (255, 255, 255))
+        canvas.paste(plate, at)
+        found = detect(loaded, [canvas])[0]
+        assert read_number(found, loaded.task2_threshold) == text, (canvas_size, at)
+        x0, y0, x1, y1 = found["region"]
+        assert at[0] - 20 <= x0 and x1 <= at[0] + plate.size[0] + 20, "the region read is where the plate is"
+        assert at[1] - 20 <= y0 and y1 <= at[1] + plate.size[1] + 20

@@ -1,0 +1,92 @@
+"""Photo scenes: house-number plates small in large rendered photos, and photos with no digits.
+
+    python bench/photo_scenes.py [--ckpt FILE] [--scenes 200] [--empty 200] [--seed 2026]
+
+Renders (once, cached under data/) ``--scenes`` photos of 640-1280 px with a plate at 10-35% of the
+image width (``core.synth.render_photo_scene``: not the training generator's mix, and its own seed
+and split name, so none of these images was trained on) and ``--empty`` digit-free photos of the
+same walls, doors, plants and lettered signs. Prints Task 1 and Task 2 on the plates (by number
+length) and how often a number is read from a photo with no digits, with the median ms/image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from common import ROOT, median_ms, timed_detections
+from core import synth
+from core.checkpoint import atomic_write_text
+from core.data import load_split
+from core.evaluate import score_detections, task2_by_length
+from core.predict import load_model, parse_input_size, read_number
+
+
+def render(out: str, scenes: int, empty: int, seed: int) -> None:
+    """``out/test`` + ``test.json``: plates; ``out/valid`` + ``valid.json``: digit-free photos."""
+    if os.path.isfile(os.path.join(out, "valid.json")):
+        return
+    fonts = synth.usable_fonts()
+    print(f"bench/photo_scenes: rendering {scenes} photos with a plate and {empty} without digits in {out}", flush=True)
+    work = out + ".partial"
+    for split, count, with_number in (("test", scenes, True), ("valid", empty, False)):
+        os.makedirs(os.path.join(work, split), exist_ok=True)
+        images, annotations = [], []
+        for image_id in range(1, count + 1):
+            rng, np_rng = synth.sample_rngs(seed, f"photo-{split}", image_id)
+            image, boxes = synth.render_photo_scene(rng, fonts, np_rng, with_number)
+            image.save(os.path.join(work, split, f"{image_id}.png"), compress_level=1)
+            images.append({"id": image_id, "file_name": f"{image_id}.png", "width": image.size[0],
+                           "height": image.size[1]})
+            for x, y, w, h, digit in boxes:
+                annotations.append({"id": len(annotations) + 1, "image_id": image_id, "bbox": [x, y, w, h],
+                                    "category_id": digit + 1, "area": w * h, "iscrowd": 0})
+        coco = {"info": {"description": f"photo scenes, seed {seed}"}, "images": images,
+                "annotations": annotations, "categories": synth.categories()}
+        with open(os.path.join(work, f"{split}.json"), "w") as handle:
+            json.dump(coco, handle)
+    os.replace(work, out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ckpt", default=f"{ROOT}/checkpoints/default.pt")
+    parser.add_argument("--scenes", type=int, default=200)
+    parser.add_argument("--empty", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--input-size", default=None, help="'auto' or a short side in px (default: the checkpoint's)")
+    parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    args = parser.parse_args()
+    out = os.path.join(ROOT, "data", f"bench-photo-scenes-{args.seed}-{args.scenes}-{args.empty}")
+    render(out, args.scenes, args.empty, args.seed)
+    loaded = load_model(args.ckpt)
+    input_size = parse_input_size(args.input_size)
+    threshold = loaded.task2_threshold
+
+    plates = load_split(out, "test")
+    detections, seconds = timed_detections(loaded, plates.records, input_size)
+    metrics = score_detections(plates, detections, threshold)
+    by_length = task2_by_length(plates.records, [read_number(d, threshold) for d in detections])
+    empty = load_split(out, "valid")
+    empty_detections, empty_seconds = timed_detections(loaded, empty.records, input_size)
+    read = [read_number(d, threshold) for d in empty_detections]
+    clean = sum(n == "-1" for n in read) / max(len(read), 1)
+    sizes = sorted(max(r.width, r.height) for r in plates.records)
+
+    print(f"{out}: {len(plates.records)} photos with a plate (long side {sizes[0]}-{sizes[-1]} px), "
+          f"{len(empty.records)} without digits; {args.ckpt}; inference: {loaded.inference_note(input_size)}")
+    print(f"  plates   Task 2 {metrics['task2_accuracy']:.3f}   mAP@[.5:.95] {metrics['mAP']:.3f}   "
+          f"AP50 {metrics['AP50']:.3f}   AP75 {metrics['AP75']:.3f}")
+    for length, row in by_length.items():
+        print(f"           {length}-digit numbers: {row['accuracy']:.3f} ({row['correct']}/{row['images']})")
+    print(f"  no digits: nothing read in {clean:.3f} of {len(read)} photos "
+          f"(examples read: {[n for n in read if n != '-1'][:8]})")
+    print(f"  speed    median {median_ms(seconds + empty_seconds):.1f} ms/photo, one at a time")
+    if args.json:
+        atomic_write_text(args.json, json.dumps({**metrics, "task2_by_length": by_length, "empty_clean": clean,
+                                                 "median_ms": median_ms(seconds + empty_seconds)}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
