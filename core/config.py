@@ -57,7 +57,8 @@ class TrainConfig:
         "pretrained weights: 'auto' uses torchvision's COCO weights when they are in the local torch hub "
         "cache (never downloads), 'none' trains from scratch, or a path to a weights file", group="model"))
     min_size: int | None = field(default=None, metadata=_opt(
-        "input short side in pixels (default: the architecture's own; 800 for the reference)",
+        "fixed input short side in pixels for every image (default: the architecture's own: digitnet_fpn sees each "
+        "image near its own size, see core.model.InputSize; the reference uses 800)",
         low=16, high=2000, group="model", empty="architecture default"))
     max_size: int | None = field(default=None, metadata=_opt(
         "input long-side cap in pixels (default: the architecture's own; 1333 for the reference)",
