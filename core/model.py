@@ -235,10 +235,10 @@ def input_size_of(model: nn.Module, override: int | str | None = None) -> InputS
     transform = getattr(getattr(model, "module", model), "transform", None)
     if isinstance(transform, PolicyTransform):
         policy = transform.policy
-    elif transform is not None:  # a fixed-size model (checkpoints from before the size policy)
+    elif transform is not None:  # torchvision's own rule: the reference, checkpoints from before the policy
         policy = InputSize("fixed", int(transform.min_size[-1]), int(transform.min_size[-1]), int(transform.max_size))
     else:
-        policy = InputSize("auto", 128, 384, 512)
+        raise ModelError(f"{type(model).__name__} has no detection transform to size its input")
     if override in (None, "auto"):
         return policy
     if isinstance(override, bool) or not isinstance(override, int) or not 16 <= override <= MAX_INPUT_SIDE:

@@ -145,6 +145,21 @@ def test_epoch_batches_group_by_aspect_and_shard_across_ranks():
     assert covered == set(epoch_subset(400, 0.5, 0, 3))
 
 
+def test_crops_and_photos_do_not_share_a_batch():
+    """A 512 px photo padded into a batch of 128 px crops would multiply the batch's pixels."""
+    from core.data import ImageRecord
+    from core.model import InputSize
+
+    policy = InputSize("auto", 128, 384, 512)
+    sizes = [(40, 90), (400, 900), (60, 80), (900, 1200)] * 50  # (height, width): crops and photos of one shape
+    dataset = DigitDataset([ImageRecord(i, f"{i}.png", w, h) for i, (h, w) in enumerate(sizes)])
+    keys = dataset.batch_keys(lambda h, w: policy.padded_size(h, w))
+    batches = epoch_batches(keys, 1.0, 8, seed=0, epoch=1)
+    areas = [[h * w for h, w in (policy.padded_size(*sizes[i]) for i in batch)] for batch in batches]
+    mixed = sum(max(a) > 2 * min(a) for a in areas)
+    assert mixed <= 2, f"{mixed} of {len(batches)} batches mix small and large inputs"  # at most a pool's seams
+
+
 def test_fewer_batches_than_ranks_still_gives_every_rank_a_step():
     aspects = [1.0] * 12
     ranks = [epoch_batches(aspects, 1.0, 4, seed=0, epoch=1, rank=r, world_size=8) for r in range(8)]
