@@ -149,9 +149,10 @@ def test_stop_request_ends_at_a_safe_point(tiny_data, tmp_path):
 
 
 class _NanModel(torch.nn.Module):
-    def __init__(self):
+    def __init__(self, transform):
         super().__init__()
         self.w = torch.nn.Parameter(torch.ones(1))
+        self.transform = transform  # the trainer sizes its batches by the detector's input transform
 
     def forward(self, images, targets=None):
         nan = self.w * float("nan")
@@ -162,8 +163,8 @@ def test_non_finite_loss_stops_with_an_error_event(tiny_data, tmp_path, monkeypa
     real_build = train_mod.build_model
 
     def nan_build(arch, overrides, weights):
-        _, kwargs, note = real_build(arch, overrides, weights)
-        return _NanModel(), kwargs, note
+        model, kwargs, note = real_build(arch, overrides, weights)
+        return _NanModel(model.transform), kwargs, note
 
     monkeypatch.setattr(train_mod, "build_model", nan_build)
     out = str(tmp_path / "nan")
