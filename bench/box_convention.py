@@ -4,8 +4,9 @@
 
 For every box: Otsu threshold inside the box, ink = the side of the threshold the box's own
 border ring is not on (annotators leave background at the edge), ink extent = the rows and
-columns holding ink. Prints the margin on each side as a fraction of the box height (the
-generator's ``BoxConvention`` is expressed the same way), overall and by box height.
+columns holding ink. Prints the margin on each side as a fraction of the box height, overall
+and by box height, then the medians as a fraction of the ink height: the unit of the generator's
+``core.synth.BoxConvention`` (ink height = box height x the ink/box ratio).
 Reads the dataset by path; nothing is copied.
 """
 
@@ -89,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
         mask = (m["height"] >= lo) & (m["height"] < hi)
         if mask.sum() >= 10:
             print(row(f"h {lo}-{hi} px", mask))
+    ratio = float(np.median(m["ink_h_over_box_h"]))
+    print("as a fraction of the ink height (core.synth.BoxConvention's unit): " + "  ".join(
+        f"{side} {np.median(m[side]) / ratio:.3f}" for side in ("left", "top", "right", "bottom")))
     return 0
 
 

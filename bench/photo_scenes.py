@@ -55,7 +55,8 @@ def main() -> None:
     parser.add_argument("--scenes", type=int, default=200)
     parser.add_argument("--empty", type=int, default=200)
     parser.add_argument("--seed", type=int, default=2026)
-    parser.add_argument("--input-size", default=None, help="'auto' or a short side in px (default: the checkpoint's)")
+    parser.add_argument("--input-size", default=None,
+                        help="'auto' (the checkpoint's own policy, the default) or a fixed short side in px")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args()
     out = os.path.join(ROOT, "data", f"bench-photo-scenes-{args.seed}-{args.scenes}-{args.empty}")

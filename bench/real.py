@@ -52,7 +52,8 @@ def main() -> None:
     parser.add_argument("--data", required=True, help="dataset folder in the course layout")
     parser.add_argument("--split", default="test", help="split with labels: train, valid or test (default test)")
     parser.add_argument("--ckpt", default=f"{ROOT}/checkpoints/default.pt")
-    parser.add_argument("--input-size", default=None, help="'auto' or a short side in px (default: the checkpoint's)")
+    parser.add_argument("--input-size", default=None,
+                        help="'auto' (the checkpoint's own policy, the default) or a fixed short side in px")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--limit", type=int, default=None, help="score only the first N images")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")

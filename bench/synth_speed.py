@@ -58,7 +58,9 @@ def main() -> None:
     reference = load_reference(args.reference_rev)
     print(f"bench/synth_speed: {len(fonts)} font sources, {args.images} images per round, one process", flush=True)
     rows = {}
-    for name, module in ((f"v{synth.GENERATOR_VERSION} (this)", synth), (f"v{reference.GENERATOR_VERSION} ({args.reference_rev})", reference)):
+    versions = ((f"v{synth.GENERATOR_VERSION} (this)", synth),
+                (f"v{reference.GENERATOR_VERSION} ({args.reference_rev})", reference))
+    for name, module in versions:
         for mode in ("render", "render + PNG"):
             rates, pixels = [], 0.0
             for _ in range(args.rounds):

@@ -160,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--task2-threshold", type=float, default=None,
                         help="minimum digit score for Task 2 (default: the checkpoint's, else 0.5)")
     parser.add_argument("--input-size", default=None,
-                        help="'auto' or a short side in px for the first pass (default: the checkpoint's policy)")
+                        help="'auto' (the checkpoint's own policy, the default) or a fixed short side in px "
+                             "for the first pass")
     parser.add_argument("--sweep-task2", action="store_true",
                         help="also print Task 2 accuracy for thresholds 0.05..0.95 and the best one")
     args = parser.parse_args(argv)

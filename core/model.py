@@ -92,6 +92,7 @@ def _build_resnet50_fpn_v2(kw: dict[str, Any], weights: str | None) -> tuple[nn.
         model.rpn.anchor_generator = anchor_generator
         if not default_anchors:
             _replace_rpn_head(model, anchor_generator, conv_depth=2)
+        _install_fixed_size(model, None)
         _freeze_backbone_layers(model, 5 if kw["trainable_backbone_layers"] is None else kw["trainable_backbone_layers"])
         return model, note
 
@@ -243,7 +244,7 @@ def input_size_of(model: nn.Module, override: int | str | None = None) -> InputS
         return policy
     if isinstance(override, bool) or not isinstance(override, int) or not 16 <= override <= MAX_INPUT_SIDE:
         raise ModelError(f"input size {override!r} must be 'auto' or a short side of 16-{MAX_INPUT_SIDE} px")
-    return InputSize("fixed", override, override, max(policy.max_long, override))
+    return InputSize("fixed", override, override, MAX_INPUT_SIDE)  # the short side is what was asked for
 
 
 @dataclass(frozen=True)
@@ -263,7 +264,8 @@ class RefinePolicy:
 
 
 def refine_policy_of(model: nn.Module) -> RefinePolicy:
-    return getattr(getattr(model, "module", model), "refine_policy", RefinePolicy(0.0, 1.0))
+    # A model without one (the reference) reads once; its number region is where digits score >= 0.5.
+    return getattr(getattr(model, "module", model), "refine_policy", RefinePolicy(0.0, 0.5))
 
 
 def resize_by(image: torch.Tensor, scale: float) -> torch.Tensor:
@@ -277,13 +279,15 @@ def resize_by(image: torch.Tensor, scale: float) -> torch.Tensor:
 class PolicyTransform(GeneralizedRCNNTransform):
     """torchvision's detection transform with an :class:`InputSize` policy.
 
-    Training resizes each image by the policy times a random factor from ``train_jitter`` (scale
-    augmentation). At inference the model takes images as they come: ``core.predict.detect``
-    applies the policy (or the user's override) before the model, so both read one definition.
+    Training: ``fixed`` draws a short side from ``min_size`` per image (torchvision's multi-scale
+    training); ``auto`` resizes by the policy times a random factor from ``train_jitter``. At
+    inference the transform leaves images as they come: ``core.predict.detect`` resizes them by
+    ``policy`` (or the user's override) first, so there is one resize and one definition of it.
     """
 
-    def __init__(self, policy: InputSize, train_jitter: tuple[float, float], **kwargs):
-        super().__init__(min_size=policy.min_short, max_size=policy.max_long, **kwargs)
+    def __init__(self, policy: InputSize, train_sizes: tuple[int, ...], train_jitter: tuple[float, float],
+                 **kwargs):
+        super().__init__(min_size=train_sizes, max_size=policy.max_long, **kwargs)
         self.policy = policy
         self.train_jitter = train_jitter
 
@@ -291,13 +295,32 @@ class PolicyTransform(GeneralizedRCNNTransform):
         if not self.training:
             return image, target
         h, w = image.shape[-2:]
-        low, high = self.train_jitter
-        jitter = math.exp(float(torch.empty(1).uniform_(math.log(low), math.log(high))))
-        scale = min(self.policy.scale(h, w) * jitter, self.policy.max_long / max(h, w))
+        if self.policy.mode == "fixed":
+            scale = min(self.torch_choice(self.min_size) / min(h, w), self.policy.max_long / max(h, w))
+        else:
+            low, high = self.train_jitter
+            jitter = math.exp(float(torch.empty(1).uniform_(math.log(low), math.log(high))))
+            scale = min(self.policy.scale(h, w) * jitter, self.policy.max_long / max(h, w))
         image = resize_by(image, scale)
         if target is not None:
             target["boxes"] = resize_boxes(target["boxes"], (h, w), image.shape[-2:])
         return image, target
+
+
+def _install_transform(model: FasterRCNN, policy: InputSize, train_sizes: tuple[int, ...],
+                       train_jitter: tuple[float, float] = (1.0, 1.0)) -> None:
+    old = model.transform
+    model.transform = PolicyTransform(policy, train_sizes, train_jitter, image_mean=old.image_mean,
+                                      image_std=old.image_std, size_divisible=old.size_divisible)
+
+
+def _install_fixed_size(model: FasterRCNN, test_min_size: int | None) -> None:
+    """torchvision's rule as a policy: training draws from min_size, inference uses test_min_size
+    (multi-scale training wants an evaluation size from the middle of the range, not min_size[-1])."""
+    sizes = tuple(int(s) for s in model.transform.min_size)
+    if test_min_size is not None:
+        sizes = tuple(s for s in sizes if s != test_min_size) + (int(test_min_size),)
+    _install_transform(model, InputSize("fixed", sizes[-1], sizes[-1], int(model.transform.max_size)), sizes)
 
 
 def _install_input_size(model: FasterRCNN, kw: dict[str, Any]) -> None:
@@ -306,7 +329,7 @@ def _install_input_size(model: FasterRCNN, kw: dict[str, Any]) -> None:
         raise ModelError(f"refine_min_score {min_score!r} must be a score between 0 and 1")
     model.refine_policy = RefinePolicy(float(below), float(min_score))
     if kw.get("size_policy", "fixed") == "fixed":
-        _set_test_min_size(model, kw.get("test_min_size"))
+        _install_fixed_size(model, kw.get("test_min_size"))
         return
     if kw["size_policy"] != "auto":
         raise ModelError(f"size_policy {kw['size_policy']!r} must be 'auto' or 'fixed'")
@@ -315,11 +338,8 @@ def _install_input_size(model: FasterRCNN, kw: dict[str, Any]) -> None:
         raise ModelError(f"train_scale_jitter {jitter!r} must be [low, high] with 0 < low <= high")
     if not 16 <= kw["auto_min_short"] <= kw["auto_max_short"] or kw["auto_max_long"] < 16:
         raise ModelError("auto input size needs 16 <= auto_min_short <= auto_max_short and auto_max_long >= 16")
-    old = model.transform
-    model.transform = PolicyTransform(
-        InputSize("auto", kw["auto_min_short"], kw["auto_max_short"], kw["auto_max_long"]),
-        tuple(kw["train_scale_jitter"]), image_mean=old.image_mean, image_std=old.image_std,
-        size_divisible=old.size_divisible)
+    _install_transform(model, InputSize("auto", kw["auto_min_short"], kw["auto_max_short"], kw["auto_max_long"]),
+                       (kw["auto_min_short"],), tuple(jitter))
 
 
 # ---------------------------------------------------------------- compact
@@ -445,15 +465,6 @@ def _build_digitnet_fpn(kw: dict[str, Any], weights: str | None) -> tuple[nn.Mod
     return model, "digitnet_fpn has no published pretrained weights: training from scratch"
 
 
-def _set_test_min_size(model: FasterRCNN, test_min_size: int | None) -> None:
-    # torchvision uses min_size[-1] at eval time; multi-scale training wants a fixed
-    # evaluation size from the middle of the range instead.
-    if test_min_size is None:
-        return
-    sizes = tuple(model.transform.min_size)
-    model.transform.min_size = tuple(s for s in sizes if s != test_min_size) + (test_min_size,)
-
-
 ARCHITECTURES: dict[str, ArchSpec] = {
     "fasterrcnn_resnet50_fpn_v2": ArchSpec(
         _build_resnet50_fpn_v2,
@@ -481,9 +492,9 @@ def resolve_model_kwargs(arch: str, overrides: dict[str, Any] | None = None) -> 
             raise ModelError(f"{arch} has no option {key!r}; options: {', '.join(sorted(kwargs))}")
         if value is not None:
             kwargs[key] = value
-    if "size_policy" in kwargs and (overrides or {}).get("min_size") is not None \
-            and (overrides or {}).get("size_policy") is None:
-        kwargs["size_policy"] = "fixed"  # --min-size asks for torchvision's fixed short side
+    explicit_size = any((overrides or {}).get(k) is not None for k in ("min_size", "max_size"))
+    if "size_policy" in kwargs and explicit_size and (overrides or {}).get("size_policy") is None:
+        kwargs["size_policy"] = "fixed"  # --min-size/--max-size ask for torchvision's fixed rule
     if "test_min_size" in kwargs and (overrides or {}).get("min_size") is not None \
             and (overrides or {}).get("test_min_size") is None:
         # A new training size range brings its own evaluation size: the middle of the range.

@@ -369,7 +369,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--task2-threshold", type=float, default=None,
                         help="minimum score of a digit in the Task 2 number (default: the checkpoint's, else 0.5)")
     parser.add_argument("--input-size", default=None,
-                        help="'auto' or a short side in px for the first pass (default: the checkpoint's policy)")
+                        help="'auto' (the checkpoint's own policy, the default) or a fixed short side in px "
+                             "for the first pass")
     args = parser.parse_args(argv)
     try:
         input_size = parse_input_size(args.input_size)

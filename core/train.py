@@ -252,6 +252,16 @@ def _weights_commands(weights: str) -> list[str]:
     return [str(c) for c in commands] if isinstance(commands, list) else []
 
 
+def _resumed_commands(state: dict[str, Any], weights: str) -> list[str]:
+    """The commands a resumed run saved; a run saved before runs inherited their weights' recipe
+    gets it now (read from the weights file as it is today)."""
+    commands = [str(c) for c in state.get("commands", [])]
+    if state.get("inherits_commands"):
+        return commands
+    lineage = _weights_commands(weights)
+    return commands if commands[:len(lineage)] == lineage else lineage + commands
+
+
 def _inside(path: Any, folder: str) -> bool:
     if not isinstance(path, (str, bytes, os.PathLike)) or not folder:
         return False
@@ -420,7 +430,8 @@ def _train(cfg: TrainConfig, state: dict[str, Any] | None, dist_info: Distribute
     start_epoch, global_step = 1, 0
     # A run that starts from one of our checkpoints inherits its commands: the list stays the
     # whole recipe from nothing to this model.
-    commands = _weights_commands(cfg.weights) + [_command_line()]
+    commands = (_weights_commands(cfg.weights) if state is None else _resumed_commands(state, cfg.weights)) \
+        + [_command_line()]
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -434,11 +445,6 @@ def _train(cfg: TrainConfig, state: dict[str, Any] | None, dist_info: Distribute
         best = dict(state.get("best", best))
         start_epoch = int(state["epoch"]) + 1
         global_step = int(state.get("global_step", 0))
-        lineage, this = commands[:-1], commands[-1]
-        saved = list(state.get("commands", []))
-        if saved[:len(lineage)] != lineage:  # a run started before runs inherited their weights' recipe
-            saved = lineage + saved
-        commands = saved + [this]
         if is_main:
             # history.json may lag last.pt if a run died between the two writes: last.pt wins.
             atomic_write_text(os.path.join(cfg.out, "history.json"), json.dumps(history, indent=1))
@@ -521,7 +527,7 @@ def _train(cfg: TrainConfig, state: dict[str, Any] | None, dist_info: Distribute
             "epoch": epoch, "metrics": {**record, "per_class_AP": metrics["per_class_AP"]}, "history": history,
             "best": best, "data": {**_dataset_info(cfg.data), "train_images": len(train_split.records),
                                    "valid_images": len(valid_split.records)},
-            "commands": commands, "weights_note": weights_note, "versions": _versions(),
+            "commands": commands, "inherits_commands": True, "weights_note": weights_note, "versions": _versions(),
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "global_step": global_step, "model": model.state_dict(),
         }

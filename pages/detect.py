@@ -63,12 +63,16 @@ def describe_checkpoint(meta: dict) -> str:
 def detection_figure(image, detection: dict, threshold: float) -> go.Figure:
     shown = image.copy()
     shown.thumbnail((DISPLAY_SIDE, DISPLAY_SIDE))
-    k = shown.size[0] / image.size[0]
     width, height = shown.size
+    kx, ky = width / image.size[0], height / image.size[1]  # rounding makes them differ on thin images
+
+    def scaled(box):
+        return box[0] * kx, box[1] * ky, box[2] * kx, box[3] * ky
+
     figure = go.Figure(go.Image(z=np.asarray(shown), hoverinfo="skip"))
     region = detection.get("region")
     if region is not None:
-        x0, y0, x1, y1 = (v * k for v in region)
+        x0, y0, x1, y1 = scaled(region)
         figure.add_trace(go.Scatter(
             x=[x0, x1, x1, x0, x0], y=[y0, y0, y1, y1, y0], mode="lines", line={"color": "#ffd400", "width": 2,
                                                                                "dash": "dash"},
@@ -76,7 +80,7 @@ def detection_figure(image, detection: dict, threshold: float) -> go.Figure:
     for box, score, digit in zip(detection["boxes"], detection["scores"], detection["digits"]):
         if score < threshold:
             continue
-        x0, y0, x1, y1 = (v * k for v in box)
+        x0, y0, x1, y1 = scaled(box)
         colour = DIGIT_COLOURS[digit % 10]
         figure.add_trace(go.Scatter(
             x=[x0, x1, x1, x0, x0], y=[y0, y0, y1, y1, y0], mode="lines", fill="toself",
@@ -118,7 +122,7 @@ with st.sidebar:
     input_size = st.selectbox(
         "Input size", INPUT_SIZES, format_func=lambda v: "auto (the checkpoint's)" if v == "auto" else f"{v} px",
         help="How large the model sees each image (short side). auto: " + loaded.inference_note()
-             + ". A fixed size resizes every image to it: larger finds smaller digits, slower.")
+             + ". A fixed size resizes every image's short side to it: larger finds smaller digits, slower.")
     use_camera = st.toggle("Take a photo", help="Use your camera instead of (or as well as) uploaded files.")
 
 uploads = st.file_uploader("Images of house numbers", type=UPLOAD_TYPES, accept_multiple_files=True,
@@ -174,7 +178,8 @@ for index, ((name, data), image_id, detection, number) in enumerate(
         st.metric("Number read", number if number != "-1" else "no digit (-1)")
         if detection.get("region") is not None:
             x0, y0, x1, y1 = detection["region"]
-            st.caption(f"Read in the dashed yellow region: {x1 - x0:.0f}x{y1 - y0:.0f} px at ({x0:.0f}, {y0:.0f}).")
+            st.caption(f"The number's region (dashed yellow): {x1 - x0:.0f}x{y1 - y0:.0f} px at ({x0:.0f}, {y0:.0f}); "
+                       "small numbers are read a second time from it, enlarged.")
         used = set(read_digits(detection, threshold))
         rows = sorted(({"digit": d, "score": round(s, 3), "x": round(b[0], 1), "y": round(b[1], 1),
                         "w": round(b[2] - b[0], 1), "h": round(b[3] - b[1], 1), "read": i in used}

@@ -70,21 +70,32 @@ def test_upload_shows_the_number_read(app_dirs, tiny_run, tiny_data):
     assert any("ms per image" in c.value for c in at.caption)
 
 
-def test_input_size_control_runs_the_model_at_that_size(app_dirs, tiny_run, tiny_data):
+def test_input_size_control_runs_the_model_at_that_size(app_dirs, tiny_run, tiny_data, monkeypatch):
+    import core.predict
+
     runs, _ = app_dirs
     (runs / "tiny").mkdir()
     shutil.copy(os.path.join(tiny_run, "best.pt"), runs / "tiny" / "best.pt")
+    asked = []
+    real = core.predict.predict_images
+
+    def recording(*args, **kwargs):
+        asked.append(kwargs.get("input_size"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(core.predict, "predict_images", recording)
     at = _app()
     size = next(s for s in at.selectbox if s.label == "Input size")
     assert size.value == "auto", "the checkpoint's own policy by default"
     path = os.path.join(tiny_data, "test", "5.png")
     at.file_uploader[0].set_value(("5.png", _png(path), "image/png"))
-    size.set_value(256)
+    at.run()
+    next(s for s in at.selectbox if s.label == "Input size").set_value(256)
     at.run()
     assert not at.exception, at.exception
-    loaded = load_model(str(runs / "tiny" / "best.pt"), "cpu")
-    threshold = at.slider[0].value
-    expected = read_number(predict_images(loaded, [("5.png", _png(path))], input_size=256).detections[0], threshold)
+    assert asked == [None, 256], "auto runs the checkpoint's policy; 256 runs the model at a 256 px short side"
+    expected = read_number(real(load_model(str(runs / "tiny" / "best.pt"), "cpu"), [("5.png", _png(path))],
+                                input_size=256).detections[0], at.slider[0].value)
     assert at.metric[0].value == (expected if expected != "-1" else "no digit (-1)")
 
 

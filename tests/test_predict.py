@@ -1,3 +1,4 @@
+import copy
 import csv
 import io
 import json
@@ -124,6 +125,7 @@ def test_padded_input_size_matches_what_the_model_sees(size_policy):
     for height, width in [(30, 29), (19, 30), (91, 171), (208, 226), (225, 450), (720, 1280), (1, 1), (40, 5000)]:
         resized = resize_by(torch.zeros(3, height, width), policy.scale(height, width))
         batch, _ = model.transform([resized])
+        assert batch.image_sizes[0] == tuple(resized.shape[-2:]), "the model resizes nothing more at inference"
         assert policy.padded_size(height, width) == tuple(batch.tensors.shape[-2:]), (height, width)
 
 
@@ -136,7 +138,7 @@ def test_auto_input_size_keeps_small_digits_in_large_images():
     fixed = InputSize("fixed", 112, 112, 400)
     assert fixed.scale(208, 226) == pytest.approx(112 / 208), "torchvision's rule shrinks the same image"
     model = rebuild_model(resolve_model_kwargs("digitnet_fpn"))
-    assert input_size_of(model, 300) == InputSize("fixed", 300, 300, 512)
+    assert input_size_of(model, 300) == InputSize("fixed", 300, 300, 2000), "the short side asked for, long side <= 2000"
     assert input_size_of(model, "auto") == input_size_of(model) == auto
     with pytest.raises(ModelError, match="must be 'auto' or a short side"):
         input_size_of(model, 5)
@@ -149,13 +151,30 @@ def test_auto_input_size_keeps_small_digits_in_large_images():
 def test_checkpoints_from_before_the_size_policy_read_as_they_did():
     """A checkpoint whose model kwargs have no size policy (the v2 default) still reads once at its
     fixed short side, so its recorded numbers stay reproducible."""
+    import torch
+
     old = {k: v for k, v in resolve_model_kwargs("digitnet_fpn").items()
            if not k.startswith(("size_policy", "auto_", "train_scale", "refine_"))}
-    model = rebuild_model(old)
+    torch.manual_seed(0)
+    model = rebuild_model(old).eval()
     assert input_size_of(model) == InputSize("fixed", 112, 112, 400)
     from core.model import refine_policy_of
 
     assert refine_policy_of(model).below_px == 0
+    # Detections equal the single pass through torchvision's own transform that such a checkpoint was scored with.
+    from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+    reference = copy.deepcopy(model)
+    reference.transform = GeneralizedRCNNTransform((96, 128, 112), 400, model.transform.image_mean,
+                                                   model.transform.image_std).eval()
+    reference.roi_heads.score_thresh = model.roi_heads.score_thresh = 0.0
+    for height, width in [(86, 385), (30, 60), (208, 226)]:
+        image = torch.rand(3, height, width, generator=torch.Generator().manual_seed(height))
+        with torch.inference_mode():
+            expected = reference([image])[0]
+        found = detect(model, [image])[0]
+        assert found["scores"] == pytest.approx(expected["scores"].tolist(), abs=1e-5)
+        assert sum(found["boxes"], []) == pytest.approx(sum(expected["boxes"].tolist(), []), abs=1e-3)
 
 
 def test_number_region_is_the_confident_digits_on_one_line():

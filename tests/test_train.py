@@ -249,13 +249,18 @@ def test_a_pretrained_reference_run_resumes_with_its_frozen_layers(tiny_data, tm
     assert [h["epoch"] for h in json.loads(open(f"{out}/history.json").read())] == [1, 2]
 
 
-def test_a_run_from_one_of_our_checkpoints_inherits_its_commands(tiny_run, tiny_data, tmp_path):
-    """Fine-tuning keeps the whole recipe: the new checkpoint's commands start with the donor's."""
-    donor = load_checkpoint(os.path.join(tiny_run, "best.pt"))["commands"]
+def test_a_run_from_one_of_our_checkpoints_inherits_its_commands(tiny_data, tmp_path):
+    """Fine-tuning keeps the whole recipe: the new checkpoint's commands start with the donor's,
+    once, even when the donor is trained further before the fine-tuned run resumes."""
+    donor_dir = str(tmp_path / "donor")
+    assert run(tiny_config(tiny_data, donor_dir), stream=None) == 0
+    donor = load_checkpoint(os.path.join(donor_dir, "best.pt"))["commands"]
     out = str(tmp_path / "tuned")
-    assert run(tiny_config(tiny_data, out, weights=os.path.join(tiny_run, "best.pt")), stream=None) == 0
+    assert run(tiny_config(tiny_data, out, weights=os.path.join(donor_dir, "best.pt")), stream=None) == 0
     commands = load_checkpoint(os.path.join(out, "best.pt"))["commands"]
     assert commands[:len(donor)] == donor and len(commands) == len(donor) + 1
+    assert run(tiny_config(tiny_data, donor_dir, epochs=2, resume=True), {"epochs", "resume", "out"},
+               stream=None) == 0
     assert run(tiny_config(tiny_data, out, epochs=2, resume=True), {"epochs", "resume", "out"}, stream=None) == 0
     resumed = load_checkpoint(os.path.join(out, "last.pt"))["commands"]
     assert resumed[:len(commands)] == commands and len(resumed) == len(commands) + 1, "listed once, then the resume"
