@@ -32,6 +32,7 @@ def load_reference(rev: str):
         handle.write(source)
     spec = importlib.util.spec_from_file_location("synth_reference", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is made
     spec.loader.exec_module(module)
     return module
 

@@ -62,6 +62,25 @@ def test_upload_shows_boxes_and_the_number(browser, app, tmp_path):
     page.close()
 
 
+def test_a_photo_shows_the_number_region_it_was_read_in(browser, app, tmp_path, fonts):
+    """A 1280x720 street photo with a small plate: the page draws the region the number was read in."""
+    from core import synth
+
+    url, _ = app
+    rng, np_rng = synth.sample_rngs(31, "browser-photo", 2)
+    photo, boxes = synth.render_photo_scene(rng, fonts, np_rng)
+    path = tmp_path / "photo.jpg"
+    photo.convert("RGB").save(path, quality=90)
+    page = open_page(browser, url)
+    page.wait_for_selector("text=Detect house numbers")
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(path))
+    page.wait_for_selector('[data-testid="stMetricValue"]')
+    page.wait_for_selector("text=The number's region (dashed yellow)")
+    page.locator(".js-plotly-plot").first.wait_for()
+    _shot(page, "detect-photo.png")
+    page.close()
+
+
 def test_schedulers_page_shows_two_curves(browser, app):
     url, _ = app
     page = open_page(browser, url + "/schedulers")
