@@ -160,7 +160,8 @@ def test_train_page_reattaches_after_a_refresh_and_stops_a_run(browser, app, tin
     page.get_by_role("button", name="Stop").click()
     page.wait_for_selector("text=/stopped by SIGTERM/", timeout=120_000)
     expect(picker).to_have_value(re.compile(r"long-run \(stopped\)$"), timeout=30_000)  # the label follows
-    assert page.get_by_role("button", name="Resume this run").count() == 1
+    # The picker's label and the Resume button come from the same rerun; wait for the button as for the label.
+    expect(page.get_by_role("button", name="Resume this run")).to_have_count(1, timeout=30_000)
     run_dir = runs / "long-run"
     assert not is_locked(str(run_dir))
     assert load_checkpoint(str(run_dir / "last.pt"))["epoch"] >= 1
