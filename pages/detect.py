@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
+from PIL import Image, ImageDraw
 
 from core.checkpoint import CheckpointError
 from core.images import decode_image
@@ -58,6 +59,22 @@ def describe_checkpoint(meta: dict) -> str:
              f"best validation mAP {m_ap:.3f} (epoch {best.get('epoch', meta.get('epoch'))})" if m_ap is not None
              else f"epoch {meta.get('epoch')}"]
     return " · ".join(parts)
+
+
+def region_zoom(image, detection: dict, threshold: float, width: int = 320):
+    """The number's region enlarged, with the boxes read in it: in a photo the plate is a few pixels."""
+    x0, y0, x1, y1 = detection["region"]
+    pad = 0.15 * (y1 - y0)
+    box = (max(0, int(x0 - pad)), max(0, int(y0 - pad)), min(image.size[0], int(x1 + pad) + 1),
+           min(image.size[1], int(y1 + pad) + 1))
+    k = width / max(1, box[2] - box[0])
+    crop = image.crop(box).resize((width, max(1, round((box[3] - box[1]) * k))), Image.LANCZOS)
+    draw = ImageDraw.Draw(crop)
+    for (bx0, by0, bx1, by1), score, digit in zip(detection["boxes"], detection["scores"], detection["digits"]):
+        if score >= threshold:
+            draw.rectangle(((bx0 - box[0]) * k, (by0 - box[1]) * k, (bx1 - box[0]) * k, (by1 - box[1]) * k),
+                           outline=DIGIT_COLOURS[digit % 10], width=2)
+    return crop
 
 
 def detection_figure(image, detection: dict, threshold: float) -> go.Figure:
@@ -178,8 +195,9 @@ for index, ((name, data), image_id, detection, number) in enumerate(
         st.metric("Number read", number if number != "-1" else "no digit (-1)")
         if detection.get("region") is not None:
             x0, y0, x1, y1 = detection["region"]
-            st.caption(f"The number's region (dashed yellow): {x1 - x0:.0f}x{y1 - y0:.0f} px at ({x0:.0f}, {y0:.0f}); "
-                       "small numbers are read a second time from it, enlarged.")
+            st.image(region_zoom(image, detection, threshold))
+            st.caption(f"The number's region (dashed yellow), enlarged: {x1 - x0:.0f}x{y1 - y0:.0f} px at "
+                       f"({x0:.0f}, {y0:.0f}); small numbers are read a second time from it.")
         used = set(read_digits(detection, threshold))
         rows = sorted(({"digit": d, "score": round(s, 3), "x": round(b[0], 1), "y": round(b[1], 1),
                         "w": round(b[2] - b[0], 1), "h": round(b[3] - b[1], 1), "read": i in used}
