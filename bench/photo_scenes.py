@@ -19,7 +19,7 @@ from common import ROOT, median_ms, timed_detections
 from core import synth
 from core.checkpoint import atomic_write_text
 from core.data import load_split
-from core.evaluate import score_detections, task2_by_length
+from core.evaluate import score_detections
 from core.predict import load_model, parse_input_size, read_number
 
 
@@ -68,7 +68,6 @@ def main() -> None:
     plates = load_split(out, "test")
     detections, seconds = timed_detections(loaded, plates.records, input_size)
     metrics = score_detections(plates, detections, threshold)
-    by_length = task2_by_length(plates.records, [read_number(d, threshold) for d in detections])
     empty = load_split(out, "valid")
     empty_detections, empty_seconds = timed_detections(loaded, empty.records, input_size)
     read = [read_number(d, threshold) for d in empty_detections]
@@ -79,13 +78,13 @@ def main() -> None:
           f"{len(empty.records)} without digits; {args.ckpt}; inference: {loaded.inference_note(input_size)}")
     print(f"  plates   Task 2 {metrics['task2_accuracy']:.3f}   mAP@[.5:.95] {metrics['mAP']:.3f}   "
           f"AP50 {metrics['AP50']:.3f}   AP75 {metrics['AP75']:.3f}")
-    for length, row in by_length.items():
+    for length, row in metrics["task2_by_length"].items():
         print(f"           {length}-digit numbers: {row['accuracy']:.3f} ({row['correct']}/{row['images']})")
     print(f"  no digits: nothing read in {clean:.3f} of {len(read)} photos "
           f"(examples read: {[n for n in read if n != '-1'][:8]})")
     print(f"  speed    median {median_ms(seconds + empty_seconds):.1f} ms/photo, one at a time")
     if args.json:
-        atomic_write_text(args.json, json.dumps({**metrics, "task2_by_length": by_length, "empty_clean": clean,
+        atomic_write_text(args.json, json.dumps({**metrics, "empty_clean": clean,
                                                  "median_ms": median_ms(seconds + empty_seconds)}, indent=1))
 
 

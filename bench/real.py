@@ -16,8 +16,8 @@ import json
 from common import ROOT, median_ms, timed_detections
 from core.checkpoint import atomic_write_text
 from core.data import load_split
-from core.evaluate import score_detections, task2_by_length
-from core.predict import load_model, parse_input_size, read_number
+from core.evaluate import score_detections
+from core.predict import load_model, parse_input_size
 
 
 def score(ckpt: str, data: str, split_name: str, input_size=None, device: str = "auto", limit: int | None = None,
@@ -28,8 +28,6 @@ def score(ckpt: str, data: str, split_name: str, input_size=None, device: str = 
     loaded = load_model(ckpt, device)
     detections, seconds = timed_detections(loaded, split.records, input_size, progress)
     metrics = score_detections(split, detections, loaded.task2_threshold)
-    numbers = [read_number(d, loaded.task2_threshold) for d in detections]
-    metrics["task2_by_length"] = task2_by_length(split.records, numbers)
     metrics["median_ms"] = median_ms(seconds)
     metrics["mean_ms"] = 1000 * sum(seconds) / max(len(seconds), 1)
     metrics.update(checkpoint=ckpt, data=data, split=split_name, task2_threshold=loaded.task2_threshold,

@@ -103,7 +103,9 @@ def score_detections(split: Split, detections: Sequence[dict[str, list]],
     records = split.records
     results = [entry for record, det in zip(records, detections) for entry in coco_results(record.image_id, det)]
     metrics = coco_metrics(split.coco(), results)
-    metrics["task2_accuracy"] = task2_accuracy(records, [read_number(det, task2_threshold) for det in detections])
+    numbers = [read_number(det, task2_threshold) for det in detections]
+    metrics["task2_accuracy"] = task2_accuracy(records, numbers)
+    metrics["task2_by_length"] = task2_by_length(records, numbers)
     metrics["images"] = len(records)
     return metrics
 
@@ -191,7 +193,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"best Task 2 threshold on {args.split}: {best:.2f} ({sweep[best]:.4f})")
         metrics["task2_sweep"] = {str(t): a for t, a in sweep.items()}
         metrics["task2_best_threshold"] = best
-    metrics["task2_by_length"] = task2_by_length(split.records, [read_number(d, threshold) for d in detections])
     metrics.update({"checkpoint": args.ckpt, "data": args.data, "split": args.split, "task2_threshold": threshold,
                     "inference": loaded.inference_note(input_size)})
     print(format_report(metrics))

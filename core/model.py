@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import torch
@@ -236,7 +236,7 @@ def input_size_of(model: nn.Module, override: int | str | None = None) -> InputS
     transform = getattr(getattr(model, "module", model), "transform", None)
     if isinstance(transform, PolicyTransform):
         policy = transform.policy
-    elif transform is not None:  # torchvision's own rule: the reference, checkpoints from before the policy
+    elif transform is not None:  # a torchvision detector built elsewhere: its own fixed rule
         policy = InputSize("fixed", int(transform.min_size[-1]), int(transform.min_size[-1]), int(transform.max_size))
     else:
         raise ModelError(f"{type(model).__name__} has no detection transform to size its input")
@@ -296,7 +296,7 @@ class PolicyTransform(GeneralizedRCNNTransform):
             return image, target
         h, w = image.shape[-2:]
         if self.policy.mode == "fixed":
-            scale = min(self.torch_choice(self.min_size) / min(h, w), self.policy.max_long / max(h, w))
+            scale = replace(self.policy, min_short=self.torch_choice(self.min_size)).scale(h, w)
         else:
             low, high = self.train_jitter
             jitter = math.exp(float(torch.empty(1).uniform_(math.log(low), math.log(high))))
