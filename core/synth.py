@@ -35,7 +35,10 @@ from typing import Iterable
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageFont
 
-GENERATOR_VERSION = 3  # 2: partial neighbour digits cut after the warp; 3: SVHN boxes, scenes, border digits
+GENERATOR_VERSION = 4  # 2: partial neighbour digits cut after the warp; 3: SVHN boxes, scenes, border digits;
+# 4: letters beside numbers and crops of words without digits (unlabelled), more digit-free scenes; no
+# clipped glyph tops, plate frames drawn outside the plate, relief shadows that do not wrap round
+# (the shipped v3 model was trained on version 3: revision 0cb3cda)
 SPLITS = ("train", "valid", "test")
 FONT_DIRS = (
     "/usr/share/fonts",
@@ -199,11 +202,13 @@ def _colour_pair(rng: random.Random) -> tuple[np.ndarray, np.ndarray, float]:
 
 @dataclass
 class _Glyph:
-    digit: int
-    labelled: bool  # partial neighbours are drawn but not annotated
+    digit: int  # -1 for a letter
+    labelled: bool  # partial neighbours and letters are drawn but not annotated
     mask: Image.Image  # "L" ink, tightly cropped
     x: int = 0
     y: int = 0
+    sliver: bool = False  # a neighbouring sign's digit, of which the crop keeps only an edge
+    space_before: bool = False  # a word gap, not a digit gap, before this glyph
 
 
 @lru_cache(maxsize=1024)
@@ -213,7 +218,8 @@ def _size_per_pixel(source: str) -> float:
     return 64 / max(bottom - top, 1)
 
 
-def _font_glyph(source: str, digit: int, height: int, stroke: int, hollow: bool) -> Image.Image:
+def _font_glyph(source: str, char: str, height: int, stroke: int, hollow: bool) -> Image.Image:
+    """``char`` (a digit or a letter) with a "0" ``height`` px tall."""
     size = max(4, int(round(height * _size_per_pixel(source))))
     font = _font(source, min(size, 600))
     # A canvas generous enough for any digit (italic overhangs included); cropping to the ink
@@ -224,9 +230,9 @@ def _font_glyph(source: str, digit: int, height: int, stroke: int, hollow: bool)
     draw = ImageDraw.Draw(canvas)
     origin = (margin, margin + ascent)
     if hollow:
-        draw.text(origin, str(digit), font=font, fill=0, anchor="ls", stroke_width=stroke, stroke_fill=255)
+        draw.text(origin, char, font=font, fill=0, anchor="ls", stroke_width=stroke, stroke_fill=255)
     else:
-        draw.text(origin, str(digit), font=font, fill=255, anchor="ls", stroke_width=stroke, stroke_fill=255)
+        draw.text(origin, char, font=font, fill=255, anchor="ls", stroke_width=stroke, stroke_fill=255)
     box = canvas.getbbox()
     return canvas.crop(box) if box else canvas
 
@@ -473,8 +479,11 @@ class _Sample:
 
 @dataclass
 class _Style:
-    digits: list[int]
+    digits: list[int]  # empty: a crop of letters only (a street name, "APT", a shop sign)
+    letters: str  # drawn beside the digits (or alone), never labelled
+    letters_first: bool  # "APT 4" rather than "12B"
     source: str
+    letter_source: str  # the stroke digits have no letters: their letters come from a font
     height: int  # working digit height in px
     upscale: float  # the working image is enlarged by this at the end (low-resolution crops)
     hollow: bool
@@ -484,9 +493,25 @@ class _Style:
     jitter: float  # stroke digits: 0.03 neat stencil .. 0.09 hand-painted
 
 
-def _choose_style(rng: random.Random, fonts: list[str]) -> _Style:
-    digits = _number(rng)
+# Letters an annotator would never box as digits: no O/o, I/l, S/s, Z/z, B/b, G/g/q, and no
+# descenders (glyphs sit on one baseline by their ink's bottom).
+SIGN_LETTERS = "ACEFHKMNPRTUVWXY"
+WORD_LETTERS = SIGN_LETTERS + "acehkmnrtuvwx"
+
+
+def _letters(rng: random.Random, alone: bool) -> str:
+    """A suffix ("12B"), a word beside the number ("MAIN", "Apt"), or a word on its own."""
+    length = rng.randint(2, 7) if alone or rng.random() < 0.6 else 1
+    if length == 1 or rng.random() < 0.6:
+        return "".join(rng.choice(SIGN_LETTERS) for _ in range(length))
+    return rng.choice(SIGN_LETTERS) + "".join(rng.choice(WORD_LETTERS[len(SIGN_LETTERS):]) for _ in range(length - 1))
+
+
+def _choose_style(rng: random.Random, fonts: list[str], word_only: bool = False) -> _Style:
+    digits = [] if word_only else _number(rng)
+    letters = _letters(rng, alone=True) if word_only else _letters(rng, alone=False) if rng.random() < 0.15 else ""
     source = rng.choice(fonts)
+    letter_source = source if source != STROKE_FONT else rng.choice([f for f in fonts if f != STROKE_FONT])
     # Work at the digits' final pixel height, or smaller and upscaled at the end (SVHN has
     # many enlarged low-resolution crops).
     final_height = int(math.exp(rng.uniform(math.log(9), math.log(110))))
@@ -495,23 +520,38 @@ def _choose_style(rng: random.Random, fonts: list[str]) -> _Style:
     roll = rng.random()
     hollow = source != STROKE_FONT and roll < 0.05
     stroke = max(1, height // 12) if (hollow or roll > 0.85) else 0
-    return _Style(digits, source, height, upscale, hollow, stroke, width_ratio=rng.uniform(0.45, 0.7),
-                  thickness=rng.uniform(0.08, 0.22), jitter=rng.choice([0.03, 0.03, 0.06, 0.09]))
+    return _Style(digits, letters, rng.random() < 0.3, source, letter_source, height, upscale, hollow, stroke,
+                  width_ratio=rng.uniform(0.45, 0.7), thickness=rng.uniform(0.08, 0.22),
+                  jitter=rng.choice([0.03, 0.03, 0.06, 0.09]))
 
 
 def _glyph_mask(rng: random.Random, style: _Style, digit: int) -> Image.Image:
     if style.source == STROKE_FONT:
         return _stroke_glyph(rng, digit, style.height, style.width_ratio, style.thickness, style.jitter)
-    return _font_glyph(style.source, digit, style.height, style.stroke, style.hollow)
+    return _font_glyph(style.source, str(digit), style.height, style.stroke, style.hollow)
 
 
 def _render_glyphs(rng: random.Random, style: _Style) -> list[_Glyph]:
     glyphs = [_Glyph(digit, True, _glyph_mask(rng, style, digit)) for digit in style.digits]
+    letters = [_Glyph(-1, False, _font_glyph(style.letter_source, char, style.height, style.stroke, style.hollow))
+               for char in style.letters]
+    if letters and glyphs:
+        # A one-letter suffix is usually set like a digit; a word is a separate word.
+        word_gap = len(letters) > 1 or rng.random() < 0.3
+        if style.letters_first:
+            glyphs[0].space_before = word_gap
+            glyphs = letters + glyphs
+        else:
+            letters[0].space_before = word_gap
+            glyphs = glyphs + letters
+    else:
+        glyphs = glyphs or letters
     # A sliver of another sign's digit cut by the frame: an annotator would not box it.
     for side in ("left", "right"):
         if rng.random() < 0.06:
             digit = rng.randrange(10)
-            glyphs.insert(0 if side == "left" else len(glyphs), _Glyph(digit, False, _glyph_mask(rng, style, digit)))
+            sliver = _Glyph(digit, False, _glyph_mask(rng, style, digit), sliver=True)
+            glyphs.insert(0 if side == "left" else len(glyphs), sliver)
     return glyphs
 
 
@@ -536,13 +576,15 @@ def _place_glyphs(rng: random.Random, glyphs: list[_Glyph], height: int) -> tupl
     pad = 4  # the warp and the margins are applied by resampling into the crop, not here
     x = pad
     baseline_jitter = rng.uniform(0, 0.06) * height
+    # Glyphs taller than ``height`` (outlines, stroke caps) sit on the same baseline and keep their tops.
+    baseline = pad + max(height, max(g.mask.size[1] for g in glyphs)) + baseline_jitter
     for index, glyph in enumerate(glyphs):
         glyph.x = int(x)
-        glyph.y = int(pad + height - glyph.mask.size[1] + rng.uniform(-baseline_jitter, baseline_jitter))
+        glyph.y = int(baseline - glyph.mask.size[1] + rng.uniform(-baseline_jitter, baseline_jitter))
         gap = spacing * rng.uniform(0.8, 1.2)
         following = glyphs[index + 1] if index + 1 < len(glyphs) else None
-        if not glyph.labelled or (following is not None and not following.labelled):
-            gap = max(2.5 * gap, 0.3 * height)  # a neighbour belongs to another sign: a wider gap
+        if glyph.sliver or (following is not None and (following.sliver or following.space_before)):
+            gap = max(2.5 * gap, 0.3 * height)  # another sign, or another word: a wider gap
         x += glyph.mask.size[0] + gap
     return int(x + pad), max(g.y + g.mask.size[1] for g in glyphs) + pad
 
@@ -591,12 +633,23 @@ def _warp_and_measure(rng: random.Random, glyphs: list[_Glyph], canvas: tuple[in
 # ------------------------------------------------------------------ stage 3: the number's own crop
 
 
-def _crop_rect(rng: random.Random, glyphs: list[_Glyph], ink: _Ink) -> tuple[int, int, int, int]:
-    """The crop around the number: from cutting into the outer digits to wide margins."""
-    ux0, uy0 = min(b[0] for b in ink.boxes), min(b[1] for b in ink.boxes)
-    ux1, uy1 = max(b[2] for b in ink.boxes), max(b[3] for b in ink.boxes)
+def _subject_box(rng: random.Random, glyphs: list[_Glyph], ink: _Ink) -> tuple[int, int, int, int]:
+    """What the crop is framed around: the digits, usually with the letters beside them; the
+    letters when there are no digits."""
+    letters = [_glyph_extent(g, ink.forward) for g in glyphs if g.digit < 0]
+    extents = [b[:4] for b in ink.boxes]
+    if not extents or (letters and rng.random() < 0.75):
+        extents += letters
+    return (int(min(e[0] for e in extents)), int(min(e[1] for e in extents)),
+            int(math.ceil(max(e[2] for e in extents))), int(math.ceil(max(e[3] for e in extents))))
+
+
+def _crop_rect(rng: random.Random, glyphs: list[_Glyph], ink: _Ink,
+               subject: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    """The crop around the subject: from cutting into the outer digits to wide margins."""
+    ux0, uy0, ux1, uy1 = subject
     digit_h = uy1 - uy0
-    kind = rng.choices(["cut", "tight", "normal", "wide"], weights=[0.12, 0.25, 0.48, 0.15])[0]
+    kind = rng.choices(["cut", "tight", "normal", "wide"], weights=[0.12 if ink.boxes else 0, 0.25, 0.48, 0.15])[0]
     lo, hi = {"cut": (-0.05, 0.06), "tight": (0.0, 0.14), "normal": (0.03, 0.45), "wide": (0.3, 1.2)}[kind]
 
     def margin() -> int:
@@ -610,10 +663,10 @@ def _crop_rect(rng: random.Random, glyphs: list[_Glyph], ink: _Ink) -> tuple[int
         if rng.random() < 0.6:
             right = -int(rng.uniform(0.0, 0.18) * (last[2] - last[0]))
     # A neighbour shows 10-25% of its width: a sliver of another sign, never read as part of the number.
-    if not glyphs[0].labelled:
+    if glyphs[0].sliver:
         n0, _, n1, _ = _glyph_extent(glyphs[0], ink.forward)
         left = ux0 - int(n0 + (n1 - n0) * rng.uniform(0.75, 0.9))
-    if not glyphs[-1].labelled:
+    if glyphs[-1].sliver:
         n0, _, n1, _ = _glyph_extent(glyphs[-1], ink.forward)
         right = int(n0 + (n1 - n0) * rng.uniform(0.1, 0.25)) - ux1
     return ux0 - left, uy0 - top, ux1 + right, uy1 + bottom
@@ -629,6 +682,14 @@ def _fit_width(crop: tuple[int, int, int, int], upscale: float) -> tuple[tuple[i
         extra = int(math.ceil(MIN_WIDTH / scale)) - width
         crop = (crop[0] - extra // 2, crop[1], crop[2] + extra - extra // 2, crop[3])
     return crop, scale
+
+
+def _shifted(mask: Image.Image, dx: int, dy: int) -> Image.Image:
+    """``mask`` moved by (dx, dy); what leaves the frame is gone (ImageChops.offset would wrap
+    a digit's shadow round to the opposite edge)."""
+    out = Image.new("L", mask.size)
+    out.paste(mask, (dx, dy))
+    return out
 
 
 def _paint(rng: random.Random, np_rng: np.random.Generator, ink: Image.Image,
@@ -652,11 +713,11 @@ def _paint(rng: random.Random, np_rng: np.random.Generator, ink: Image.Image,
     relief = rng.random()
     step = max(1, digit_h // 20)
     if relief < 0.15:  # drop shadow: the digits stand off the wall
-        shadow = ImageChops.offset(ink, rng.choice([-1, 1]) * step, step).point(_SHADOW_ALPHA)
+        shadow = _shifted(ink, rng.choice([-1, 1]) * step, step).point(_SHADOW_ALPHA)
         image = Image.composite(Image.new("RGB", image.size, 0), image, shadow)
     elif relief < 0.25:  # embossed or stamped metal: a highlight on one side, a shadow on the other
-        light = ImageChops.offset(ink, -step, -step).point(_SHADOW_ALPHA)
-        dark = ImageChops.offset(ink, step, step).point(_SHADOW_ALPHA)
+        light = _shifted(ink, -step, -step).point(_SHADOW_ALPHA)
+        dark = _shifted(ink, step, step).point(_SHADOW_ALPHA)
         image = Image.composite(Image.new("RGB", image.size, (255, 255, 255)), image, light)
         image = Image.composite(Image.new("RGB", image.size, 0), image, dark)
     if rng.random() < 0.3:  # painted or metallic digits are rarely one flat colour
@@ -674,7 +735,8 @@ def _paint(rng: random.Random, np_rng: np.random.Generator, ink: Image.Image,
 def _frame_number(rng: random.Random, np_rng: np.random.Generator, style: _Style, glyphs: list[_Glyph],
                   ink: _Ink, convention: BoxConvention, with_map: bool) -> _Sample:
     """The number cropped and painted, boxes in ``convention``, at its final size."""
-    crop, scale = _fit_width(_crop_rect(rng, glyphs, ink), style.upscale)
+    subject = _subject_box(rng, glyphs, ink)
+    crop, scale = _fit_width(_crop_rect(rng, glyphs, ink, subject), style.upscale)
     width, img_h = crop[2] - crop[0], crop[3] - crop[1]
     if ink.coeffs is not None:
         mask = ink.mask.transform((width, img_h), Image.PERSPECTIVE, _shift_homography(ink.coeffs, crop[0], crop[1]),
@@ -687,12 +749,12 @@ def _frame_number(rng: random.Random, np_rng: np.random.Generator, style: _Style
                                      crop[2] - ink.origin[0], crop[3] - ink.origin[1]))
         order = {index + 1: rank + 1 for rank, index in enumerate(i for i, g in enumerate(glyphs) if g.labelled)}
         glyph_map = glyph_map.point([order.get(v, 0) for v in range(256)])
-    number_box = (min(b[0] for b in ink.boxes) - crop[0], min(b[1] for b in ink.boxes) - crop[1],
-                  max(b[2] for b in ink.boxes) - crop[0], max(b[3] for b in ink.boxes) - crop[1])
+    number_box = (subject[0] - crop[0], subject[1] - crop[1], subject[2] - crop[0], subject[3] - crop[1])
     image = _paint(rng, np_rng, mask, number_box, number_box[3] - number_box[1])
     boxes = [[*convention.apply(rng, (b[0] - crop[0], b[1] - crop[1], b[2] - crop[0], b[3] - crop[1])), b[4]]
              for b in ink.boxes]
-    sample = _Sample(image, boxes, float(np.median([b[3] - b[1] for b in ink.boxes])), glyph_map)
+    digit_height = float(np.median([b[3] - b[1] for b in ink.boxes])) if ink.boxes else float(subject[3] - subject[1])
+    sample = _Sample(image, boxes, digit_height, glyph_map)
     if scale != 1.0:
         size = (max(1, int(round(width * scale))), max(1, int(round(img_h * scale))))
         sample = sample.resized(size, rng.choice([Image.BILINEAR, Image.BICUBIC, Image.NEAREST]))
@@ -703,7 +765,6 @@ def _frame_number(rng: random.Random, np_rng: np.random.Generator, style: _Style
 
 
 SCENE_MAX_SIDE = 1280
-SIGN_LETTERS = "ACEFHKMNPRTUVWXY"  # letters an annotator would not mistake for digits
 
 
 def _scene_wall(rng: random.Random, np_rng: np.random.Generator, width: int, height: int) -> Image.Image:
@@ -732,7 +793,7 @@ def _scene_objects(rng: random.Random, image: Image.Image, fonts: list[str], kee
         return x, y
 
     for _ in range(rng.randint(1, 7)):
-        kind = rng.choices(["door", "window", "plant", "sign", "lamp", "pipe"], weights=[2, 2, 2, 2, 1, 1.5])[0]
+        kind = rng.choices(["door", "window", "plant", "sign", "lamp", "pipe"], weights=[2, 2, 2, 3, 1, 1.5])[0]
         if kind in ("door", "window"):
             w = int(unit * rng.uniform(0.1, 0.35))
             h = int(w * (rng.uniform(1.8, 2.6) if kind == "door" else rng.uniform(0.6, 1.4)))
@@ -753,7 +814,7 @@ def _scene_objects(rng: random.Random, image: Image.Image, fonts: list[str], kee
         elif kind == "sign":
             source = rng.choice([f for f in fonts if not f.startswith("<")] or [BUILTIN_FONT])
             size = int(max(8, unit * rng.uniform(0.015, 0.05)))
-            word = "".join(rng.choice(SIGN_LETTERS) for _ in range(rng.randint(2, 8)))
+            word = _letters(rng, alone=True)
             font = _font(source, size)
             tw = int(draw.textlength(word, font=font))
             x, y = away_from_number(tw + size, 2 * size)
@@ -796,10 +857,11 @@ def _in_scene(rng: random.Random, np_rng: np.random.Generator, sample: _Sample, 
     keep_out = (at[0], at[1], at[0] + plate.image.size[0], at[1] + plate.image.size[1])
     _scene_objects(rng, scene, fonts, keep_out)
     placed = plate.pasted_into(scene, at)
-    if rng.random() < 0.5:  # the plate's own frame
-        ImageDraw.Draw(placed.image).rectangle((keep_out[0] - 1, keep_out[1] - 1, keep_out[2], keep_out[3]),
-                                               outline=tuple(int(v * 255) for v in _random_colour(rng)),
-                                               width=max(1, int(plate.image.size[1] * 0.04)))
+    if rng.random() < 0.5:  # the plate's own frame, around it (drawn over it, it would hide border digits)
+        line = max(1, int(plate.image.size[1] * 0.04))
+        ImageDraw.Draw(placed.image).rectangle(
+            (keep_out[0] - line, keep_out[1] - line, keep_out[2] + line - 1, keep_out[3] + line - 1),
+            outline=tuple(int(v * 255) for v in _random_colour(rng)), width=line)
     return placed
 
 
@@ -905,6 +967,11 @@ def _degrade(rng: random.Random, np_rng: np.random.Generator, sample: _Sample) -
 # ------------------------------------------------------------------ one image
 
 
+# The negatives: a model that has seen few letters and walls reads signs, lamps and plants as digits.
+DIGIT_FREE_SCENES = 0.04
+WORDS_ALONE = 0.06  # crops of letters (street names, "APT", shop signs), placed like numbers
+
+
 def render_sample(rng: random.Random, fonts: list[str], np_rng: np.random.Generator | None = None,
                   debug: dict | None = None, boxes: str = "svhn"
                   ) -> tuple[Image.Image, list[tuple[int, int, int, int, int]]]:
@@ -914,26 +981,31 @@ def render_sample(rng: random.Random, fonts: list[str], np_rng: np.random.Genera
     A transforms pipeline: style and glyphs, layout and warp, the number's crop, where it is
     seen (alone, on padding, in a scene, or a scene without digits), camera and file degradations.
     ``debug``, when given, receives ``glyph_map``: the final-size image of which labelled glyph
-    (1, 2, ... left to right) covers each pixel with at least half ink, for checking boxes.
+    (1, 2, ... left to right) covers each pixel with at least half ink, for checking boxes, and
+    ``digits`` and ``letters``: what was drawn (slivers of other signs aside).
     """
     if boxes not in BOX_CONVENTIONS:
         raise SynthError(f"unknown box convention {boxes!r}; choose {', '.join(BOX_CONVENTIONS)}")
     if np_rng is None:
         np_rng = np.random.default_rng(rng.getrandbits(64))
-    if rng.random() < 0.02:
+    negative = rng.random()
+    drawn = ([], "")
+    if negative < DIGIT_FREE_SCENES:
         sample = _without_digits(rng, np_rng, fonts)
     else:
         while True:
-            style = _choose_style(rng, fonts)
+            style = _choose_style(rng, fonts, word_only=negative < DIGIT_FREE_SCENES + WORDS_ALONE)
             glyphs = _render_glyphs(rng, style)
             ink = _warp_and_measure(rng, glyphs, _place_glyphs(rng, glyphs, style.height))
-            if ink.boxes:  # a glyph thinner than the label threshold: start over with fresh draws
+            if ink.boxes or not style.digits:  # digits thinner than the label threshold: fresh draws
                 break
         sample = _frame_number(rng, np_rng, style, glyphs, ink, BOX_CONVENTIONS[boxes], debug is not None)
         sample = _place(rng, np_rng, sample, fonts)
+        drawn = (style.digits, style.letters)
     sample = _degrade(rng, np_rng, sample)
     if debug is not None:
         debug["glyph_map"] = sample.glyph_map
+        debug["digits"], debug["letters"] = drawn
     return sample.image, sample.final_boxes()
 
 

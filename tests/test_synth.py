@@ -149,7 +149,65 @@ def test_scenes_hold_small_numbers_and_some_hold_none(fonts):
             small_in_large += 1
             assert min(heights) >= 9, "digits in scenes stay readable (>= about 11 px before clipping)"
     assert small_in_large >= 40, small_in_large
-    assert 1 <= empty <= 25, f"{empty} digit-free scenes in 399 images (about 2% expected)"
+    expected = (synth.DIGIT_FREE_SCENES + synth.WORDS_ALONE) * 399
+    assert 0.5 * expected <= empty <= 1.5 * expected, f"{empty} images without digits in 399 (about {expected:.0f} expected)"
+
+
+def test_letters_beside_numbers_and_words_alone_are_never_labelled(fonts):
+    with_letters = words_alone = 0
+    for index in range(1, 300):
+        rng, np_rng = synth.sample_rngs(9, "train", index)
+        debug = {}
+        image, boxes = synth.render_sample(rng, fonts, np_rng, debug=debug, boxes="tight")
+        if not debug["letters"]:
+            continue
+        if not debug["digits"]:
+            words_alone += 1
+            assert boxes == [], "a word without digits has no boxes"
+            assert np.asarray(image.convert("L")).std() > 3, "the word is drawn"
+            continue
+        with_letters += 1
+        # Only the number's digits are boxed, and only digits' ink is in the label map.
+        assert [b[4] for b in boxes] == debug["digits"][:len(boxes)] or len(boxes) < len(debug["digits"])
+        assert set(np.unique(np.asarray(debug["glyph_map"]))) <= set(range(len(debug["digits"]) + 1))
+    assert with_letters >= 20 and words_alone >= 8, (with_letters, words_alone)
+
+
+def test_glyphs_taller_than_the_digit_height_keep_their_tops():
+    from PIL import Image
+    glyphs = [synth._Glyph(1, True, Image.new("L", (10, 40), 255)), synth._Glyph(2, True, Image.new("L", (10, 20), 255))]
+    import random
+    width, height = synth._place_glyphs(random.Random(0), glyphs, height=20)
+    for glyph in glyphs:
+        assert glyph.y >= 0 and glyph.y + glyph.mask.size[1] <= height
+    bottoms = [g.y + g.mask.size[1] for g in glyphs]
+    assert abs(bottoms[0] - bottoms[1]) <= 2, "one baseline"
+
+
+def test_a_shadow_leaving_the_frame_does_not_come_back_on_the_other_side():
+    from PIL import Image
+    mask = Image.new("L", (20, 20))
+    mask.paste(255, (15, 15, 20, 20))
+    shifted = np.asarray(synth._shifted(mask, 3, 3))
+    assert shifted[:15, :].max() == 0 and shifted[:, :15].max() == 0
+    assert shifted[18:, 18:].min() == 255
+
+
+def test_a_plate_frame_is_drawn_around_the_plate_not_over_its_digits(fonts):
+    import random
+    from PIL import Image
+    framed = 0
+    for seed in range(40):
+        plate = synth._Sample(Image.new("RGB", (60, 30), (10, 200, 30)), [[0.0, 0.0, 60.0, 30.0, 1]], 20.0)
+        placed = synth._in_scene(random.Random(seed), np.random.default_rng(seed), plate, fonts,
+                                 long_side=(400, 600), fraction=(0.2, 0.3))
+        x0, y0, x1, y1, _ = (int(round(v)) for v in placed.boxes[0])
+        inside = np.asarray(placed.image)[y0:y1, x0:x1]
+        colours = np.unique(inside.reshape(-1, 3), axis=0)
+        assert len(colours) <= 3, "the plate's pixels are its own (resampling may blend its edge)"
+        ring = np.asarray(placed.image)[max(0, y0 - 1), x0:x1]
+        framed += not (ring == inside[0]).all()
+    assert framed >= 5
 
 
 def test_digit_counts_and_first_digits_look_like_house_numbers(fonts):
@@ -171,7 +229,7 @@ def test_fonts_cover_system_builtin_and_strokes(fonts):
     for source in (synth.BUILTIN_FONT, synth.STROKE_FONT, fonts[0]):
         for d in range(10):
             mask = (synth._stroke_glyph(random.Random(0), d, 40, 0.6, 0.12) if source == synth.STROKE_FONT
-                    else synth._font_glyph(source, d, 40, 0, False))
+                    else synth._font_glyph(source, str(d), 40, 0, False))
             assert mask.getbbox() is not None
             assert 30 <= mask.size[1] <= 52
 
