@@ -1,0 +1,523 @@
+"""Bring labelled digits into the course layout: SVHN format 1, Pascal VOC XML, YOLO txt.
+
+    python -m core.convert svhn --src SVHN/train --out DATA [--valid-fraction 0.1] [--seed 0]
+    python -m core.convert svhn --src SVHN/test --out DATA --split test
+    python -m core.convert voc  --src DIR --out DATA [--split train]
+    python -m core.convert yolo --src DIR --out DATA [--split train]
+
+Writes ``DATA/<split>/<id>.<ext>`` (images copied byte for byte, or hard-linked with ``--link``),
+``DATA/<split>.json`` (COCO; category_id 1..10 = digit 0..9; ``[x, y, w, h]`` boxes clipped to the
+image) and ``DATA/<split>.sources.csv`` (image id -> source file), which ``core.train``,
+``core.evaluate`` and the app read unchanged.
+
+Records are read and written one at a time (SVHN's ``extra`` has 202,353 images), the COCO file is
+assembled from spooled fragments, and a split appears under ``DATA`` only when it is complete: the
+run writes into a hidden folder and renames it at the end. Every problem names its file and record;
+``--skip-invalid`` converts the rest and says how many were dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import random
+import shutil
+import sys
+import tempfile
+import xml.etree.ElementTree as ElementTree
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator
+
+from PIL import Image
+
+from core.data import MAX_LISTED_PROBLEMS, DatasetError, Problem, categories
+from core.events import ProgressBar
+from core.images import IMAGE_SUFFIXES, numeric_stem
+
+SVHN_FIELDS = ("height", "label", "left", "top", "width")
+PARTIAL_PREFIX = ".convert-"
+
+
+class ConvertError(DatasetError):
+    """A conversion that cannot go ahead; the message names the files and records."""
+
+
+@dataclass
+class SourceImage:
+    """One image of the source with its digit boxes ``(x, y, w, h, digit)`` in source pixels."""
+
+    image_id: int
+    path: str
+    boxes: list[tuple[float, float, float, float, int]]
+    where: str  # the record, for messages: "digitStruct.mat, record 17 (17.png)"
+
+
+@dataclass
+class Report:
+    images: dict[str, int] = field(default_factory=dict)
+    digits: dict[str, int] = field(default_factory=dict)
+    dropped: list[Problem] = field(default_factory=list)  # invalid records (with --skip-invalid)
+    empty_boxes: list[Problem] = field(default_factory=list)  # zero-area after clipping: dropped
+
+
+# A source yields, per record, a SourceImage or the Problem that makes it unusable.
+Record = SourceImage | Problem
+
+
+# ------------------------------------------------------------------ SVHN format 1
+
+
+def _svhn_values(mat, dataset) -> list[float]:
+    """A field of one image's bbox: a 1x1 number for one digit, else references to 1x1 numbers."""
+    import h5py
+
+    values = dataset[()]
+    if h5py.check_dtype(ref=dataset.dtype) is not None:
+        return [float(mat[ref][()].item()) for ref in values.ravel()]
+    return [float(v) for v in values.ravel()]
+
+
+def read_svhn(src: str) -> tuple[int, Iterator[Record]]:
+    """The records of ``src/digitStruct.mat`` (MATLAB v7.3), one at a time, with their count."""
+    import h5py
+
+    mat_path = os.path.join(src, "digitStruct.mat")
+    if not os.path.isfile(mat_path):
+        raise ConvertError([Problem(mat_path, "not found: SVHN format 1 keeps digitStruct.mat beside its PNGs")],
+                           f"cannot convert {src}")
+    try:
+        mat = h5py.File(mat_path, "r")
+    except OSError as exc:
+        raise ConvertError([Problem(mat_path, f"not a MATLAB v7.3 (HDF5) file ({exc})")],
+                           f"cannot convert {src}") from None
+    group = mat.get("digitStruct")
+    shape_problem = None
+    if not isinstance(group, h5py.Group) or not {"name", "bbox"} <= set(group.keys()):
+        shape_problem = "has no digitStruct group with 'name' and 'bbox' (not SVHN's structure)"
+    elif group["name"].shape != group["bbox"].shape or h5py.check_dtype(ref=group["bbox"].dtype) is None:
+        shape_problem = "digitStruct 'name' and 'bbox' are not two reference arrays of one length"
+    if shape_problem:
+        mat.close()
+        raise ConvertError([Problem(mat_path, shape_problem)], f"cannot convert {src}")
+    names, boxes = group["name"][()].ravel(), group["bbox"][()].ravel()
+
+    def records() -> Iterator[Record]:
+        with mat:
+            for index in range(len(names)):
+                yield _svhn_record(mat, mat_path, src, index, names[index], boxes[index])
+
+    return len(names), records()
+
+
+def _svhn_record(mat, mat_path: str, src: str, index: int, name_ref, bbox_ref) -> Record:
+    where = f"record {index + 1}"
+    try:
+        name = "".join(chr(int(c)) for c in mat[name_ref][()].ravel())
+        where = f"record {index + 1} ({name})"
+        bbox = mat[bbox_ref]
+        missing = [k for k in SVHN_FIELDS if k not in bbox]
+        if missing:
+            return Problem(mat_path, f"{where}: bbox lacks {', '.join(missing)} (not SVHN's structure)")
+        fields = {k: _svhn_values(mat, bbox[k]) for k in SVHN_FIELDS}
+    except (KeyError, ValueError, TypeError, OSError) as exc:
+        return Problem(mat_path, f"{where}: unreadable ({type(exc).__name__}: {exc})")
+    if len({len(v) for v in fields.values()}) != 1:
+        return Problem(mat_path, f"{where}: bbox fields have different lengths")
+    image_id = numeric_stem(name)
+    if image_id is None:
+        return Problem(mat_path, f"{where}: image name is not SVHN's <number>.png")
+    digits = []
+    for label in fields["label"]:
+        if label != int(label) or not 1 <= label <= 10:
+            return Problem(mat_path, f"{where}: label {label:g} is outside 1..10 (10 means digit 0)")
+        digits.append(int(label) % 10)
+    boxes = [(fields["left"][i], fields["top"][i], fields["width"][i], fields["height"][i], digits[i])
+             for i in range(len(digits))]
+    return SourceImage(image_id, os.path.join(src, name), boxes, f"digitStruct.mat, {where}")
+
+
+def write_svhn_mat(path: str, entries: Iterable[tuple[str, list[tuple[float, float, float, float, float]]]]) -> None:
+    """Write ``entries`` (file name, [(label, left, top, width, height), ...]) as SVHN's
+    digitStruct.mat: MATLAB v7.3 layout, a one-digit image's fields as 1x1 numbers, a multi-digit
+    image's as references to 1x1 numbers. For tests and benchmarks without the real download."""
+    import h5py
+    import numpy as np
+
+    with h5py.File(path, "w", userblock_size=512) as mat:
+        refs = mat.create_group("#refs#")
+        names, bboxes = [], []
+        for index, (name, digits) in enumerate(entries):
+            codes = np.array([[ord(c)] for c in name], dtype=np.uint16)
+            names.append(refs.create_dataset(f"n{index}", data=codes).ref)
+            group = refs.create_group(f"b{index}")
+            for column, key in zip((4, 0, 1, 2, 3), SVHN_FIELDS):  # height, label, left, top, width
+                values = [float(d[column]) for d in digits]
+                if len(values) == 1:
+                    group.create_dataset(key, data=np.array([[values[0]]]))
+                else:
+                    cells = [refs.create_dataset(f"b{index}{key}{k}", data=np.array([[v]])).ref
+                             for k, v in enumerate(values)]
+                    group.create_dataset(key, data=np.array(cells, dtype=h5py.ref_dtype).reshape(-1, 1))
+            bboxes.append(group.ref)
+        struct = mat.create_group("digitStruct")
+        struct.create_dataset("name", data=np.array(names, dtype=h5py.ref_dtype).reshape(-1, 1))
+        struct.create_dataset("bbox", data=np.array(bboxes, dtype=h5py.ref_dtype).reshape(-1, 1))
+    with open(path, "r+b") as handle:  # MATLAB's header in the user block
+        handle.write(b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created by: Digit Studio".ljust(116))
+
+
+# ------------------------------------------------------------------ Pascal VOC and YOLO
+
+
+def _digit_of(name: str) -> int | None:
+    name = name.strip()
+    return int(name) if len(name) == 1 and name.isdigit() else None
+
+
+def _image_ids(paths: list[str]) -> list[int]:
+    """File numbers when every name is a distinct number (SVHN, the course), else 1..N in name order."""
+    numbers = [numeric_stem(p) for p in paths]
+    if None not in numbers and len(set(numbers)) == len(numbers):
+        return numbers  # type: ignore[return-value]
+    return list(range(1, len(paths) + 1))
+
+
+def _find_image(folders: Iterable[str], stem: str) -> str | None:
+    for folder in folders:
+        for suffix in IMAGE_SUFFIXES + tuple(s.upper() for s in IMAGE_SUFFIXES):
+            path = os.path.join(folder, stem + suffix)
+            if os.path.isfile(path):
+                return path
+    return None
+
+
+def read_voc(src: str) -> tuple[int, Iterator[Record]]:
+    """``src/Annotations/*.xml`` with ``src/JPEGImages/`` (VOC's layout), or XML files beside their images."""
+    xml_dir = os.path.join(src, "Annotations") if os.path.isdir(os.path.join(src, "Annotations")) else src
+    xmls = sorted(os.path.join(xml_dir, f) for f in os.listdir(xml_dir) if f.lower().endswith(".xml")) \
+        if os.path.isdir(xml_dir) else []
+    if not xmls:
+        raise ConvertError([Problem(src, "no Pascal VOC .xml files (looked in Annotations/ and the folder itself)")],
+                           f"cannot convert {src}")
+    image_dirs = [os.path.join(src, "JPEGImages"), os.path.join(src, "images"), xml_dir, src]
+    ids = _image_ids(xmls)
+
+    def records() -> Iterator[Record]:
+        for image_id, xml_path in zip(ids, xmls):
+            yield _voc_record(xml_path, image_id, image_dirs)
+
+    return len(xmls), records()
+
+
+def _voc_record(xml_path: str, image_id: int, image_dirs: list[str]) -> Record:
+    try:
+        root = ElementTree.parse(xml_path).getroot()
+    except (ElementTree.ParseError, OSError) as exc:
+        return Problem(xml_path, f"not readable XML ({exc})")
+    file_name = (root.findtext("filename") or "").strip()
+    stem = os.path.splitext(file_name)[0] if file_name else os.path.splitext(os.path.basename(xml_path))[0]
+    path = next((os.path.join(d, file_name) for d in image_dirs if file_name and os.path.isfile(os.path.join(d, file_name))),
+                None) or _find_image(image_dirs, stem)
+    if path is None:
+        return Problem(xml_path, f"its image {file_name or stem} is missing")
+    boxes = []
+    for number, obj in enumerate(root.iter("object"), start=1):
+        name = obj.findtext("name") or ""
+        digit = _digit_of(name)
+        if digit is None:
+            return Problem(xml_path, f"object {number}: class {name.strip()!r} is not a digit 0-9")
+        try:
+            bndbox = obj.find("bndbox")
+            xmin, ymin, xmax, ymax = (float(bndbox.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
+        except (AttributeError, TypeError, ValueError):
+            return Problem(xml_path, f"object {number}: bndbox needs numeric xmin, ymin, xmax, ymax")
+        # VOC counts pixels from 1 and includes xmax: pixel i spans [i - 1, i).
+        boxes.append((xmin - 1, ymin - 1, xmax - xmin + 1, ymax - ymin + 1, digit))
+    return SourceImage(image_id, path, boxes, os.path.basename(xml_path))
+
+
+def _yolo_names(src: str) -> list[int] | None:
+    """Class index -> digit from ``classes.txt`` (one name per line); None: class k is digit k."""
+    path = os.path.join(src, "classes.txt")
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as handle:
+        names = [line.strip() for line in handle if line.strip()]
+    digits = [_digit_of(n) for n in names]
+    bad = [f"{i}: {n!r}" for i, (n, d) in enumerate(zip(names, digits)) if d is None]
+    if bad:
+        raise ConvertError([Problem(path, f"class {b} is not a digit 0-9") for b in bad], f"cannot convert {src}")
+    return digits  # type: ignore[return-value]
+
+
+def read_yolo(src: str) -> tuple[int, Iterator[Record]]:
+    """``src/images/**`` with ``src/labels/**.txt`` (Ultralytics' layout); an image without a label file has no digits."""
+    image_root, label_root = os.path.join(src, "images"), os.path.join(src, "labels")
+    if not os.path.isdir(image_root) or not os.path.isdir(label_root):
+        raise ConvertError([Problem(src, "YOLO layout needs images/ and labels/ folders")], f"cannot convert {src}")
+    images = sorted(os.path.join(d, f) for d, _, files in os.walk(image_root) for f in files
+                    if f.lower().endswith(IMAGE_SUFFIXES))
+    if not images:
+        raise ConvertError([Problem(image_root, "no images")], f"cannot convert {src}")
+    names = _yolo_names(src)
+    ids = _image_ids(images)
+
+    def records() -> Iterator[Record]:
+        for image_id, path in zip(ids, images):
+            relative = os.path.splitext(os.path.relpath(path, image_root))[0] + ".txt"
+            yield _yolo_record(path, os.path.join(label_root, relative), image_id, names)
+
+    return len(images), records()
+
+
+def _yolo_record(path: str, label_path: str, image_id: int, names: list[int] | None) -> Record:
+    boxes = []
+    if os.path.isfile(label_path):
+        try:
+            width, height = _image_size(path)
+        except OSError as exc:
+            return Problem(path, f"unreadable image ({exc})")
+        with open(label_path, encoding="utf-8") as handle:
+            lines = handle.read().splitlines()
+        for number, line in enumerate(lines, start=1):
+            values = line.split()
+            if not values:
+                continue
+            where = f"{os.path.basename(label_path)}, line {number}"
+            if len(values) != 5:
+                return Problem(label_path, f"line {number}: {len(values)} values; YOLO wants 5 (class cx cy w h)")
+            try:
+                cls, cx, cy, w, h = int(values[0]), *(float(v) for v in values[1:])
+            except ValueError:
+                return Problem(label_path, f"line {number}: not numbers: {line.strip()!r}")
+            digit = (names[cls] if 0 <= cls < len(names) else None) if names is not None else (cls if 0 <= cls <= 9 else None)
+            if digit is None:
+                return Problem(label_path, f"line {number}: class {cls} is not a digit class "
+                                           f"({'see classes.txt' if names is not None else 'expected 0..9'})")
+            if not all(0.0 <= v <= 1.0 for v in (cx, cy)) or w <= 0 or h <= 0:
+                return Problem(label_path, f"line {number}: cx cy w h must be normalised to 0..1 ({where})")
+            boxes.append(((cx - w / 2) * width, (cy - h / 2) * height, w * width, h * height, digit))
+    return SourceImage(image_id, path, boxes, os.path.basename(label_path))
+
+
+READERS: dict[str, Callable[[str], tuple[int, Iterator[Record]]]] = {
+    "svhn": read_svhn, "voc": read_voc, "yolo": read_yolo}
+
+
+# ------------------------------------------------------------------ writing the course layout
+
+
+def _image_size(path: str) -> tuple[int, int]:
+    with Image.open(path) as handle:  # reads the header only
+        return handle.size
+
+
+class _CocoSpool:
+    """A COCO file written as it goes: images and annotations spool to two files, joined at the end."""
+
+    def __init__(self, folder: str, split: str):
+        self.split = split
+        self.json_path = os.path.join(folder, f"{split}.json")
+        self.image_dir = os.path.join(folder, split)
+        os.makedirs(self.image_dir)
+        self._images = tempfile.TemporaryFile("w+", encoding="utf-8", dir=folder)
+        self._annotations = tempfile.TemporaryFile("w+", encoding="utf-8", dir=folder)
+        self._sources = open(os.path.join(folder, f"{split}.sources.csv"), "w", newline="", encoding="utf-8")
+        self._source_rows = csv.writer(self._sources)
+        self._source_rows.writerow(["image_id", "source"])
+        self.images = self.annotations = 0
+
+    def add(self, image_id: int, file_name: str, size: tuple[int, int], boxes: list[list[float]],
+            source: str) -> None:
+        self._images.write(("," if self.images else "") + json.dumps(
+            {"id": image_id, "file_name": file_name, "width": size[0], "height": size[1]}))
+        self.images += 1
+        for x, y, w, h, digit in boxes:
+            self.annotations += 1
+            self._annotations.write(("," if self.annotations > 1 else "") + json.dumps(
+                {"id": self.annotations, "image_id": image_id, "category_id": int(digit) + 1,
+                 "bbox": [round(x, 2), round(y, 2), round(w, 2), round(h, 2)], "area": round(w * h, 2), "iscrowd": 0}))
+        self._source_rows.writerow([image_id, source])
+
+    def finish(self, description: str) -> None:
+        with open(self.json_path, "w", encoding="utf-8") as out:
+            out.write(json.dumps({"info": {"description": description}, "licenses": [],
+                                  "categories": categories()})[:-1])
+            for key, spool in (("images", self._images), ("annotations", self._annotations)):
+                out.write(f', "{key}": [')
+                spool.seek(0)
+                shutil.copyfileobj(spool, out)
+                out.write("]")
+            out.write("}\n")
+        self.close()
+
+    def close(self) -> None:
+        for handle in (self._images, self._annotations, self._sources):
+            handle.close()
+
+
+def _clip(box: tuple[float, float, float, float, int], size: tuple[int, int]) -> list[float] | None:
+    x, y, w, h, digit = box
+    x0, y0 = max(0.0, x), max(0.0, y)
+    x1, y1 = min(float(size[0]), x + w), min(float(size[1]), y + h)
+    if x1 - x0 < 1e-3 or y1 - y0 < 1e-3:
+        return None
+    return [x0, y0, x1 - x0, y1 - y0, digit]
+
+
+def _place_image(source: str, target: str, link: bool) -> None:
+    if link:
+        try:
+            os.link(source, target)
+            return
+        except OSError as exc:
+            raise ConvertError([Problem(source, f"cannot hard-link into {os.path.dirname(target)} ({exc.strerror}); "
+                                                "drop --link to copy instead")], "conversion stopped") from None
+    shutil.copyfile(source, target)
+
+
+def _check_out(out: str, splits: list[str], force: bool) -> None:
+    taken = [name for split in splits for name in (split, f"{split}.json") if os.path.exists(os.path.join(out, name))]
+    if taken and not force:
+        raise ConvertError([Problem(out, f"already holds {', '.join(taken)}")],
+                           f"refusing to overwrite {out}: pass --force to replace those splits")
+
+
+def _commit(work: str, out: str, splits: list[str]) -> None:
+    """Move finished splits into place: the old annotation file goes first and the new one comes
+    last, so a split never looks complete while its images are being swapped."""
+    for split in splits:
+        for name in (f"{split}.json", f"{split}.sources.csv"):
+            if os.path.exists(os.path.join(out, name)):
+                os.remove(os.path.join(out, name))
+        if os.path.isdir(os.path.join(out, split)):
+            shutil.rmtree(os.path.join(out, split))
+        os.replace(os.path.join(work, split), os.path.join(out, split))
+        os.replace(os.path.join(work, f"{split}.sources.csv"), os.path.join(out, f"{split}.sources.csv"))
+        os.replace(os.path.join(work, f"{split}.json"), os.path.join(out, f"{split}.json"))
+
+
+def convert(kind: str, src: str, out: str, split: str = "train", valid_fraction: float = 0.0, seed: int = 0,
+            link: bool = False, force: bool = False, skip_invalid: bool = False,
+            progress_stream=sys.stderr) -> Report:
+    """Convert ``src`` (a ``kind`` of READERS) into ``out`` in the course layout; see the module doc."""
+    if kind not in READERS:
+        raise ConvertError([Problem(src, f"unknown format {kind!r}; choose {', '.join(READERS)}")], "cannot convert")
+    if not 0.0 <= valid_fraction < 1.0:
+        raise ConvertError([Problem(src, f"--valid-fraction {valid_fraction} must be in [0, 1)")], "cannot convert")
+    if valid_fraction and split == "valid":
+        raise ConvertError([Problem(src, "--valid-fraction carves valid/ out of another split")], "cannot convert")
+    if not os.path.isdir(src):
+        raise ConvertError([Problem(src, "source folder not found")], "cannot convert")
+    splits = [split] + (["valid"] if valid_fraction else [])
+    os.makedirs(out, exist_ok=True)
+    _check_out(out, splits, force)
+    count, records = READERS[kind](src)
+    # The same seed carves out the same images (the course: 3,340 of SVHN's 33,402 train images).
+    to_valid = set(random.Random(seed).sample(range(count), round(valid_fraction * count))) if valid_fraction else set()
+    work = tempfile.mkdtemp(prefix=PARTIAL_PREFIX, dir=out)
+    try:
+        report = _write(records, count, to_valid, splits, work, link, progress_stream, f"{kind} import of {src}")
+        problems = report.dropped
+        if problems and not skip_invalid:
+            raise ConvertError(problems, f"{src}: {len(problems)} invalid record(s); nothing was written "
+                                         f"(--skip-invalid converts the rest)")
+        _commit(work, out, splits)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return report
+
+
+def _write(records: Iterator[Record], count: int, to_valid: set[int], splits: list[str], work: str, link: bool,
+           progress_stream, description: str) -> Report:
+    spools = {name: _CocoSpool(work, name) for name in splits}
+    report = Report()
+    bar = ProgressBar(count, "convert", stream=progress_stream)
+    try:
+        for index, record in enumerate(records):
+            bar.update(index + 1)
+            if isinstance(record, Problem):
+                report.dropped.append(record)
+                continue
+            if not os.path.isfile(record.path):
+                report.dropped.append(Problem(record.path, f"listed by {record.where} but missing"))
+                continue
+            try:
+                size = _image_size(record.path)
+            except OSError as exc:
+                report.dropped.append(Problem(record.path, f"unreadable image ({exc})"))
+                continue
+            boxes = []
+            for number, box in enumerate(record.boxes, start=1):
+                clipped = _clip(box, size)
+                if clipped is None:
+                    report.empty_boxes.append(Problem(record.path, f"{record.where}: digit {number} has no area "
+                                                                   f"inside the {size[0]}x{size[1]} image"))
+                else:
+                    boxes.append(clipped)
+            spool = spools["valid" if index in to_valid else splits[0]]
+            file_name = f"{record.image_id}{os.path.splitext(record.path)[1].lower()}"
+            if os.path.exists(os.path.join(spool.image_dir, file_name)):
+                report.dropped.append(Problem(record.path, f"{record.where}: image id {record.image_id} is used twice"))
+                continue
+            _place_image(record.path, os.path.join(spool.image_dir, file_name), link)
+            spool.add(record.image_id, file_name, size, boxes, os.path.abspath(record.path))
+            report.images[spool.split] = report.images.get(spool.split, 0) + 1
+            report.digits[spool.split] = report.digits.get(spool.split, 0) + len(boxes)
+        for spool in spools.values():
+            spool.finish(description)
+    finally:
+        for spool in spools.values():
+            spool.close()
+    return report
+
+
+def clear_partials(out: str) -> int:
+    """Remove what interrupted runs left in ``out`` (hidden folders; never a split)."""
+    stale = [d for d in os.listdir(out) if d.startswith(PARTIAL_PREFIX)] if os.path.isdir(out) else []
+    for name in stale:
+        shutil.rmtree(os.path.join(out, name), ignore_errors=True)
+    return len(stale)
+
+
+def _summary(report: Report, out: str) -> list[str]:
+    lines = [f"{split}: {report.images.get(split, 0)} images, {report.digits.get(split, 0)} digits -> "
+             f"{os.path.join(out, split)}/ and {split}.json" for split in report.images]
+    if report.dropped:
+        lines.append(f"dropped {len(report.dropped)} invalid record(s):")
+        lines += [f"  {p}" for p in report.dropped[:MAX_LISTED_PROBLEMS]]
+    if report.empty_boxes:
+        lines.append(f"dropped {len(report.empty_boxes)} box(es) with no area inside their image:")
+        lines += [f"  {p}" for p in report.empty_boxes[:MAX_LISTED_PROBLEMS]]
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m core.convert", description=__doc__.split("\n\n")[0])
+    parser.add_argument("format", choices=sorted(READERS), help="svhn: format 1 (digitStruct.mat); voc; yolo")
+    parser.add_argument("--src", required=True, help="the source folder (SVHN: the one holding digitStruct.mat)")
+    parser.add_argument("--out", required=True, help="the dataset folder to write (course layout)")
+    parser.add_argument("--split", default="train", choices=["train", "valid", "test"])
+    parser.add_argument("--valid-fraction", type=float, default=0.0,
+                        help="carve this fraction of the images into valid/ (reproducible with --seed)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--link", action="store_true", help="hard-link images instead of copying them")
+    parser.add_argument("--force", action="store_true", help="replace splits that --out already holds")
+    parser.add_argument("--skip-invalid", action="store_true", help="convert the valid records, report the rest")
+    args = parser.parse_args(argv)
+    if clear_partials(args.out):
+        print(f"removed what an interrupted conversion left in {args.out}", file=sys.stderr)
+    try:
+        report = convert(args.format, args.src, args.out, args.split, args.valid_fraction, args.seed,
+                         args.link, args.force, args.skip_invalid)
+    except DatasetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(_summary(report, args.out)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
