@@ -4,6 +4,9 @@ import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
 
 ROUTED = "_digit_studio_routed"  # set by streamlit_app.py whenever the router runs
+# One colour per digit, so the same digit looks the same on every page and image.
+DIGIT_COLOURS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4",
+                 "#42d4f4", "#f032e6", "#9a6324", "#469990", "#800000"]
 
 
 def ensure_routed() -> None:

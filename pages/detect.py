@@ -12,14 +12,11 @@ from core.checkpoint import CheckpointError
 from core.images import decode_image
 from core.predict import load_model, pred_csv_bytes, pred_json_bytes, predict_images, read_digits, read_number
 from core.runs import PROJECT_ROOT, default_checkpoint, list_checkpoints
-from pages import ensure_routed
+from pages import DIGIT_COLOURS, ensure_routed
 
 ensure_routed()
 
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "bmp", "webp", "gif"]  # an animated GIF gives its first frame
-# One colour per digit, so the same digit looks the same across images.
-DIGIT_COLOURS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4",
-                 "#42d4f4", "#f032e6", "#9a6324", "#469990", "#800000"]
 
 
 @st.cache_resource(show_spinner="Loading the model...", max_entries=4)

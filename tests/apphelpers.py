@@ -19,10 +19,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_app(tmp_path, runs_dir, checkpoints_dir):
+def start_app(tmp_path, runs_dir, checkpoints_dir, data_dir=None):
     port = _free_port()
     env = dict(os.environ, DIGIT_STUDIO_RUNS=str(runs_dir), DIGIT_STUDIO_CHECKPOINTS=str(checkpoints_dir),
                PYTHONUNBUFFERED="1")
+    if data_dir is not None:
+        env["DIGIT_STUDIO_DATA"] = str(data_dir)
     log = open(tmp_path / f"streamlit-{port}.log", "w")
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless", "true",

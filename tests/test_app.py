@@ -13,6 +13,7 @@ from streamlit.testing.v1 import AppTest
 
 from conftest import ROOT
 from core import predict as predict_mod
+from core.data import load_split
 from core.images import decode_image
 from core.predict import load_model, predict_images, read_number
 from core.runs import is_locked, run_status
@@ -278,3 +279,25 @@ def test_train_page_shows_a_run_with_unreadable_files_without_crashing(app_dirs)
     at = _app("pages/train.py")
     assert not at.exception, at.exception
     assert any("broken" in w.value and "cannot be read" in w.value for w in at.warning)
+
+
+def test_data_page_summarises_a_dataset_and_filters_its_images(app_dirs, tiny_data, tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data / "tiny")
+    (data / "tiny" / "valid.json").write_text("{broken")
+    monkeypatch.setenv("DIGIT_STUDIO_DATA", str(data))
+    at = _app("pages/data.py")
+    assert at.selectbox[0].value.endswith("tiny")
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics == {"train": "16 images", "test": "8 images"}
+    assert "valid.json" in at.error[0].value and "malformed JSON" in at.error[0].value
+    assert "16 image(s)" in at.markdown[-1].value
+    _by_label(at.selectbox, "Holding digit").set_value(7).run()
+    with_seven = sum("7" in r.number for r in load_split(str(data / "tiny"), "train").records)
+    assert f"{with_seven} image(s)" in at.markdown[-1].value
+
+
+def test_data_page_without_datasets_says_where_they_come_from(app_dirs, tmp_path, monkeypatch):
+    monkeypatch.setenv("DIGIT_STUDIO_DATA", str(tmp_path / "none"))
+    at = _app("pages/data.py")
+    assert "core.convert" in at.info[0].value

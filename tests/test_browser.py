@@ -7,6 +7,7 @@ Needs /usr/bin/chromium (scripts/test.sh installs it); set DIGIT_STUDIO_SKIP_BRO
 import io
 import os
 import re
+import shutil
 
 import pytest
 from playwright.sync_api import expect
@@ -15,6 +16,7 @@ from PIL import Image, ImageDraw, ImageFont
 from apphelpers import open_page, settle, start_app, stop_app
 from conftest import ROOT
 from core.checkpoint import load_checkpoint
+from core.data import load_split
 from core.runs import is_locked
 
 SHOTS = os.path.join(ROOT, "artifacts", "screenshots")
@@ -22,11 +24,12 @@ SHOTS = os.path.join(ROOT, "artifacts", "screenshots")
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory, tiny_data):
-    """The app with the repository's shipped checkpoints and an empty runs/ folder."""
+    """The app with the repository's shipped checkpoints, an empty runs/ folder and the tiny dataset under data/."""
     tmp = tmp_path_factory.mktemp("browser")
     runs = tmp / "runs"
     runs.mkdir()
-    process, url = start_app(tmp, runs, os.path.join(ROOT, "checkpoints"))
+    shutil.copytree(tiny_data, tmp / "data" / "tiny")
+    process, url = start_app(tmp, runs, os.path.join(ROOT, "checkpoints"), tmp / "data")
     yield url, runs
     stop_app(process)
 
@@ -90,6 +93,27 @@ def test_schedulers_page_shows_two_curves(browser, app):
     assert "cosine" in legend and "step" in legend
     assert page.locator(".js-plotly-plot .scatterlayer .trace").count() >= 2
     _shot(page, "schedulers.png")
+    page.close()
+
+
+def test_data_page_shows_counts_charts_and_a_filtered_grid(browser, app, tiny_data):
+    url, _ = app
+    page = open_page(browser, url + "/data")
+    page.wait_for_selector("text=Browse a dataset")
+    page.wait_for_selector("text=16 images")  # train's count
+    expect(page.locator(".js-plotly-plot")).to_have_count(4)
+    expect(page.locator('[data-testid="stImage"]')).to_have_count(16)
+    settle(page)
+    # Typed, not clicked: once the grid's pictures have loaded, a click focuses the box without opening its list.
+    page.get_by_role("combobox", name="Holding digit", exact=True).click()
+    page.keyboard.type("7")
+    page.keyboard.press("Enter")
+    with_seven = sum("7" in r.number for r in load_split(tiny_data, "train").records)
+    page.wait_for_selector(f"text={with_seven} image(s), page 1 of 1")
+    expect(page.locator('[data-testid="stImage"]')).to_have_count(with_seven)
+    captions = page.locator('[data-testid="stImage"] [data-testid="stImageCaption"]').all_inner_texts()
+    assert captions and all("7" in c.split("·")[1] for c in captions), captions
+    _shot(page, "data.png")
     page.close()
 
 

@@ -1,0 +1,103 @@
+"""What a dataset in the course layout holds, read from its annotation files alone.
+
+The Data page shows counts, histograms and pages of images from these tables; nothing here opens
+an image, so a 30,000-image split is summarised in about a second (``bench/convert_speed.py``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import pandas as pd
+
+from core.data import NUM_DIGITS, DatasetError, Problem, read_json
+
+SPLIT_ORDER = ("train", "valid", "test")
+
+
+@dataclass(frozen=True)
+class SplitTable:
+    """One split: ``images`` (image_id, file_name, width, height, digits, number) and ``boxes``
+    (image_id, digit, x, y, w, h), both in image id order; ``number`` is read left to right."""
+
+    root: str
+    split: str
+    images: pd.DataFrame
+    boxes: pd.DataFrame
+
+    @property
+    def image_dir(self) -> str:
+        return os.path.join(self.root, self.split)
+
+    def boxes_of(self, image_id: int) -> pd.DataFrame:
+        return self.boxes[self.boxes["image_id"] == image_id]
+
+
+def data_root(project_root: str) -> str:
+    return os.environ.get("DIGIT_STUDIO_DATA", os.path.join(project_root, "data"))
+
+
+def find_splits(root: str) -> list[str]:
+    """Splits of ``root`` that have both ``<split>.json`` and a ``<split>/`` folder: train, valid, test first."""
+    if not os.path.isdir(root):
+        return []
+    names = [n[:-5] for n in os.listdir(root) if n.endswith(".json") and os.path.isdir(os.path.join(root, n[:-5]))]
+    return sorted(names, key=lambda n: (SPLIT_ORDER.index(n) if n in SPLIT_ORDER else len(SPLIT_ORDER), n))
+
+
+def find_datasets(folder: str) -> list[str]:
+    """Folders directly under ``folder`` holding at least one split, newest first."""
+    if not os.path.isdir(folder):
+        return []
+    found = [os.path.join(folder, n) for n in os.listdir(folder)
+             if not n.startswith(".") and find_splits(os.path.join(folder, n))]
+    return sorted(found, key=os.path.getmtime, reverse=True)
+
+
+def read_split_table(root: str, split: str) -> SplitTable:
+    """The split's tables; a file that is not COCO-shaped raises DatasetError naming it.
+    (``core.data.load_split`` validates every image too: training and evaluation use that.)"""
+    json_path = os.path.join(root, f"{split}.json")
+    coco = read_json(json_path)
+    if not isinstance(coco, dict) or not isinstance(coco.get("images"), list) \
+            or not isinstance(coco.get("annotations", []), list):
+        raise DatasetError([Problem(json_path, "expected a COCO object with 'images' and 'annotations' lists")],
+                           f"cannot browse {json_path}")
+    try:
+        images = pd.DataFrame([(im["id"], im["file_name"], im.get("width"), im.get("height"))
+                               for im in coco["images"]], columns=["image_id", "file_name", "width", "height"])
+        boxes = pd.DataFrame([(a["image_id"], a["category_id"] - 1, *a["bbox"]) for a in coco.get("annotations", [])],
+                             columns=["image_id", "digit", "x", "y", "w", "h"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DatasetError([Problem(json_path, f"an image or annotation lacks a field or has the wrong shape ({exc!r})")],
+                           f"cannot browse {json_path}") from None
+    outside = boxes[(boxes["digit"] < 0) | (boxes["digit"] >= NUM_DIGITS)]
+    if len(outside):
+        raise DatasetError([Problem(json_path, f"category_id {int(outside['digit'].iloc[0]) + 1} is outside 1..10 "
+                                               f"(digits 0..9)")], f"cannot browse {json_path}")
+    boxes = boxes.astype({"image_id": "int64", "digit": "int64"})
+    ordered = boxes.assign(centre=boxes["x"] + boxes["w"] / 2).sort_values(["image_id", "centre"], kind="stable")
+    numbers = ordered.groupby("image_id")["digit"].agg(lambda s: "".join(map(str, s)))
+    counts = ordered.groupby("image_id").size()
+    images = images.sort_values("image_id", kind="stable").reset_index(drop=True)
+    images["digits"] = images["image_id"].map(counts).fillna(0).astype(int)
+    images["number"] = images["image_id"].map(numbers).fillna("-1")
+    return SplitTable(root, split, images, ordered.drop(columns="centre").reset_index(drop=True))
+
+
+def select_images(table: SplitTable, digit: int | None = None, length: int | None = None) -> pd.DataFrame:
+    """Images holding ``digit`` and whose number has ``length`` digits (None: any)."""
+    chosen = table.images
+    if digit is not None:
+        chosen = chosen[chosen["image_id"].isin(table.boxes.loc[table.boxes["digit"] == digit, "image_id"])]
+    if length is not None:
+        chosen = chosen[chosen["digits"] == length]
+    return chosen
+
+
+def page_of(rows: pd.DataFrame, page: int, per_page: int) -> pd.DataFrame:
+    """Page ``page`` (from 1) of ``rows``; past the end gives the last page."""
+    pages = max(1, -(-len(rows) // per_page))
+    page = min(max(1, page), pages)
+    return rows.iloc[(page - 1) * per_page: page * per_page]

@@ -1,0 +1,133 @@
+"""Data page: open a dataset in the course layout and look at it: counts, histograms, images with boxes."""
+
+import os
+
+import plotly.express as px
+import streamlit as st
+from PIL import Image, ImageDraw
+
+from core.browse import data_root, find_datasets, find_splits, page_of, read_split_table, select_images
+from core.data import DatasetError
+from core.runs import PROJECT_ROOT
+from pages import DIGIT_COLOURS, ensure_routed
+
+ensure_routed()
+
+PER_PAGE = 24
+COLUMNS = 6
+THUMB_SIDE = 220  # px: every picture of the grid is drawn this large (small crops enlarged)
+CLOSE_UP_SIDE = 900  # px: one picture of the page, large enough to see a small plate in a scene
+
+
+@st.cache_data(show_spinner="Reading the annotations...", max_entries=16)
+def load_table(root: str, split: str, mtime: float):
+    """One read per annotation file version: the tables, not the images."""
+    return read_split_table(root, split)
+
+
+def json_mtime(root: str, split: str) -> float:
+    return os.path.getmtime(os.path.join(root, f"{split}.json"))
+
+
+def drawn(path: str, boxes, side: int = THUMB_SIDE) -> Image.Image:
+    """The picture with its long side at ``side`` px, each box in its digit's colour."""
+    with Image.open(path) as handle:
+        image = handle.convert("RGB")
+    k = side / max(image.size)
+    image = image.resize((max(1, round(image.size[0] * k)), max(1, round(image.size[1] * k))),
+                         Image.LANCZOS if k < 1 else Image.NEAREST)
+    draw = ImageDraw.Draw(image)
+    for row in boxes.itertuples():
+        colour = DIGIT_COLOURS[row.digit]
+        draw.rectangle((row.x * k, row.y * k, (row.x + row.w) * k, (row.y + row.h) * k), outline=colour, width=2)
+        draw.text((row.x * k + 2, row.y * k + 1), str(row.digit), fill=colour)
+    return image
+
+
+st.title("Browse a dataset")
+st.caption("Any folder in the course layout: `train/ valid/ test/` image folders with `train.json`, "
+           "`valid.json`, `test.json` (COCO; category_id 1..10 = digit 0..9), as `core.synth` and "
+           "`core.convert` write them.")
+
+known = [os.path.relpath(p, PROJECT_ROOT) if p.startswith(PROJECT_ROOT) else p
+         for p in find_datasets(data_root(PROJECT_ROOT))]
+folder = st.selectbox("Dataset folder", known, index=0 if known else None, accept_new_options=True,
+                      placeholder="Type a path, e.g. data/svhn", help="Pick one under data/ or type any path.")
+if not folder:
+    st.info("No dataset found under `data/`. Generate one on the **Train** page, convert SVHN, VOC or YOLO "
+            "labels with `python -m core.convert`, or type a folder's path above.")
+    st.stop()
+root = folder if os.path.isabs(folder) else os.path.join(PROJECT_ROOT, folder)
+splits = find_splits(root)
+if not splits:
+    st.error(f"`{folder}` holds no split: expected a `<split>/` image folder with its `<split>.json` "
+             f"(e.g. `train/` and `train.json`)." if os.path.isdir(root) else f"`{folder}` is not a folder.")
+    st.stop()
+
+tables, problems = {}, {}
+for name in splits:
+    try:
+        tables[name] = load_table(root, name, json_mtime(root, name))
+    except DatasetError as exc:
+        problems[name] = str(exc)
+for name, message in problems.items():
+    st.error(f"Split **{name}** cannot be read: {message}")
+if not tables:
+    st.stop()
+
+columns = st.columns(len(tables))
+for column, (name, table) in zip(columns, tables.items()):
+    column.metric(f"{name}", f"{len(table.images):,} images", f"{len(table.boxes):,} digits", delta_color="off")
+
+split = st.radio("Split", list(tables), horizontal=True)
+table = tables[split]
+left, right = st.columns(2)
+with left:
+    classes = table.boxes["digit"].value_counts().reindex(range(10), fill_value=0)
+    st.plotly_chart(px.bar(x=[str(d) for d in classes.index], y=classes.values, labels={"x": "digit", "y": "boxes"},
+                           title="Boxes per digit", color=[str(d) for d in classes.index],
+                           color_discrete_sequence=DIGIT_COLOURS).update_layout(showlegend=False, height=300),
+                    key="classes")
+    lengths = table.images["digits"].value_counts().sort_index()
+    st.plotly_chart(px.bar(x=lengths.index.astype(str), y=lengths.values, labels={"x": "digits in the image", "y": "images"},
+                           title="Digits per image").update_layout(height=300), key="lengths")
+with right:
+    st.plotly_chart(px.histogram(table.boxes, x="h", nbins=60, labels={"h": "box height (px)"},
+                                 title="Box heights").update_layout(height=300, yaxis_title="boxes"), key="heights")
+    sizes = table.images.melt(value_vars=["width", "height"], var_name="side", value_name="px")
+    st.plotly_chart(px.histogram(sizes, x="px", color="side", nbins=60, barmode="overlay", opacity=0.6,
+                                 title="Image sizes").update_layout(height=300, yaxis_title="images"), key="sizes")
+
+st.subheader("Images")
+filters = st.columns([1, 1, 1, 2])
+digit = filters[0].selectbox("Holding digit", ["any", *range(10)])
+max_length = int(table.images["digits"].max()) if len(table.images) else 0
+length = filters[1].selectbox("Number length", ["any", *range(0, max_length + 1)],
+                              format_func=lambda v: "no digits" if v == 0 else str(v))
+chosen = select_images(table, None if digit == "any" else digit, None if length == "any" else length)
+pages = max(1, -(-len(chosen) // PER_PAGE))
+page = filters[2].number_input("Page", 1, pages, 1, 1, key=f"page-{split}-{digit}-{length}")
+filters[3].markdown(f"<br>{len(chosen):,} image(s), page {page} of {pages}", unsafe_allow_html=True)
+
+shown = page_of(chosen, int(page), PER_PAGE)
+grid = st.columns(COLUMNS)
+for index, row in enumerate(shown.itertuples()):
+    path = os.path.join(table.image_dir, row.file_name)
+    with grid[index % COLUMNS]:
+        try:
+            picture = drawn(path, table.boxes_of(row.image_id))
+        except OSError as exc:
+            st.warning(f"#{row.image_id} {row.file_name}: {exc}")
+            continue
+        st.image(picture, caption=f"#{row.image_id} · {row.number if row.digits else 'no digits'} · "
+                                  f"{row.width}x{row.height}")
+
+if len(shown):
+    with st.expander("Look closer at one image of this page", icon=":material/zoom_in:"):
+        closer = st.selectbox("Image", list(shown.itertuples()), format_func=lambda r: f"#{r.image_id} · {r.number}")
+        try:
+            st.image(drawn(os.path.join(table.image_dir, closer.file_name), table.boxes_of(closer.image_id),
+                           CLOSE_UP_SIDE))
+        except OSError as exc:
+            st.warning(f"#{closer.image_id} {closer.file_name}: {exc}")
+        st.dataframe(table.boxes_of(closer.image_id).drop(columns="image_id"), hide_index=True)

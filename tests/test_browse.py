@@ -1,0 +1,47 @@
+import json
+import shutil
+
+import pytest
+
+from core import browse
+from core.data import DatasetError, load_split
+
+
+def test_tables_agree_with_the_validated_split(tiny_data):
+    assert browse.find_splits(tiny_data) == ["train", "valid", "test"]
+    for split in ("train", "test"):
+        table = browse.read_split_table(tiny_data, split)
+        records = load_split(tiny_data, split).records
+        assert list(table.images["image_id"]) == [r.image_id for r in records]
+        assert list(table.images["number"]) == [r.number for r in records]
+        assert list(table.images["digits"]) == [len(r.boxes) for r in records]
+        assert len(table.boxes) == sum(len(r.boxes) for r in records)
+        first = records[0]
+        assert sorted(table.boxes_of(first.image_id)["digit"]) == sorted(l - 1 for l in first.labels)
+
+
+def test_filters_by_digit_and_number_length_and_pages(tiny_data):
+    table = browse.read_split_table(tiny_data, "train")
+    for digit in range(10):
+        chosen = browse.select_images(table, digit=digit)
+        assert all(str(digit) in n for n in chosen["number"])
+        assert len(chosen) == sum(str(digit) in n for n in table.images["number"] if n != "-1")
+    two = browse.select_images(table, length=2)
+    assert set(two["number"].str.len()) <= {2}
+    assert len(browse.page_of(table.images, 1, 5)) == 5
+    assert list(browse.page_of(table.images, 99, 5)["image_id"]) == list(table.images["image_id"].iloc[15:20])
+
+
+def test_a_split_that_is_not_coco_is_refused_by_name(tiny_data, tmp_path):
+    root = tmp_path / "odd"
+    shutil.copytree(tiny_data, root)
+    (root / "valid.json").write_text(json.dumps({"images": "nope"}))
+    with pytest.raises(DatasetError, match="valid.json: expected a COCO object"):
+        browse.read_split_table(str(root), "valid")
+    coco = json.loads((root / "test.json").read_text())
+    coco["annotations"][0]["category_id"] = 11
+    (root / "test.json").write_text(json.dumps(coco))
+    with pytest.raises(DatasetError, match="category_id 11 is outside 1..10"):
+        browse.read_split_table(str(root), "test")
+    assert browse.find_datasets(str(tmp_path)) == [str(root)]
+    assert browse.find_splits(str(tmp_path / "missing")) == []
