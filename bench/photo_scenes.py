@@ -2,7 +2,7 @@
 
     python bench/photo_scenes.py [--ckpt FILE] [--scenes 200] [--empty 200] [--seed 2026]
 
-Renders (once, cached under data/) ``--scenes`` photos of 640-1280 px with a plate at 10-35% of the
+Renders (once per generator version, cached under data/) ``--scenes`` photos of 640-1280 px with a plate at 10-35% of the
 image width (``core.synth.render_photo_scene``: not the training generator's mix, and its own seed
 and split name, so none of these images was trained on) and ``--empty`` digit-free photos of the
 same walls, doors, plants and lettered signs. Prints Task 1 and Task 2 on the plates (by number
@@ -59,7 +59,8 @@ def main() -> None:
                         help="'auto' (the checkpoint's own policy, the default) or a fixed short side in px")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args()
-    out = os.path.join(ROOT, "data", f"bench-photo-scenes-{args.seed}-{args.scenes}-{args.empty}")
+    # The generator's version is part of the name: its scenes change with it, and so would the figures.
+    out = os.path.join(ROOT, "data", f"bench-photo-scenes-v{synth.GENERATOR_VERSION}-{args.seed}-{args.scenes}-{args.empty}")
     render(out, args.scenes, args.empty, args.seed)
     loaded = load_model(args.ckpt)
     input_size = parse_input_size(args.input_size)

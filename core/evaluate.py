@@ -27,14 +27,11 @@ STAT_NAMES = ("mAP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
               "AR_1", "AR_10", "AR_100", "AR_small", "AR_medium", "AR_large")
 
 
-def coco_metrics(coco_gt: dict, results: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The 12 COCO box numbers and per-class AP. ``None`` marks a number with no ground truth
-    (e.g. AP_large when every digit is small); no detections at all score 0, not an error."""
-    class_names = [c["name"] for c in sorted(coco_gt["categories"], key=lambda c: c["id"])]
+def run_cocoeval(coco_gt: dict, results: Sequence[dict[str, Any]]) -> COCOeval | None:
+    """pycocotools' evaluation, accumulated and summarised (its ``eval["precision"]`` holds the PR
+    curves); None when there are no detections: ``loadRes([])`` raises IndexError (early epochs)."""
     if not results:
-        # pycocotools' loadRes raises IndexError on an empty list (early epochs do this).
-        stats = {name: 0.0 for name in STAT_NAMES}
-        return {**stats, "per_class_AP": {name: 0.0 for name in class_names}, "detections": 0}
+        return None
     gt_dict = copy.copy(coco_gt)
     gt_dict.setdefault("info", {})
     with contextlib.redirect_stdout(io.StringIO()):
@@ -47,15 +44,29 @@ def coco_metrics(coco_gt: dict, results: Sequence[dict[str, Any]]) -> dict[str, 
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
+    return evaluator
+
+
+def coco_metrics(coco_gt: dict, results: Sequence[dict[str, Any]],
+                 evaluator: COCOeval | None = None) -> dict[str, Any]:
+    """The 12 COCO box numbers and per-class AP and AP50. ``None`` marks a number with no ground
+    truth (e.g. AP_large when every digit is small); no detections at all score 0, not an error.
+    ``evaluator``: an already run ``run_cocoeval`` of the same inputs."""
+    class_names = [c["name"] for c in sorted(coco_gt["categories"], key=lambda c: c["id"])]
+    evaluator = evaluator or run_cocoeval(coco_gt, results)
+    if evaluator is None:
+        zeros = {name: 0.0 for name in class_names}
+        return {**{name: 0.0 for name in STAT_NAMES}, "per_class_AP": zeros, "per_class_AP50": dict(zeros),
+                "detections": 0}
     stats = {name: (None if value < 0 else float(value)) for name, value in zip(STAT_NAMES, evaluator.stats)}
     precision = evaluator.eval["precision"]  # [iou, recall, class, area, maxdets]
-    per_class = {}
+    per_class, per_class50 = {}, {}
     for k, cat_id in enumerate(evaluator.params.catIds):
-        p = precision[:, :, k, 0, -1]
-        p = p[p > -1]
-        per_class[class_names[cat_id - 1] if 0 < cat_id <= len(class_names) else str(cat_id)] = (
-            float(np.mean(p)) if p.size else None)
-    return {**stats, "per_class_AP": per_class, "detections": len(results)}
+        name = class_names[cat_id - 1] if 0 < cat_id <= len(class_names) else str(cat_id)
+        for table, p in ((per_class, precision[:, :, k, 0, -1]), (per_class50, precision[0, :, k, 0, -1])):
+            p = p[p > -1]
+            table[name] = float(np.mean(p)) if p.size else None
+    return {**stats, "per_class_AP": per_class, "per_class_AP50": per_class50, "detections": len(results)}
 
 
 def task2_accuracy(records: Sequence[ImageRecord], numbers: Sequence[str]) -> float:
@@ -97,12 +108,17 @@ def evaluate(model: torch.nn.Module, split: Split, device: torch.device, batch_s
     return metrics
 
 
+def split_results(split: Split, detections: Sequence[dict[str, list]]) -> list[dict[str, Any]]:
+    """Task 1 entries (COCO results) of ``detections``, one per image of ``split``."""
+    return [entry for record, det in zip(split.records, detections) for entry in coco_results(record.image_id, det)]
+
+
 def score_detections(split: Split, detections: Sequence[dict[str, list]],
-                     task2_threshold: float = TASK2_THRESHOLD) -> dict[str, Any]:
-    """COCO numbers, per-class AP and Task 2 accuracy of ``detections`` (one per image of ``split``)."""
+                     task2_threshold: float = TASK2_THRESHOLD, evaluator: COCOeval | None = None) -> dict[str, Any]:
+    """COCO numbers, per-class AP and Task 2 accuracy of ``detections`` (one per image of ``split``);
+    ``evaluator``: ``run_cocoeval`` of the same detections, when the caller has already run it."""
     records = split.records
-    results = [entry for record, det in zip(records, detections) for entry in coco_results(record.image_id, det)]
-    metrics = coco_metrics(split.coco(), results)
+    metrics = coco_metrics(split.coco(), split_results(split, detections), evaluator)
     numbers = [read_number(det, task2_threshold) for det in detections]
     metrics["task2_accuracy"] = task2_accuracy(records, numbers)
     metrics["task2_by_length"] = task2_by_length(records, numbers)
@@ -164,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--input-size", default=None,
                         help="'auto' (the checkpoint's own policy, the default) or a fixed short side in px "
                              "for the first pass")
+    parser.add_argument("--report", default=None, metavar="DIR",
+                        help="also write the error analysis to DIR: metrics.json, per_class.csv, confusion.csv, "
+                             "pr.csv, task2_sweep.csv, errors.csv and PNG figures (core/report.py)")
     parser.add_argument("--sweep-task2", action="store_true",
                         help="also print Task 2 accuracy for thresholds 0.05..0.95 and the best one")
     args = parser.parse_args(argv)
@@ -197,6 +216,13 @@ def main(argv: list[str] | None = None) -> int:
                     "inference": loaded.inference_note(input_size)})
     print(format_report(metrics))
     print(f"({metrics['seconds']:.1f} s, {metrics['seconds'] / max(metrics['images'], 1) * 1000:.0f} ms/image)")
+    if args.report:
+        from core.report import build_report, write_report
+
+        report = build_report(split, detections, threshold, metrics["seconds"],
+                              {k: metrics[k] for k in ("checkpoint", "data", "split", "inference")})
+        write_report(report, args.report)
+        print(f"report: {args.report} ({len(report.errors)} image(s) read wrong, listed worst first in errors.csv)")
     if args.json:
         atomic_write_text(args.json, json.dumps(metrics, indent=1))
     return 0

@@ -1,0 +1,84 @@
+import json
+import os
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from core.data import ImageRecord, Split, load_split
+from core.evaluate import main as evaluate_main
+from core.report import REPORT_FILES, build_report, confusion_matrix, match_image, write_report
+
+
+def _record(image_id, boxes, digits):
+    return ImageRecord(image_id, f"/x/{image_id}.png", 200, 100, [list(b) for b in boxes], [d + 1 for d in digits])
+
+
+def _detection(boxes, digits, scores=None):
+    return {"boxes": [list(b) for b in boxes], "digits": list(digits), "scores": scores or [0.9] * len(boxes),
+            "region": None}
+
+
+def test_each_kind_of_error_is_told_apart():
+    truth = _record(1, [(0, 0, 10, 20), (12, 0, 22, 20), (24, 0, 34, 20), (36, 0, 46, 20)], [1, 2, 3, 4])
+    detection = _detection([(0, 0, 10, 20),        # 1 read right
+                            (12, 0, 22, 20),       # 2 read as 7: wrong digit
+                            (27, 8, 40, 30),       # 3 with a box off (IoU about 0.2)
+                            (100, 0, 110, 20),     # nothing there: extra
+                            (36, 0, 46, 20)],      # 4, but under the threshold: missed
+                           [1, 7, 3, 5, 4], [0.9, 0.9, 0.9, 0.9, 0.3])
+    match = match_image(truth, detection, threshold=0.5)
+    assert sorted(match.pairs) == [(1, 1), (2, 7)]
+    assert match.box_off == [3] and match.missed == [4] and match.extra == [5]
+    assert match.kinds() == ["missed digit", "extra digit", "wrong digit", "box off"]
+    assert match.error_count() == 4
+    table = confusion_matrix([match])
+    assert table.loc["1", "1"] == 1 and table.loc["2", "7"] == 1
+    assert table.loc["3", "missed"] == 1 and table.loc["4", "missed"] == 1 and table.loc["extra", "5"] == 1
+    assert table.to_numpy().sum() == 5
+
+
+def test_report_from_one_pass_lists_wrong_numbers_worst_first(tiny_data):
+    split = load_split(tiny_data, "valid")
+    detections = [_detection(r.boxes, [l - 1 for l in r.labels]) for r in split.records]
+    a, b = sorted((i for i, r in enumerate(split.records) if r.boxes), key=lambda i: -len(split.records[i].boxes))[:2]
+    detections[b] = _detection([], [])  # every digit missed: the most errors
+    detections[a]["digits"][0] = (detections[a]["digits"][0] + 1) % 10  # one digit wrong
+    report = build_report(split, detections, threshold=0.5, seconds=2.0)
+    if len(split.records[b].boxes) > 1:
+        assert list(report.errors["image_id"]) == [split.records[b].image_id, split.records[a].image_id]
+    assert set(report.errors["kinds"]) == {"missed digit", "wrong digit"}
+    assert report.errors.loc[0, "errors"] == len(split.records[b].boxes)
+    assert report.metrics["task2_accuracy"] == pytest.approx((len(split.records) - 2) / len(split.records))
+    assert report.metrics["ms_per_image"] == pytest.approx(2000 / len(split.records), abs=0.01)
+    # PR curves come from pycocotools: perfect boxes of a class reach precision 1 at full recall.
+    assert report.pr["precision"].max() == pytest.approx(1.0) and set(report.pr["digit"]) <= set("0123456789")
+    assert report.sweep["task2_accuracy"].iloc[0] == report.metrics["task2_accuracy"]
+
+
+def test_write_report_writes_every_file(tiny_data, tmp_path):
+    split = load_split(tiny_data, "test")
+    detections = [_detection(r.boxes, [l - 1 for l in r.labels]) for r in split.records]
+    report = build_report(split, detections, threshold=0.5)
+    written = write_report(report, str(tmp_path / "report"))
+    assert sorted(os.listdir(tmp_path / "report")) == sorted(REPORT_FILES)
+    assert all(os.path.getsize(p) > 0 for p in written)
+    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert metrics["task2_accuracy"] == 1.0 and metrics["mAP"] == pytest.approx(1.0)
+    confusion = pd.read_csv(tmp_path / "report" / "confusion.csv", index_col=0)
+    assert confusion.to_numpy().trace() == sum(len(r.boxes) for r in split.records)
+    assert pd.read_csv(tmp_path / "report" / "errors.csv").empty
+    with Image.open(tmp_path / "report" / "confusion.png") as png:
+        assert png.size[0] > 300
+
+
+def test_evaluate_cli_writes_the_report(tiny_run, tiny_data, tmp_path, capsys):
+    out = tmp_path / "report"
+    code = evaluate_main(["--ckpt", os.path.join(tiny_run, "best.pt"), "--data", tiny_data, "--split", "valid",
+                          "--report", str(out)])
+    assert code == 0
+    assert "report:" in capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["split"] == "valid" and metrics["images"] == 8 and "ms_per_image" in metrics
+    errors = pd.read_csv(out / "errors.csv", dtype={"truth": str, "read": str})
+    assert len(errors) == round((1 - metrics["task2_accuracy"]) * 8)
