@@ -55,6 +55,20 @@ def find_datasets(folder: str) -> list[str]:
     return sorted(found, key=os.path.getmtime, reverse=True)
 
 
+def why_not_a_dataset(folder: str, root: str) -> str:
+    """What to do with ``folder`` (as the user typed it; ``root``: resolved) when it holds no split."""
+    if not os.path.isdir(root):
+        return f"`{folder}` is not a folder."
+    if os.path.isfile(os.path.join(root, "digitStruct.mat")):
+        return (f"`{folder}` is SVHN's format 1 (`digitStruct.mat`), not the course layout: convert it first with "
+                f"`python -m core.convert svhn --src {folder} --out data/svhn`.")
+    parent, name = os.path.split(os.path.normpath(root))
+    if os.path.isfile(os.path.join(parent, f"{name}.json")):
+        return f"`{folder}` is the image folder of a split: open its parent, `{os.path.dirname(os.path.normpath(folder))}`."
+    return (f"`{folder}` holds no split: expected a `<split>/` image folder with its `<split>.json` "
+            f"(e.g. `train/` and `train.json`).")
+
+
 def read_split_table(root: str, split: str) -> SplitTable:
     """The split's tables; a file that is not COCO-shaped raises DatasetError naming it.
     (``core.data.load_split`` validates every image too: training and evaluation use that.)"""

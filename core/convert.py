@@ -60,6 +60,7 @@ class Report:
     digits: dict[str, int] = field(default_factory=dict)
     dropped: list[Problem] = field(default_factory=list)  # invalid records (with --skip-invalid)
     empty_boxes: list[Problem] = field(default_factory=list)  # zero-area after clipping: dropped
+    clipped: list[Problem] = field(default_factory=list)  # ran over 1 px past the image: clipped and kept
 
 
 # A source yields, per record, a SourceImage or the Problem that makes it unusable.
@@ -252,57 +253,75 @@ def _yolo_names(src: str) -> list[int] | None:
     return digits  # type: ignore[return-value]
 
 
-def read_yolo(src: str) -> tuple[int, Iterator[Record]]:
-    """``src/images/**`` with ``src/labels/**.txt`` (Ultralytics' layout); an image without a label file has no digits."""
+def read_yolo(src: str, subset: str | None = None) -> tuple[int, Iterator[Record]]:
+    """``src/images/**`` with ``src/labels/**.txt`` (Ultralytics' layout); an image without a label file has
+    no digits. Ultralytics keeps its splits as ``images/<subset>/``: ``subset`` picks one."""
     image_root, label_root = os.path.join(src, "images"), os.path.join(src, "labels")
     if not os.path.isdir(image_root) or not os.path.isdir(label_root):
-        raise ConvertError([Problem(src, "YOLO layout needs images/ and labels/ folders")], f"cannot convert {src}")
+        raise ConvertError([Problem(src, f"YOLO layout needs images/ and labels/ folders in {src}")],
+                           f"cannot convert {src}")
+    subsets = sorted(d for d in os.listdir(image_root) if os.path.isdir(os.path.join(image_root, d)))
+    if subset is not None:
+        if subset not in subsets:
+            raise ConvertError([Problem(image_root, f"has no subfolder {subset!r} (it has: {', '.join(subsets) or 'none'})")],
+                               f"cannot convert {src}")
+        image_root, label_root = os.path.join(image_root, subset), os.path.join(label_root, subset)
+    elif len(subsets) > 1:
+        raise ConvertError([Problem(image_root, f"holds {len(subsets)} subfolders ({', '.join(subsets)}), "
+                                                "Ultralytics' splits: convert one at a time with --subset NAME")],
+                           f"cannot convert {src}")
     images = sorted(os.path.join(d, f) for d, _, files in os.walk(image_root) for f in files
                     if f.lower().endswith(IMAGE_SUFFIXES))
     if not images:
-        raise ConvertError([Problem(image_root, "no images")], f"cannot convert {src}")
+        raise ConvertError([Problem(image_root, f"no images in {image_root}")], f"cannot convert {src}")
     names = _yolo_names(src)
     ids = _image_ids(images)
+    stems = {os.path.splitext(os.path.relpath(p, image_root))[0] for p in images}
+    orphans = sorted(os.path.relpath(os.path.join(d, f), src) for d, _, files in os.walk(label_root) for f in files
+                     if f.endswith(".txt") and os.path.splitext(os.path.relpath(os.path.join(d, f), label_root))[0]
+                     not in stems)
 
     def records() -> Iterator[Record]:
         for image_id, path in zip(ids, images):
             relative = os.path.splitext(os.path.relpath(path, image_root))[0] + ".txt"
-            yield _yolo_record(path, os.path.join(label_root, relative), image_id, names)
+            yield _yolo_record(path, os.path.join(label_root, relative), image_id, names, src)
+        for orphan in orphans:  # labelled digits whose image is gone: never dropped silently
+            yield Problem(src, f"{orphan} labels an image that is missing from images/")
 
-    return len(images), records()
+    return len(images) + len(orphans), records()
 
 
-def _yolo_record(path: str, label_path: str, image_id: int, names: list[int] | None) -> Record:
+def _yolo_record(path: str, label_path: str, image_id: int, names: list[int] | None, src: str) -> Record:
     boxes = []
     if os.path.isfile(label_path):
         try:
             width, height = _image_size(path)
         except OSError as exc:
-            return Problem(path, f"unreadable image ({exc})")
+            return Problem(src, f"{os.path.relpath(path, src)}: unreadable image ({exc})")
         with open(label_path, encoding="utf-8") as handle:
             lines = handle.read().splitlines()
         for number, line in enumerate(lines, start=1):
             values = line.split()
             if not values:
                 continue
-            where = f"{os.path.basename(label_path)}, line {number}"
+            where = f"{os.path.relpath(label_path, src)}, line {number}"
             if len(values) != 5:
-                return Problem(label_path, f"line {number}: {len(values)} values; YOLO wants 5 (class cx cy w h)")
+                return Problem(src, f"{where}: {len(values)} values; YOLO wants 5 (class cx cy w h)")
             try:
                 cls, cx, cy, w, h = int(values[0]), *(float(v) for v in values[1:])
             except ValueError:
-                return Problem(label_path, f"line {number}: not numbers: {line.strip()!r}")
+                return Problem(src, f"{where}: not numbers: {line.strip()!r}")
             digit = (names[cls] if 0 <= cls < len(names) else None) if names is not None else (cls if 0 <= cls <= 9 else None)
             if digit is None:
-                return Problem(label_path, f"line {number}: class {cls} is not a digit class "
+                return Problem(src, f"{where}: class {cls} is not a digit class "
                                            f"({'see classes.txt' if names is not None else 'expected 0..9'})")
             if not all(0.0 <= v <= 1.0 for v in (cx, cy)) or w <= 0 or h <= 0:
-                return Problem(label_path, f"line {number}: cx cy w h must be normalised to 0..1 ({where})")
+                return Problem(src, f"{where}: cx cy w h must be normalised to 0..1")
             boxes.append(((cx - w / 2) * width, (cy - h / 2) * height, w * width, h * height, digit))
-    return SourceImage(image_id, path, boxes, os.path.basename(label_path))
+    return SourceImage(image_id, path, boxes, os.path.relpath(label_path, src))
 
 
-READERS: dict[str, Callable[[str], tuple[int, Iterator[Record]]]] = {
+READERS: dict[str, Callable[..., tuple[int, Iterator[Record]]]] = {
     "svhn": read_svhn, "voc": read_voc, "yolo": read_yolo}
 
 
@@ -400,21 +419,24 @@ def _commit(work: str, out: str, splits: list[str]) -> None:
 
 
 def convert(kind: str, src: str, out: str, split: str = "train", valid_fraction: float = 0.0, seed: int = 0,
-            link: bool = False, force: bool = False, skip_invalid: bool = False,
+            link: bool = False, force: bool = False, skip_invalid: bool = False, subset: str | None = None,
             progress_stream=sys.stderr) -> Report:
     """Convert ``src`` (a ``kind`` of READERS) into ``out`` in the course layout; see the module doc."""
     if kind not in READERS:
         raise ConvertError([Problem(src, f"unknown format {kind!r}; choose {', '.join(READERS)}")], "cannot convert")
     if not 0.0 <= valid_fraction < 1.0:
-        raise ConvertError([Problem(src, f"--valid-fraction {valid_fraction} must be in [0, 1)")], "cannot convert")
-    if valid_fraction and split == "valid":
-        raise ConvertError([Problem(src, "--valid-fraction carves valid/ out of another split")], "cannot convert")
+        raise ConvertError([Problem("--valid-fraction", f"{valid_fraction:g} must be in [0, 1)")], "cannot convert")
+    if valid_fraction and split != "train":
+        raise ConvertError([Problem("--valid-fraction", f"carves valid/ out of the training images, not out of "
+                                                        f"--split {split}")], "cannot convert")
     if not os.path.isdir(src):
-        raise ConvertError([Problem(src, "source folder not found")], "cannot convert")
+        raise ConvertError([Problem(src, "is a file, not a folder" if os.path.exists(src) else "folder not found")],
+                           f"cannot convert {os.path.abspath(src)}")
     splits = [split] + (["valid"] if valid_fraction else [])
-    os.makedirs(out, exist_ok=True)
     _check_out(out, splits, force)
-    count, records = READERS[kind](src)
+    count, records = READERS[kind](src, **({"subset": subset} if kind == "yolo" else {}))
+    created = not os.path.exists(out)
+    os.makedirs(out, exist_ok=True)
     # The same seed carves out the same images (the course: 3,340 of SVHN's 33,402 train images).
     to_valid = set(random.Random(seed).sample(range(count), round(valid_fraction * count))) if valid_fraction else set()
     work = tempfile.mkdtemp(prefix=PARTIAL_PREFIX, dir=out)
@@ -427,6 +449,8 @@ def convert(kind: str, src: str, out: str, split: str = "train", valid_fraction:
         _commit(work, out, splits)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        if created and not os.listdir(out):  # a failed first run leaves no empty folder behind
+            os.rmdir(out)
     return report
 
 
@@ -442,7 +466,8 @@ def _write(records: Iterator[Record], count: int, to_valid: set[int], splits: li
                 report.dropped.append(record)
                 continue
             if not os.path.isfile(record.path):
-                report.dropped.append(Problem(record.path, f"listed by {record.where} but missing"))
+                report.dropped.append(Problem(os.path.dirname(record.path),
+                                              f"{record.where}: image {os.path.basename(record.path)} is missing"))
                 continue
             try:
                 size = _image_size(record.path)
@@ -452,11 +477,16 @@ def _write(records: Iterator[Record], count: int, to_valid: set[int], splits: li
             boxes = []
             for number, box in enumerate(record.boxes, start=1):
                 clipped = _clip(box, size)
+                where = f"{record.where}: digit {number}"
                 if clipped is None:
-                    report.empty_boxes.append(Problem(record.path, f"{record.where}: digit {number} has no area "
-                                                                   f"inside the {size[0]}x{size[1]} image"))
-                else:
-                    boxes.append(clipped)
+                    report.empty_boxes.append(Problem(record.path, f"{where} has no area inside the "
+                                                                   f"{size[0]}x{size[1]} image"))
+                    continue
+                overhang = max(-box[0], -box[1], box[0] + box[2] - size[0], box[1] + box[3] - size[1])
+                if overhang > 1:
+                    report.clipped.append(Problem(record.path, f"{where} ran {overhang:g} px past the "
+                                                               f"{size[0]}x{size[1]} image"))
+                boxes.append(clipped)
             spool = spools["valid" if index in to_valid else splits[0]]
             file_name = f"{record.image_id}{os.path.splitext(record.path)[1].lower()}"
             if os.path.exists(os.path.join(spool.image_dir, file_name)):
@@ -482,15 +512,28 @@ def clear_partials(out: str) -> int:
     return len(stale)
 
 
+def _plural(count: int, noun: str) -> str:
+    return f"{count:,} {noun}" + ("" if count == 1 else "s")
+
+
+def _listed(problems: list[Problem]) -> list[str]:
+    lines = [f"  {p}" for p in problems[:MAX_LISTED_PROBLEMS]]
+    if len(problems) > MAX_LISTED_PROBLEMS:
+        lines.append(f"  ... and {len(problems) - MAX_LISTED_PROBLEMS} more")
+    return lines
+
+
 def _summary(report: Report, out: str) -> list[str]:
-    lines = [f"{split}: {report.images.get(split, 0)} images, {report.digits.get(split, 0)} digits -> "
-             f"{os.path.join(out, split)}/ and {split}.json" for split in report.images]
+    lines = [f"{split}: {_plural(report.images.get(split, 0), 'image')}, {_plural(report.digits.get(split, 0), 'digit')}"
+             f" -> {os.path.join(out, split)}/ and {split}.json" for split in report.images]
     if report.dropped:
-        lines.append(f"dropped {len(report.dropped)} invalid record(s):")
-        lines += [f"  {p}" for p in report.dropped[:MAX_LISTED_PROBLEMS]]
+        lines += [f"dropped {_plural(len(report.dropped), 'invalid record')}:"] + _listed(report.dropped)
     if report.empty_boxes:
-        lines.append(f"dropped {len(report.empty_boxes)} box(es) with no area inside their image:")
-        lines += [f"  {p}" for p in report.empty_boxes[:MAX_LISTED_PROBLEMS]]
+        lines += [f"dropped {_plural(len(report.empty_boxes), 'box')} with no area inside the image:"] \
+            + _listed(report.empty_boxes)
+    if report.clipped:
+        lines += [f"clipped {_plural(len(report.clipped), 'box')} running past the image (usual in SVHN; "
+                  f"in hand-made labels, check them):"] + _listed(report.clipped)
     return lines
 
 
@@ -506,12 +549,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--link", action="store_true", help="hard-link images instead of copying them")
     parser.add_argument("--force", action="store_true", help="replace splits that --out already holds")
     parser.add_argument("--skip-invalid", action="store_true", help="convert the valid records, report the rest")
+    parser.add_argument("--subset", default=None,
+                        help="yolo: which images/<subset>/ folder to convert (Ultralytics keeps train/ and val/ there)")
     args = parser.parse_args(argv)
     if clear_partials(args.out):
         print(f"removed what an interrupted conversion left in {args.out}", file=sys.stderr)
     try:
         report = convert(args.format, args.src, args.out, args.split, args.valid_fraction, args.seed,
-                         args.link, args.force, args.skip_invalid)
+                         args.link, args.force, args.skip_invalid, args.subset)
     except DatasetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -32,9 +32,10 @@ from core.checkpoint import (CheckpointError, atomic_write_text, load_checkpoint
                              save_checkpoint)
 from core.config import RESUMABLE_CHANGES, ConfigError, TrainConfig, parse_args
 from core.data import DatasetError, DigitDataset, Problem, collate, epoch_batches, load_split, train_transforms
-from core.evaluate import evaluate
+from core.evaluate import detect_split, score_detections
 from core.events import EventLog, ProgressBar
 from core.model import CLASS_NAMES, ModelError, build_model, complete_model_kwargs, input_size_of, rebuild_model
+from core.predict import TASK2_THRESHOLD
 from core.runs import RunBusyError, RunLock
 
 LOSS_TERMS = ("loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")
@@ -390,6 +391,55 @@ def run(cfg: TrainConfig, explicit: set[str] | None = None, stop: StopFlag | Non
             dist.destroy_process_group()
 
 
+def _validate(model: torch.nn.Module, valid_split, device: torch.device, cfg: TrainConfig, stop: StopFlag,
+              epoch: int) -> tuple[dict[str, Any] | None, list | None]:
+    """Validation metrics and detections of one epoch; (None, None) when a stop interrupts it."""
+    bar = ProgressBar(len(valid_split.records), f"  validate {epoch}", sys.stderr)
+    started = time.perf_counter()
+    try:
+        detections = detect_split(model, valid_split, device, batch_size=max(cfg.batch_size, 8),
+                                  progress=lambda done, _total: (bar.update(done), failpoints.reached("eval")),
+                                  should_stop=lambda: stop.requested)
+    except InterruptedError:
+        return None, None
+    metrics = score_detections(valid_split, detections)
+    metrics["seconds"] = round(time.perf_counter() - started, 3)
+    return metrics, detections
+
+
+def _save_epoch(out: str, payload: dict[str, Any], is_best: bool, resume_state: dict[str, Any]) -> None:
+    # best.pt before last.pt: if the process dies between the two, resuming from the
+    # older last.pt redoes this epoch and rewrites the same best.pt.
+    if is_best:
+        save_checkpoint(os.path.join(out, "best.pt"), payload)
+    save_checkpoint(os.path.join(out, "last.pt"), {**payload, **resume_state})
+    atomic_write_text(os.path.join(out, "history.json"), json.dumps(payload["history"], indent=1))
+
+
+def _write_best_report(cfg: TrainConfig, model: torch.nn.Module, valid_split, device: torch.device,
+                       detections: list | None, say) -> None:
+    """The error analysis of the best epoch on the validation split, in ``out/report/``, so every
+    finished run can be compared afterwards. A best epoch from an earlier (resumed) session is
+    read again from best.pt."""
+    from core.report import build_report, write_report
+
+    if detections is None:
+        best_state = load_checkpoint(os.path.join(cfg.out, "best.pt"))
+        model.load_state_dict(best_state["model"])
+        detections = detect_split(model, valid_split, device, batch_size=max(cfg.batch_size, 8))
+    report = build_report(valid_split, detections, TASK2_THRESHOLD, extra={"split": "valid", "data": cfg.data,
+                                                                           "checkpoint": os.path.join(cfg.out, "best.pt")})
+    write_report(report, os.path.join(cfg.out, "report"))
+    say(f"core.train: report of the best epoch on valid in {os.path.join(cfg.out, 'report')}/")
+
+
+def _stop_message(stop: StopFlag, out: str) -> str:
+    by = f"stopped by {stop.signal_name or 'request'}"
+    if os.path.exists(os.path.join(out, "last.pt")):
+        return f"{by}; last.pt holds the last finished epoch"
+    return f"{by} before any epoch finished; nothing was saved"
+
+
 def _train(cfg: TrainConfig, state: dict[str, Any] | None, dist_info: Distributed, stop: StopFlag,
            log: EventLog | None, stream, started: float) -> int:
     is_main = dist_info.is_main
@@ -474,6 +524,7 @@ def _train(cfg: TrainConfig, state: dict[str, Any] | None, dist_info: Distribute
             say(f"core.train: resuming {cfg.out} at epoch {start_epoch}/{cfg.epochs}")
 
     status = "completed"
+    best_detections = None  # the best epoch's validation detections, when it ran in this process
     for epoch in range(start_epoch, cfg.epochs + 1):
         if dist_info.any(stop.requested, device):
             status = "stopped"
@@ -493,15 +544,7 @@ def _train(cfg: TrainConfig, state: dict[str, Any] | None, dist_info: Distribute
             break
         global_step = result["global_step"]
 
-        metrics = None
-        if is_main:
-            eval_bar = ProgressBar(len(valid_split.records), f"  validate {epoch}", sys.stderr)
-            try:
-                metrics = evaluate(model, valid_split, device, batch_size=max(cfg.batch_size, 8),
-                                   progress=lambda done, _total: (eval_bar.update(done), failpoints.reached("eval")),
-                                   should_stop=lambda: stop.requested)
-            except InterruptedError:
-                metrics = None
+        metrics, detections = _validate(model, valid_split, device, cfg, stop, epoch) if is_main else (None, None)
         if dist_info.any(metrics is None and is_main, device):
             status = "stopped"
             break
@@ -522,6 +565,7 @@ def _train(cfg: TrainConfig, state: dict[str, Any] | None, dist_info: Distribute
         if is_best:
             best = {"epoch": epoch, "mAP": metrics["mAP"], "AP50": metrics["AP50"], "AP75": metrics["AP75"],
                     "task2_accuracy": metrics["task2_accuracy"]}
+            best_detections = detections
         payload = {
             "arch": cfg.arch, "model_kwargs": model_kwargs, "class_names": CLASS_NAMES, "config": cfg.to_dict(),
             "epoch": epoch, "metrics": {**record, "per_class_AP": metrics["per_class_AP"]}, "history": history,
@@ -531,14 +575,8 @@ def _train(cfg: TrainConfig, state: dict[str, Any] | None, dist_info: Distribute
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "global_step": global_step, "model": model.state_dict(),
         }
-        # best.pt before last.pt: if the process dies between the two, resuming from the
-        # older last.pt redoes this epoch and rewrites the same best.pt.
-        if is_best:
-            save_checkpoint(os.path.join(cfg.out, "best.pt"), payload)
-        save_checkpoint(os.path.join(cfg.out, "last.pt"), {
-            **payload, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict() if scaler is not None else {}})
-        atomic_write_text(os.path.join(cfg.out, "history.json"), json.dumps(history, indent=1))
+        _save_epoch(cfg.out, payload, is_best, {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                                                "scaler": scaler.state_dict() if scaler is not None else {}})
         log.emit("epoch", **record)
         terms = "  ".join(f"{k.replace('loss_', '')} {record[k]:.4f}" for k in LOSS_TERMS)
         say(f"epoch {epoch}/{cfg.epochs}  lr {lr:.3g}  loss {record['loss']:.4f} ({terms})  "
@@ -548,10 +586,11 @@ def _train(cfg: TrainConfig, state: dict[str, Any] | None, dist_info: Distribute
         if is_best:
             log.emit("best", epoch=epoch, mAP=metrics["mAP"], path=os.path.join(cfg.out, "best.pt"))
 
+    if status == "completed" and is_main and best["epoch"] is not None:
+        _write_best_report(cfg, model, valid_split, device, best_detections, say)
     seconds = round(time.perf_counter() - started, 2)
     if log is not None:
-        message = f"stopped by {stop.signal_name or 'request'}; last.pt holds the last finished epoch" \
-            if status == "stopped" else ""
+        message = _stop_message(stop, cfg.out) if status == "stopped" else ""
         log.emit("end", status=status, best_epoch=best["epoch"], best_mAP=best["mAP"] if best["epoch"] else None,
                  epochs_done=len(history), seconds=seconds, message=message)
         say(f"core.train: {status} after {seconds:.0f} s; best mAP {best['mAP']:.4f} at epoch {best['epoch']}"

@@ -6,7 +6,8 @@ import plotly.express as px
 import streamlit as st
 from PIL import Image, ImageDraw
 
-from core.browse import data_root, find_datasets, find_splits, page_of, read_split_table, select_images
+from core.browse import (data_root, find_datasets, find_splits, page_of, read_split_table, select_images,
+                         why_not_a_dataset)
 from core.data import DatasetError
 from core.runs import PROJECT_ROOT
 from pages import DIGIT_COLOURS, ensure_routed
@@ -29,6 +30,10 @@ def json_mtime(root: str, split: str) -> float:
     return os.path.getmtime(os.path.join(root, f"{split}.json"))
 
 
+def label_of(row) -> str:
+    return f"#{row.image_id} · {row.number if row.digits else 'no digits'}"
+
+
 def drawn(path: str, boxes, side: int = THUMB_SIDE) -> Image.Image:
     """The picture with its long side at ``side`` px, each box in its digit's colour."""
     with Image.open(path) as handle:
@@ -37,9 +42,10 @@ def drawn(path: str, boxes, side: int = THUMB_SIDE) -> Image.Image:
     image = image.resize((max(1, round(image.size[0] * k)), max(1, round(image.size[1] * k))),
                          Image.LANCZOS if k < 1 else Image.NEAREST)
     draw = ImageDraw.Draw(image)
+    line = max(2, side // 110)
     for row in boxes.itertuples():
         colour = DIGIT_COLOURS[row.digit]
-        draw.rectangle((row.x * k, row.y * k, (row.x + row.w) * k, (row.y + row.h) * k), outline=colour, width=2)
+        draw.rectangle((row.x * k, row.y * k, (row.x + row.w) * k, (row.y + row.h) * k), outline=colour, width=line)
         draw.text((row.x * k + 2, row.y * k + 1), str(row.digit), fill=colour)
     return image
 
@@ -49,19 +55,19 @@ st.caption("Any folder in the course layout: `train/ valid/ test/` image folders
            "`valid.json`, `test.json` (COCO; category_id 1..10 = digit 0..9), as `core.synth` and "
            "`core.convert` write them.")
 
-known = [os.path.relpath(p, PROJECT_ROOT) if p.startswith(PROJECT_ROOT) else p
-         for p in find_datasets(data_root(PROJECT_ROOT))]
+search_root = data_root(PROJECT_ROOT)
+known = [os.path.relpath(p, PROJECT_ROOT) if p.startswith(PROJECT_ROOT) else p for p in find_datasets(search_root)]
 folder = st.selectbox("Dataset folder", known, index=0 if known else None, accept_new_options=True,
                       placeholder="Type a path, e.g. data/svhn", help="Pick one under data/ or type any path.")
 if not folder:
-    st.info("No dataset found under `data/`. Generate one on the **Train** page, convert SVHN, VOC or YOLO "
-            "labels with `python -m core.convert`, or type a folder's path above.")
+    st.info(f"No dataset found under `{search_root}`. Generate one on the **Train** page, convert SVHN, VOC or "
+            "YOLO labels with `python -m core.convert`, or type a folder's path above.")
     st.stop()
-root = folder if os.path.isabs(folder) else os.path.join(PROJECT_ROOT, folder)
+expanded = os.path.expanduser(folder)
+root = expanded if os.path.isabs(expanded) else os.path.join(PROJECT_ROOT, expanded)
 splits = find_splits(root)
 if not splits:
-    st.error(f"`{folder}` holds no split: expected a `<split>/` image folder with its `<split>.json` "
-             f"(e.g. `train/` and `train.json`)." if os.path.isdir(root) else f"`{folder}` is not a folder.")
+    st.error(why_not_a_dataset(folder, root))
     st.stop()
 
 tables, problems = {}, {}
@@ -77,7 +83,8 @@ if not tables:
 
 columns = st.columns(len(tables))
 for column, (name, table) in zip(columns, tables.items()):
-    column.metric(f"{name}", f"{len(table.images):,} images", f"{len(table.boxes):,} digits", delta_color="off")
+    column.metric(f"{name}", f"{len(table.images):,} images")
+    column.caption(f"{len(table.boxes):,} digits · `{name}.json`")
 
 split = st.radio("Split", list(tables), horizontal=True)
 table = tables[split]
@@ -86,7 +93,8 @@ with left:
     classes = table.boxes["digit"].value_counts().reindex(range(10), fill_value=0)
     st.plotly_chart(px.bar(x=[str(d) for d in classes.index], y=classes.values, labels={"x": "digit", "y": "boxes"},
                            title="Boxes per digit", color=[str(d) for d in classes.index],
-                           color_discrete_sequence=DIGIT_COLOURS).update_layout(showlegend=False, height=300),
+                           color_discrete_sequence=DIGIT_COLOURS).update_layout(showlegend=False, height=300)
+                    .update_xaxes(type="category"),
                     key="classes")
     lengths = table.images["digits"].value_counts().sort_index()
     st.plotly_chart(px.bar(x=lengths.index.astype(str), y=lengths.values, labels={"x": "digits in the image", "y": "images"},
@@ -101,8 +109,8 @@ with right:
 st.subheader("Images")
 filters = st.columns([1, 1, 1, 2])
 digit = filters[0].selectbox("Holding digit", ["any", *range(10)])
-max_length = int(table.images["digits"].max()) if len(table.images) else 0
-length = filters[1].selectbox("Number length", ["any", *range(0, max_length + 1)],
+present_lengths = sorted(int(n) for n in table.images["digits"].unique())
+length = filters[1].selectbox("Number length", ["any", *present_lengths],
                               format_func=lambda v: "no digits" if v == 0 else str(v))
 chosen = select_images(table, None if digit == "any" else digit, None if length == "any" else length)
 pages = max(1, -(-len(chosen) // PER_PAGE))
@@ -110,21 +118,22 @@ page = filters[2].number_input("Page", 1, pages, 1, 1, key=f"page-{split}-{digit
 filters[3].markdown(f"<br>{len(chosen):,} image(s), page {page} of {pages}", unsafe_allow_html=True)
 
 shown = page_of(chosen, int(page), PER_PAGE)
-grid = st.columns(COLUMNS)
-for index, row in enumerate(shown.itertuples()):
-    path = os.path.join(table.image_dir, row.file_name)
-    with grid[index % COLUMNS]:
-        try:
-            picture = drawn(path, table.boxes_of(row.image_id))
-        except OSError as exc:
-            st.warning(f"#{row.image_id} {row.file_name}: {exc}")
-            continue
-        st.image(picture, caption=f"#{row.image_id} · {row.number if row.digits else 'no digits'} · "
-                                  f"{row.width}x{row.height}")
+if not len(shown):
+    st.info("No image matches these filters.")
+# Row by row, so every row starts at the same height and reads left to right.
+for start in range(0, len(shown), COLUMNS):
+    for column, row in zip(st.columns(COLUMNS), shown.iloc[start:start + COLUMNS].itertuples()):
+        with column:
+            try:
+                picture = drawn(os.path.join(table.image_dir, row.file_name), table.boxes_of(row.image_id))
+            except OSError as exc:
+                st.warning(f"#{row.image_id} {row.file_name}: {exc}")
+                continue
+            st.image(picture, caption=f"{label_of(row)} · {row.width}x{row.height}")
 
 if len(shown):
     with st.expander("Look closer at one image of this page", icon=":material/zoom_in:"):
-        closer = st.selectbox("Image", list(shown.itertuples()), format_func=lambda r: f"#{r.image_id} · {r.number}")
+        closer = st.selectbox("Image", list(shown.itertuples()), format_func=label_of)
         try:
             st.image(drawn(os.path.join(table.image_dir, closer.file_name), table.boxes_of(closer.image_id),
                            CLOSE_UP_SIDE))

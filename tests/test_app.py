@@ -301,3 +301,4 @@ def test_data_page_without_datasets_says_where_they_come_from(app_dirs, tmp_path
     monkeypatch.setenv("DIGIT_STUDIO_DATA", str(tmp_path / "none"))
     at = _app("pages/data.py")
     assert "core.convert" in at.info[0].value
+

@@ -45,3 +45,14 @@ def test_a_split_that_is_not_coco_is_refused_by_name(tiny_data, tmp_path):
         browse.read_split_table(str(root), "test")
     assert browse.find_datasets(str(tmp_path)) == [str(root)]
     assert browse.find_splits(str(tmp_path / "missing")) == []
+
+
+def test_a_folder_that_is_not_a_dataset_gets_a_next_step(tiny_data, tmp_path):
+    svhn = tmp_path / "svhn-train"
+    svhn.mkdir()
+    (svhn / "digitStruct.mat").write_bytes(b"")
+    assert "python -m core.convert svhn --src svhn-train" in browse.why_not_a_dataset("svhn-train", str(svhn))
+    train = f"{tiny_data}/train"
+    assert f"open its parent, `{tiny_data}`" in browse.why_not_a_dataset(train, train)
+    assert "is not a folder" in browse.why_not_a_dataset("nowhere", str(tmp_path / "nowhere"))
+    assert "holds no split" in browse.why_not_a_dataset("empty", str(tmp_path))

@@ -122,10 +122,10 @@ def test_problems_name_the_file_and_record_and_skip_invalid_converts_the_rest(tm
     with pytest.raises(convert.ConvertError) as raised:
         convert.convert("svhn", str(src), str(out), progress_stream=None)
     message = str(raised.value)
-    assert "record 2 (2.png) but missing" in message and "record 3 (3.png): label 11 is outside 1..10" in message
+    assert "record 2 (2.png): image 2.png is missing" in message and "record 3 (3.png): label 11 is outside 1..10" in message
     assert not (out / "train.json").exists()
     assert convert.main(["svhn", "--src", str(src), "--out", str(out), "--skip-invalid"]) == 0
-    assert "dropped 2 invalid record(s)" in capsys.readouterr().out
+    assert "dropped 2 invalid records:" in capsys.readouterr().out
     assert [r.image_id for r in load_split(str(out), "train").records] == [1]
 
 
@@ -188,5 +188,39 @@ def test_yolo_layout_converts_normalised_boxes_and_names_a_short_line(tmp_path):
     assert split.records[0].boxes[0] == pytest.approx([20.0, 15.0, 30.0, 35.0])
 
     (src / "labels" / "train" / "12.txt").write_text("1 0.25 0.5 0.1\n")
-    with pytest.raises(convert.ConvertError, match=r"12.txt: line 1: 4 values; YOLO wants 5"):
+    with pytest.raises(convert.ConvertError, match=r"labels/train/12.txt, line 1: 4 values; YOLO wants 5"):
         convert.convert("yolo", str(src), str(tmp_path / "other"), progress_stream=None)
+
+
+def test_yolo_splits_are_converted_one_at_a_time_and_orphan_labels_are_named(tmp_path):
+    src = tmp_path / "yolo"
+    for subset in ("train", "val"):
+        (src / "images" / subset).mkdir(parents=True)
+        (src / "labels" / subset).mkdir(parents=True)
+        Image.new("RGB", (40, 40)).save(src / "images" / subset / "1.png")
+        (src / "labels" / subset / "1.txt").write_text("4 0.5 0.5 0.2 0.4\n")
+    with pytest.raises(convert.ConvertError, match=r"2 subfolders \(train, val\).*--subset"):
+        convert.convert("yolo", str(src), str(tmp_path / "data"), progress_stream=None)
+    assert not (tmp_path / "data").exists(), "a failed first run leaves no empty folder"
+    convert.convert("yolo", str(src), str(tmp_path / "data"), split="valid", subset="val", progress_stream=None)
+    assert [r.number for r in load_split(str(tmp_path / "data"), "valid").records] == ["4"]
+
+    (src / "labels" / "train" / "2.txt").write_text("3 0.5 0.5 0.2 0.4\n")  # its image is gone
+    with pytest.raises(convert.ConvertError, match=r"labels/train/2.txt labels an image that is missing"):
+        convert.convert("yolo", str(src), str(tmp_path / "other"), subset="train", progress_stream=None)
+
+
+def test_boxes_past_the_image_are_clipped_and_reported(tmp_path):
+    src = tmp_path / "voc"
+    src.mkdir()
+    Image.new("RGB", (160, 50)).save(src / "5.jpg")
+    _voc_xml(src / "5.xml", "5.jpg", [("3", 11, 6, 400, 25)])
+    report = convert.convert("voc", str(src), str(tmp_path / "data"), progress_stream=None)
+    assert len(report.clipped) == 1 and "ran 240 px past the 160x50 image" in str(report.clipped[0])
+    assert load_split(str(tmp_path / "data"), "train").records[0].boxes[0] == [10.0, 5.0, 160.0, 25.0]
+
+
+def test_valid_fraction_only_splits_training_images(svhn_src, tmp_path):
+    with pytest.raises(convert.ConvertError, match="--valid-fraction: carves valid/ out of the training images"):
+        convert.convert("svhn", str(svhn_src), str(tmp_path / "data"), split="test", valid_fraction=0.3,
+                        progress_stream=None)
