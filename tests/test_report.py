@@ -82,3 +82,12 @@ def test_evaluate_cli_writes_the_report(tiny_run, tiny_data, tmp_path, capsys):
     assert metrics["split"] == "valid" and metrics["images"] == 8 and "ms_per_image" in metrics
     errors = pd.read_csv(out / "errors.csv", dtype={"truth": str, "read": str})
     assert len(errors) == round((1 - metrics["task2_accuracy"]) * 8)
+
+
+def test_a_finished_run_holds_the_report_of_its_best_epoch(tiny_run):
+    folder = os.path.join(tiny_run, "report")
+    assert sorted(os.listdir(folder)) == sorted(REPORT_FILES)
+    metrics = json.loads(open(os.path.join(folder, "metrics.json")).read())
+    history = json.loads(open(os.path.join(tiny_run, "history.json")).read())
+    best = max(history, key=lambda h: h["mAP"])
+    assert metrics["split"] == "valid" and metrics["mAP"] == pytest.approx(best["mAP"])

@@ -264,3 +264,12 @@ def test_a_run_from_one_of_our_checkpoints_inherits_its_commands(tiny_data, tmp_
     assert run(tiny_config(tiny_data, out, epochs=2, resume=True), {"epochs", "resume", "out"}, stream=None) == 0
     resumed = load_checkpoint(os.path.join(out, "last.pt"))["commands"]
     assert resumed[:len(commands)] == commands and len(resumed) == len(commands) + 1, "listed once, then the resume"
+
+
+def test_the_stop_message_says_whether_an_epoch_was_saved(tmp_path):
+    from core.train import StopFlag, _stop_message
+
+    stop = StopFlag(requested=True, signal_name="SIGTERM")
+    assert _stop_message(stop, str(tmp_path)) == "stopped by SIGTERM before any epoch finished; nothing was saved"
+    (tmp_path / "last.pt").write_bytes(b"")
+    assert _stop_message(stop, str(tmp_path)) == "stopped by SIGTERM; last.pt holds the last finished epoch"
