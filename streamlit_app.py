@@ -9,6 +9,7 @@ navigation = st.navigation([
     st.Page("pages/detect.py", title="Detect", icon=":material/center_focus_strong:", default=True),
     st.Page("pages/schedulers.py", title="Schedulers", icon=":material/show_chart:"),
     st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+    st.Page("pages/evaluate.py", title="Evaluate", icon=":material/fact_check:"),
     st.Page("pages/data.py", title="Data", icon=":material/dataset:"),
 ])
 navigation.run()

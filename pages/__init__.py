@@ -1,6 +1,7 @@
 """The app's pages; ``streamlit_app.py`` routes to them with ``st.navigation``."""
 
 import streamlit as st
+from PIL import Image, ImageDraw
 from streamlit.runtime.pages_manager import PagesManager
 
 ROUTED = "_digit_studio_routed"  # set by streamlit_app.py whenever the router runs
@@ -21,3 +22,18 @@ def ensure_routed() -> None:
         st.session_state[ROUTED] = True
         PagesManager.uses_pages_directory = False
         st.rerun()
+
+
+def boxed_picture(image: Image.Image, boxes, side: int) -> Image.Image:
+    """``image`` with its long side at ``side`` px and ``boxes`` ``(x0, y0, x1, y1, digit)`` drawn in
+    their digit's colour, each labelled with its digit."""
+    k = side / max(image.size)
+    picture = image.convert("RGB").resize((max(1, round(image.size[0] * k)), max(1, round(image.size[1] * k))),
+                                          Image.LANCZOS if k < 1 else Image.NEAREST)
+    draw = ImageDraw.Draw(picture)
+    line = max(2, side // 110)
+    for x0, y0, x1, y1, digit in boxes:
+        colour = DIGIT_COLOURS[int(digit) % 10]
+        draw.rectangle((x0 * k, y0 * k, x1 * k, y1 * k), outline=colour, width=line)
+        draw.text((x0 * k + 2, y0 * k + 1), str(digit), fill=colour)
+    return picture

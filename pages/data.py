@@ -4,13 +4,13 @@ import os
 
 import plotly.express as px
 import streamlit as st
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from core.browse import (data_root, find_datasets, find_splits, page_of, read_split_table, select_images,
                          why_not_a_dataset)
 from core.data import DatasetError
 from core.runs import PROJECT_ROOT
-from pages import DIGIT_COLOURS, ensure_routed
+from pages import DIGIT_COLOURS, boxed_picture, ensure_routed
 
 ensure_routed()
 
@@ -37,17 +37,7 @@ def label_of(row) -> str:
 def drawn(path: str, boxes, side: int = THUMB_SIDE) -> Image.Image:
     """The picture with its long side at ``side`` px, each box in its digit's colour."""
     with Image.open(path) as handle:
-        image = handle.convert("RGB")
-    k = side / max(image.size)
-    image = image.resize((max(1, round(image.size[0] * k)), max(1, round(image.size[1] * k))),
-                         Image.LANCZOS if k < 1 else Image.NEAREST)
-    draw = ImageDraw.Draw(image)
-    line = max(2, side // 110)
-    for row in boxes.itertuples():
-        colour = DIGIT_COLOURS[row.digit]
-        draw.rectangle((row.x * k, row.y * k, (row.x + row.w) * k, (row.y + row.h) * k), outline=colour, width=line)
-        draw.text((row.x * k + 2, row.y * k + 1), str(row.digit), fill=colour)
-    return image
+        return boxed_picture(handle, [(r.x, r.y, r.x + r.w, r.y + r.h, r.digit) for r in boxes.itertuples()], side)
 
 
 st.title("Browse a dataset")

@@ -302,3 +302,68 @@ def test_data_page_without_datasets_says_where_they_come_from(app_dirs, tmp_path
     at = _app("pages/data.py")
     assert "core.convert" in at.info[0].value
 
+
+
+def _evaluate_page(runs, tiny_run, tiny_data, tmp_path, monkeypatch):
+    (runs / "tiny").mkdir()
+    shutil.copy(os.path.join(tiny_run, "best.pt"), runs / "tiny" / "best.pt")
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data / "tiny")
+    monkeypatch.setenv("DIGIT_STUDIO_DATA", str(data))
+    return _app("pages/evaluate.py"), data / "tiny"
+
+
+def _finish(at, timeout=120):
+    """The page's fragment does not run under AppTest: wait for the evaluation thread, then rerun."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        at.run()
+        if at.metric or at.error:
+            return at
+        time.sleep(0.5)
+    raise AssertionError("the evaluation did not finish")
+
+
+def test_evaluate_page_shows_the_report_and_filters_the_failure_gallery(app_dirs, tiny_run, tiny_data, tmp_path,
+                                                                      monkeypatch):
+    runs, _ = app_dirs
+    at, folder = _evaluate_page(runs, tiny_run, tiny_data, tmp_path, monkeypatch)
+    assert at.radio[0].value == "valid"
+    at.button[0].click().run()
+    _finish(at)
+    labels = [m.label for m in at.metric]
+    assert labels == ["mAP@[.5:.95]", "AP50", "AP75", "Task 2", "ms per image"]
+    loaded = load_model(os.path.join(tiny_run, "best.pt"))
+    records = load_split(str(folder), "valid").records
+    wrong = sum(read_number(d, loaded.task2_threshold) != r.number
+                for r, d in zip(records, predict_mod.detect(loaded, [decode_image(r.path) for r in records])))
+    assert [t.label for t in at.tabs] == ["Per class", "Precision-recall", "Confusion", "Task 2", "Failures", "Files"]
+    assert wrong, "a one-epoch tiny model reads some numbers wrong"
+    caption = next(c.value for c in at.caption if "wrong images" in c.value)
+    assert f"{wrong} of {wrong} wrong images" in caption
+    _by_label(at.multiselect, "Error kinds").set_value([]).run()
+    assert any(f"0 of {wrong} wrong images" in c.value for c in at.caption)
+    assert any(b.label == "Download all (zip)" for b in at.get("download_button"))
+    # Coming back is instant: the finished job is the cache, no button needed.
+    again = _app("pages/evaluate.py")
+    assert [m.label for m in again.metric][:1] == ["mAP@[.5:.95]"]
+
+
+def test_evaluate_page_names_a_checkpoint_that_cannot_be_loaded_and_an_empty_split(app_dirs, tiny_run, tiny_data,
+                                                                                   tmp_path, monkeypatch):
+    runs, _ = app_dirs
+    (runs / "broken").mkdir()
+    (runs / "broken" / "best.pt").write_bytes(b"not a checkpoint")
+    at, folder = _evaluate_page(runs, tiny_run, tiny_data, tmp_path, monkeypatch)
+    _by_label(at.selectbox, "Checkpoint").set_value(str(runs / "broken" / "best.pt")).run()
+    at.button[0].click().run()
+    _finish(at)
+    assert "evaluation failed" in at.error[0].value and "best.pt" in at.error[0].value
+    coco = json.loads((folder / "test.json").read_text())
+    (folder / "test.json").write_text(json.dumps({**coco, "images": [], "annotations": []}))
+    _by_label(at.selectbox, "Checkpoint").set_value(str(runs / "tiny" / "best.pt")).run()
+    at.radio[0].set_value("test").run()
+    at.button[0].click().run()
+    _finish(at)
+    assert "the split has no images" in at.error[0].value
+    assert not at.exception

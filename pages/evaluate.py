@@ -1,0 +1,236 @@
+"""Evaluate page: score a checkpoint on a labelled folder and see where it fails (core/report.py)."""
+
+import io
+import os
+import zipfile
+
+import plotly.express as px
+import plotly.graph_objects as go
+import streamlit as st
+from PIL import Image
+
+from core.background import EvaluationJob, job_key
+from core.browse import data_root, find_datasets, find_splits, why_not_a_dataset
+from core.predict import read_digits
+from core.report import ERROR_KINDS, REPORT_FILES
+from core.runs import PROJECT_ROOT, default_checkpoint, list_checkpoints
+from pages import DIGIT_COLOURS, boxed_picture, ensure_routed
+
+ensure_routed()
+
+GALLERY_PER_PAGE = 6
+GALLERY_SIDE = 300  # px per picture: the truth and the reading side by side
+INPUT_SIZES = ["auto", 128, 192, 256, 320, 384, 512, 640, 800]
+HEADLINE = (("mAP", "mAP@[.5:.95]"), ("AP50", "AP50"), ("AP75", "AP75"), ("task2_accuracy", "Task 2"))
+
+
+@st.cache_resource
+def evaluation_jobs() -> dict:
+    """Every evaluation of this server, by JobKey: finished ones are the cache, running ones are shared."""
+    return {}
+
+
+def checkpoint_label(path: str) -> str:
+    if os.path.abspath(path) == os.path.abspath(default_checkpoint()):
+        return "default.pt (shipped)"
+    return os.path.relpath(path, PROJECT_ROOT)
+
+
+def job_for(checkpoint: str, root: str, split: str, input_size, start: bool) -> EvaluationJob | None:
+    jobs = evaluation_jobs()
+    key = job_key(checkpoint, root, split, None if input_size == "auto" else input_size)
+    job = jobs.get(key)
+    if start and (job is None or job.state in ("failed", "cancelled")):
+        job = jobs[key] = EvaluationJob(key).start()
+    return job
+
+
+def pictures(result, row, threshold: float) -> tuple[Image.Image, Image.Image]:
+    index = next(i for i, r in enumerate(result.split.records) if r.image_id == row.image_id)
+    record, detection = result.split.records[index], result.detections[index]
+    with Image.open(record.path) as image:
+        truth = boxed_picture(image, [(*b, l - 1) for b, l in zip(record.boxes, record.labels)], GALLERY_SIDE)
+        read = boxed_picture(image, [(*detection["boxes"][i], detection["digits"][i])
+                                     for i in read_digits(detection, threshold)], GALLERY_SIDE)
+    return truth, read
+
+
+def headline(result, other=None) -> None:
+    metrics = result.report.metrics
+    columns = st.columns(len(HEADLINE) + 1)
+    for column, (key, label) in zip(columns, HEADLINE):
+        delta = None if other is None else f"{metrics[key] - other.report.metrics[key]:+.3f} vs the other"
+        column.metric(label, f"{metrics[key]:.3f}", delta)
+    columns[-1].metric("ms per image", f"{metrics['ms_per_image']:.0f}")
+
+
+def confusion_figure(result, title: str) -> go.Figure:
+    table = result.report.confusion
+    figure = px.imshow(table.to_numpy(), x=list(table.columns), y=list(table.index), color_continuous_scale="Blues",
+                       text_auto=True, labels={"x": "digit read", "y": "true digit", "color": "count"}, title=title)
+    figure.update_traces(hovertemplate="true %{y}, read %{x}: %{z}<extra></extra>")
+    return figure.update_layout(height=480, coloraxis_showscale=False)
+
+
+def per_class_figure(result) -> go.Figure:
+    table = result.report.per_class
+    figure = go.Figure([go.Bar(name="AP @[.5:.95]", x=table["digit"], y=table["AP"]),
+                        go.Bar(name="AP50", x=table["digit"], y=table["AP50"])])
+    return figure.update_layout(barmode="group", height=320, yaxis_range=[0, 1], xaxis_type="category",
+                                title="Per-class AP", legend={"orientation": "h", "y": 1.15})
+
+
+def pr_figure(result) -> go.Figure:
+    figure = go.Figure()
+    for digit, rows in result.report.pr.groupby("digit"):
+        figure.add_trace(go.Scatter(x=rows["recall"], y=rows["precision"], name=digit, mode="lines",
+                                    line={"color": DIGIT_COLOURS[int(digit)]}))
+    return figure.update_layout(height=380, xaxis={"range": [0, 1], "title": "recall"},
+                                yaxis={"range": [0, 1.02], "title": "precision"}, legend_title="digit (click to hide)",
+                                title="Precision-recall at IoU 0.5 (pycocotools)")
+
+
+def task2_section(result) -> None:
+    metrics = result.report.metrics
+    left, right = st.columns(2)
+    by_length = metrics["task2_by_length"]
+    left.plotly_chart(px.bar(x=[str(k) for k in by_length], y=[row["accuracy"] for row in by_length.values()],
+                             labels={"x": "digits in the number", "y": "Task 2 accuracy"},
+                             text=[f"{row['correct']}/{row['images']}" for row in by_length.values()],
+                             title="By number length").update_layout(height=320, yaxis_range=[0, 1]),
+                      key="by-length")
+    sweep = result.report.sweep
+    figure = px.line(sweep, x="threshold", y="task2_accuracy", markers=True, title="Against the score threshold")
+    figure.add_vline(x=metrics["task2_threshold"], line_dash="dash", annotation_text="the checkpoint's")
+    right.plotly_chart(figure.update_layout(height=320, yaxis_range=[0, 1]), key="sweep")
+
+
+def gallery(result) -> None:
+    errors = result.report.errors
+    if errors.empty:
+        st.success("Every number in this split is read right.")
+        return
+    left, middle, right = st.columns([2, 1, 1])
+    kinds = left.multiselect("Error kinds", ERROR_KINDS, default=list(ERROR_KINDS))
+    digit = middle.selectbox("True number holds", ["any", *range(10)])
+    chosen = errors[errors["kinds"].apply(lambda k: any(kind in k for kind in kinds))]
+    if digit != "any":
+        chosen = chosen[chosen["truth"].astype(str).str.contains(str(digit))]
+    pages = max(1, -(-len(chosen) // GALLERY_PER_PAGE))
+    page = right.number_input("Page", 1, pages, 1, key=f"gallery-{'-'.join(kinds)}-{digit}")
+    st.caption(f"{len(chosen)} of {len(errors)} wrong images, worst first; page {page} of {pages}. "
+               "Left: the truth; right: what the model read (score >= the checkpoint's Task 2 threshold).")
+    threshold = result.report.metrics["task2_threshold"]
+    for row in chosen.iloc[(page - 1) * GALLERY_PER_PAGE: page * GALLERY_PER_PAGE].itertuples():
+        truth, read = pictures(result, row, threshold)
+        columns = st.columns([1, 1, 1])
+        columns[0].image(truth, caption=f"#{row.image_id} · truth {row.truth}")
+        columns[1].image(read, caption=f"read {row.read}")
+        columns[2].markdown(f"**{row.kinds}**  \n" + "  \n".join(
+            f"{label}: `{value}`" for label, value in (("missed", row.missed), ("extra", row.extra),
+                                                      ("wrong", row.wrong), ("box off", row.box_off)) if value))
+
+
+def downloads(result) -> None:
+    st.caption(f"The report's files (also written to `{result.folder}`); `core.evaluate --report DIR` writes the same.")
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as bundle:
+        for name in REPORT_FILES:
+            bundle.write(os.path.join(result.folder, name), name)
+    st.download_button("Download all (zip)", archive.getvalue(), "report.zip", "application/zip", type="primary")
+    columns = st.columns(3)
+    for index, name in enumerate(REPORT_FILES):
+        with open(os.path.join(result.folder, name), "rb") as handle:
+            columns[index % 3].download_button(name, handle.read(), name, key=f"download-{name}")
+
+
+def show(result, other=None, other_label: str = "") -> None:
+    headline(result, other)
+    st.caption(f"{result.report.metrics['images']} images · {result.report.metrics['inference']} · Task 2 threshold "
+               f"{result.report.metrics['task2_threshold']:.2f}")
+    tabs = st.tabs(["Per class", "Precision-recall", "Confusion", "Task 2", "Failures", "Files"])
+    with tabs[0]:
+        st.plotly_chart(per_class_figure(result), key="per-class")
+    with tabs[1]:
+        st.plotly_chart(pr_figure(result), key="pr")
+    with tabs[2]:
+        if other is None:
+            st.plotly_chart(confusion_figure(result, "Confusion (rows: truth; extra: read where there is none)"),
+                            key="confusion")
+        else:
+            left, right = st.columns(2)
+            left.plotly_chart(confusion_figure(result, "This checkpoint"), key="confusion")
+            right.plotly_chart(confusion_figure(other, other_label), key="confusion-other")
+    with tabs[3]:
+        task2_section(result)
+    with tabs[4]:
+        gallery(result)
+    with tabs[5]:
+        downloads(result)
+
+
+st.title("Evaluate a checkpoint")
+checkpoints = list_checkpoints()
+if not checkpoints:
+    st.info("No checkpoint yet: train one on the **Train** page.")
+    st.stop()
+search_root = data_root(PROJECT_ROOT)
+known = [os.path.relpath(p, PROJECT_ROOT) if p.startswith(PROJECT_ROOT) else p for p in find_datasets(search_root)]
+
+with st.sidebar:
+    checkpoint = st.selectbox("Checkpoint", checkpoints, format_func=checkpoint_label)
+    compare = st.selectbox("Compare with", ["none", *[c for c in checkpoints if c != checkpoint]],
+                           format_func=lambda c: c if c == "none" else checkpoint_label(c),
+                           help="A second checkpoint on the same folder: its numbers and confusion matrix beside.")
+    input_size = st.selectbox("Input size", INPUT_SIZES,
+                              format_func=lambda v: "auto (the checkpoint's)" if v == "auto" else f"{v} px")
+folder = st.selectbox("Labelled folder", known, index=0 if known else None, accept_new_options=True,
+                      placeholder="Type a path, e.g. data/svhn",
+                      help="Any folder in the course layout with annotations (<split>.json beside <split>/).")
+if not folder:
+    st.info(f"No labelled folder under `{search_root}`: type a path, or make one with `python -m core.synth` "
+            "or `python -m core.convert`.")
+    st.stop()
+expanded = os.path.expanduser(folder)
+root = expanded if os.path.isabs(expanded) else os.path.join(PROJECT_ROOT, expanded)
+splits = find_splits(root)
+if not splits:
+    st.error(why_not_a_dataset(folder, root))
+    st.stop()
+split = st.radio("Split", splits, index=splits.index("valid") if "valid" in splits else 0, horizontal=True)
+
+chosen = [checkpoint] + ([] if compare == "none" else [compare])
+try:
+    jobs = [job_for(c, root, split, input_size, start=False) for c in chosen]
+except OSError as exc:
+    st.error(f"Cannot evaluate: {exc}")
+    st.stop()
+if not all(job is not None and job.state == "done" for job in jobs):
+    if st.button("Evaluate", type="primary", help="Results are kept per checkpoint, folder and split: "
+                                                  "coming back to them is instant."):
+        jobs = [job_for(c, root, split, input_size, start=True) for c in chosen]
+
+
+@st.fragment(run_every=1.0)
+def watch(jobs: list) -> None:
+    """Progress and Cancel while a job runs; one rerun of the page when they have all finished."""
+    running = [j for j in jobs if j is not None and not j.finished]
+    for job in running:
+        name = checkpoint_label(job.key.checkpoint)
+        st.progress(job.done / max(job.total, 1), f"{name}: {job.message} {job.done}/{job.total or '?'}")
+        if st.button("Cancel", key=f"cancel-{id(job)}"):
+            job.cancel()
+    if not running:
+        st.rerun()  # the whole page, now with the results
+
+
+if any(job is not None and not job.finished for job in jobs):
+    watch(jobs)
+    st.stop()
+for job in jobs:
+    if job is not None and job.state in ("failed", "cancelled"):
+        st.error(f"{checkpoint_label(job.key.checkpoint)}: evaluation {job.state}: {job.message}")
+if jobs[0] is None or jobs[0].state != "done":
+    st.stop()
+other = jobs[1].result if len(jobs) > 1 and jobs[1] is not None and jobs[1].state == "done" else None
+show(jobs[0].result, other, checkpoint_label(compare) if other else "")
