@@ -294,19 +294,29 @@ def pred_csv_bytes(rows: Sequence[tuple[int, str]]) -> bytes:
 
 
 def assign_image_ids(names: Sequence[str]) -> list[int]:
-    """``123.png`` -> 123; other names get ids after the largest numeric one, in order."""
+    """``123.png`` -> 123; other names (and a second ``123.jpg``) get ids after the largest numeric one,
+    in name order, so the same set of files gets the same ids whatever order it comes in."""
     numbers = [numeric_stem(n) for n in names]
+    ids: list[int | None] = [None] * len(names)
+    taken: set[int] = set()
+    for index in sorted(range(len(names)), key=lambda i: names[i]):
+        if numbers[index] is not None and numbers[index] not in taken:
+            ids[index] = numbers[index]
+            taken.add(numbers[index])
     next_id = max((n for n in numbers if n is not None), default=0) + 1
-    ids, used = [], {n for n in numbers if n is not None}
-    for number in numbers:
-        if number is not None and number not in ids:
-            ids.append(number)
-        else:
-            while next_id in used:
-                next_id += 1
-            ids.append(next_id)
-            used.add(next_id)
-    return ids
+    for index in sorted((i for i in range(len(names)) if ids[i] is None), key=lambda i: names[i]):
+        while next_id in taken:
+            next_id += 1
+        ids[index] = next_id
+        taken.add(next_id)
+    return ids  # type: ignore[return-value]
+
+
+def image_ids_csv_bytes(names: Sequence[str], image_ids: Sequence[int]) -> bytes | None:
+    """``file_name,image_id`` for a batch in which some names are not numbers (None when all are)."""
+    if all(numeric_stem(n) is not None for n in names):
+        return None
+    return ("file_name,image_id\n" + "".join(f"{n},{i}\n" for n, i in zip(names, image_ids))).encode()
 
 
 @dataclass
@@ -403,9 +413,9 @@ def main(argv: list[str] | None = None) -> int:
 
     atomic_write_bytes(os.path.join(args.out, "pred.json"), lambda h: h.write(pred_json_bytes(prediction.coco())))
     atomic_write_bytes(os.path.join(args.out, "pred.csv"), lambda h: h.write(pred_csv_bytes(prediction.csv_rows())))
-    if any(numeric_stem(n) is None for n in prediction.names):
-        mapping = "file_name,image_id\n" + "".join(f"{n},{i}\n" for n, i in zip(prediction.names, prediction.image_ids))
-        atomic_write_bytes(os.path.join(args.out, "image_ids.csv"), lambda h: h.write(mapping.encode()))
+    mapping = image_ids_csv_bytes(prediction.names, prediction.image_ids)
+    if mapping is not None:
+        atomic_write_bytes(os.path.join(args.out, "image_ids.csv"), lambda h: h.write(mapping))
         print("  some file names are not numbers: their ids are listed in image_ids.csv")
     for name, reason in prediction.errors.items():
         print(f"  skipped {name}: {reason}", file=sys.stderr)

@@ -1,6 +1,8 @@
 """Detect page: upload images (or take a photo), see every digit boxed and the number read."""
 
+import datetime
 import os
+import time
 
 import numpy as np
 import pandas as pd
@@ -10,7 +12,8 @@ from PIL import Image, ImageDraw
 
 from core.checkpoint import CheckpointError
 from core.images import decode_image
-from core.predict import load_model, pred_csv_bytes, pred_json_bytes, predict_images, read_digits, read_number
+from core.predict import (image_ids_csv_bytes, load_model, pred_csv_bytes, pred_json_bytes, predict_images, read_digits,
+                          read_number)
 from core.runs import PROJECT_ROOT, default_checkpoint, list_checkpoints
 from pages import DIGIT_COLOURS, ensure_routed
 
@@ -31,8 +34,11 @@ DISPLAY_SIDE = 1024  # px: larger pictures are drawn reduced (the browser gets a
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def run_model(path: str, mtime: float, files: tuple[tuple[str, bytes], ...], input_size):
-    # Cached on the files' bytes: moving the threshold slider never runs the model again.
-    return predict_images(get_model(path, mtime), list(files), input_size=None if input_size == "auto" else input_size)
+    """(prediction, when it ran). Cached on the files' bytes: moving the threshold slider never runs the
+    model again, and the time tells a cached result from a fresh one."""
+    prediction = predict_images(get_model(path, mtime), list(files),
+                                input_size=None if input_size == "auto" else input_size)
+    return prediction, time.time()
 
 
 def checkpoint_label(path: str) -> str:
@@ -152,10 +158,15 @@ if not files:
     st.info("Upload images (png, jpg, jpeg, bmp, webp, gif) to detect their digits.")
     st.stop()
 
-prediction = run_model(choice, os.path.getmtime(choice), tuple(files), input_size)
+asked_at = time.time()
+prediction, ran_at = run_model(choice, os.path.getmtime(choice), tuple(files), input_size)
 ok_count = len(files) - len(prediction.errors)
 per_image_ms = prediction.seconds / max(ok_count, 1) * 1000
-st.caption(f"{ok_count} image(s) in {prediction.seconds:.2f} s · {per_image_ms:.0f} ms per image on {loaded.device}")
+timing = f"{ok_count} image(s) in {prediction.seconds:.2f} s · {per_image_ms:.0f} ms per image on {loaded.device}"
+if ran_at < asked_at:  # a cached result: its time is from the run that made it
+    timing = (f"{ok_count} image(s), read earlier (at {datetime.datetime.fromtimestamp(ran_at):%H:%M:%S}) and "
+              f"kept: not run again · that run took {per_image_ms:.0f} ms per image on {loaded.device}")
+st.caption(timing)
 for name, reason in prediction.errors.items():
     st.error(f"**{name}**: {reason}. The other files were processed.")
 
@@ -171,11 +182,16 @@ if len(files) > 1:
         "status": [f"error: {prediction.errors[n]}" if n in prediction.errors else "ok" for n in prediction.names],
     })
     st.dataframe(table, hide_index=True, width="stretch")
-    left, right = st.columns(2)
-    left.download_button("Download pred.json (Task 1)", pred_json_bytes(prediction.coco()), "pred.json",
-                         "application/json", help="Every detection, COCO results format, as core.predict writes it.")
-    right.download_button("Download pred.csv (Task 2)", pred_csv_bytes(list(zip(prediction.image_ids, numbers))),
-                          "pred.csv", "text/csv", help="image_id,pred_label at the threshold above; -1 = no digit.")
+    mapping = image_ids_csv_bytes(prediction.names, prediction.image_ids)
+    columns = st.columns(3)
+    columns[0].download_button("Download pred.json (Task 1)", pred_json_bytes(prediction.coco()), "pred.json",
+                               "application/json", help="Every detection, COCO results format, as core.predict writes it.")
+    columns[1].download_button("Download pred.csv (Task 2)", pred_csv_bytes(list(zip(prediction.image_ids, numbers))),
+                               "pred.csv", "text/csv", help="image_id,pred_label at the threshold above; -1 = no digit.")
+    if mapping is not None:
+        columns[2].download_button("Download image_ids.csv", mapping, "image_ids.csv", "text/csv",
+                                   help="Which file each image_id is: names that are not numbers (123.png) get ids "
+                                        "after the largest number, in name order, as core.predict assigns them.")
 
 for index, ((name, data), image_id, detection, number) in enumerate(
         zip(files, prediction.image_ids, prediction.detections, numbers)):

@@ -137,7 +137,21 @@ def test_batch_with_a_corrupt_file_still_runs_the_others(app_dirs, tiny_run, tin
     assert list(table["file"]) == ["1.png", "bad.png", "2.png"]
     assert table["status"].tolist()[1].startswith("error")
     assert len(at.metric) == 2, "one result block per readable image"
-    assert len([b for b in at.get("download_button")]) == 2
+    downloads = {b.label for b in at.get("download_button")}
+    assert downloads == {"Download pred.json (Task 1)", "Download pred.csv (Task 2)", "Download image_ids.csv"}
+    assert "bad.png" in table["file"].tolist() and 3 in table["image_id"].tolist(), "after 1 and 2: id 3"
+
+
+def test_a_result_read_again_from_the_cache_says_so(app_dirs, tiny_run, tiny_data):
+    runs, _ = app_dirs
+    (runs / "tiny").mkdir()
+    shutil.copy(os.path.join(tiny_run, "best.pt"), runs / "tiny" / "best.pt")
+    at = _app()
+    at.file_uploader[0].set_value(("4.png", _png(os.path.join(tiny_data, "test", "4.png")), "image/png")).run()
+    assert any("ms per image on" in c.value and "read earlier" not in c.value for c in at.caption)
+    at.file_uploader[0].set_value([]).run()
+    at.file_uploader[0].set_value(("4.png", _png(os.path.join(tiny_data, "test", "4.png")), "image/png")).run()
+    assert any("read earlier" in c.value and "not run again" in c.value for c in at.caption)
 
 
 def test_threshold_slider_does_not_run_the_model_again(app_dirs, tiny_run, tiny_data, monkeypatch):

@@ -9,7 +9,7 @@ from pycocotools.coco import COCO
 
 from core.data import load_split
 from core.model import InputSize, ModelError, input_size_of, rebuild_model, resize_by, resolve_model_kwargs
-from core.predict import (assign_image_ids, coco_results, detect, load_model, main as predict_main, number_region,
+from core.predict import (assign_image_ids, coco_results, image_ids_csv_bytes, detect, load_model, main as predict_main, number_region,
                           parse_input_size, pred_csv_bytes, read_number)
 
 
@@ -54,7 +54,18 @@ def test_csv_sorted_with_header():
 
 def test_image_ids_from_file_names():
     assert assign_image_ids(["3.png", "10.png", "1.jpg"]) == [3, 10, 1]
-    assert assign_image_ids(["5.png", "photo.jpg", "a.png"]) == [5, 6, 7]
+    assert assign_image_ids(["5.png", "photo.jpg", "a.png"]) == [5, 7, 6], "other names in name order"
+
+
+def test_the_same_files_get_the_same_ids_in_any_order():
+    names = ["door.jpg", "12.png", "12.jpg", "IMG_0001.jpg", "3.png"]
+    ids = dict(zip(names, assign_image_ids(names)))
+    assert ids["12.png"] == 12 or ids["12.jpg"] == 12
+    for order in (names[::-1], sorted(names), names[2:] + names[:2]):
+        assert dict(zip(order, assign_image_ids(order))) == ids
+    assert len(set(ids.values())) == len(names)
+    assert image_ids_csv_bytes(names, [ids[n] for n in names]).decode().splitlines()[0] == "file_name,image_id"
+    assert image_ids_csv_bytes(["1.png", "2.png"], [1, 2]) is None
 
 
 def test_cli_writes_task1_and_task2_files(tiny_run, tiny_data, tmp_path, capsys):
@@ -96,7 +107,7 @@ def test_cli_reports_bad_checkpoint(tmp_path, tiny_data, capsys):
 
 
 def test_odd_numeric_looking_names_get_assigned_ids():
-    assert assign_image_ids(["².png", "7.png", "1" * 40 + ".png"]) == [8, 7, 9]
+    assert assign_image_ids(["².png", "7.png", "1" * 40 + ".png"]) == [9, 7, 8]
 
 
 def test_a_zero_task2_threshold_is_respected(tiny_run, tmp_path):
