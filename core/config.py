@@ -28,6 +28,35 @@ class ConfigError(ValueError):
     """A configuration value that is unknown or out of range."""
 
 
+# Starting points for the Train page: the compact model on a CPU, the course's recipe on a GPU.
+PRESETS: dict[str, dict[str, Any]] = {
+    "CPU quick: digitnet_fpn": {"arch": "digitnet_fpn", "weights": "none", "lr": 1e-3, "batch_size": 16,
+                                "warmup_steps": 300, "clip_grad_norm": 10.0, "device": "cpu"},
+    "GPU reference recipe": {"arch": REFERENCE_ARCH, "weights": "auto", "lr": 1e-4, "batch_size": 4,
+                             "warmup_steps": 0, "clip_grad_norm": 0.0, "device": "cuda"},
+}
+# Training images/s on the 2-core CPU the README's figures come from (bench/train_speed.py); more
+# cores scale it roughly linearly. GPUs vary too much to guess.
+CPU_IMAGES_PER_S = {"digitnet_fpn": 18.0, REFERENCE_ARCH: 0.06}
+CPU_REFERENCE_CORES = 2
+LONG_RUN_S = 3600.0  # the Train page warns before launching anything longer
+
+
+def default_preset(cuda_available: bool) -> str:
+    return "GPU reference recipe" if cuda_available else "CPU quick: digitnet_fpn"
+
+
+def estimated_seconds(cfg: "TrainConfig", train_images: int, cuda_available: bool, cpu_count: int) -> float | None:
+    """Rough training time on a CPU (None on a GPU or for an unknown architecture): the images drawn
+    over all epochs at the measured speed, validation not counted."""
+    on_cpu = cfg.device == "cpu" or (cfg.device == "auto" and not cuda_available)
+    speed = CPU_IMAGES_PER_S.get(cfg.arch)
+    if not on_cpu or speed is None:
+        return None
+    speed *= max(1, cpu_count) / CPU_REFERENCE_CORES
+    return cfg.epochs * max(1, round(train_images * cfg.subset_fraction)) / speed
+
+
 def _opt(help: str, *, choices=None, low=None, high=None, low_open=False, flag=None, group="training", empty=None):
     meta = {"help": help, "group": group}
     if empty is not None:

@@ -29,6 +29,7 @@ METRICS = {
 }
 LOG_SCALE_METRICS = ("loss", "loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg", "lr")
 UNSMOOTHED_METRICS = ("lr",)  # a schedule, not a noisy measurement: smoothing would only misdraw it
+VALIDATION_METRICS = ("mAP", "AP50", "AP75", "task2_accuracy")  # where the best-mAP epoch is marked
 
 
 @dataclass
@@ -60,6 +61,14 @@ def load_runs() -> tuple[list[Run], dict[str, str]]:
         state = run_status(path)["state"] if source == "runs" else "completed"
         runs.append(Run(name, source, path, config, history, state))
     return runs, skipped
+
+
+def default_selection(runs: list[Run], newest: int = 2) -> list[str]:
+    """The shipped pair and the user's ``newest`` runs that have finished an epoch (by folder time)."""
+    shipped = [run.label for run in runs if run.source == "shipped"]
+    own = sorted((run for run in runs if run.source == "runs" and run.history),
+                 key=lambda run: os.path.getmtime(run.path), reverse=True)
+    return shipped + [run.label for run in own[:newest]]
 
 
 def curves_frame(runs: list[Run]) -> pd.DataFrame:

@@ -474,8 +474,8 @@ ARCHITECTURES: dict[str, ArchSpec] = {
     "digitnet_fpn": ArchSpec(
         _build_digitnet_fpn,
         _digitnet_defaults(),
-        "Compact: narrow ResNet + 4-level FPN, digit-shaped anchors, short side 96-128 px (112 at inference); "
-        "trains on a 2-core CPU",
+        "Compact: narrow ResNet + 4-level FPN, digit-shaped anchors, each image seen near its own size "
+        "(short side >= 128, long side <= 512); trains on a 2-core CPU",
     ),
 }
 

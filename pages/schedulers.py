@@ -4,8 +4,8 @@ import plotly.graph_objects as go
 import plotly.colors
 import streamlit as st
 
-from core.curves import (LOG_SCALE_METRICS, METRICS, UNSMOOTHED_METRICS, best_epochs, curves_frame, load_runs, smooth,
-                         summary)
+from core.curves import (LOG_SCALE_METRICS, METRICS, UNSMOOTHED_METRICS, VALIDATION_METRICS, best_epochs, curves_frame,
+                         default_selection, load_runs, smooth, summary)
 from pages import ensure_routed
 
 ensure_routed()
@@ -22,11 +22,17 @@ if not runs:
             "Start one on the **Train** page.")
     st.stop()
 
+waiting = [run.label for run in runs if not run.history]
+runs = [run for run in runs if run.history]  # a run with no finished epoch has no curve yet
+if waiting:
+    st.caption(f"Not listed until they finish an epoch: {', '.join(waiting)}.")
+if not runs:
+    st.info("No run has finished an epoch yet.")
+    st.stop()
 labels = [run.label for run in runs]
-shipped = [run.label for run in runs if run.source == "shipped"]
-defaults = shipped or labels[:2]
 with st.sidebar:
-    chosen = st.multiselect("Runs", labels, default=defaults, help="Shipped curves first, then runs/ folders.")
+    chosen = st.multiselect("Runs", labels, default=default_selection(runs) or labels[:2],
+                            help="Shipped curves first, then runs/ folders; your two newest runs are picked too.")
     metric = st.selectbox("Metric", list(METRICS), format_func=lambda m: f"{m}: {METRICS[m]}")
     weight = st.slider("Smoothing", 0.0, 0.95, 0.0, 0.05, disabled=metric in UNSMOOTHED_METRICS,
                        help="Exponential moving average (as in TensorBoard); the raw curve stays as a faint line. "
@@ -59,7 +65,7 @@ for index, run in enumerate(selected):
     figure.add_trace(go.Scatter(x=epochs, y=smoothed, mode="lines+markers", line={"color": colour, "width": 2.5},
                                 marker={"size": 5}, name=run.label, legendgroup=run.label,
                                 hovertemplate="%{y:.4g}"))
-    if run.label in best and best[run.label] in epochs:
+    if metric in VALIDATION_METRICS and run.label in best and best[run.label] in epochs:
         at = epochs.index(best[run.label])
         # On the measured value: the smoothed line passes below a peak.
         figure.add_trace(go.Scatter(x=[epochs[at]], y=[values[at]], mode="markers",
@@ -73,6 +79,8 @@ figure.update_layout(hovermode="x unified", height=480, margin={"l": 10, "r": 10
 figure.update_xaxes(dtick=1 if frame["epoch"].max() <= 30 else None)
 if log_scale and metric in LOG_SCALE_METRICS:
     figure.update_yaxes(type="log")
+if metric == "lr":  # one notation on every tick (plotly would mix 0.001 with 100µ)
+    figure.update_yaxes(exponentformat="e", showexponent="all", tickformat=".0e")
 st.plotly_chart(figure, key="curves")
 
 st.subheader("Summary")

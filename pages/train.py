@@ -2,24 +2,36 @@
 
 import dataclasses
 import datetime
+import json
 import os
 import typing
 
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 import streamlit as st
 
-from core.config import TrainConfig, ConfigError
+from core.config import (LONG_RUN_S, PRESETS, SCHEDULERS, ConfigError, TrainConfig, default_preset,
+                         estimated_seconds)
 from core.events import read_events, tail_text
 from core.launcher import RUN_NAME, LaunchError, run_dir_for, start_run, stop_run, wait_until_started
-from core.runs import PROJECT_ROOT, is_locked, read_config, read_history, run_status, runs_root
+from core.model import ARCHITECTURES
+from core.runs import PROJECT_ROOT, is_locked, list_checkpoints, read_config, read_history, run_status, runs_root
 from core.synth import SynthError, generate_dataset, usable_fonts
 from pages import ensure_routed
 
 ensure_routed()
 
-FORM_FIELDS = [f for f in dataclasses.fields(TrainConfig) if f.name not in ("out", "resume")]
-HINTS = {"fasterrcnn_resnet50_fpn_v2": "the reference; several seconds per image on a CPU, use a GPU",
-         "digitnet_fpn": "compact, about 20 training images/s on a 2-core CPU"}
+FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+# The form's groups; fields that only one scheduler reads are shown with it.
+FORM_GROUPS = {
+    "Model": ("weights", "min_size", "max_size"),
+    "Optimisation": ("epochs", "subset_fraction", "batch_size", "lr", "weight_decay", "warmup_steps", "clip_grad_norm",
+                     "seed"),
+    "Schedule": {"cosine": ("t_max", "eta_min"), "step": ("step_size", "gamma")},
+    "Run": ("device", "amp", "workers", "skip_invalid"),
+}
+HINTS = {"fasterrcnn_resnet50_fpn_v2": "the reference; use a GPU (about 0.06 training images/s on a 2-core CPU)",
+         "digitnet_fpn": "compact; about 18 training images/s on a 2-core CPU"}
 # Material icons: they render everywhere, emoji need a colour-emoji font the browser may not have.
 STATE_ICONS = {"running": ":material/play_circle:", "completed": ":material/check_circle:",
                "stopped": ":material/stop_circle:", "failed": ":material/error:", "died": ":material/cancel:",
@@ -30,23 +42,50 @@ def resolve(path: str) -> str:
     return path if os.path.isabs(path) else os.path.join(PROJECT_ROOT, path)
 
 
-def config_widget(field: dataclasses.Field, default):
+def config_widget(field: dataclasses.Field, default, key: str):
     meta, label = field.metadata, field.name.replace("_", " ")
     kind = typing.get_type_hints(TrainConfig)[field.name]
     help_text = meta["help"]
+    if field.name == "weights":  # the shipped model and every run's best, or any path typed in
+        options = ["auto", "none", *[os.path.relpath(p, PROJECT_ROOT) for p in list_checkpoints()]]
+        if default not in options:
+            options.append(default)
+        return st.selectbox(label, options, index=options.index(default), help=help_text, key=key,
+                            accept_new_options=True)
     if "choices" in meta:
         options = list(meta["choices"])
-        return st.selectbox(label, options, index=options.index(default), help=help_text,
-                            format_func=lambda v: f"{v}: {HINTS[v]}" if v in HINTS else v)
+        return st.selectbox(label, options, index=options.index(default), help=help_text, key=key)
     if kind is bool:
-        return st.checkbox(label, value=default, help=help_text)
+        return st.checkbox(label, value=default, help=help_text, key=key)
     if kind in (int, int | None):
-        value = st.number_input(label, value=default, step=1, format="%d", help=help_text,
+        value = st.number_input(label, value=default, step=1, format="%d", help=help_text, key=key,
                                 placeholder=meta.get("empty") if default is None else None)
         return None if value is None else int(value)
     if kind is float:
-        return st.number_input(label, value=float(default), format="%g", step=None, help=help_text)
-    return st.text_input(label, value=str(default), help=help_text)
+        return st.number_input(label, value=float(default), format="%g", step=None, help=help_text, key=key)
+    return st.text_input(label, value=str(default), help=help_text, key=key)
+
+
+@st.cache_resource
+def torch_cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@st.cache_data(max_entries=8)
+def _train_images(json_path: str, mtime: float) -> int:
+    with open(json_path, encoding="utf-8") as handle:
+        return len(json.load(handle).get("images", []))
+
+
+def count_images(data_dir: str) -> int:
+    """Training images of a dataset folder (0 when there is none yet)."""
+    path = os.path.join(data_dir, "train.json")
+    try:
+        return _train_images(path, os.path.getmtime(path))
+    except (OSError, ValueError, AttributeError):
+        return 0
 
 
 def known_runs() -> list[str]:
@@ -68,19 +107,21 @@ def read_run(run_dir: str) -> tuple[dict, list[dict], str]:
 
 
 def live_figure(history: list[dict], events: list[dict], epochs: int) -> go.Figure:
-    """Validation mAP per finished epoch and the training loss as it streams in, on one epoch axis."""
+    """Validation mAP per finished epoch (0-1, above) and the training loss as it streams in (below),
+    on one epoch axis: two scales never share a plot, so a near-zero mAP looks near zero."""
     progress = [e for e in events if e["event"] == "progress" and isinstance(e.get("loss"), (int, float))]
-    figure = go.Figure()
+    figure = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08, row_heights=[0.5, 0.5])
+    figure.add_trace(go.Scatter(x=[h["epoch"] for h in history], y=[h["mAP"] for h in history],
+                                name="validation mAP", mode="lines+markers", marker={"size": 9}), row=1, col=1)
     figure.add_trace(go.Scatter(x=[e["epoch"] - 1 + e["step"] / max(e["total"], 1) for e in progress],
                                 y=[e["loss"] for e in progress], name="training loss (running mean of the epoch)",
-                                mode="lines", yaxis="y2", line={"color": "#888"}))
-    figure.add_trace(go.Scatter(x=[h["epoch"] for h in history], y=[h["mAP"] for h in history],
-                                name="validation mAP", mode="lines+markers", marker={"size": 9}))
-    figure.update_layout(height=300, margin={"l": 10, "r": 10, "t": 30, "b": 10}, hovermode="x unified",
-                         legend={"orientation": "h", "y": 1.12},
-                         xaxis={"title": "epoch", "range": [0, max(epochs, 1) + 0.1], "dtick": max(1, epochs // 10)},
-                         yaxis={"title": "mAP", "rangemode": "tozero"},
-                         yaxis2={"title": "loss", "overlaying": "y", "side": "right", "rangemode": "tozero"})
+                                mode="lines", line={"color": "#888"}), row=2, col=1)
+    figure.update_layout(height=380, margin={"l": 10, "r": 10, "t": 30, "b": 10}, hovermode="x unified",
+                         legend={"orientation": "h", "y": 1.1})
+    figure.update_xaxes(range=[0, max(epochs, 1) + 0.1], dtick=max(1, epochs // 10))
+    figure.update_xaxes(title="epoch", row=2, col=1)
+    figure.update_yaxes(title="mAP", range=[0, 1], tickformat=".1f", row=1, col=1)
+    figure.update_yaxes(title="loss", rangemode="tozero", tickformat=".2f", row=2, col=1)
     return figure
 
 
@@ -153,7 +194,8 @@ def runs_view() -> None:
     st.code("\n".join(lines[-40:]) or "(no output yet)", language=None, wrap_lines=True)
     err_text = tail_text(os.path.join(run_dir, "stderr.log"), 3000)
     if err_text.strip() and state != "running":
-        with st.expander("stderr"):
+        # Progress bars go to stderr too: this is where they and warnings are, open when the run failed.
+        with st.expander("Progress bars and warnings (stderr)", expanded=state in ("failed", "died")):
             st.code(err_text[-3000:], language=None, wrap_lines=True)
 
     if state in ("stopped", "died", "failed") and os.path.exists(os.path.join(run_dir, "last.pt")) and config:
@@ -200,19 +242,48 @@ with st.expander("New run", expanded=not runs_at_start, icon=":material/add:"):
                                              f"({manifest['images_per_s']} images/s).")
                 st.rerun()
 
-    with st.form("launch"):
-        if "run_name" not in st.session_state:
-            st.session_state["run_name"] = f"run-{datetime.datetime.now():%Y%m%d-%H%M%S}"
-        run_name = st.text_input("Run name", key="run_name",
+    cuda = torch_cuda_available()
+    presets = list(PRESETS)
+    preset = st.radio("Start from", presets, index=presets.index(default_preset(cuda)), horizontal=True,
+                      help="Fills the fields below with what fits the machine; this one has "
+                           + ("a CUDA GPU." if cuda else "no GPU: the CPU preset trains in minutes, the reference in days."))
+    start = dataclasses.replace(defaults, **PRESETS[preset])
+    top = st.columns([2, 1, 1])
+    arch = top[0].selectbox("arch", list(ARCHITECTURES), index=list(ARCHITECTURES).index(start.arch),
+                            key=f"arch-{preset}", help=FIELDS["arch"].metadata["help"])
+    top[0].caption(HINTS.get(arch, ""))
+    scheduler = top[1].selectbox("scheduler", list(SCHEDULERS), help=FIELDS["scheduler"].metadata["help"])
+    if "run_name" not in st.session_state:
+        st.session_state["run_name"] = f"run-{datetime.datetime.now():%Y%m%d-%H%M%S}"
+    run_name = top[2].text_input("Run name", key="run_name",
                                  help="Folder under runs/: letters, digits, '-', '_' and '.' only.")
-        values = {"data": data_dir}
-        columns = st.columns(3)
-        for index, field in enumerate(f for f in FORM_FIELDS if f.name != "data"):
-            with columns[index % 3]:
-                values[field.name] = config_widget(field, getattr(defaults, field.name))
-        submitted = st.form_submit_button("Launch training", type="primary")
 
-    if submitted:
+    # Plain widgets, not a form: the warnings below follow every change before the launch.
+    with st.container(border=True):
+        values = {"data": data_dir, "arch": arch, "scheduler": scheduler}
+        for group, names in FORM_GROUPS.items():
+            names = names[scheduler] if isinstance(names, dict) else names
+            st.markdown(f"**{group}**" + (f" ({scheduler})" if group == "Schedule" else ""))
+            columns = st.columns(4)
+            for index, name in enumerate(names):
+                with columns[index % 4]:
+                    values[name] = config_widget(FIELDS[name], getattr(start, name), key=f"{name}-{preset}")
+
+    try:
+        preview = TrainConfig.from_dict({**values, "data": resolve(values["data"]), "out": run_name or "?"})
+        seconds = estimated_seconds(preview, count_images(resolve(values["data"])), cuda, os.cpu_count() or 1)
+    except (ConfigError, OSError, ValueError):
+        seconds = None
+    if values.get("device") == "cuda" and not cuda:
+        st.warning("This machine has no CUDA GPU: a run with device cuda stops at once. Pick device cpu or auto "
+                   "(and expect the reference to take days on a CPU), or the CPU preset.")
+    elif seconds is not None and seconds > LONG_RUN_S:
+        st.warning(f"As set, this run would take about {seconds / 3600:.0f} hours on this machine's CPU "
+                   f"({preview.epochs} epochs of {preview.subset_fraction:g} of the training set with {preview.arch}). "
+                   "Fewer epochs, a smaller subset fraction or the CPU preset make it shorter; it can also be "
+                   "stopped and resumed at any epoch.")
+
+    if st.button("Launch training", type="primary"):
         try:
             values["data"] = resolve(values["data"])
             config = TrainConfig.from_dict({**values, "out": run_name or "?"})

@@ -189,30 +189,41 @@ def test_schedulers_page_overlays_the_shipped_pair(app_dirs):
     runs, ckpts = app_dirs
     _fake_run(ckpts / "curves" / "cosine", "cosine", [0.1, 0.3, 0.5, 0.55])
     _fake_run(ckpts / "curves" / "step", "step", [0.1, 0.35, 0.45, 0.47])
-    _fake_run(runs / "mine", "step", [0.2])
+    for name in ("old", "mine", "newest"):
+        _fake_run(runs / name, "step", [0.2])
+        os.utime(runs / name, (time.time() + len(name), time.time() + len(name)))  # old < mine < newest
+    _fake_run(runs / "starting", "cosine", [])  # no finished epoch yet
     (runs / "broken").mkdir()
     (runs / "broken" / "history.json").write_text("{not json")
     at = _app("pages/schedulers.py")
-    assert at.multiselect[0].value == ["cosine (shipped)", "step (shipped)"]
-    assert "mine" in at.multiselect[0].options, "runs/ folders are offered too"
+    assert at.multiselect[0].value == ["cosine (shipped)", "step (shipped)", "newest", "mine"], \
+        "the shipped pair and the user's two newest runs"
+    assert "old" in at.multiselect[0].options and "starting" not in at.multiselect[0].options
+    assert any("starting" in c.value and "finish an epoch" in c.value for c in at.caption)
     assert any("broken" in w.value for w in at.warning)
     summary = at.dataframe[0].value
-    assert list(summary["run"]) == ["cosine (shipped)", "step (shipped)"]
-    assert list(summary["best epoch"]) == [4, 4]
-    assert summary["best mAP"].tolist() == pytest.approx([0.55, 0.47])
+    assert list(summary["run"]) == ["cosine (shipped)", "step (shipped)", "mine", "newest"]
+    assert not summary["best mAP"].isna().any(), "no None cells"
+    assert list(summary["best epoch"])[:2] == [4, 4]
+    assert summary["best mAP"].tolist()[:2] == pytest.approx([0.55, 0.47])
     at.slider[0].set_value(0.5)
     at.run()
     traces = json.loads(at.get("plotly_chart")[0].proto.spec)["data"]
     stars = {t["name"]: t["y"] for t in traces if t.get("marker", {}).get("symbol") == "star"}
-    assert stars == {"cosine (shipped): best mAP at epoch 4": [0.55], "step (shipped): best mAP at epoch 4": [0.47]}, \
+    assert stars == {"cosine (shipped): best mAP at epoch 4": [0.55], "step (shipped): best mAP at epoch 4": [0.47],
+                     "mine: best mAP at epoch 1": [0.2], "newest: best mAP at epoch 1": [0.2]}, \
         "the best-epoch star sits on the measured value, not the smoothed line"
     assert any(t["name"] == "cosine (shipped) (raw)" for t in traces), "the raw line stays, faint"
     at.selectbox[0].set_value("loss")
     at.run()
     assert not at.exception
+    traces = json.loads(at.get("plotly_chart")[0].proto.spec)["data"]
+    assert not any(t.get("marker", {}).get("symbol") == "star" for t in traces), "the best-mAP star: mAP charts only"
     at.selectbox[0].set_value("lr")
     at.run()
     assert at.slider[0].disabled
+    layout = json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]
+    assert layout["yaxis"]["exponentformat"] == "e" and layout["yaxis"]["tickformat"] == ".0e"
     traces = json.loads(at.get("plotly_chart")[0].proto.spec)["data"]
     assert not any(t["name"].endswith("(raw)") for t in traces), "the learning rate is never smoothed"
 
@@ -228,10 +239,27 @@ def test_train_form_refuses_bad_names_and_launches_a_run(app_dirs, tiny_data):
     _by_label(at.text_input, "Data folder").set_value(tiny_data)
     at.run()
     labels = {w.label for w in list(at.number_input) + list(at.selectbox) + list(at.checkbox) + list(at.text_input)}
-    for name in ("arch", "scheduler", "epochs", "lr", "weight decay", "subset fraction", "batch size", "device"):
+    for name in ("arch", "scheduler", "epochs", "lr", "weight decay", "subset fraction", "batch size", "device",
+                 "t max", "eta min"):
         assert name in labels, name
-    assert _by_label(at.number_input, "lr").value == pytest.approx(1e-4)
+    assert "step size" not in labels and "gamma" not in labels, "StepLR's fields only with the step scheduler"
+    # No GPU here: the CPU preset is the default, and the reference recipe warns before it is launched.
+    assert at.radio[0].value == "CPU quick: digitnet_fpn"
+    assert _by_label(at.selectbox, "arch").value == "digitnet_fpn"
+    assert _by_label(at.number_input, "lr").value == pytest.approx(1e-3)
+    assert not at.warning
+    at.radio[0].set_value("GPU reference recipe").run()
     assert _by_label(at.selectbox, "arch").value == "fasterrcnn_resnet50_fpn_v2"
+    assert _by_label(at.number_input, "lr").value == pytest.approx(1e-4)
+    assert "no CUDA GPU" in at.warning[0].value
+    _by_label(at.selectbox, "device").set_value("cpu").run()
+    assert not at.warning, "16 images x 10% x 10 epochs at 0.06 images/s: minutes"
+    _by_label(at.number_input, "epochs").set_value(300).run()
+    assert "hours on this machine's CPU" in at.warning[0].value
+    _by_label(at.selectbox, "scheduler").set_value("step").run()
+    labels = {w.label for w in at.number_input}
+    assert {"step size", "gamma"} <= labels and "eta min" not in labels
+    at.radio[0].set_value("CPU quick: digitnet_fpn").run()
 
     _by_label(at.text_input, "Run name").set_value("../escape")
     _by_label(at.button, "Launch training").click()
