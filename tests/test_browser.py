@@ -4,10 +4,14 @@ Screenshots of each page land in artifacts/screenshots/ (kept by CI as test arte
 Needs /usr/bin/chromium (scripts/test.sh installs it); set DIGIT_STUDIO_SKIP_BROWSER=1 to skip.
 """
 
+import csv
 import io
+import json
 import os
 import re
 import shutil
+import time
+import zipfile
 
 import pytest
 from playwright.sync_api import expect
@@ -28,6 +32,14 @@ def app(tmp_path_factory, tiny_data):
     tmp = tmp_path_factory.mktemp("browser")
     runs = tmp / "runs"
     runs.mkdir()
+    # Every digit labelled one higher than it is: whatever the model reads, the Evaluate page has failures to show.
+    mislabelled = tmp / "data" / "mislabelled"
+    shutil.copytree(tiny_data, mislabelled)
+    coco = json.loads((mislabelled / "valid.json").read_text())
+    for annotation in coco["annotations"]:
+        annotation["category_id"] = annotation["category_id"] % 10 + 1
+    (mislabelled / "valid.json").write_text(json.dumps(coco))
+    os.utime(mislabelled, (1, 1))  # the oldest: the pages open the tiny set first
     shutil.copytree(tiny_data, tmp / "data" / "tiny")
     process, url = start_app(tmp, runs, os.path.join(ROOT, "checkpoints"), tmp / "data")
     yield url, runs
@@ -119,6 +131,107 @@ def test_data_page_shows_counts_charts_and_a_filtered_grid(browser, app, tiny_da
     page.close()
 
 
+def _pick(page, label, text):
+    """Type into a selectbox and take the first match (a click on it does not always open its list)."""
+    settle(page)
+    page.get_by_role("combobox", name=label, exact=True).click()
+    page.keyboard.type(text)
+    page.keyboard.press("Enter")
+    settle(page)
+
+
+def test_evaluate_page_shows_the_report_filters_failures_and_downloads_it(browser, app):
+    url, runs = app
+    page = open_page(browser, url + "/evaluate", viewport=(1400, 1400))
+    page.wait_for_selector("text=Evaluate a checkpoint")
+    _pick(page, "Labelled folder", str(runs.parent / "data" / "mislabelled"))  # a typed path is taken as it is
+    page.get_by_role("button", name="Evaluate").click()
+    page.wait_for_selector("text=mAP@[.5:.95]", timeout=120_000)
+    page.get_by_role("tab", name="Files").click()
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download all (zip)").click()
+    with zipfile.ZipFile(download.value.path()) as bundle:
+        assert {"metrics.json", "errors.csv", "confusion.csv", "pr.csv", "confusion.png"} <= set(bundle.namelist())
+        errors = list(csv.DictReader(io.TextIOWrapper(bundle.open("errors.csv"), "utf-8")))
+    assert errors, "every number is labelled wrong"
+    page.get_by_role("tab", name="Confusion").click()
+    page.locator(".js-plotly-plot >> visible=true").first.wait_for()
+    page.get_by_role("tab", name="Failures").click()
+    page.wait_for_selector(f"text={len(errors)} of {len(errors)} wrong images")
+    digit = errors[0]["truth"][0]
+    _pick(page, "True number holds", digit)
+    with_digit = sum(digit in row["truth"] for row in errors)
+    page.wait_for_selector(f"text={with_digit} of {len(errors)} wrong images")
+    expect(page.locator('[data-testid="stImageCaption"]', has_text="truth")).to_have_count(min(with_digit, 6))
+    _shot(page, "evaluate.png")
+    page.close()
+
+
+def _photo_jpeg(fonts, size):
+    from core import synth
+
+    rng, np_rng = synth.sample_rngs(31, "browser-photo", 2)
+    photo, _ = synth.render_photo_scene(rng, fonts, np_rng)
+    buffer = io.BytesIO()
+    photo.convert("RGB").resize(size).save(buffer, "JPEG", quality=85)
+    return buffer.getvalue()
+
+
+def test_a_large_photo_is_sent_reduced_and_names_keep_their_ids(browser, app, tmp_path, fonts):
+    url, _ = app
+    big = tmp_path / "IMG_4000.jpg"
+    big.write_bytes(_photo_jpeg(fonts, (4000, 3000)))
+    page = open_page(browser, url)
+    page.wait_for_selector("text=Detect house numbers")
+    started = time.perf_counter()
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(big))
+    page.wait_for_selector('[data-testid="stMetricValue"]', timeout=60_000)
+    page.locator(".js-plotly-plot").first.wait_for()
+    shown_in = time.perf_counter() - started
+    # plotly sends numpy arrays as typed-array payloads with their shape: "rows, columns, 3".
+    shape = page.evaluate("() => { const z = document.querySelector('.js-plotly-plot').data[0].z;"
+                          " return z.shape ? String(z.shape) : [z.length, z[0].length, 3].join(', '); }")
+    rows, columns = (int(v) for v in shape.split(",")[:2])
+    assert (columns, rows) == (1024, 768), "the browser gets a 1,024 px picture, not 12 Mpx"
+    assert shown_in < 30, f"{shown_in:.1f} s to show a 4000x3000 photo"
+    page.close()
+
+    # The same files in another order get the same ids (image_ids.csv, as core.predict writes it).
+    files = []
+    for name in ("door.jpg", "7.png", "back.jpg"):
+        (tmp_path / name).write_bytes(_house_number_png("31"))
+        files.append(str(tmp_path / name))
+    mappings = []
+    for order in (files, files[::-1]):
+        page = open_page(browser, url)
+        page.wait_for_selector("text=Detect house numbers")
+        page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(order)
+        with page.expect_download() as download:
+            page.get_by_role("button", name="Download image_ids.csv").click()
+        mappings.append(sorted(open(download.value.path()).read().splitlines()))
+        page.close()
+    assert mappings[0] == mappings[1] == ["7.png,7", "back.jpg,8", "door.jpg,9", "file_name,image_id"]
+
+
+def test_train_form_offers_the_preset_that_fits_the_machine(browser, app, tiny_data):
+    url, _ = app
+    page = open_page(browser, url + "/train")
+    page.wait_for_selector("text=Train a detector")
+    settle(page)
+    if not page.get_by_label("Data folder", exact=True).is_visible():
+        page.locator("summary", has_text="New run").click()
+    expect(page.get_by_role("radio", name="CPU quick: digitnet_fpn")).to_be_checked()
+    expect(page.get_by_text("eta min", exact=True)).to_be_visible()
+    page.get_by_text("GPU reference recipe", exact=True).click()
+    page.wait_for_selector("text=This machine has no CUDA GPU")
+    _pick(page, "scheduler", "step")
+    expect(page.get_by_text("step size", exact=True)).to_be_visible()
+    expect(page.get_by_text("eta min", exact=True)).to_have_count(0)
+    page.get_by_text("CPU quick: digitnet_fpn", exact=True).click()
+    settle(page)
+    page.close()
+
+
 def _fill(page, label, value):
     settle(page)
     box = page.get_by_label(label, exact=True)
@@ -157,7 +270,14 @@ def test_train_page_launches_a_run_and_streams_its_log(browser, app, tiny_data):
     assert "epoch 1/1" in log and "core.train: completed" in log, log
     assert (runs / "browser-run" / "best.pt").exists()
     page.wait_for_selector(".js-plotly-plot")  # the live mAP/loss chart
+    # mAP has its own 0-1 axis: a near-zero mAP sits at the bottom, not above the loss.
+    assert page.evaluate("() => document.querySelector('.js-plotly-plot').layout.yaxis.range") == [0, 1]
     _shot(page, "train.png")
+    page.close()
+    # The Schedulers page picks the new run beside the shipped pair.
+    page = open_page(browser, url + "/schedulers")
+    page.wait_for_selector(".js-plotly-plot")
+    assert "browser-run" in page.locator(".js-plotly-plot .legend").first.text_content()
     page.close()
     # The finished run's best.pt is offered on the Detect page without restarting the app.
     page = open_page(browser, url)
