@@ -47,12 +47,13 @@ def find_splits(root: str) -> list[str]:
 
 
 def find_datasets(folder: str) -> list[str]:
-    """Folders directly under ``folder`` holding at least one split, newest first."""
+    """Folders directly under ``folder``: those holding a split first, newest first, then the others
+    (a raw download or an image folder: the pages say what to do with them)."""
     if not os.path.isdir(folder):
         return []
     found = [os.path.join(folder, n) for n in os.listdir(folder)
-             if not n.startswith(".") and find_splits(os.path.join(folder, n))]
-    return sorted(found, key=os.path.getmtime, reverse=True)
+             if not n.startswith(".") and os.path.isdir(os.path.join(folder, n))]
+    return sorted(found, key=lambda p: (not find_splits(p), -os.path.getmtime(p)))
 
 
 def why_not_a_dataset(folder: str, root: str) -> str:

@@ -409,3 +409,25 @@ def test_evaluate_page_names_a_checkpoint_that_cannot_be_loaded_and_an_empty_spl
     _finish(at)
     assert "the split has no images" in at.error[0].value
     assert not at.exception
+
+
+def test_evaluate_page_compares_two_checkpoints_and_names_a_folder_without_annotations(
+        app_dirs, tiny_run, tiny_data, tmp_path, monkeypatch):
+    runs, _ = app_dirs
+    (runs / "other").mkdir()
+    shutil.copy(os.path.join(tiny_run, "best.pt"), runs / "other" / "best.pt")
+    at, folder = _evaluate_page(runs, tiny_run, tiny_data, tmp_path, monkeypatch)
+    _by_label(at.selectbox, "Compare with").set_value(str(runs / "other" / "best.pt")).run()
+    at.button[0].click().run()
+    deadline = time.time() + 120
+    while time.time() < deadline and len([c for c in at.get("plotly_chart")]) < 2:
+        time.sleep(0.5)
+        at.run()
+    deltas = [m.delta for m in at.metric if m.delta]
+    assert deltas and all(d == "+0.000 vs the other" for d in deltas), "the same weights: no difference"
+    titles = [json.loads(c.proto.spec)["layout"].get("title", {}).get("text") for c in at.get("plotly_chart")]
+    assert "This checkpoint" in titles and "runs/other/best.pt" in " ".join(t or "" for t in titles)
+    (tmp_path / "data" / "images-only" / "valid").mkdir(parents=True)
+    at = _app("pages/evaluate.py")
+    _by_label(at.selectbox, "Labelled folder").set_value(str(tmp_path / "data" / "images-only")).run()
+    assert "holds no split" in at.error[0].value

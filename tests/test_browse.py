@@ -43,7 +43,8 @@ def test_a_split_that_is_not_coco_is_refused_by_name(tiny_data, tmp_path):
     (root / "test.json").write_text(json.dumps(coco))
     with pytest.raises(DatasetError, match="category_id 11 is outside 1..10"):
         browse.read_split_table(str(root), "test")
-    assert browse.find_datasets(str(tmp_path)) == [str(root)]
+    (tmp_path / "raw-images").mkdir()
+    assert browse.find_datasets(str(tmp_path)) == [str(root), str(tmp_path / "raw-images")], "datasets first"
     assert browse.find_splits(str(tmp_path / "missing")) == []
 
 
