@@ -218,8 +218,7 @@ def test_train_form_offers_the_preset_that_fits_the_machine(browser, app, tiny_d
     page = open_page(browser, url + "/train")
     page.wait_for_selector("text=Train a detector")
     settle(page)
-    if not page.get_by_label("Data folder", exact=True).is_visible():
-        page.locator("summary", has_text="New run").click()
+    _open_new_run(page)
     expect(page.get_by_role("radio", name="CPU quick: digitnet_fpn")).to_be_checked()
     expect(page.get_by_text("eta min", exact=True)).to_be_visible()
     page.get_by_text("GPU reference recipe", exact=True).click()
@@ -232,6 +231,14 @@ def test_train_form_offers_the_preset_that_fits_the_machine(browser, app, tiny_d
     page.close()
 
 
+def _open_new_run(page):
+    """Unfold "New run" if it is folded (its details element says so; visibility flickers during a rerun)."""
+    details = page.locator("details").filter(has=page.locator("summary", has_text="New run"))
+    if details.get_attribute("open") is None:
+        page.locator("summary", has_text="New run").click()
+    page.get_by_label("Data folder", exact=True).wait_for()
+
+
 def _fill(page, label, value):
     settle(page)
     box = page.get_by_label(label, exact=True)
@@ -239,18 +246,12 @@ def _fill(page, label, value):
     box.press("Tab")
 
 
-def _choose(page, label, option):
-    settle(page)
-    page.locator('[data-testid="stSelectbox"]').filter(has=page.get_by_text(label, exact=True)).click()
-    page.get_by_role("option", name=re.compile(f"^{re.escape(option)}")).click()
-
-
 def _launch(page, tiny_data, name, epochs):
     _fill(page, "Data folder", tiny_data)
     page.wait_for_selector("text=Run name")
     _fill(page, "Run name", name)
-    _choose(page, "arch", "digitnet_fpn")
-    _choose(page, "device", "cpu")
+    _pick(page, "arch", "digitnet_fpn")
+    _pick(page, "device", "cpu")
     for label, value in (("min size", 64), ("max size", 160), ("epochs", epochs), ("subset fraction", 1.0),
                          ("lr", 0.001)):
         _fill(page, label, value)
@@ -292,8 +293,7 @@ def test_train_page_reattaches_after_a_refresh_and_stops_a_run(browser, app, tin
     page.wait_for_selector("text=Train a detector")
     page.wait_for_selector("text=New run")
     settle(page)
-    if not page.get_by_label("Data folder", exact=True).is_visible():
-        page.locator("summary", has_text="New run").click()  # the form is folded once runs exist
+    _open_new_run(page)  # the form is folded once runs exist
     _launch(page, tiny_data, "long-run", epochs=500)
     page.wait_for_selector("text=/epoch \\d+\\/500/", timeout=120_000)
     # A browser refresh starts a new session: the page reattaches to the run still going.
@@ -303,7 +303,8 @@ def test_train_page_reattaches_after_a_refresh_and_stops_a_run(browser, app, tin
     picker = page.get_by_role("combobox", name="Run", exact=True)
     expect(picker).to_have_value(re.compile(r"long-run \(running\)$"))
     page.wait_for_selector("text=/epoch 1\\/500 +lr/", timeout=120_000)  # a finished epoch: last.pt exists
-    page.get_by_role("button", name="Stop").click()
+    # The run's Stop, not Streamlit's own header button shown while a rerun is going.
+    page.get_by_test_id("stMainBlockContainer").get_by_role("button", name="Stop").click()
     page.wait_for_selector("text=/stopped by SIGTERM/", timeout=120_000)
     expect(picker).to_have_value(re.compile(r"long-run \(stopped\)$"), timeout=30_000)  # the label follows
     # The picker's label and the Resume button come from the same rerun; wait for the button as for the label.
