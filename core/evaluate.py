@@ -96,18 +96,6 @@ def detect_split(model: torch.nn.Module, split: Split, device: torch.device, bat
     return detections
 
 
-@torch.inference_mode()
-def evaluate(model: torch.nn.Module, split: Split, device: torch.device, batch_size: int = 8,
-             task2_threshold: float = TASK2_THRESHOLD, progress: Callable[[int, int], None] | None = None,
-             should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
-    """Score ``model`` on ``split``; returns a plain dict (COCO numbers, per-class AP, Task 2)."""
-    started = time.perf_counter()
-    detections = detect_split(model, split, device, batch_size, progress, should_stop)
-    metrics = score_detections(split, detections, task2_threshold)
-    metrics["seconds"] = round(time.perf_counter() - started, 3)
-    return metrics
-
-
 def split_results(split: Split, detections: Sequence[dict[str, list]]) -> list[dict[str, Any]]:
     """Task 1 entries (COCO results) of ``detections``, one per image of ``split``."""
     return [entry for record, det in zip(split.records, detections) for entry in coco_results(record.image_id, det)]

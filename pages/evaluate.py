@@ -18,6 +18,7 @@ from pages import DIGIT_COLOURS, boxed_picture, ensure_routed
 
 ensure_routed()
 
+KEPT_RESULTS = 8  # finished evaluations kept (each holds its split's detections); the oldest go first
 GALLERY_PER_PAGE = 6
 GALLERY_SIDE = 300  # px per picture: the truth and the reading side by side
 INPUT_SIZES = ["auto", 128, 192, 256, 320, 384, 512, 640, 800]
@@ -41,6 +42,9 @@ def job_for(checkpoint: str, root: str, split: str, input_size, start: bool) -> 
     key = job_key(checkpoint, root, split, None if input_size == "auto" else input_size)
     job = jobs.get(key)
     if start and (job is None or job.state in ("failed", "cancelled")):
+        finished = sorted((k for k, j in jobs.items() if j.finished), key=lambda k: jobs[k].started)
+        for old in finished[:max(0, len(finished) - KEPT_RESULTS + 1)]:
+            del jobs[old]
         job = jobs[key] = EvaluationJob(key).start()
     return job
 

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from core.data import ImageRecord, Split, load_split
+from core.data import ImageRecord, load_split
 from core.evaluate import main as evaluate_main
 from core.report import REPORT_FILES, build_report, confusion_matrix, match_image, write_report
 
