@@ -115,7 +115,8 @@ def live_figure(history: list[dict], events: list[dict], epochs: int) -> go.Figu
                                 name="validation mAP", mode="lines+markers", marker={"size": 9}), row=1, col=1)
     figure.add_trace(go.Scatter(x=[e["epoch"] - 1 + e["step"] / max(e["total"], 1) for e in progress],
                                 y=[e["loss"] for e in progress], name="training loss (running mean of the epoch)",
-                                mode="lines", line={"color": "#888"}), row=2, col=1)
+                                mode="lines" if len(progress) > 20 else "lines+markers",  # a few steps: visible
+                                line={"color": "#888"}), row=2, col=1)
     figure.update_layout(height=380, margin={"l": 10, "r": 10, "t": 30, "b": 10}, hovermode="x unified",
                          legend={"orientation": "h", "y": 1.1})
     figure.update_xaxes(range=[0, max(epochs, 1) + 0.1], dtick=max(1, epochs // 10))
