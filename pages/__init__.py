@@ -1,13 +1,20 @@
 """The app's pages; ``streamlit_app.py`` routes to them with ``st.navigation``."""
 
+import os
+
 import streamlit as st
 from PIL import Image, ImageDraw
 from streamlit.runtime.pages_manager import PagesManager
+
+from core.browse import data_root, find_datasets, find_splits, why_not_a_dataset
+from core.runs import PROJECT_ROOT, default_checkpoint
 
 ROUTED = "_digit_studio_routed"  # set by streamlit_app.py whenever the router runs
 # One colour per digit, so the same digit looks the same on every page and image.
 DIGIT_COLOURS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4",
                  "#42d4f4", "#f032e6", "#9a6324", "#469990", "#800000"]
+# The "Input size" choices of the Detect and Evaluate pages: auto is the checkpoint's own policy.
+INPUT_SIZES = ["auto", 128, 192, 256, 320, 384, 512, 640, 800]
 
 
 def ensure_routed() -> None:
@@ -37,3 +44,33 @@ def boxed_picture(image: Image.Image, boxes, side: int) -> Image.Image:
         draw.rectangle((x0 * k, y0 * k, x1 * k, y1 * k), outline=colour, width=line)
         draw.text((x0 * k + 2, y0 * k + 1), str(digit), fill=colour)
     return picture
+
+
+def checkpoint_label(path: str) -> str:
+    if os.path.abspath(path) == os.path.abspath(default_checkpoint()):
+        return "default.pt (shipped)"
+    return os.path.relpath(path, PROJECT_ROOT)
+
+
+def resolve(path: str) -> str:
+    """A path typed in the app: relative to the project folder."""
+    return path if os.path.isabs(path) else os.path.join(PROJECT_ROOT, path)
+
+
+def pick_dataset(label: str, help_text: str, nothing_found: str) -> tuple[str, list[str]]:
+    """A folder picker offering the folders under data/ (any path can be typed); returns the
+    resolved folder and its splits, or stops the page with what to do (``nothing_found`` is told
+    where it looked, as ``{where}``)."""
+    search_root = data_root(PROJECT_ROOT)
+    known = [os.path.relpath(p, PROJECT_ROOT) if p.startswith(PROJECT_ROOT) else p for p in find_datasets(search_root)]
+    folder = st.selectbox(label, known, index=0 if known else None, accept_new_options=True,
+                          placeholder="Type a path, e.g. data/svhn", help=help_text)
+    if not folder:
+        st.info(nothing_found.format(where=search_root))
+        st.stop()
+    root = resolve(os.path.expanduser(folder))
+    splits = find_splits(root)
+    if not splits:
+        st.error(why_not_a_dataset(folder, root))
+        st.stop()
+    return root, splits

@@ -6,11 +6,9 @@ import plotly.express as px
 import streamlit as st
 from PIL import Image
 
-from core.browse import (data_root, find_datasets, find_splits, page_of, read_split_table, select_images,
-                         why_not_a_dataset)
+from core.browse import page_of, read_split_table, select_images
 from core.data import DatasetError
-from core.runs import PROJECT_ROOT
-from pages import DIGIT_COLOURS, boxed_picture, ensure_routed
+from pages import DIGIT_COLOURS, boxed_picture, ensure_routed, pick_dataset
 
 ensure_routed()
 
@@ -45,20 +43,10 @@ st.caption("Any folder in the course layout: `train/ valid/ test/` image folders
            "`valid.json`, `test.json` (COCO; category_id 1..10 = digit 0..9), as `core.synth` and "
            "`core.convert` write them.")
 
-search_root = data_root(PROJECT_ROOT)
-known = [os.path.relpath(p, PROJECT_ROOT) if p.startswith(PROJECT_ROOT) else p for p in find_datasets(search_root)]
-folder = st.selectbox("Dataset folder", known, index=0 if known else None, accept_new_options=True,
-                      placeholder="Type a path, e.g. data/svhn", help="Pick one under data/ or type any path.")
-if not folder:
-    st.info(f"No dataset found under `{search_root}`. Generate one on the **Train** page, convert SVHN, VOC or "
-            "YOLO labels with `python -m core.convert`, or type a folder's path above.")
-    st.stop()
-expanded = os.path.expanduser(folder)
-root = expanded if os.path.isabs(expanded) else os.path.join(PROJECT_ROOT, expanded)
-splits = find_splits(root)
-if not splits:
-    st.error(why_not_a_dataset(folder, root))
-    st.stop()
+root, splits = pick_dataset(
+    "Dataset folder", "Pick one under data/ or type any path.",
+    "No dataset found under `{where}`. Generate one on the **Train** page, convert SVHN, VOC or YOLO labels with "
+    "`python -m core.convert`, or type a folder's path above.")
 
 tables, problems = {}, {}
 for name in splits:

@@ -14,8 +14,8 @@ from core.checkpoint import CheckpointError
 from core.images import decode_image
 from core.predict import (image_ids_csv_bytes, load_model, pred_csv_bytes, pred_json_bytes, predict_images, read_digits,
                           read_number)
-from core.runs import PROJECT_ROOT, default_checkpoint, list_checkpoints
-from pages import DIGIT_COLOURS, ensure_routed
+from core.runs import list_checkpoints
+from pages import DIGIT_COLOURS, INPUT_SIZES, checkpoint_label, ensure_routed
 
 ensure_routed()
 
@@ -28,7 +28,6 @@ def get_model(path: str, mtime: float):
     return load_model(path)
 
 
-INPUT_SIZES = ["auto", 128, 192, 256, 320, 384, 512, 640, 800]
 DISPLAY_SIDE = 1024  # px: larger pictures are drawn reduced (the browser gets a small array; boxes scale with it)
 
 
@@ -39,12 +38,6 @@ def run_model(path: str, mtime: float, files: tuple[tuple[str, bytes], ...], inp
     prediction = predict_images(get_model(path, mtime), list(files),
                                 input_size=None if input_size == "auto" else input_size)
     return prediction, time.time()
-
-
-def checkpoint_label(path: str) -> str:
-    if os.path.abspath(path) == os.path.abspath(default_checkpoint()):
-        return "default.pt (shipped)"
-    return os.path.relpath(path, PROJECT_ROOT)
 
 
 def describe_checkpoint(meta: dict) -> str:

@@ -10,18 +10,16 @@ import streamlit as st
 from PIL import Image
 
 from core.background import EvaluationJob, job_key
-from core.browse import data_root, find_datasets, find_splits, why_not_a_dataset
 from core.predict import read_digits
 from core.report import ERROR_KINDS, REPORT_FILES
-from core.runs import PROJECT_ROOT, default_checkpoint, list_checkpoints
-from pages import DIGIT_COLOURS, boxed_picture, ensure_routed
+from core.runs import list_checkpoints
+from pages import DIGIT_COLOURS, INPUT_SIZES, boxed_picture, checkpoint_label, ensure_routed, pick_dataset
 
 ensure_routed()
 
 KEPT_RESULTS = 8  # finished evaluations kept (each holds its split's detections); the oldest go first
 GALLERY_PER_PAGE = 6
 GALLERY_SIDE = 300  # px per picture: the truth and the reading side by side
-INPUT_SIZES = ["auto", 128, 192, 256, 320, 384, 512, 640, 800]
 HEADLINE = (("mAP", "mAP@[.5:.95]"), ("AP50", "AP50"), ("AP75", "AP75"), ("task2_accuracy", "Task 2"))
 
 
@@ -29,12 +27,6 @@ HEADLINE = (("mAP", "mAP@[.5:.95]"), ("AP50", "AP50"), ("AP75", "AP75"), ("task2
 def evaluation_jobs() -> dict:
     """Every evaluation of this server, by JobKey: finished ones are the cache, running ones are shared."""
     return {}
-
-
-def checkpoint_label(path: str) -> str:
-    if os.path.abspath(path) == os.path.abspath(default_checkpoint()):
-        return "default.pt (shipped)"
-    return os.path.relpath(path, PROJECT_ROOT)
 
 
 def job_for(checkpoint: str, root: str, split: str, input_size, start: bool) -> EvaluationJob | None:
@@ -178,9 +170,6 @@ checkpoints = list_checkpoints()
 if not checkpoints:
     st.info("No checkpoint yet: train one on the **Train** page.")
     st.stop()
-search_root = data_root(PROJECT_ROOT)
-known = [os.path.relpath(p, PROJECT_ROOT) if p.startswith(PROJECT_ROOT) else p for p in find_datasets(search_root)]
-
 with st.sidebar:
     checkpoint = st.selectbox("Checkpoint", checkpoints, format_func=checkpoint_label)
     compare = st.selectbox("Compare with", ["none", *[c for c in checkpoints if c != checkpoint]],
@@ -188,19 +177,10 @@ with st.sidebar:
                            help="A second checkpoint on the same folder: its numbers and confusion matrix beside.")
     input_size = st.selectbox("Input size", INPUT_SIZES,
                               format_func=lambda v: "auto (the checkpoint's)" if v == "auto" else f"{v} px")
-folder = st.selectbox("Labelled folder", known, index=0 if known else None, accept_new_options=True,
-                      placeholder="Type a path, e.g. data/svhn",
-                      help="Any folder in the course layout with annotations (<split>.json beside <split>/).")
-if not folder:
-    st.info(f"No labelled folder under `{search_root}`: type a path, or make one with `python -m core.synth` "
-            "or `python -m core.convert`.")
-    st.stop()
-expanded = os.path.expanduser(folder)
-root = expanded if os.path.isabs(expanded) else os.path.join(PROJECT_ROOT, expanded)
-splits = find_splits(root)
-if not splits:
-    st.error(why_not_a_dataset(folder, root))
-    st.stop()
+root, splits = pick_dataset(
+    "Labelled folder", "Any folder in the course layout with annotations (<split>.json beside <split>/).",
+    "No labelled folder under `{where}`: type a path, or make one with `python -m core.synth` or "
+    "`python -m core.convert`.")
 split = st.radio("Split", splits, index=splits.index("valid") if "valid" in splits else 0, horizontal=True)
 
 chosen = [checkpoint] + ([] if compare == "none" else [compare])

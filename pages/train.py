@@ -17,7 +17,7 @@ from core.launcher import RUN_NAME, LaunchError, run_dir_for, start_run, stop_ru
 from core.model import ARCHITECTURES
 from core.runs import PROJECT_ROOT, is_locked, list_checkpoints, read_config, read_history, run_status, runs_root
 from core.synth import SynthError, generate_dataset, usable_fonts
-from pages import ensure_routed
+from pages import ensure_routed, resolve
 
 ensure_routed()
 
@@ -36,10 +36,6 @@ HINTS = {"fasterrcnn_resnet50_fpn_v2": "the reference; use a GPU (about 0.06 tra
 STATE_ICONS = {"running": ":material/play_circle:", "completed": ":material/check_circle:",
                "stopped": ":material/stop_circle:", "failed": ":material/error:", "died": ":material/cancel:",
                "new": ":material/hourglass_empty:"}
-
-
-def resolve(path: str) -> str:
-    return path if os.path.isabs(path) else os.path.join(PROJECT_ROOT, path)
 
 
 def config_widget(field: dataclasses.Field, default, key: str):
