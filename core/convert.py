@@ -32,7 +32,7 @@ from typing import Callable, Iterable, Iterator
 
 from PIL import Image
 
-from core.data import MAX_LISTED_PROBLEMS, DatasetError, Problem, categories
+from core.data import DatasetError, Problem, categories, listed
 from core.events import ProgressBar
 from core.images import IMAGE_SUFFIXES, numeric_stem
 
@@ -517,10 +517,7 @@ def _plural(count: int, noun: str) -> str:
 
 
 def _listed(problems: list[Problem]) -> list[str]:
-    lines = [f"  {p}" for p in problems[:MAX_LISTED_PROBLEMS]]
-    if len(problems) > MAX_LISTED_PROBLEMS:
-        lines.append(f"  ... and {len(problems) - MAX_LISTED_PROBLEMS} more")
-    return lines
+    return [f"  {line}" for line in listed(problems)]
 
 
 def _summary(report: Report, out: str) -> list[str]:

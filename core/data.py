@@ -43,6 +43,14 @@ class Problem:
         return f"{', '.join(where)}: {self.message}"
 
 
+def listed(problems: Sequence[Problem]) -> list[str]:
+    """The first MAX_LISTED_PROBLEMS problems as lines, and how many more there are."""
+    lines = [str(p) for p in problems[:MAX_LISTED_PROBLEMS]]
+    if len(problems) > MAX_LISTED_PROBLEMS:
+        lines.append(f"... and {len(problems) - MAX_LISTED_PROBLEMS} more")
+    return lines
+
+
 class DatasetError(ValueError):
     """A dataset that cannot be used as it is; ``problems`` lists everything found."""
 
@@ -52,11 +60,8 @@ class DatasetError(ValueError):
             super().__init__(problems)
             return
         self.problems = list(problems)
-        lines = [str(p) for p in self.problems[:MAX_LISTED_PROBLEMS]]
-        if len(self.problems) > MAX_LISTED_PROBLEMS:
-            lines.append(f"... and {len(self.problems) - MAX_LISTED_PROBLEMS} more")
         head = summary or f"{len(self.problems)} problem(s) in the dataset"
-        super().__init__(head + ":\n  " + "\n  ".join(lines))
+        super().__init__(head + ":\n  " + "\n  ".join(listed(self.problems)))
 
 
 @dataclass

@@ -228,7 +228,7 @@ def _read_small_numbers_again(model: torch.nn.Module, tensors: Sequence[torch.Te
 # ------------------------------------------------------------------ Task 2
 
 
-def _overlap(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
+def box_overlap(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
     """(IoU, intersection over the smaller box)."""
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
@@ -253,7 +253,7 @@ def read_digits(detection: dict[str, list], threshold: float = TASK2_THRESHOLD) 
     for i in candidates:
         box = detection["boxes"][i]
         if all(iou < DUPLICATE_IOU and cover < DUPLICATE_COVER
-               for iou, cover in (_overlap(box, detection["boxes"][j]) for j in kept)):
+               for iou, cover in (box_overlap(box, detection["boxes"][j]) for j in kept)):
             kept.append(i)
     return sorted(kept, key=lambda i: (detection["boxes"][i][0] + detection["boxes"][i][2]) / 2)
 

@@ -25,7 +25,7 @@ import pandas as pd
 
 from core.data import ImageRecord, Split
 from core.evaluate import run_cocoeval, score_detections, split_results, task2_sweep
-from core.predict import read_digits, read_number
+from core.predict import box_overlap, read_digits
 
 MATCH_IOU = 0.5
 BOX_OFF_IOU = 0.1  # a right digit overlapping its glyph this much, but under MATCH_IOU: the box is off
@@ -34,19 +34,11 @@ SWEEP_THRESHOLDS = tuple(round(0.05 * k, 2) for k in range(1, 20))
 DIGITS = [str(d) for d in range(10)]
 
 
-def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
-    w = min(a[2], b[2]) - max(a[0], b[0])
-    h = min(a[3], b[3]) - max(a[1], b[1])
-    if w <= 0 or h <= 0:
-        return 0.0
-    inter = w * h
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
-
-
 @dataclass
 class ImageMatch:
     """One image's digits read against its true digits."""
 
+    number: str = "-1"  # the number read (Task 2), from the same digits
     pairs: list[tuple[int, int]] = field(default_factory=list)  # (true digit, digit read), IoU >= 0.5
     missed: list[int] = field(default_factory=list)  # true digits nothing was read on
     extra: list[int] = field(default_factory=list)  # digits read where there is none
@@ -66,9 +58,9 @@ def match_image(record: ImageRecord, detection: dict[str, list], threshold: floa
     that a wrong digit on the right glyph counts as a confusion rather than a miss plus an extra."""
     read = read_digits(detection, threshold)
     truths = [(box, label - 1) for box, label in zip(record.boxes, record.labels)]
-    candidates = sorted(((box_iou(t[0], detection["boxes"][r]), ti, r) for ti, t in enumerate(truths) for r in read),
-                        reverse=True)
-    match = ImageMatch()
+    candidates = sorted(((box_overlap(t[0], detection["boxes"][r])[0], ti, r) for ti, t in enumerate(truths)
+                         for r in read), reverse=True)
+    match = ImageMatch(number="".join(str(detection["digits"][r]) for r in read) or "-1")
     used_truth, used_read = set(), set()
     for iou, ti, r in candidates:
         if iou < MATCH_IOU:
@@ -115,14 +107,13 @@ def pr_table(evaluator) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["digit", "recall", "precision"])
 
 
-def errors_table(records: Sequence[ImageRecord], detections: Sequence[dict[str, list]],
-                 matches: Sequence[ImageMatch], numbers: Sequence[str]) -> pd.DataFrame:
+def errors_table(records: Sequence[ImageRecord], matches: Sequence[ImageMatch]) -> pd.DataFrame:
     rows = []
-    for record, detection, match, number in zip(records, detections, matches, numbers):
-        if number == record.number:
+    for record, match in zip(records, matches):
+        if match.number == record.number:
             continue
         rows.append({"image_id": record.image_id, "file_name": os.path.basename(record.path), "truth": record.number,
-                     "read": number, "errors": match.error_count(), "kinds": "; ".join(match.kinds()),
+                     "read": match.number, "errors": match.error_count(), "kinds": "; ".join(match.kinds()),
                      "missed": "".join(map(str, match.missed)), "extra": "".join(map(str, match.extra)),
                      "wrong": " ".join(f"{t}->{p}" for t, p in match.pairs if t != p),
                      "box_off": "".join(map(str, match.box_off))})
@@ -152,7 +143,6 @@ def build_report(split: Split, detections: Sequence[dict[str, list]], threshold:
         metrics["ms_per_image"] = round(1000 * seconds / max(len(split.records), 1), 2)
     metrics.update(extra or {})
     matches = [match_image(r, d, threshold) for r, d in zip(split.records, detections)]
-    numbers = [read_number(d, threshold) for d in detections]
     confusion = confusion_matrix(matches)
     per_class = pd.DataFrame({"digit": DIGITS,
                               "AP": [metrics["per_class_AP"].get(d) for d in DIGITS],
@@ -162,7 +152,7 @@ def build_report(split: Split, detections: Sequence[dict[str, list]], threshold:
     sweep = task2_sweep(split.records, detections, SWEEP_THRESHOLDS)
     return Report(metrics, per_class, confusion, pr_table(evaluator),
                   pd.DataFrame({"threshold": list(sweep), "task2_accuracy": list(sweep.values())}),
-                  errors_table(split.records, detections, matches, numbers))
+                  errors_table(split.records, matches))
 
 
 REPORT_FILES = ("metrics.json", "per_class.csv", "confusion.csv", "pr.csv", "task2_sweep.csv", "errors.csv",
