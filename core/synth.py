@@ -967,6 +967,17 @@ def _degrade(rng: random.Random, np_rng: np.random.Generator, sample: _Sample) -
 # ------------------------------------------------------------------ one image
 
 
+def _draw_number(rng: random.Random, fonts: list[str], word_only: bool = False) -> tuple[_Style, list[_Glyph], _Ink]:
+    """Stages 1-2: a style, its glyphs, laid out and warped; drawn again while no digit is left
+    boxed (a glyph thinner than the label threshold), unless there are only letters."""
+    while True:
+        style = _choose_style(rng, fonts, word_only=word_only)
+        glyphs = _render_glyphs(rng, style)
+        ink = _warp_and_measure(rng, glyphs, _place_glyphs(rng, glyphs, style.height))
+        if ink.boxes or not style.digits:
+            return style, glyphs, ink
+
+
 # The negatives: a model that has seen few letters and walls reads signs, lamps and plants as digits.
 DIGIT_FREE_SCENES = 0.04
 WORDS_ALONE = 0.06  # crops of letters (street names, "APT", shop signs), placed like numbers
@@ -993,12 +1004,7 @@ def render_sample(rng: random.Random, fonts: list[str], np_rng: np.random.Genera
     if negative < DIGIT_FREE_SCENES:
         sample = _without_digits(rng, np_rng, fonts)
     else:
-        while True:
-            style = _choose_style(rng, fonts, word_only=negative < DIGIT_FREE_SCENES + WORDS_ALONE)
-            glyphs = _render_glyphs(rng, style)
-            ink = _warp_and_measure(rng, glyphs, _place_glyphs(rng, glyphs, style.height))
-            if ink.boxes or not style.digits:  # digits thinner than the label threshold: fresh draws
-                break
+        style, glyphs, ink = _draw_number(rng, fonts, word_only=negative < DIGIT_FREE_SCENES + WORDS_ALONE)
         sample = _frame_number(rng, np_rng, style, glyphs, ink, BOX_CONVENTIONS[boxes], debug is not None)
         sample = _place(rng, np_rng, sample, fonts)
         drawn = (style.digits, style.letters)
@@ -1019,11 +1025,7 @@ def render_photo_scene(rng: random.Random, fonts: list[str], np_rng: np.random.G
         _scene_objects(rng, scene, fonts, (-1, -1, -1, -1))
         return _degrade(rng, np_rng, _Sample(scene, [], 30.0)).image, []
     while True:
-        style = _choose_style(rng, fonts)
-        glyphs = _render_glyphs(rng, style)
-        ink = _warp_and_measure(rng, glyphs, _place_glyphs(rng, glyphs, style.height))
-        if not ink.boxes:
-            continue
+        style, glyphs, ink = _draw_number(rng, fonts)
         plate = _frame_number(rng, np_rng, style, glyphs, ink, BOX_CONVENTIONS["svhn"], False)
         # Plates enlarge at most 3x: one at least 43 px wide reaches 10% of a 1,280 px photo.
         if plate.image.size[0] >= 43:
