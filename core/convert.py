@@ -32,7 +32,7 @@ from typing import Callable, Iterable, Iterator
 
 from PIL import Image
 
-from core.data import DatasetError, Problem, categories, listed
+from core.data import DatasetError, Problem, categories, clip_box, listed
 from core.events import ProgressBar
 from core.images import IMAGE_SUFFIXES, numeric_stem
 
@@ -378,12 +378,12 @@ class _CocoSpool:
 
 
 def _clip(box: tuple[float, float, float, float, int], size: tuple[int, int]) -> list[float] | None:
-    x, y, w, h, digit = box
-    x0, y0 = max(0.0, x), max(0.0, y)
-    x1, y1 = min(float(size[0]), x + w), min(float(size[1]), y + h)
-    if x1 - x0 < 1e-3 or y1 - y0 < 1e-3:
+    """``box`` ``(x, y, w, h, digit)`` clipped to the image, still as x, y, w, h, digit."""
+    corners = clip_box(*box[:4], *size)
+    if corners is None:
         return None
-    return [x0, y0, x1 - x0, y1 - y0, digit]
+    x0, y0, x1, y1 = corners
+    return [x0, y0, x1 - x0, y1 - y0, box[4]]
 
 
 def _place_image(source: str, target: str, link: bool) -> None:

@@ -132,6 +132,16 @@ def read_json(path: str) -> Any:
         raise DatasetError([Problem(path, f"unreadable ({exc})")], f"cannot read {path}") from None
 
 
+def clip_box(x: float, y: float, w: float, h: float, width: int, height: int) -> list[float] | None:
+    """``[x, y, w, h]`` clipped to a ``width`` x ``height`` image as ``[x0, y0, x1, y1]``; None when
+    nothing of it is left inside."""
+    x0, y0 = max(0.0, x), max(0.0, y)
+    x1, y1 = min(float(width), x + w), min(float(height), y + h)
+    if x1 - x0 < 1e-3 or y1 - y0 < 1e-3:
+        return None
+    return [x0, y0, x1, y1]
+
+
 def validate_coco(coco: Any, json_path: str, image_dir: str) -> tuple[list[ImageRecord], list[Problem], set[int]]:
     """Check a COCO dict; returns (records, problems, ids of images with problems)."""
     problems: list[Problem] = []
@@ -255,12 +265,11 @@ def validate_coco(coco: Any, json_path: str, image_dir: str) -> tuple[list[Image
             report(f"box [{x:g}, {y:g}, {w:g}, {h:g}] lies outside the {record.width}x{record.height} image",
                    image_id, ann_id)
             continue
-        x0, y0 = max(0.0, x), max(0.0, y)
-        x1, y1 = min(float(record.width), x + w), min(float(record.height), y + h)
-        if x1 - x0 < 1e-3 or y1 - y0 < 1e-3:
+        clipped = clip_box(x, y, w, h, record.width, record.height)
+        if clipped is None:
             report("box is degenerate after clipping to the image", image_id, ann_id)
             continue
-        record.boxes.append([x0, y0, x1, y1])
+        record.boxes.append(clipped)
         record.labels.append(category)
         record.annotation_ids.append(ann_id)
 
