@@ -46,6 +46,10 @@ def boxed_picture(image: Image.Image, boxes, side: int) -> Image.Image:
     return picture
 
 
+def input_size_label(size) -> str:
+    return "auto (the checkpoint's)" if size == "auto" else f"{size} px"
+
+
 def checkpoint_label(path: str) -> str:
     if os.path.abspath(path) == os.path.abspath(default_checkpoint()):
         return "default.pt (shipped)"

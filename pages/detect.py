@@ -15,7 +15,7 @@ from core.images import decode_image
 from core.predict import (image_ids_csv_bytes, load_model, pred_csv_bytes, pred_json_bytes, predict_images, read_digits,
                           read_number)
 from core.runs import list_checkpoints
-from pages import DIGIT_COLOURS, INPUT_SIZES, checkpoint_label, ensure_routed
+from pages import DIGIT_COLOURS, INPUT_SIZES, checkpoint_label, ensure_routed, input_size_label
 
 ensure_routed()
 
@@ -133,7 +133,7 @@ with st.sidebar:
                                "run the model again. The pred.json download keeps every detection (mAP rewards "
                                "low-score boxes).")
     input_size = st.selectbox(
-        "Input size", INPUT_SIZES, format_func=lambda v: "auto (the checkpoint's)" if v == "auto" else f"{v} px",
+        "Input size", INPUT_SIZES, format_func=input_size_label,
         help="How large the model sees each image (short side). auto: " + loaded.inference_note()
              + ". A fixed size resizes every image's short side to it: larger finds smaller digits, slower.")
     use_camera = st.toggle("Take a photo", help="Use your camera instead of (or as well as) uploaded files.")

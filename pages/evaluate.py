@@ -13,7 +13,8 @@ from core.background import EvaluationJob, job_key
 from core.predict import read_digits
 from core.report import ERROR_KINDS, REPORT_FILES
 from core.runs import list_checkpoints
-from pages import DIGIT_COLOURS, INPUT_SIZES, boxed_picture, checkpoint_label, ensure_routed, pick_dataset
+from pages import (DIGIT_COLOURS, INPUT_SIZES, boxed_picture, checkpoint_label, ensure_routed, input_size_label,
+                   pick_dataset)
 
 ensure_routed()
 
@@ -176,7 +177,7 @@ with st.sidebar:
                            format_func=lambda c: c if c == "none" else checkpoint_label(c),
                            help="A second checkpoint on the same folder: its numbers and confusion matrix beside.")
     input_size = st.selectbox("Input size", INPUT_SIZES,
-                              format_func=lambda v: "auto (the checkpoint's)" if v == "auto" else f"{v} px")
+                              format_func=input_size_label)
 root, splits = pick_dataset(
     "Labelled folder", "Any folder in the course layout with annotations (<split>.json beside <split>/).",
     "No labelled folder under `{where}`: type a path, or make one with `python -m core.synth` or "
