@@ -983,14 +983,35 @@ DIGIT_FREE_SCENES = 0.04
 WORDS_ALONE = 0.06  # crops of letters (street names, "APT", shop signs), placed like numbers
 
 
+@dataclass(frozen=True)
+class Negatives:
+    """How often an image holds no digit at all: a scene without digits, or a crop of letters.
+
+    More of them makes false reads on walls and signs rarer and costs recall on faint real digits,
+    so the share is a dataset choice, recorded in ``synth.json``."""
+
+    digit_free: float = DIGIT_FREE_SCENES
+    words_alone: float = WORDS_ALONE
+
+    def __post_init__(self):
+        for name in ("digit_free", "words_alone"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
+                raise SynthError(f"negatives: {name}={value!r} must be a fraction between 0 and 1")
+        if self.digit_free + self.words_alone > 1.0:
+            raise SynthError(f"negatives: digit_free + words_alone = {self.digit_free + self.words_alone:g} "
+                             "leaves no image with digits; keep the sum at most 1")
+
+
 def render_sample(rng: random.Random, fonts: list[str], np_rng: np.random.Generator | None = None,
-                  debug: dict | None = None, boxes: str = "svhn"
+                  debug: dict | None = None, boxes: str = "svhn", negatives: Negatives = Negatives()
                   ) -> tuple[Image.Image, list[tuple[int, int, int, int, int]]]:
     """One image and its boxes ``(x, y, w, h, digit)`` drawn in the ``boxes`` convention
     (``"svhn"``: SVHN's margins around the ink; ``"tight"``: the ink itself).
 
     A transforms pipeline: style and glyphs, layout and warp, the number's crop, where it is
     seen (alone, on padding, in a scene, or a scene without digits), camera and file degradations.
+    ``negatives`` sets how often the image holds letters alone or no sign at all.
     ``debug``, when given, receives ``glyph_map``: the final-size image of which labelled glyph
     (1, 2, ... left to right) covers each pixel with at least half ink, for checking boxes, and
     ``digits`` and ``letters``: what was drawn (slivers of other signs aside).
@@ -1001,10 +1022,11 @@ def render_sample(rng: random.Random, fonts: list[str], np_rng: np.random.Genera
         np_rng = np.random.default_rng(rng.getrandbits(64))
     negative = rng.random()
     drawn = ([], "")
-    if negative < DIGIT_FREE_SCENES:
+    if negative < negatives.digit_free:
         sample = _without_digits(rng, np_rng, fonts)
     else:
-        style, glyphs, ink = _draw_number(rng, fonts, word_only=negative < DIGIT_FREE_SCENES + WORDS_ALONE)
+        word_only = negative < negatives.digit_free + negatives.words_alone
+        style, glyphs, ink = _draw_number(rng, fonts, word_only=word_only)
         sample = _frame_number(rng, np_rng, style, glyphs, ink, BOX_CONVENTIONS[boxes], debug is not None)
         sample = _place(rng, np_rng, sample, fonts)
         drawn = (style.digits, style.letters)
@@ -1042,9 +1064,10 @@ def sample_rngs(seed: int, split: str, index: int) -> tuple[random.Random, np.ra
     return random.Random(f"{seed}/{split}/{index}"), np.random.default_rng([seed, split_code, index])
 
 
-def generate_sample(seed: int, split: str, index: int, fonts: list[str], boxes: str = "svhn"):
+def generate_sample(seed: int, split: str, index: int, fonts: list[str], boxes: str = "svhn",
+                    negatives: Negatives = Negatives()):
     rng, np_rng = sample_rngs(seed, split, index)
-    return render_sample(rng, fonts, np_rng, boxes=boxes)
+    return render_sample(rng, fonts, np_rng, boxes=boxes, negatives=negatives)
 
 
 # ------------------------------------------------------------------ dataset
@@ -1054,9 +1077,9 @@ def categories() -> list[dict]:
     return [{"id": d + 1, "name": str(d), "supercategory": "digit"} for d in range(10)]
 
 
-def _write_one(args: tuple[int, str, int, str, list[str], str]) -> tuple[int, int, int, list]:
-    seed, split, image_id, out_dir, fonts, convention = args
-    image, boxes = generate_sample(seed, split, image_id, fonts, convention)
+def _write_one(args: tuple[int, str, int, str, list[str], str, Negatives]) -> tuple[int, int, int, list]:
+    seed, split, image_id, out_dir, fonts, convention, negatives = args
+    image, boxes = generate_sample(seed, split, image_id, fonts, convention, negatives)
     image.save(os.path.join(out_dir, split, f"{image_id}.png"), compress_level=1)
     return image_id, image.size[0], image.size[1], boxes
 
@@ -1076,6 +1099,7 @@ def generate_dataset(
     progress=None,
     command: str | None = None,
     boxes: str = "svhn",
+    negatives: Negatives = Negatives(),
 ) -> dict:
     """Write the dataset; returns the manifest also saved as ``out/synth.json``.
 
@@ -1110,7 +1134,7 @@ def generate_dataset(
     try:
         for split, count in counts.items():
             (work / split).mkdir()
-            jobs = [(seed, split, image_id, str(work), fonts, boxes) for image_id in range(1, count + 1)]
+            jobs = [(seed, split, image_id, str(work), fonts, boxes, negatives) for image_id in range(1, count + 1)]
             results = pool.imap(_write_one, jobs, chunksize=32) if pool else map(_write_one, jobs)
             images, annotations = [], []
             for image_id, width, height, digit_boxes in results:
@@ -1138,6 +1162,7 @@ def generate_dataset(
             "version": GENERATOR_VERSION,
             "seed": seed,
             "boxes": dataclasses.asdict(BOX_CONVENTIONS[boxes]),
+            "negatives": dataclasses.asdict(negatives),
             "counts": counts,
             "command": command or f"python -m core.synth --out {out} --boxes {boxes} " + " ".join(
                 f"--{k} {v}" for k, v in counts.items()) + f" --seed {seed}",
@@ -1180,12 +1205,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--boxes", choices=sorted(BOX_CONVENTIONS), default="svhn",
                         help="box convention: 'svhn' = SVHN's margins around the ink (what real datasets are "
                              "scored against), 'tight' = the ink itself (default svhn)")
+    parser.add_argument("--digit-free", type=float, default=DIGIT_FREE_SCENES,
+                        help=f"fraction of images that are scenes without any digit (default {DIGIT_FREE_SCENES})")
+    parser.add_argument("--words-alone", type=float, default=WORDS_ALONE,
+                        help=f"fraction of images that are crops of letters without digits (default {WORDS_ALONE})")
     args = parser.parse_args(argv)
     for name in ("train", "valid", "test"):
         if getattr(args, name) < 0:
             parser.error(f"--{name} must be >= 0")
     if args.workers < 1:
         parser.error("--workers must be >= 1")
+    try:
+        negatives = Negatives(args.digit_free, args.words_alone)
+    except SynthError as exc:
+        parser.error(str(exc))
     fonts = usable_fonts(stroke_digits=not args.no_stroke_digits)
     print(f"core.synth: {len(fonts)} font sources ({len(fonts) - 2 + args.no_stroke_digits} system fonts)", flush=True)
     last = [0.0]
@@ -1200,7 +1233,7 @@ def main(argv: list[str] | None = None) -> int:
         manifest = generate_dataset(
             args.out, {"train": args.train, "valid": args.valid, "test": args.test},
             seed=args.seed, workers=args.workers, fonts=fonts, overwrite=args.overwrite, progress=progress,
-            boxes=args.boxes,
+            boxes=args.boxes, negatives=negatives,
             command="python -m core.synth " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
         )
     except SynthError as exc:

@@ -153,6 +153,27 @@ def test_scenes_hold_small_numbers_and_some_hold_none(fonts):
     assert 0.5 * expected <= empty <= 1.5 * expected, f"{empty} images without digits in 399 (about {expected:.0f} expected)"
 
 
+def test_negatives_share_is_a_dataset_choice(tmp_path, fonts):
+    none = synth.Negatives(digit_free=0.0, words_alone=0.0)
+    assert all(synth.generate_sample(5, "train", i, fonts, negatives=none)[1] for i in range(1, 120))
+    only_scenes = synth.Negatives(digit_free=1.0, words_alone=0.0)
+    assert not any(synth.generate_sample(5, "train", i, fonts, negatives=only_scenes)[1] for i in range(1, 6))
+    # An image drawn with digits is the same whatever the share: only the negative draw differs.
+    for i in range(1, 40):
+        default_image, default_boxes = synth.generate_sample(5, "train", i, fonts)
+        if default_boxes:
+            image, boxes = synth.generate_sample(5, "train", i, fonts, negatives=none)
+            assert boxes == default_boxes and image.tobytes() == default_image.tobytes()
+    for bad in ({"digit_free": -0.1}, {"words_alone": 1.5}, {"digit_free": 0.6, "words_alone": 0.6}):
+        with pytest.raises(synth.SynthError, match="negatives"):
+            synth.Negatives(**bad)
+    assert synth.main(["--out", str(tmp_path / "n"), "--train", "2", "--valid", "0", "--test", "0",
+                       "--digit-free", "0.01", "--words-alone", "0.02"]) == 0
+    assert json.load(open(tmp_path / "n" / "synth.json"))["negatives"] == {"digit_free": 0.01, "words_alone": 0.02}
+    with pytest.raises(SystemExit):
+        synth.main(["--out", str(tmp_path / "m"), "--train", "1", "--words-alone", "2"])
+
+
 def test_letters_beside_numbers_and_words_alone_are_never_labelled(fonts):
     with_letters = words_alone = 0
     for index in range(1, 300):

@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Fine-tunes the shipped model on one lent GPU, within one device call (about 9 minutes in all):
+# two generator mixes side by side on the same GPU, so one call answers "does the share of
+# negatives (letters alone, digit-free scenes) cost recall on real digits?".
+#
+#   bash bench/gpu_finetune.sh            # on the GPU machine, from the repository root
+#   DEVICE=cpu TRAIN_IMAGES=300 EPOCH_IMAGES=64 VALID_IMAGES=40 BUDGET_S=400 bash bench/gpu_finetune.sh   # dry run
+#
+# Both runs start from checkpoints/default.pt and use the same seed (the same images wherever both
+# mixes draw digits). Each trains one epoch first; its time sizes the rest of the run, which then
+# continues with --resume --epochs N (the cosine schedule is stretched to N), so the runs end
+# before the budget whatever the GPU's speed. Results land in $OUT (or runs/gpu): each run's
+# best.pt, and gpu-runs.tar.gz with config/history/log/report and the Task 2 threshold chosen
+# on each run's own synthetic validation split.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+T0=$(date +%s)
+BUDGET_S=${BUDGET_S:-540}          # the whole script, start to finish
+RESERVE_S=${RESERVE_S:-60}         # kept for the threshold sweeps and packing after training
+DEVICE=${DEVICE:-cuda}
+TRAIN_IMAGES=${TRAIN_IMAGES:-30000}
+VALID_IMAGES=${VALID_IMAGES:-1000}
+EPOCH_IMAGES=${EPOCH_IMAGES:-8000}
+WORKERS=${WORKERS:-6}
+PY=${PY:-python3}
+DEST=${OUT:-runs/gpu}
+WORK=${WORK:-runs/gpu-work}
+mkdir -p "$DEST" "$WORK"
+LOG="$WORK/script.log"
+say() { echo "[$(( $(date +%s) - T0 )) s] $*" | tee -a "$LOG"; }
+left() { echo $(( BUDGET_S - ($(date +%s) - T0) )); }
+
+# 1. Packages and fonts the GPU image lacks (carried: .whl/ with pycocotools and pillow, .gpu/fonts).
+if ! $PY -c "import pycocotools" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=/tmp/site || { say "wheel install failed"; exit 1; }
+fi
+if ! ls /usr/share/fonts/truetype/dejavu/*.ttf >/dev/null 2>&1 && [ -d .gpu/fonts ]; then
+  export DIGIT_STUDIO_FONT_DIRS=$PWD/.gpu/fonts
+fi
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$LOG"
+$PY -c "import torch, torchvision, PIL, pycocotools, numpy; print('torch', torch.__version__, 'torchvision',
+torchvision.__version__, 'pillow', PIL.__version__, 'numpy', numpy.__version__, 'cuda', torch.cuda.is_available())" \
+  | tee -a "$LOG" || exit 1
+
+# 2. Data: the v4 mix and a lighter-negatives mix, same seed, all cores.
+declare -A MIX=([default]="" [light]="--digit-free 0.02 --words-alone 0.02")
+CORES=$(nproc)
+for name in default light; do
+  [ -f "$WORK/data-$name/train.json" ] || $PY -m core.synth --out "$WORK/data-$name" --train "$TRAIN_IMAGES" \
+      --valid "$VALID_IMAGES" --test 0 --seed 11 --workers "$CORES" ${MIX[$name]} > "$WORK/synth-$name.log" 2>&1 &
+done
+wait
+for name in default light; do
+  [ -f "$WORK/data-$name/train.json" ] || { say "generation failed:"; tail -5 "$WORK/synth-$name.log"; exit 1; }
+  say "data-$name: $(tail -1 "$WORK/synth-$name.log")"
+done
+
+FRACTION=$($PY -c "print(min(1.0, $EPOCH_IMAGES / $TRAIN_IMAGES))")
+train() {  # name, extra flags...
+  local name=$1; shift
+  $PY -m core.train --data "$WORK/data-$name" --out "$WORK/run-$name" --arch digitnet_fpn \
+    --weights checkpoints/default.pt --batch-size 32 --lr 4e-4 --weight-decay 5e-4 --warmup-steps 100 \
+    --clip-grad-norm 10 --seed 0 --subset-fraction "$FRACTION" --scheduler cosine --device "$DEVICE" \
+    --workers "$WORKERS" "$@" >> "$WORK/train-$name.log" 2>&1
+}
+
+# 3. One epoch each, both at once; with mixed precision first, in float32 if that fails.
+for name in default light; do train $name --epochs 1 & done
+wait
+AMP=""
+if [ ! -f "$WORK/run-default/last.pt" ] || [ ! -f "$WORK/run-light/last.pt" ]; then
+  say "first epoch failed with AMP; again in float32:"; tail -15 "$WORK/train-default.log" | tee -a "$LOG"
+  rm -rf "$WORK/run-default" "$WORK/run-light"
+  AMP="--no-amp"
+  for name in default light; do train $name --epochs 1 $AMP & done
+  wait
+fi
+[ -f "$WORK/run-default/last.pt" ] || { say "training failed:"; tail -30 "$WORK/train-default.log"; exit 1; }
+grep -h "^epoch.*mAP" "$WORK"/train-*.log | tee -a "$LOG"
+
+# 4. Size the rest from the slower run's first epoch, then continue both.
+EPOCH_S=$($PY -c "import json; print(max(json.load(open('$WORK/run-' + n + '/history.json'))[0]['seconds'] for n in ('default', 'light')))")
+EPOCHS=$($PY -c "print(max(1, min(40, 1 + int(($(left) - $RESERVE_S - 25) / ($EPOCH_S * 1.1)))))")
+say "first epoch took $EPOCH_S s (slower run); continuing to $EPOCHS epochs with $(left) s left"
+if [ "$EPOCHS" -gt 1 ]; then
+  RUNS=()
+  for name in default light; do train $name --resume --epochs "$EPOCHS" & RUNS+=($!); done
+  # Past the budget, a stop request ends each run at its next step; best.pt keeps the best finished
+  # epoch. (Data workers inherit the trainer's handler, so the signal only sets their own flag.)
+  ( sleep $(( $(left) - RESERVE_S )); pkill -TERM -f "core.train --data $WORK/data-" ) &
+  WATCHDOG=$!
+  wait "${RUNS[@]}"
+  kill $WATCHDOG 2>/dev/null
+fi
+grep -h "^epoch\|core.train:" "$WORK"/train-*.log | tee -a "$LOG"
+
+# 5. Task 2 threshold of each run on its own synthetic validation split (never on real images).
+for name in default light; do
+  $PY -m core.evaluate --ckpt "$WORK/run-$name/best.pt" --data "$WORK/data-$name" --split valid --sweep-task2 \
+    --device "$DEVICE" --json "$WORK/run-$name/valid-metrics.json" > "$WORK/valid-$name.log" 2>&1 &
+done
+wait
+for name in default light; do
+  say "$name valid: $(tail -3 "$WORK/valid-$name.log" | tr '\n' ' ')"
+  cp "$WORK/run-$name/best.pt" "$DEST/$name-best.pt"
+  cp "$WORK/data-$name/synth.json" "$WORK/run-$name/synth.json"
+done
+tar -czf "$DEST/gpu-runs.tar.gz" -C "$WORK" script.log train-default.log train-light.log synth-default.log \
+  synth-light.log valid-default.log valid-light.log \
+  --exclude '*.pt' run-default run-light
+say "done; $(left) s of the budget left"
