@@ -93,7 +93,7 @@ if [ "$EPOCHS" -gt 1 ]; then
   wait "${RUNS[@]}"
   kill $WATCHDOG 2>/dev/null
 fi
-grep -h "^epoch\|core.train:" "$WORK"/train-*.log | tee -a "$LOG"
+grep -h "^epoch.*mAP\|core.train:" "$WORK"/train-*.log | tee -a "$LOG"
 
 # 5. Task 2 threshold of each run on its own synthetic validation split (never on real images).
 for name in default light; do
