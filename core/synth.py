@@ -507,9 +507,14 @@ def _letters(rng: random.Random, alone: bool) -> str:
     return rng.choice(SIGN_LETTERS) + "".join(rng.choice(WORD_LETTERS[len(SIGN_LETTERS):]) for _ in range(length - 1))
 
 
-def _choose_style(rng: random.Random, fonts: list[str], word_only: bool = False) -> _Style:
+LETTERS_BESIDE = 0.15  # numbers with a suffix or a word beside them, unlabelled
+
+
+def _choose_style(rng: random.Random, fonts: list[str], word_only: bool = False,
+                  letters_beside: float = LETTERS_BESIDE) -> _Style:
     digits = [] if word_only else _number(rng)
-    letters = _letters(rng, alone=True) if word_only else _letters(rng, alone=False) if rng.random() < 0.15 else ""
+    letters = _letters(rng, alone=True) if word_only else \
+        _letters(rng, alone=False) if rng.random() < letters_beside else ""
     source = rng.choice(fonts)
     letter_source = source if source != STROKE_FONT else rng.choice([f for f in fonts if f != STROKE_FONT])
     # Work at the digits' final pixel height, or smaller and upscaled at the end (SVHN has
@@ -967,11 +972,12 @@ def _degrade(rng: random.Random, np_rng: np.random.Generator, sample: _Sample) -
 # ------------------------------------------------------------------ one image
 
 
-def _draw_number(rng: random.Random, fonts: list[str], word_only: bool = False) -> tuple[_Style, list[_Glyph], _Ink]:
+def _draw_number(rng: random.Random, fonts: list[str], word_only: bool = False,
+                 letters_beside: float = LETTERS_BESIDE) -> tuple[_Style, list[_Glyph], _Ink]:
     """Stages 1-2: a style, its glyphs, laid out and warped; drawn again while no digit is left
     boxed (a glyph thinner than the label threshold), unless there are only letters."""
     while True:
-        style = _choose_style(rng, fonts, word_only=word_only)
+        style = _choose_style(rng, fonts, word_only=word_only, letters_beside=letters_beside)
         glyphs = _render_glyphs(rng, style)
         ink = _warp_and_measure(rng, glyphs, _place_glyphs(rng, glyphs, style.height))
         if ink.boxes or not style.digits:
@@ -985,16 +991,18 @@ WORDS_ALONE = 0.06  # crops of letters (street names, "APT", shop signs), placed
 
 @dataclass(frozen=True)
 class Negatives:
-    """How often an image holds no digit at all: a scene without digits, or a crop of letters.
+    """How often an image holds no digit at all (a scene without digits, a crop of letters), and
+    how often a number has unlabelled letters beside it.
 
-    More of them makes false reads on walls and signs rarer and costs recall on faint real digits,
-    so the share is a dataset choice, recorded in ``synth.json``."""
+    More of them makes false reads on walls and signs rarer and may cost recall on faint real
+    digits, so the shares are a dataset choice, recorded in ``synth.json``."""
 
     digit_free: float = DIGIT_FREE_SCENES
     words_alone: float = WORDS_ALONE
+    letters_beside: float = LETTERS_BESIDE
 
     def __post_init__(self):
-        for name in ("digit_free", "words_alone"):
+        for name in ("digit_free", "words_alone", "letters_beside"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
                 raise SynthError(f"negatives: {name}={value!r} must be a fraction between 0 and 1")
@@ -1026,7 +1034,7 @@ def render_sample(rng: random.Random, fonts: list[str], np_rng: np.random.Genera
         sample = _without_digits(rng, np_rng, fonts)
     else:
         word_only = negative < negatives.digit_free + negatives.words_alone
-        style, glyphs, ink = _draw_number(rng, fonts, word_only=word_only)
+        style, glyphs, ink = _draw_number(rng, fonts, word_only=word_only, letters_beside=negatives.letters_beside)
         sample = _frame_number(rng, np_rng, style, glyphs, ink, BOX_CONVENTIONS[boxes], debug is not None)
         sample = _place(rng, np_rng, sample, fonts)
         drawn = (style.digits, style.letters)
@@ -1209,6 +1217,8 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"fraction of images that are scenes without any digit (default {DIGIT_FREE_SCENES})")
     parser.add_argument("--words-alone", type=float, default=WORDS_ALONE,
                         help=f"fraction of images that are crops of letters without digits (default {WORDS_ALONE})")
+    parser.add_argument("--letters-beside", type=float, default=LETTERS_BESIDE,
+                        help=f"fraction of numbers with unlabelled letters beside them (default {LETTERS_BESIDE})")
     args = parser.parse_args(argv)
     for name in ("train", "valid", "test"):
         if getattr(args, name) < 0:
@@ -1216,7 +1226,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers < 1:
         parser.error("--workers must be >= 1")
     try:
-        negatives = Negatives(args.digit_free, args.words_alone)
+        negatives = Negatives(args.digit_free, args.words_alone, args.letters_beside)
     except SynthError as exc:
         parser.error(str(exc))
     fonts = usable_fonts(stroke_digits=not args.no_stroke_digits)

@@ -154,22 +154,30 @@ def test_scenes_hold_small_numbers_and_some_hold_none(fonts):
 
 
 def test_negatives_share_is_a_dataset_choice(tmp_path, fonts):
-    none = synth.Negatives(digit_free=0.0, words_alone=0.0)
+    none = synth.Negatives(digit_free=0.0, words_alone=0.0, letters_beside=0.0)
     assert all(synth.generate_sample(5, "train", i, fonts, negatives=none)[1] for i in range(1, 120))
+    for i in range(1, 60):
+        rng, np_rng = synth.sample_rngs(9, "train", i)
+        debug = {}
+        synth.render_sample(rng, fonts, np_rng, debug=debug, negatives=none)
+        assert debug["digits"] and not debug["letters"], f"image {i}: {debug['letters']!r} drawn"
     only_scenes = synth.Negatives(digit_free=1.0, words_alone=0.0)
     assert not any(synth.generate_sample(5, "train", i, fonts, negatives=only_scenes)[1] for i in range(1, 6))
-    # An image drawn with digits is the same whatever the share: only the negative draw differs.
+    # An image drawn with digits is the same whatever the share of images without digits.
+    fewer = synth.Negatives(digit_free=0.0, words_alone=0.0)
     for i in range(1, 40):
         default_image, default_boxes = synth.generate_sample(5, "train", i, fonts)
         if default_boxes:
-            image, boxes = synth.generate_sample(5, "train", i, fonts, negatives=none)
+            image, boxes = synth.generate_sample(5, "train", i, fonts, negatives=fewer)
             assert boxes == default_boxes and image.tobytes() == default_image.tobytes()
-    for bad in ({"digit_free": -0.1}, {"words_alone": 1.5}, {"digit_free": 0.6, "words_alone": 0.6}):
+    for bad in ({"digit_free": -0.1}, {"words_alone": 1.5}, {"digit_free": 0.6, "words_alone": 0.6},
+                {"letters_beside": -1}):
         with pytest.raises(synth.SynthError, match="negatives"):
             synth.Negatives(**bad)
     assert synth.main(["--out", str(tmp_path / "n"), "--train", "2", "--valid", "0", "--test", "0",
-                       "--digit-free", "0.01", "--words-alone", "0.02"]) == 0
-    assert json.load(open(tmp_path / "n" / "synth.json"))["negatives"] == {"digit_free": 0.01, "words_alone": 0.02}
+                       "--digit-free", "0.01", "--words-alone", "0.02", "--letters-beside", "0"]) == 0
+    assert json.load(open(tmp_path / "n" / "synth.json"))["negatives"] == {
+        "digit_free": 0.01, "words_alone": 0.02, "letters_beside": 0.0}
     with pytest.raises(SystemExit):
         synth.main(["--out", str(tmp_path / "m"), "--train", "1", "--words-alone", "2"])
 
