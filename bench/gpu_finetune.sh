@@ -12,6 +12,11 @@
 # before the budget whatever the GPU's speed. Results land in $OUT (or runs/gpu): each run's
 # best.pt, and gpu-runs.tar.gz with config/history/log/report and the Task 2 threshold chosen
 # on each run's own synthetic validation split.
+#
+# On an H100 (2026-11-26, one 486 s call): 92 s to generate both sets, 83 training images/s per run, so each
+# run trained 2 epochs of 8,000 images; README "Which part of v4 costs real recall" has the results.
+# bench/gpu_step_profile.py found the compact model launch-bound there (282 images/s alone in float32, 217 with
+# AMP): a longer lease would do better with one run at a time and --no-amp.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 T0=$(date +%s)
