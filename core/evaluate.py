@@ -126,6 +126,9 @@ def task2_by_length(records: Sequence[ImageRecord], numbers: Sequence[str]) -> d
     return dict(sorted(rows.items()))
 
 
+SWEEP_THRESHOLDS = tuple(round(0.05 * k, 2) for k in range(1, 20))  # --sweep-task2 and the report's task2_sweep.csv
+
+
 def task2_sweep(records: Sequence[ImageRecord], detections: Sequence[dict[str, list]],
                 thresholds: Sequence[float]) -> dict[float, float]:
     """Task 2 accuracy at each score threshold (the detections are computed once)."""
@@ -194,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     metrics = score_detections(split, detections, threshold)
     metrics["seconds"] = round(time.perf_counter() - started, 3)
     if args.sweep_task2:
-        sweep = task2_sweep(split.records, detections, [round(0.05 * k, 2) for k in range(1, 20)])
+        sweep = task2_sweep(split.records, detections, SWEEP_THRESHOLDS)
         best = max(sweep, key=lambda t: (sweep[t], -abs(t - 0.5)))
         print("Task 2 accuracy by threshold: " + "  ".join(f"{t:.2f}:{a:.4f}" for t, a in sweep.items()))
         print(f"best Task 2 threshold on {args.split}: {best:.2f} ({sweep[best]:.4f})")

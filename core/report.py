@@ -24,13 +24,12 @@ import numpy as np
 import pandas as pd
 
 from core.data import ImageRecord, Split
-from core.evaluate import run_cocoeval, score_detections, split_results, task2_sweep
+from core.evaluate import SWEEP_THRESHOLDS, run_cocoeval, score_detections, split_results, task2_sweep
 from core.predict import box_overlap, read_digits
 
 MATCH_IOU = 0.5
 BOX_OFF_IOU = 0.1  # a right digit overlapping its glyph this much, but under MATCH_IOU: the box is off
 ERROR_KINDS = ("missed digit", "extra digit", "wrong digit", "box off")
-SWEEP_THRESHOLDS = tuple(round(0.05 * k, 2) for k in range(1, 20))
 DIGITS = [str(d) for d in range(10)]
 
 
