@@ -103,7 +103,7 @@ if [ "$EPOCHS" -gt 1 ]; then
 fi
 grep -h "^epoch.*mAP\|core.train:" "$WORK"/train-*.log | tee -a "$LOG"
 
-# 5. Task 2 threshold of each run on its own synthetic validation split (never on real images).
+# 5. Task 2 reader of each run on its own synthetic validation split (never on real images).
 for name in default light; do
   $PY -m core.evaluate --ckpt "$WORK/run-$name/best.pt" --data "$WORK/data-$name" --split valid --sweep-task2 \
     --device "$DEVICE" --json "$WORK/run-$name/valid-metrics.json" > "$WORK/valid-$name.log" 2>&1 &

@@ -64,19 +64,19 @@ def main() -> None:
     render(out, args.scenes, args.empty, args.seed)
     loaded = load_model(args.ckpt)
     input_size = parse_input_size(args.input_size)
-    threshold = loaded.task2_threshold
+    reader = loaded.reader
 
     plates = load_split(out, "test")
     detections, seconds = timed_detections(loaded, plates.records, input_size)
-    metrics = score_detections(plates, detections, threshold)
+    metrics = score_detections(plates, detections, reader)
     empty = load_split(out, "valid")
     empty_detections, empty_seconds = timed_detections(loaded, empty.records, input_size)
-    read = [read_number(d, threshold) for d in empty_detections]
+    read = [read_number(d, reader) for d in empty_detections]
     clean = sum(n == "-1" for n in read) / max(len(read), 1)
     sizes = sorted(max(r.width, r.height) for r in plates.records)
 
     print(f"{out}: {len(plates.records)} photos with a plate (long side {sizes[0]}-{sizes[-1]} px), "
-          f"{len(empty.records)} without digits; {args.ckpt}; inference: {loaded.inference_note(input_size)}")
+          f"{len(empty.records)} without digits; {args.ckpt}; inference: {loaded.inference_note(input_size)}; Task 2: {reader.describe()}")
     print(f"  plates   Task 2 {metrics['task2_accuracy']:.3f}   mAP@[.5:.95] {metrics['mAP']:.3f}   "
           f"AP50 {metrics['AP50']:.3f}   AP75 {metrics['AP75']:.3f}")
     for length, row in metrics["task2_by_length"].items():

@@ -27,17 +27,17 @@ def score(ckpt: str, data: str, split_name: str, input_size=None, device: str = 
         split.records = split.records[:limit]
     loaded = load_model(ckpt, device)
     detections, seconds = timed_detections(loaded, split.records, input_size, progress)
-    metrics = score_detections(split, detections, loaded.task2_threshold)
+    metrics = score_detections(split, detections, loaded.reader)
     metrics["median_ms"] = median_ms(seconds)
     metrics["mean_ms"] = 1000 * sum(seconds) / max(len(seconds), 1)
-    metrics.update(checkpoint=ckpt, data=data, split=split_name, task2_threshold=loaded.task2_threshold,
+    metrics.update(checkpoint=ckpt, data=data, split=split_name, task2_reader=loaded.reader.describe(),
                    inference=loaded.inference_note(input_size))
     return metrics
 
 
 def print_report(m: dict) -> None:
     print(f"{m['data']} ({m['split']}, {m['images']} images), {m['checkpoint']}")
-    print(f"  inference: {m['inference']}; Task 2 threshold {m['task2_threshold']:.2f}")
+    print(f"  inference: {m['inference']}; Task 2: {m['task2_reader']}")
     print(f"  Task 1  mAP@[.5:.95] {m['mAP']:.3f}   AP50 {m['AP50']:.3f}   AP75 {m['AP75']:.3f}")
     print(f"  Task 2  whole-number accuracy {m['task2_accuracy']:.3f}")
     for length, row in m["task2_by_length"].items():

@@ -31,13 +31,14 @@ finished runs/v3-finetune || $PY -m core.train --data $V3 --out runs/v3-finetune
     --arch digitnet_fpn --weights runs/default-cosine/best.pt --batch-size 16 --lr 5e-4 --weight-decay 5e-4 \
     --warmup-steps 200 --clip-grad-norm 10 --seed 0 --epochs 16 --subset-fraction 0.0834 --scheduler cosine
 
-# 5. Task 2 threshold from the synthetic validation split, held-out test scores, export (float16, inference only).
+# 5. Task 2 reader (anchor and member scores of the one-line reader) from the synthetic validation split,
+#    held-out test scores, export (float16, inference only).
 $PY -m core.evaluate --ckpt runs/v3-finetune/best.pt --data $V3 --split valid --sweep-task2 \
     --json runs/v3-finetune/valid-metrics.json
-T=$($PY -c "import json; print(json.load(open('runs/v3-finetune/valid-metrics.json'))['task2_best_threshold'])")
-$PY -m core.evaluate --ckpt runs/v3-finetune/best.pt --data data/synth-v3-seed7 --split test --task2-threshold "$T" \
+R=$($PY -c "import json; r = json.load(open('runs/v3-finetune/valid-metrics.json'))['task2_best_reader']; print(f\"{r['anchor']},{r['member']}\")")
+$PY -m core.evaluate --ckpt runs/v3-finetune/best.pt --data data/synth-v3-seed7 --split test --task2-reader "$R" \
     --json runs/v3-finetune/test-metrics.json
-$PY -m core.checkpoint export runs/v3-finetune/best.pt checkpoints/default.pt --task2-threshold "$T" \
+$PY -m core.checkpoint export runs/v3-finetune/best.pt checkpoints/default.pt --task2-reader "$R" \
     --metrics-json runs/v3-finetune/test-metrics.json
 
 # 6. The scheduler comparison: the same configuration twice, 12 epochs of 2,500 images,

@@ -92,7 +92,7 @@ class EvaluationJob:
                                       should_stop=self._cancel.is_set, input_size=key.input_size)
             seconds = time.perf_counter() - started
             self.message = "scoring"
-            report = build_report(split, detections, loaded.task2_threshold, seconds,
+            report = build_report(split, detections, loaded.reader, seconds,
                                   {"checkpoint": key.checkpoint, "data": key.root, "split": key.split,
                                    "inference": loaded.inference_note(key.input_size)})
             folder = tempfile.mkdtemp(prefix="digit-studio-report-")

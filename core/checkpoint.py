@@ -133,14 +133,15 @@ def load_checkpoint(path: str) -> dict[str, Any]:
 def describe(payload: dict[str, Any]) -> dict[str, Any]:
     """The checkpoint's metadata without any tensors (for display and JSON)."""
     keep = ("arch", "model_kwargs", "class_names", "config", "epoch", "metrics", "best", "data",
-            "created", "commands", "weights_note", "versions", "format_version", "task2_threshold",
+            "created", "commands", "weights_note", "versions", "format_version", "task2_threshold", "task2_reader",
             "exported_from", "exported", "evaluations", "weights_dtype")
     return {k: payload[k] for k in keep if k in payload}
 
 
 def export(src: str, out: str, half: bool = True, task2_threshold: float | None = None,
-           metrics_json: str | None = None) -> dict[str, Any]:
-    """Write a deployable copy of ``src``: inference-only, optionally float16, with extra metadata."""
+           metrics_json: str | None = None, task2_reader: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write a deployable copy of ``src``: inference-only, optionally float16, with extra metadata.
+    ``task2_reader`` (a ``NumberReader.as_dict()``) replaces any plain ``task2_threshold``."""
     import datetime
     import json
 
@@ -158,10 +159,16 @@ def export(src: str, out: str, half: bool = True, task2_threshold: float | None 
         if not 0.0 <= task2_threshold <= 1.0:
             raise ValueError(f"--task2-threshold {task2_threshold} must be a score between 0 and 1")
         payload["task2_threshold"] = float(task2_threshold)
+        payload.pop("task2_reader", None)
+    if task2_reader is not None:
+        from core.predict import NumberReader  # predict imports this module
+
+        payload["task2_reader"] = NumberReader(**task2_reader).as_dict()
+        payload.pop("task2_threshold", None)
     if metrics_json:
         with open(metrics_json, encoding="utf-8") as handle:
             extra = json.load(handle)
-        keep = ("mAP", "AP50", "AP75", "task2_accuracy", "task2_threshold", "images", "split", "data", "per_class_AP")
+        keep = ("mAP", "AP50", "AP75", "task2_accuracy", "task2_threshold", "task2_reader", "images", "split", "data", "per_class_AP")
         payload.setdefault("evaluations", []).append({k: extra[k] for k in keep if k in extra})
     save_checkpoint(out, payload, half=half)
     return describe(payload)
@@ -181,15 +188,23 @@ def main(argv: list[str] | None = None) -> int:
     exp.add_argument("src", help="checkpoint to export, e.g. runs/NAME/best.pt")
     exp.add_argument("out", help="where to write it, e.g. checkpoints/default.pt")
     exp.add_argument("--float32", action="store_true", help="keep float32 weights (default: float16 storage)")
-    exp.add_argument("--task2-threshold", type=float, default=None, help="score threshold for Task 2 to record")
+    recorded = exp.add_mutually_exclusive_group()
+    recorded.add_argument("--task2-reader", default=None, metavar="ANCHOR[,MEMBER]",
+                          help="Task 2 reader to record: the line of digits around one scoring >= ANCHOR, its "
+                               "neighbours >= MEMBER (core.evaluate --sweep-task2 on valid prints the best)")
+    recorded.add_argument("--task2-threshold", type=float, default=None,
+                          help="plain Task 2 threshold to record instead (every digit scoring at least this)")
     exp.add_argument("--metrics-json", default=None, help="core.evaluate --json output to record (e.g. test split)")
     args = parser.parse_args(argv)
     try:
         if args.command == "show":
             print(json.dumps(describe(load_checkpoint(args.path)), indent=1, default=str))
         else:
+            from core.predict import parse_reader
+
+            reader = parse_reader(args.task2_reader).as_dict() if args.task2_reader else None
             meta = export(args.src, args.out, half=not args.float32, task2_threshold=args.task2_threshold,
-                          metrics_json=args.metrics_json)
+                          metrics_json=args.metrics_json, task2_reader=reader)
             size = os.path.getsize(args.out) / 1e6
             print(f"wrote {args.out} ({size:.1f} MB, {meta['arch']}, epoch {meta.get('epoch')})")
     except (CheckpointError, OSError, ValueError) as exc:

@@ -21,7 +21,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from core.data import DatasetError, ImageRecord, Split, load_split
-from core.predict import TASK2_THRESHOLD, coco_results, detect, read_number
+from core.predict import TASK2_THRESHOLD, NumberReader, coco_results, detect, read_number
 
 STAT_NAMES = ("mAP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
               "AR_1", "AR_10", "AR_100", "AR_small", "AR_medium", "AR_large")
@@ -102,15 +102,19 @@ def split_results(split: Split, detections: Sequence[dict[str, list]]) -> list[d
 
 
 def score_detections(split: Split, detections: Sequence[dict[str, list]],
-                     task2_threshold: float = TASK2_THRESHOLD, evaluator: COCOeval | None = None) -> dict[str, Any]:
-    """COCO numbers, per-class AP and Task 2 accuracy of ``detections`` (one per image of ``split``);
-    ``evaluator``: ``run_cocoeval`` of the same detections, when the caller has already run it."""
+                     reader: NumberReader | float = TASK2_THRESHOLD,
+                     evaluator: COCOeval | None = None) -> dict[str, Any]:
+    """COCO numbers, per-class AP and Task 2 accuracy of ``detections`` (one per image of ``split``),
+    numbers read by ``reader`` (or a plain threshold); ``evaluator``: ``run_cocoeval`` of the same
+    detections, when the caller has already run it."""
+    reader = reader if isinstance(reader, NumberReader) else NumberReader.plain(reader)
     records = split.records
     metrics = coco_metrics(split.coco(), split_results(split, detections), evaluator)
-    numbers = [read_number(det, task2_threshold) for det in detections]
+    numbers = [read_number(det, reader) for det in detections]
     metrics["task2_accuracy"] = task2_accuracy(records, numbers)
     metrics["task2_by_length"] = task2_by_length(records, numbers)
     metrics["images"] = len(records)
+    metrics["task2_reader"] = reader.as_dict()
     return metrics
 
 
@@ -126,13 +130,23 @@ def task2_by_length(records: Sequence[ImageRecord], numbers: Sequence[str]) -> d
     return dict(sorted(rows.items()))
 
 
-SWEEP_THRESHOLDS = tuple(round(0.05 * k, 2) for k in range(1, 20))  # --sweep-task2 and the report's task2_sweep.csv
+SWEEP_ANCHORS = tuple(round(0.05 * k, 2) for k in range(1, 20))
+SWEEP_MEMBERS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+# --sweep-task2 and the report's task2_sweep.csv: one-line readers, every anchor with the members up to it.
+SWEEP_READERS = tuple(NumberReader(anchor, member) for anchor in SWEEP_ANCHORS
+                      for member in sorted({m for m in SWEEP_MEMBERS if m < anchor} | {anchor}))
 
 
 def task2_sweep(records: Sequence[ImageRecord], detections: Sequence[dict[str, list]],
-                thresholds: Sequence[float]) -> dict[float, float]:
-    """Task 2 accuracy at each score threshold (the detections are computed once)."""
-    return {t: task2_accuracy(records, [read_number(d, t) for d in detections]) for t in thresholds}
+                readers: Sequence[NumberReader] = SWEEP_READERS) -> dict[NumberReader, float]:
+    """Task 2 accuracy with each reader (the detections are computed once)."""
+    return {r: task2_accuracy(records, [read_number(d, r) for d in detections]) for r in readers}
+
+
+def best_reader(sweep: dict[NumberReader, float]) -> NumberReader:
+    """The most accurate reader of a sweep; of equals, the anchor nearest 0.5, then the member nearest
+    the anchor (a rule fixed in advance, so a tie never picks the reader a later test would favour)."""
+    return max(sweep, key=lambda r: (sweep[r], -abs(r.anchor - 0.5), -(r.anchor - r.member)))
 
 
 def format_report(metrics: dict[str, Any]) -> str:
@@ -156,7 +170,7 @@ def format_report(metrics: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     from core.checkpoint import CheckpointError, atomic_write_text
-    from core.predict import DEFAULT_CHECKPOINT, load_model, parse_input_size
+    from core.predict import DEFAULT_CHECKPOINT, add_reader_arguments, load_model, parse_input_size, reader_from_arguments
 
     parser = argparse.ArgumentParser(prog="python -m core.evaluate", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -166,8 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None, help="also write the numbers to this JSON file")
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument("--task2-threshold", type=float, default=None,
-                        help="minimum digit score for Task 2 (default: the checkpoint's, else 0.5)")
+    add_reader_arguments(parser)
     parser.add_argument("--input-size", default=None,
                         help="'auto' (the checkpoint's own policy, the default) or a fixed short side in px "
                              "for the first pass")
@@ -175,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="also write the error analysis to DIR: metrics.json, per_class.csv, confusion.csv, "
                              "pr.csv, task2_sweep.csv, errors.csv and PNG figures (core/report.py)")
     parser.add_argument("--sweep-task2", action="store_true",
-                        help="also print Task 2 accuracy for thresholds 0.05..0.95 and the best one")
+                        help="also try one-line readers (anchors 0.05..0.95, members 0.3..0.9) and print the best one")
     args = parser.parse_args(argv)
     if args.split not in ("train", "valid", "test"):
         parser.error(f"--split {args.split!r}: choose train, valid or test")
@@ -185,32 +198,36 @@ def main(argv: list[str] | None = None) -> int:
         input_size = parse_input_size(args.input_size)
         split = load_split(args.data, args.split)
         loaded = load_model(args.ckpt, args.device)
+        reader = reader_from_arguments(args, loaded)
     except (DatasetError, CheckpointError, ValueError) as exc:
         print(f"core.evaluate: error: {exc}", file=sys.stderr)
         return 2
-    threshold = loaded.task2_threshold if args.task2_threshold is None else args.task2_threshold
     print(f"core.evaluate: {loaded.meta.get('arch')} from {args.ckpt} on {loaded.device}; "
-          f"{len(split.records)} {args.split} images; {loaded.inference_note(input_size)}", flush=True)
+          f"{len(split.records)} {args.split} images; {loaded.inference_note(input_size)}; "
+          f"Task 2: {reader.describe()}", flush=True)
     started = time.perf_counter()
-    # Detections once; the Task 2 sweep re-reads the same detections at each threshold.
+    # Detections once; the Task 2 sweep re-reads the same detections with each reader.
     detections = detect_split(loaded.model, split, loaded.device, args.batch_size, input_size=input_size)
-    metrics = score_detections(split, detections, threshold)
+    metrics = score_detections(split, detections, reader)
     metrics["seconds"] = round(time.perf_counter() - started, 3)
     if args.sweep_task2:
-        sweep = task2_sweep(split.records, detections, SWEEP_THRESHOLDS)
-        best = max(sweep, key=lambda t: (sweep[t], -abs(t - 0.5)))
-        print("Task 2 accuracy by threshold: " + "  ".join(f"{t:.2f}:{a:.4f}" for t, a in sweep.items()))
-        print(f"best Task 2 threshold on {args.split}: {best:.2f} ({sweep[best]:.4f})")
-        metrics["task2_sweep"] = {str(t): a for t, a in sweep.items()}
-        metrics["task2_best_threshold"] = best
-    metrics.update({"checkpoint": args.ckpt, "data": args.data, "split": args.split, "task2_threshold": threshold,
+        sweep = task2_sweep(split.records, detections)
+        best = best_reader(sweep)
+        print("Task 2 accuracy by anchor (member = anchor): "
+              + "  ".join(f"{r.anchor:.2f}:{a:.4f}" for r, a in sweep.items() if r.member == r.anchor))
+        print(f"best Task 2 reader on {args.split}: anchor {best.anchor:.2f}, member {best.member:.2f} "
+              f"({sweep[best]:.4f}); record it with python -m core.checkpoint export SRC OUT "
+              f"--task2-reader {best.anchor:.2f},{best.member:.2f}")
+        metrics["task2_sweep"] = [{**r.as_dict(), "task2_accuracy": a} for r, a in sweep.items()]
+        metrics["task2_best_reader"] = best.as_dict()
+    metrics.update({"checkpoint": args.ckpt, "data": args.data, "split": args.split,
                     "inference": loaded.inference_note(input_size)})
     print(format_report(metrics))
     print(f"({metrics['seconds']:.1f} s, {metrics['seconds'] / max(metrics['images'], 1) * 1000:.0f} ms/image)")
     if args.report:
         from core.report import build_report, write_report
 
-        report = build_report(split, detections, threshold, metrics["seconds"],
+        report = build_report(split, detections, reader, metrics["seconds"],
                               {k: metrics[k] for k in ("checkpoint", "data", "split", "inference")})
         write_report(report, args.report)
         print(f"report: {args.report} ({len(report.errors)} image(s) read wrong, listed worst first in errors.csv)")

@@ -43,9 +43,9 @@ class LoadedModel:
     path: str
 
     @property
-    def task2_threshold(self) -> float:
-        value = self.meta.get("task2_threshold")
-        return TASK2_THRESHOLD if value is None else float(value)
+    def reader(self) -> NumberReader:
+        """How this checkpoint reads a Task 2 number (validated by :func:`load_model`)."""
+        return NumberReader.from_meta(self.meta)
 
     def inference_note(self, input_size: int | str | None = None) -> str:
         """How this model reads an image, in words (input size policy and second pass)."""
@@ -66,9 +66,10 @@ def load_model(path: str | None = None, device: str | torch.device = "auto") -> 
     """Rebuild the model a checkpoint describes, from the checkpoint alone."""
     path = path or DEFAULT_CHECKPOINT
     payload = load_checkpoint(path)
-    threshold = payload.get("task2_threshold")
-    if threshold is not None and not (isinstance(threshold, (int, float)) and 0.0 <= threshold <= 1.0):
-        raise CheckpointError(f"{path}: task2_threshold {threshold!r} is not a score between 0 and 1")
+    try:
+        NumberReader.from_meta(payload)
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
     try:
         model = rebuild_model(payload["model_kwargs"])
     except (ModelError, TypeError, KeyError, AttributeError, ValueError) as exc:
@@ -158,25 +159,33 @@ def _detect_at(model: torch.nn.Module, tensors: Sequence[torch.Tensor], policy: 
     return results  # type: ignore[return-value]
 
 
+LINE_GAP = 1.0  # digits of one number stand at most this many digit heights apart
+
+
+def _line_around(boxes: Sequence[Sequence[float]], candidates: Sequence[int], seed: int) -> list[int]:
+    """The candidates on ``seed``'s line, left to right: similar height, centre within half a height, each
+    at most ``LINE_GAP`` digit heights from its neighbour, so one chain of digits through the seed."""
+    height = boxes[seed][3] - boxes[seed][1]
+    centre = (boxes[seed][1] + boxes[seed][3]) / 2
+    line = sorted((i for i in candidates
+                   if abs((boxes[i][1] + boxes[i][3]) / 2 - centre) < 0.5 * height
+                   and 0.6 <= (boxes[i][3] - boxes[i][1]) / max(height, 1e-6) <= 1.6), key=lambda i: boxes[i][0])
+    lo = hi = line.index(seed)
+    while lo > 0 and boxes[line[lo]][0] - boxes[line[lo - 1]][2] <= LINE_GAP * height:
+        lo -= 1
+    while hi + 1 < len(line) and boxes[line[hi + 1]][0] - boxes[line[hi]][2] <= LINE_GAP * height:
+        hi += 1
+    return line[lo:hi + 1]
+
+
 def number_region(detection: dict[str, list], min_score: float) -> tuple[list[float], float] | None:
     """The box around the number and its digits' median height: the most confident digit and
-    the digits beside it on its line (similar height, gaps under a digit height)."""
+    the digits beside it on its line."""
     boxes, scores = detection["boxes"], detection["scores"]
     keep = [i for i, s in enumerate(scores) if s >= min_score]
     if not keep:
         return None
-    seed = max(keep, key=lambda i: scores[i])
-    height = boxes[seed][3] - boxes[seed][1]
-    centre = (boxes[seed][1] + boxes[seed][3]) / 2
-    line = sorted((i for i in keep
-                   if abs((boxes[i][1] + boxes[i][3]) / 2 - centre) < 0.5 * height
-                   and 0.6 <= (boxes[i][3] - boxes[i][1]) / max(height, 1e-6) <= 1.6), key=lambda i: boxes[i][0])
-    lo = hi = line.index(seed)
-    while lo > 0 and boxes[line[lo]][0] - boxes[line[lo - 1]][2] <= height:
-        lo -= 1
-    while hi + 1 < len(line) and boxes[line[hi + 1]][0] - boxes[line[hi]][2] <= height:
-        hi += 1
-    members = [boxes[i] for i in line[lo:hi + 1]]
+    members = [boxes[i] for i in _line_around(boxes, keep, max(keep, key=lambda i: scores[i]))]
     region = [min(b[0] for b in members), min(b[1] for b in members),
               max(b[2] for b in members), max(b[3] for b in members)]
     heights = sorted(b[3] - b[1] for b in members)
@@ -240,27 +249,112 @@ def box_overlap(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
     return (inter / union if union > 0 else 0.0), (inter / smaller if smaller > 0 else 0.0)
 
 
-def read_digits(detection: dict[str, list], threshold: float = TASK2_THRESHOLD) -> list[int]:
-    """Indices of the detections that make up the number, left to right.
+@dataclass(frozen=True)
+class NumberReader:
+    """How Task 2 turns one image's detections into a number.
 
-    Keeps detections scoring at least ``threshold``; of boxes that cover the same digit
-    (torchvision's NMS is per class, so a "1" and a "7" can both sit on one glyph) only
-    the highest-scoring one stays.
+    A number is read when its most confident digit (the anchor) scores at least ``anchor``; the digits
+    beside it need only ``member``: a real digit next to a sure one is often scored lower, while a false
+    digit on a wall or a lettered sign seldom has a sure neighbour. With ``one_line`` only the anchor's
+    line of digits is read (see ``_line_around``), so letters and texture elsewhere in a photo add no
+    digits. ``one_line=False`` with ``anchor == member`` is the plain threshold: every digit scoring at
+    least it, left to right (what a checkpoint without a recorded reader gets).
     """
-    candidates = sorted((i for i, s in enumerate(detection["scores"]) if s >= threshold),
-                        key=lambda i: -detection["scores"][i])
+
+    anchor: float = TASK2_THRESHOLD
+    member: float = TASK2_THRESHOLD
+    one_line: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("anchor", "member"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+                raise ValueError(f"Task 2 reader: {name} {value!r} is not a score between 0 and 1")
+        if self.member > self.anchor:
+            raise ValueError(f"Task 2 reader: member {self.member} is above anchor {self.anchor}; the digits "
+                             "beside the most confident one cannot need a higher score than it")
+        if not isinstance(self.one_line, bool):
+            raise ValueError(f"Task 2 reader: one_line {self.one_line!r} is not true or false")
+
+    @classmethod
+    def plain(cls, threshold: float) -> NumberReader:
+        """Every digit scoring at least ``threshold``, wherever it is (the reader before anchors and lines)."""
+        return cls(threshold, threshold, one_line=False)
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any]) -> NumberReader:
+        """The reader a checkpoint records (``task2_reader``), else its plain ``task2_threshold`` (else 0.5)."""
+        recorded = meta.get("task2_reader")
+        if recorded is None:
+            threshold = meta.get("task2_threshold")
+            return cls.plain(TASK2_THRESHOLD if threshold is None else threshold)
+        if not isinstance(recorded, dict) or set(recorded) - {"anchor", "member", "one_line"}:
+            raise ValueError(f"task2_reader {recorded!r} is not a dict of anchor, member and one_line")
+        return cls(**recorded)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"anchor": self.anchor, "member": self.member, "one_line": self.one_line}
+
+    def describe(self) -> str:
+        if not self.one_line and self.anchor == self.member:
+            return f"every digit scoring >= {self.anchor:.2f}"
+        where = "the line of digits around it" if self.one_line else "every other digit"
+        return f"a number needs one digit scoring >= {self.anchor:.2f}, then {where} scoring >= {self.member:.2f}"
+
+
+def parse_reader(text: str) -> NumberReader:
+    """``"A"`` (anchor = member = A) or ``"A,M"``, one line, from a CLI value."""
+    try:
+        scores = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise ValueError(f"Task 2 reader {text!r} must be ANCHOR or ANCHOR,MEMBER (scores such as 0.7,0.6)") from None
+    if len(scores) not in (1, 2):
+        raise ValueError(f"Task 2 reader {text!r} must be ANCHOR or ANCHOR,MEMBER (scores such as 0.7,0.6)")
+    return NumberReader(scores[0], scores[-1])
+
+
+def add_reader_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--task2-reader`` and ``--task2-threshold``, the same in core.predict and core.evaluate."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--task2-reader", default=None, metavar="ANCHOR[,MEMBER]",
+                       help="read the line of digits around one scoring >= ANCHOR, its neighbours >= MEMBER "
+                            "(default: the checkpoint's reader)")
+    group.add_argument("--task2-threshold", type=float, default=None,
+                       help="plain threshold instead: every digit scoring at least this, wherever it is")
+
+
+def reader_from_arguments(args: argparse.Namespace, loaded: LoadedModel) -> NumberReader:
+    if args.task2_reader is not None:
+        return parse_reader(args.task2_reader)
+    if args.task2_threshold is not None:
+        return NumberReader.plain(args.task2_threshold)
+    return loaded.reader
+
+
+def read_digits(detection: dict[str, list], reader: NumberReader | float = TASK2_THRESHOLD) -> list[int]:
+    """Indices of the detections that make up the number, left to right (``reader``: a
+    :class:`NumberReader`, or a plain score threshold).
+
+    Of boxes that cover the same digit (torchvision's NMS is per class, so a "1" and a "7" can both
+    sit on one glyph) only the highest-scoring one counts.
+    """
+    reader = reader if isinstance(reader, NumberReader) else NumberReader.plain(reader)
+    boxes, scores = detection["boxes"], detection["scores"]
+    candidates = sorted((i for i, s in enumerate(scores) if s >= reader.member), key=lambda i: -scores[i])
     kept: list[int] = []
     for i in candidates:
-        box = detection["boxes"][i]
         if all(iou < DUPLICATE_IOU and cover < DUPLICATE_COVER
-               for iou, cover in (box_overlap(box, detection["boxes"][j]) for j in kept)):
+               for iou, cover in (box_overlap(boxes[i], boxes[j]) for j in kept)):
             kept.append(i)
-    return sorted(kept, key=lambda i: (detection["boxes"][i][0] + detection["boxes"][i][2]) / 2)
+    if not kept or scores[kept[0]] < reader.anchor:
+        return []
+    digits = _line_around(boxes, kept, kept[0]) if reader.one_line else kept
+    return sorted(digits, key=lambda i: (boxes[i][0] + boxes[i][2]) / 2)
 
 
-def read_number(detection: dict[str, list], threshold: float = TASK2_THRESHOLD) -> str:
+def read_number(detection: dict[str, list], reader: NumberReader | float = TASK2_THRESHOLD) -> str:
     """The whole number as a digit string, ``"-1"`` when no digit is read."""
-    digits = [str(detection["digits"][i]) for i in read_digits(detection, threshold)]
+    digits = [str(detection["digits"][i]) for i in read_digits(detection, reader)]
     return "".join(digits) if digits else "-1"
 
 
@@ -342,10 +436,11 @@ class BatchPrediction:
 
 
 def predict_images(loaded: LoadedModel, sources: Sequence[tuple[str, bytes | str]], batch_size: int = 8,
-                   threshold: float | None = None, progress: Callable[[int, int], None] | None = None,
+                   reader: NumberReader | None = None, progress: Callable[[int, int], None] | None = None,
                    image_ids: Sequence[int] | None = None, input_size: int | str | None = None) -> BatchPrediction:
-    """Decode and detect ``(name, bytes-or-path)`` pairs; a bad file is reported, the rest still run."""
-    threshold = loaded.task2_threshold if threshold is None else threshold
+    """Decode and detect ``(name, bytes-or-path)`` pairs; a bad file is reported, the rest still run.
+    ``reader``: how numbers are read (default: the checkpoint's)."""
+    reader = loaded.reader if reader is None else reader
     names = [name for name, _ in sources]
     ids = list(image_ids) if image_ids is not None else assign_image_ids(names)
     detections: list[dict[str, list] | None] = [None] * len(sources)
@@ -364,7 +459,7 @@ def predict_images(loaded: LoadedModel, sources: Sequence[tuple[str, bytes | str
             detections[index] = det
         if progress is not None:
             progress(min(start + batch_size * 4, len(sources)), len(sources))
-    numbers = [read_number(d, threshold) if d is not None else "-1" for d in detections]
+    numbers = [read_number(d, reader) if d is not None else "-1" for d in detections]
     return BatchPrediction(names, ids, detections, numbers, errors, time.perf_counter() - started)
 
 
@@ -376,8 +471,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="folder to write pred.json and pred.csv into")
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument("--task2-threshold", type=float, default=None,
-                        help="minimum score of a digit in the Task 2 number (default: the checkpoint's, else 0.5)")
+    add_reader_arguments(parser)
     parser.add_argument("--input-size", default=None,
                         help="'auto' (the checkpoint's own policy, the default) or a fixed short side in px "
                              "for the first pass")
@@ -388,8 +482,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--input-size: {exc}")
     if args.batch_size < 1:
         parser.error("--batch-size must be >= 1")
-    if args.task2_threshold is not None and not 0.0 <= args.task2_threshold <= 1.0:
-        parser.error("--task2-threshold must be between 0 and 1")
     if not os.path.isdir(args.images):
         parser.error(f"--images {args.images}: no such folder")
     paths = list_images(args.images)
@@ -397,17 +489,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--images {args.images}: no image files (png, jpg, jpeg, bmp, webp, gif, tif)")
     try:
         loaded = load_model(args.ckpt, args.device)
+        reader = reader_from_arguments(args, loaded)
     except (CheckpointError, ValueError) as exc:
         print(f"core.predict: error: {exc}", file=sys.stderr)
         return 2
     print(f"core.predict: {loaded.meta.get('arch')} from {args.ckpt} on {loaded.device}; "
-          f"{len(paths)} images; {loaded.inference_note(input_size)}", flush=True)
+          f"{len(paths)} images; {loaded.inference_note(input_size)}; Task 2: {reader.describe()}", flush=True)
 
     def progress(done: int, total: int) -> None:
         print(f"  {done}/{total} images", flush=True)
 
     prediction = predict_images(loaded, [(os.path.basename(p), p) for p in paths], args.batch_size,
-                                args.task2_threshold, progress, input_size=input_size)
+                                reader, progress, input_size=input_size)
     os.makedirs(args.out, exist_ok=True)
     from core.checkpoint import atomic_write_bytes
 

@@ -5,10 +5,10 @@
 - ``metrics.json``: the 12 COCO numbers, per-class AP and AP50, Task 2 overall and by number length, ms/image;
 - ``per_class.csv``: AP, AP50, true digits and digits read per class;
 - ``confusion.csv``: true digit (rows, plus ``extra``: a digit read where there is none) against digit read
-  (columns, plus ``missed``), for the digits that make up the number read (score >= the Task 2 threshold),
+  (columns, plus ``missed``), for the digits that make up the number read (by the Task 2 reader),
   matched one to one at IoU >= 0.5;
 - ``pr.csv``: precision against recall per class at IoU 0.5, straight from pycocotools' ``eval["precision"]``;
-- ``task2_sweep.csv``: Task 2 accuracy against the score threshold;
+- ``task2_sweep.csv``: Task 2 accuracy of each one-line reader (anchor, member);
 - ``errors.csv``: every image whose number is read wrong, with the kinds of error, worst first;
 - the same as PNG figures (matplotlib, for people who only look at the folder).
 """
@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 
 from core.data import ImageRecord, Split
-from core.evaluate import SWEEP_THRESHOLDS, run_cocoeval, score_detections, split_results, task2_sweep
-from core.predict import box_overlap, read_digits
+from core.evaluate import best_reader, run_cocoeval, score_detections, split_results, task2_sweep
+from core.predict import NumberReader, box_overlap, read_digits
 
 MATCH_IOU = 0.5
 BOX_OFF_IOU = 0.1  # a right digit overlapping its glyph this much, but under MATCH_IOU: the box is off
@@ -52,10 +52,10 @@ class ImageMatch:
         return len(self.missed) + len(self.extra) + len(self.box_off) + sum(t != p for t, p in self.pairs)
 
 
-def match_image(record: ImageRecord, detection: dict[str, list], threshold: float) -> ImageMatch:
+def match_image(record: ImageRecord, detection: dict[str, list], reader: NumberReader | float) -> ImageMatch:
     """Greedy one-to-one matching by IoU (highest first), as COCO matches, but across classes so
     that a wrong digit on the right glyph counts as a confusion rather than a miss plus an extra."""
-    read = read_digits(detection, threshold)
+    read = read_digits(detection, reader)
     truths = [(box, label - 1) for box, label in zip(record.boxes, record.labels)]
     candidates = sorted(((box_overlap(t[0], detection["boxes"][r])[0], ti, r) for ti, t in enumerate(truths)
                          for r in read), reverse=True)
@@ -131,26 +131,28 @@ class Report:
     errors: pd.DataFrame
 
 
-def build_report(split: Split, detections: Sequence[dict[str, list]], threshold: float,
+def build_report(split: Split, detections: Sequence[dict[str, list]], reader: NumberReader | float,
                  seconds: float | None = None, extra: dict[str, Any] | None = None) -> Report:
-    """Every table of the report from one detection pass (``seconds``: how long it took)."""
+    """Every table of the report from one detection pass, numbers read by ``reader`` (or a plain
+    threshold; ``seconds``: how long the pass took)."""
+    reader = reader if isinstance(reader, NumberReader) else NumberReader.plain(reader)
     evaluator = run_cocoeval(split.coco(), split_results(split, detections))
-    metrics = score_detections(split, detections, threshold, evaluator)
-    metrics["task2_threshold"] = threshold
+    metrics = score_detections(split, detections, reader, evaluator)
     if seconds is not None:
         metrics["seconds"] = round(seconds, 3)
         metrics["ms_per_image"] = round(1000 * seconds / max(len(split.records), 1), 2)
     metrics.update(extra or {})
-    matches = [match_image(r, d, threshold) for r, d in zip(split.records, detections)]
+    matches = [match_image(r, d, reader) for r, d in zip(split.records, detections)]
     confusion = confusion_matrix(matches)
     per_class = pd.DataFrame({"digit": DIGITS,
                               "AP": [metrics["per_class_AP"].get(d) for d in DIGITS],
                               "AP50": [metrics["per_class_AP50"].get(d) for d in DIGITS],
                               "true_digits": confusion.iloc[:10].sum(axis=1).to_numpy(),
                               "read_right": np.diag(confusion.to_numpy())[:10]})
-    sweep = task2_sweep(split.records, detections, SWEEP_THRESHOLDS)
+    sweep = task2_sweep(split.records, detections)
+    metrics["task2_best_reader"] = best_reader(sweep).as_dict()
     return Report(metrics, per_class, confusion, pr_table(evaluator),
-                  pd.DataFrame({"threshold": list(sweep), "task2_accuracy": list(sweep.values())}),
+                  pd.DataFrame([{"anchor": r.anchor, "member": r.member, "task2_accuracy": a} for r, a in sweep.items()]),
                   errors_table(split.records, matches))
 
 
@@ -211,7 +213,7 @@ def _write_figures(report: Report, out_dir: str) -> None:
                       color="white" if count > values.max() / 3 else "black")
     axis.set(xticks=range(11), xticklabels=list(report.confusion.columns), yticks=range(11),
              yticklabels=list(report.confusion.index), xlabel="digit read", ylabel="true digit",
-             title=f"Confusion at score >= {report.metrics['task2_threshold']:.2f}, IoU >= {MATCH_IOU}")
+             title=f"Confusion of the digits read, IoU >= {MATCH_IOU}")
     save(figure, "confusion.png")
 
     figure, axis = plt.subplots(figsize=(6, 4.5))
@@ -222,9 +224,13 @@ def _write_figures(report: Report, out_dir: str) -> None:
     save(figure, "pr.png")
 
     figure, axis = plt.subplots(figsize=(6, 3.2))
-    axis.plot(report.sweep["threshold"], report.sweep["task2_accuracy"], marker="o")
-    axis.axvline(report.metrics["task2_threshold"], color="grey", linestyle="--", label="threshold used")
-    axis.set(xlim=(0, 1), ylim=(0, 1), xlabel="score threshold", ylabel="Task 2 accuracy",
-             title="Whole-number accuracy against the score threshold")
-    axis.legend()
+    same = report.sweep[report.sweep["member"] == report.sweep["anchor"]]
+    axis.plot(same["anchor"], same["task2_accuracy"], marker="o", label="member = anchor")
+    for member, rows in report.sweep[report.sweep["member"] < report.sweep["anchor"]].groupby("member"):
+        if member in (0.3, 0.5, 0.7):
+            axis.plot(rows["anchor"], rows["task2_accuracy"], marker=".", label=f"member {member:.1f}")
+    axis.axvline(report.metrics["task2_reader"]["anchor"], color="grey", linestyle="--", label="anchor used")
+    axis.set(xlim=(0, 1), ylim=(0, 1), xlabel="anchor score", ylabel="Task 2 accuracy",
+             title="Whole-number accuracy against the reader's scores (one line)")
+    axis.legend(fontsize=8)
     save(figure, "task2_sweep.png")

@@ -12,8 +12,8 @@ from PIL import Image, ImageDraw
 
 from core.checkpoint import CheckpointError
 from core.images import decode_image
-from core.predict import (image_ids_csv_bytes, load_model, pred_csv_bytes, pred_json_bytes, predict_images, read_digits,
-                          read_number)
+from core.predict import (NumberReader, image_ids_csv_bytes, load_model, pred_csv_bytes, pred_json_bytes, predict_images,
+                          read_digits, read_number)
 from core.runs import list_checkpoints
 from pages import DIGIT_COLOURS, INPUT_SIZES, checkpoint_label, ensure_routed, input_size_label
 
@@ -33,7 +33,7 @@ DISPLAY_SIDE = 1024  # px: larger pictures are drawn reduced (the browser gets a
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def run_model(path: str, mtime: float, files: tuple[tuple[str, bytes], ...], input_size):
-    """(prediction, when it ran). Cached on the files' bytes: moving the threshold slider never runs the
+    """(prediction, when it ran). Cached on the files' bytes: moving a score slider never runs the
     model again, and the time tells a cached result from a fresh one."""
     prediction = predict_images(get_model(path, mtime), list(files),
                                 input_size=None if input_size == "auto" else input_size)
@@ -128,10 +128,18 @@ except (CheckpointError, OSError) as exc:
 st.caption(describe_checkpoint(loaded.meta) + f" · running on **{loaded.device}**")
 
 with st.sidebar:
-    threshold = st.slider("Score threshold", 0.0, 1.0, float(loaded.task2_threshold), 0.05,
-                          help="Boxes drawn and digits read need at least this score. Changing it does not "
-                               "run the model again. The pred.json download keeps every detection (mAP rewards "
-                               "low-score boxes).")
+    recorded = loaded.reader
+    anchor = st.slider("Score to read a number", 0.0, 1.0, float(recorded.anchor), 0.05,
+                       help="A number is read only when one of its digits scores at least this. Sliders do not "
+                            "run the model again. The pred.json download keeps every detection (mAP rewards "
+                            "low-score boxes).")
+    member = st.slider("Score of its other digits", 0.0, 1.0, float(recorded.member), 0.05,
+                       help="The digits beside that one need at least this (never more than the score above). "
+                            "Boxes below it are not drawn.")
+    reader = NumberReader(anchor, min(member, anchor), recorded.one_line)
+    st.caption(f"Task 2 reader: {reader.describe()}"
+               + ("" if recorded.one_line else " (as this checkpoint records: no line rule)"))
+    threshold = reader.member  # boxes drawn
     input_size = st.selectbox(
         "Input size", INPUT_SIZES, format_func=input_size_label,
         help="How large the model sees each image (short side). auto: " + loaded.inference_note()
@@ -163,7 +171,7 @@ st.caption(timing)
 for name, reason in prediction.errors.items():
     st.error(f"**{name}**: {reason}. The other files were processed.")
 
-numbers = [read_number(det, threshold) if det is not None else "-1" for det in prediction.detections]
+numbers = [read_number(det, reader) if det is not None else "-1" for det in prediction.detections]
 
 if len(files) > 1:
     st.subheader("Batch")
@@ -171,7 +179,7 @@ if len(files) > 1:
         "file": prediction.names,
         "image_id": prediction.image_ids,
         "number read": numbers,
-        "digits": [len(read_digits(d, threshold)) if d is not None else 0 for d in prediction.detections],
+        "digits": [len(read_digits(d, reader)) if d is not None else 0 for d in prediction.detections],
         "status": [f"error: {prediction.errors[n]}" if n in prediction.errors else "ok" for n in prediction.names],
     })
     st.dataframe(table, hide_index=True, width="stretch")
@@ -180,7 +188,7 @@ if len(files) > 1:
     columns[0].download_button("Download pred.json (Task 1)", pred_json_bytes(prediction.coco()), "pred.json",
                                "application/json", help="Every detection, COCO results format, as core.predict writes it.")
     columns[1].download_button("Download pred.csv (Task 2)", pred_csv_bytes(list(zip(prediction.image_ids, numbers))),
-                               "pred.csv", "text/csv", help="image_id,pred_label at the threshold above; -1 = no digit.")
+                               "pred.csv", "text/csv", help="image_id,pred_label read with the scores above; -1 = no digit.")
     if mapping is not None:
         columns[2].download_button("Download image_ids.csv", mapping, "image_ids.csv", "text/csv",
                                    help="Which file each image_id is: names that are not numbers (123.png) get ids "
@@ -204,7 +212,7 @@ for index, ((name, data), image_id, detection, number) in enumerate(
             st.image(region_zoom(image, detection, threshold))
             st.caption(f"The number's region (dashed yellow), enlarged: {x1 - x0:.0f}x{y1 - y0:.0f} px at "
                        f"({x0:.0f}, {y0:.0f}); small numbers are read a second time from it.")
-        used = set(read_digits(detection, threshold))
+        used = set(read_digits(detection, reader))
         rows = sorted(({"digit": d, "score": round(s, 3), "x": round(b[0], 1), "y": round(b[1], 1),
                         "w": round(b[2] - b[0], 1), "h": round(b[3] - b[1], 1), "read": i in used}
                        for i, (b, s, d) in enumerate(zip(detection["boxes"], detection["scores"],
@@ -213,6 +221,7 @@ for index, ((name, data), image_id, detection, number) in enumerate(
         if rows:
             st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", column_config={
                 "read": st.column_config.CheckboxColumn(
-                    "read", help="Part of the number read (a weaker box on the same digit is not)")})
+                    "read", help="Part of the number read (not: a weaker box on the same digit, or a digit "
+                             "off the number's line)")})
         else:
-            st.caption("No detection at this threshold.")
+            st.caption("No detection scores this high.")

@@ -4,13 +4,14 @@ import io
 import os
 import zipfile
 
+import numpy as np
 import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 from PIL import Image
 
 from core.background import EvaluationJob, job_key
-from core.predict import read_digits
+from core.predict import NumberReader, read_digits
 from core.report import ERROR_KINDS, REPORT_FILES
 from core.runs import list_checkpoints
 from pages import (DIGIT_COLOURS, INPUT_SIZES, boxed_picture, checkpoint_label, ensure_routed, input_size_label,
@@ -42,13 +43,13 @@ def job_for(checkpoint: str, root: str, split: str, input_size, start: bool) -> 
     return job
 
 
-def pictures(result, row, threshold: float) -> tuple[Image.Image, Image.Image]:
+def pictures(result, row, reader: NumberReader) -> tuple[Image.Image, Image.Image]:
     index = next(i for i, r in enumerate(result.split.records) if r.image_id == row.image_id)
     record, detection = result.split.records[index], result.detections[index]
     with Image.open(record.path) as image:
         truth = boxed_picture(image, [(*b, l - 1) for b, l in zip(record.boxes, record.labels)], GALLERY_SIDE)
         read = boxed_picture(image, [(*detection["boxes"][i], detection["digits"][i])
-                                     for i in read_digits(detection, threshold)], GALLERY_SIDE)
+                                     for i in read_digits(detection, reader)], GALLERY_SIDE)
     return truth, read
 
 
@@ -97,8 +98,11 @@ def task2_section(result) -> None:
                              title="By number length").update_layout(height=320, yaxis_range=[0, 1]),
                       key="by-length")
     sweep = result.report.sweep
-    figure = px.line(sweep, x="threshold", y="task2_accuracy", markers=True, title="Against the score threshold")
-    figure.add_vline(x=metrics["task2_threshold"], line_dash="dash", annotation_text="the checkpoint's")
+    shown = sweep[sweep["member"].isin((0.3, 0.5, 0.7)) | (sweep["member"] == sweep["anchor"])].assign(
+        member=lambda f: np.where(f["member"] == f["anchor"], "= anchor", f["member"].map("{:.1f}".format)))
+    figure = px.line(shown, x="anchor", y="task2_accuracy", color="member", markers=True,
+                     title="Against the reader's scores (one line)")
+    figure.add_vline(x=metrics["task2_reader"]["anchor"], line_dash="dash", annotation_text="the checkpoint's")
     right.plotly_chart(figure.update_layout(height=320, yaxis_range=[0, 1]), key="sweep")
 
 
@@ -116,10 +120,10 @@ def gallery(result) -> None:
     pages = max(1, -(-len(chosen) // GALLERY_PER_PAGE))
     page = right.number_input("Page", 1, pages, 1, key=f"gallery-{'-'.join(kinds)}-{digit}")
     st.caption(f"{len(chosen)} of {len(errors)} wrong images, worst first; page {page} of {pages}. "
-               "Left: the truth; right: what the model read (score >= the checkpoint's Task 2 threshold).")
-    threshold = result.report.metrics["task2_threshold"]
+               "Left: the truth; right: what the model read (by the checkpoint's Task 2 reader).")
+    reader = NumberReader(**result.report.metrics["task2_reader"])
     for row in chosen.iloc[(page - 1) * GALLERY_PER_PAGE: page * GALLERY_PER_PAGE].itertuples():
-        truth, read = pictures(result, row, threshold)
+        truth, read = pictures(result, row, reader)
         columns = st.columns([1, 1, 1])
         columns[0].image(truth, caption=f"#{row.image_id} · truth {row.truth}")
         columns[1].image(read, caption=f"read {row.read}")
@@ -143,8 +147,8 @@ def downloads(result) -> None:
 
 def show(result, other=None, other_label: str = "") -> None:
     headline(result, other)
-    st.caption(f"{result.report.metrics['images']} images · {result.report.metrics['inference']} · Task 2 threshold "
-               f"{result.report.metrics['task2_threshold']:.2f}")
+    st.caption(f"{result.report.metrics['images']} images · {result.report.metrics['inference']} · Task 2: "
+               f"{NumberReader(**result.report.metrics['task2_reader']).describe()}")
     tabs = st.tabs(["Per class", "Precision-recall", "Confusion", "Task 2", "Failures", "Files"])
     with tabs[0]:
         st.plotly_chart(per_class_figure(result), key="per-class")

@@ -377,7 +377,7 @@ def test_evaluate_page_shows_the_report_and_filters_the_failure_gallery(app_dirs
     assert labels == ["mAP@[.5:.95]", "AP50", "AP75", "Task 2", "ms per image"]
     loaded = load_model(os.path.join(tiny_run, "best.pt"))
     records = load_split(str(folder), "valid").records
-    wrong = sum(read_number(d, loaded.task2_threshold) != r.number
+    wrong = sum(read_number(d, loaded.reader) != r.number
                 for r, d in zip(records, predict_mod.detect(loaded, [decode_image(r.path) for r in records])))
     assert [t.label for t in at.tabs] == ["Per class", "Precision-recall", "Confusion", "Task 2", "Failures", "Files"]
     assert wrong, "a one-epoch tiny model reads some numbers wrong"

@@ -4,7 +4,7 @@ import os
 import torch
 
 from core.checkpoint import load_checkpoint, main as checkpoint_main
-from core.predict import load_model
+from core.predict import NumberReader, load_model
 
 
 def test_export_makes_a_small_inference_copy_with_metadata(tiny_run, tiny_data, tmp_path, capsys):
@@ -17,7 +17,7 @@ def test_export_makes_a_small_inference_copy_with_metadata(tiny_run, tiny_data, 
     raw = torch.load(out, weights_only=True)
     assert "optimizer" not in raw and raw["weights_dtype"] == "float16"
     loaded = load_model(str(out), "cpu")
-    assert loaded.task2_threshold == 0.6
+    assert loaded.reader == NumberReader.plain(0.6)
     assert loaded.meta["evaluations"][0]["split"] == "test"
     assert loaded.meta["commands"], "the training commands travel with the model"
     original = load_checkpoint(f"{tiny_run}/last.pt")["model"]
@@ -27,6 +27,17 @@ def test_export_makes_a_small_inference_copy_with_metadata(tiny_run, tiny_data, 
     assert checkpoint_main(["show", str(out)]) == 0
     shown = json.loads(capsys.readouterr().out.split("\n", 1)[1])
     assert shown["arch"] == "digitnet_fpn" and shown["task2_threshold"] == 0.6
+
+
+def test_export_records_a_one_line_reader_in_place_of_a_threshold(tiny_run, tmp_path, capsys):
+    first, second = tmp_path / "plain.pt", tmp_path / "reader.pt"
+    assert checkpoint_main(["export", f"{tiny_run}/best.pt", str(first), "--task2-threshold", "0.6"]) == 0
+    assert checkpoint_main(["export", str(first), str(second), "--task2-reader", "0.8,0.4"]) == 0
+    loaded = load_model(str(second), "cpu")
+    assert loaded.reader == NumberReader(0.8, 0.4, one_line=True)
+    assert "task2_threshold" not in loaded.meta, "one record of how numbers are read, not two"
+    assert checkpoint_main(["export", str(first), str(tmp_path / "bad.pt"), "--task2-reader", "0.4,0.8"]) == 2
+    assert "member 0.8 is above anchor 0.4" in capsys.readouterr().err and not (tmp_path / "bad.pt").exists()
 
 
 def test_export_reports_a_bad_source(tmp_path, capsys):

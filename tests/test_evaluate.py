@@ -4,6 +4,7 @@ import pytest
 
 from core.data import load_split
 from core.evaluate import STAT_NAMES, coco_metrics, main as evaluate_main, task2_accuracy
+from core.predict import NumberReader
 
 
 def _perfect(coco):
@@ -58,31 +59,45 @@ def test_cli_reports_and_writes_json(tiny_run, tiny_data, tmp_path, capsys):
     assert evaluate_main(["--ckpt", f"{tiny_run}/best.pt", "--data", str(tmp_path / "none")]) == 2
 
 
-def test_cli_sweep_reports_the_best_threshold_and_matches_a_plain_run(tiny_run, tiny_data, tmp_path, capsys):
+def test_cli_sweep_reports_the_best_reader_and_matches_a_plain_run(tiny_run, tiny_data, tmp_path, capsys):
+    from core.evaluate import SWEEP_READERS
+
     plain, swept = tmp_path / "plain.json", tmp_path / "swept.json"
-    common = ["--ckpt", f"{tiny_run}/best.pt", "--data", tiny_data, "--device", "cpu", "--task2-threshold", "0.3"]
+    common = ["--ckpt", f"{tiny_run}/best.pt", "--data", tiny_data, "--device", "cpu", "--task2-reader", "0.3"]
     assert evaluate_main(common + ["--json", str(plain)]) == 0
     assert evaluate_main(common + ["--json", str(swept), "--sweep-task2"]) == 0
-    assert "best Task 2 threshold on valid" in capsys.readouterr().out
+    assert "best Task 2 reader on valid" in capsys.readouterr().out
     plain, swept = json.loads(plain.read_text()), json.loads(swept.read_text())
     assert swept["mAP"] == plain["mAP"] and swept["task2_accuracy"] == plain["task2_accuracy"]
-    assert len(swept["task2_sweep"]) == 19 and swept["task2_sweep"]["0.3"] == plain["task2_accuracy"]
-    assert swept["task2_sweep"][str(swept["task2_best_threshold"])] == max(swept["task2_sweep"].values())
+    assert len(swept["task2_sweep"]) == len(SWEEP_READERS)
+    by_reader = {(row["anchor"], row["member"]): row["task2_accuracy"] for row in swept["task2_sweep"]}
+    assert by_reader[(0.3, 0.3)] == plain["task2_accuracy"]
+    best = swept["task2_best_reader"]
+    assert by_reader[(best["anchor"], best["member"])] == max(by_reader.values())
 
 
-def test_task2_sweep_reads_each_threshold_from_the_same_detections(tiny_data):
+def _line(number, scores):
+    return {"boxes": [[10.0 * i, 0, 10.0 * i + 8, 20] for i in range(len(number))],
+            "digits": [int(c) for c in number], "scores": list(scores)}
+
+
+def test_task2_sweep_reads_each_reader_from_the_same_detections(tiny_data):
     from core.evaluate import task2_sweep
 
-    records = load_split(tiny_data, "valid").records[:2]
-    truth = [r.number for r in records]
+    records = [r for r in load_split(tiny_data, "valid").records if len(r.number) > 1][:2]
+    first, second = (r.number for r in records)
+    detections = [_line(first, [0.9] * len(first)), _line(second, [0.95] + [0.4] * (len(second) - 1))]
+    readers = [NumberReader(0.3, 0.3), NumberReader(0.5, 0.5), NumberReader(0.9, 0.3), NumberReader(0.95, 0.95)]
+    assert task2_sweep(records, detections, readers) == dict(zip(readers, [1.0, 0.5, 1.0, 0.0]))
 
-    def det(number, score):
-        return {"boxes": [[10.0 * i, 0, 10.0 * i + 8, 20] for i in range(len(number))],
-                "digits": [int(c) for c in number], "scores": [score] * len(number)}
 
-    detections = [det(truth[0], 0.9), det(truth[1], 0.4)]
-    sweep = task2_sweep(records, detections, [0.3, 0.5, 0.95])
-    assert sweep == {0.3: 1.0, 0.5: 0.5, 0.95: 0.0}
+def test_best_reader_breaks_ties_by_a_rule_fixed_in_advance():
+    from core.evaluate import best_reader
+
+    tied = {NumberReader(0.8, 0.3): 0.7, NumberReader(0.55, 0.3): 0.7, NumberReader(0.55, 0.5): 0.7,
+            NumberReader(0.9, 0.9): 0.6}
+    assert best_reader(tied) == NumberReader(0.55, 0.5)
+    assert best_reader({**tied, NumberReader(0.9, 0.9): 0.71}) == NumberReader(0.9, 0.9)
 
 
 def test_cli_stops_on_a_bad_dataset_naming_the_problem(tiny_run, tiny_data, tmp_path, capsys):

@@ -37,7 +37,7 @@ def test_concurrent_sessions_while_training_and_memory_after_100_uploads(browser
         loaded = load_model(default, "cpu")
         names = [f"{i}.png" for i in range(1, 9)]
         files = {n: open(os.path.join(tiny_data, "test", n), "rb").read() for n in names}
-        expected = {n: read_number(d, loaded.task2_threshold)
+        expected = {n: read_number(d, loaded.reader)
                     for n, d in zip(names, predict_images(loaded, list(files.items())).detections)}
 
         contexts = [browser.new_context() for _ in range(SESSIONS)]

@@ -9,8 +9,9 @@ from pycocotools.coco import COCO
 
 from core.data import load_split
 from core.model import InputSize, ModelError, input_size_of, rebuild_model, resize_by, resolve_model_kwargs
-from core.predict import (assign_image_ids, coco_results, image_ids_csv_bytes, detect, load_model, main as predict_main, number_region,
-                          parse_input_size, pred_csv_bytes, read_number)
+from core.predict import (NumberReader, assign_image_ids, coco_results, image_ids_csv_bytes, detect, load_model,
+                          main as predict_main, number_region, parse_input_size, parse_reader, pred_csv_bytes,
+                          read_number)
 
 
 def _det(*items):
@@ -25,7 +26,7 @@ def test_reads_digits_left_to_right():
 
 def test_no_digit_gives_minus_one():
     assert read_number(_det()) == "-1"
-    assert read_number(_det((0, 4, 0.2), (20, 5, 0.3)), threshold=0.5) == "-1"
+    assert read_number(_det((0, 4, 0.2), (20, 5, 0.3)), 0.5) == "-1"
 
 
 def test_overlapping_duplicates_of_different_classes_keep_the_best():
@@ -38,8 +39,53 @@ def test_overlapping_duplicates_of_different_classes_keep_the_best():
 
 def test_threshold_filters_low_scores():
     det = _det((0, 1, 0.9), (20, 8, 0.4))
-    assert read_number(det, threshold=0.5) == "1"
-    assert read_number(det, threshold=0.3) == "18"
+    assert read_number(det, 0.5) == "1"
+    assert read_number(det, 0.3) == "18"
+
+
+def _box(x, y, h, digit, score):
+    return [x, y, x + 0.55 * h, y + h], digit, score
+
+
+def _dets(*items):
+    """items: _box(...) tuples of any size and place."""
+    return {"boxes": [b for b, _, _ in items], "digits": [d for _, d, _ in items], "scores": [s for _, _, s in items]}
+
+
+def test_one_line_reader_reads_only_the_number_around_the_surest_digit():
+    # A plate "42" and, far off in the same photo, a "7" on a wall and a "1" in a line of text below.
+    det = _dets(_box(300, 200, 40, 4, 0.95), _box(325, 201, 40, 2, 0.9),
+                _box(40, 30, 40, 7, 0.92), _box(310, 300, 20, 1, 0.9))
+    assert read_number(det, NumberReader(0.7, 0.7, one_line=False)) == "7412"
+    assert read_number(det, NumberReader(0.7, 0.7)) == "42"
+
+
+def test_one_line_reader_keeps_a_number_with_a_digit_gap_and_stops_at_a_wider_one():
+    gap_of = lambda k: _dets(_box(0, 0, 40, 1, 0.9), _box(22 + k * 40, 0, 40, 2, 0.9))
+    assert read_number(gap_of(0.9), NumberReader(0.5, 0.5)) == "12"
+    assert read_number(gap_of(1.2), NumberReader(0.5, 0.5)) == "1"
+
+
+def test_anchor_and_member_scores():
+    det = _dets(_box(0, 0, 40, 1, 0.95), _box(24, 0, 40, 8, 0.55), _box(48, 0, 40, 3, 0.35))
+    assert read_number(det, NumberReader(0.9, 0.5)) == "18", "a weaker neighbour of a sure digit is read"
+    assert read_number(det, NumberReader(0.9, 0.3)) == "183"
+    assert read_number(det, NumberReader(0.97, 0.3)) == "-1", "no digit sure enough: no number"
+    lonely = _dets(_box(0, 0, 40, 6, 0.6))
+    assert read_number(lonely, NumberReader(0.9, 0.5)) == "-1" and read_number(lonely, 0.5) == "6"
+
+
+def test_reader_values_are_checked_and_parsed():
+    assert parse_reader("0.7,0.6") == NumberReader(0.7, 0.6) and parse_reader("0.8") == NumberReader(0.8, 0.8)
+    for bad in ("x", "0.7,0.6,0.5", "0.6,0.7", "1.5"):
+        with pytest.raises(ValueError, match="reader"):
+            parse_reader(bad)
+    assert NumberReader.from_meta({}) == NumberReader.plain(0.5)
+    assert NumberReader.from_meta({"task2_threshold": 0.7}) == NumberReader(0.7, 0.7, one_line=False)
+    assert NumberReader.from_meta({"task2_reader": {"anchor": 0.8, "member": 0.5, "one_line": True}}) == \
+        NumberReader(0.8, 0.5)
+    with pytest.raises(ValueError, match="task2_reader"):
+        NumberReader.from_meta({"task2_reader": {"anchor": 0.8, "threshold": 0.5}})
 
 
 def test_coco_results_use_xywh_and_category_plus_one():
@@ -114,7 +160,7 @@ def test_a_zero_task2_threshold_is_respected(tiny_run, tmp_path):
     from core.checkpoint import CheckpointError, export
 
     export(f"{tiny_run}/best.pt", str(tmp_path / "zero.pt"), task2_threshold=0.0)
-    assert load_model(str(tmp_path / "zero.pt"), "cpu").task2_threshold == 0.0
+    assert load_model(str(tmp_path / "zero.pt"), "cpu").reader == NumberReader.plain(0.0)
     with pytest.raises(ValueError, match="between 0 and 1"):
         export(f"{tiny_run}/best.pt", str(tmp_path / "bad.pt"), task2_threshold=50)
     import torch
@@ -122,7 +168,11 @@ def test_a_zero_task2_threshold_is_respected(tiny_run, tmp_path):
     payload = torch.load(tmp_path / "zero.pt", weights_only=True)
     payload["task2_threshold"] = 50
     torch.save(payload, tmp_path / "tampered.pt")
-    with pytest.raises(CheckpointError, match="task2_threshold 50"):
+    with pytest.raises(CheckpointError, match="anchor 50"):
+        load_model(str(tmp_path / "tampered.pt"), "cpu")
+    payload["task2_reader"] = {"anchor": 0.5, "member": 0.9, "one_line": True}
+    torch.save(payload, tmp_path / "tampered.pt")
+    with pytest.raises(CheckpointError, match="member 0.9 is above anchor 0.5"):
         load_model(str(tmp_path / "tampered.pt"), "cpu")
 
 
@@ -250,11 +300,11 @@ def test_a_small_image_pasted_into_a_large_canvas_is_read_the_same(text):
                                        (56, (1280, 720), (600, 500))):
         plate = _plate(text, font_size)
         alone = detect(loaded, [plate])[0]
-        assert read_number(alone, loaded.task2_threshold) == text
+        assert read_number(alone, loaded.reader) == text
         canvas = Image.new("RGB", canvas_size, (255, 255, 255))
         canvas.paste(plate, at)
         found = detect(loaded, [canvas])[0]
-        assert read_number(found, loaded.task2_threshold) == text, (canvas_size, at)
+        assert read_number(found, loaded.reader) == text, (canvas_size, at)
         x0, y0, x1, y1 = found["region"]
         near = plate.size[1]  # the crop read in pass 2 reaches up to a digit height past the digits
         assert at[0] - near <= x0 and x1 <= at[0] + plate.size[0] + near, "the region read is where the plate is"

@@ -7,6 +7,7 @@ from PIL import Image
 
 from core.data import ImageRecord, load_split
 from core.evaluate import main as evaluate_main
+from core.predict import NumberReader
 from core.report import REPORT_FILES, build_report, confusion_matrix, match_image, write_report
 
 
@@ -27,7 +28,7 @@ def test_each_kind_of_error_is_told_apart():
                             (100, 0, 110, 20),     # nothing there: extra
                             (36, 0, 46, 20)],      # 4, but under the threshold: missed
                            [1, 7, 3, 5, 4], [0.9, 0.9, 0.9, 0.9, 0.3])
-    match = match_image(truth, detection, threshold=0.5)
+    match = match_image(truth, detection, 0.5)
     assert sorted(match.pairs) == [(1, 1), (2, 7)]
     assert match.box_off == [3] and match.missed == [4] and match.extra == [5]
     assert match.kinds() == ["missed digit", "extra digit", "wrong digit", "box off"]
@@ -44,7 +45,7 @@ def test_report_from_one_pass_lists_wrong_numbers_worst_first(tiny_data):
     a, b = sorted((i for i, r in enumerate(split.records) if r.boxes), key=lambda i: -len(split.records[i].boxes))[:2]
     detections[b] = _detection([], [])  # every digit missed: the most errors
     detections[a]["digits"][0] = (detections[a]["digits"][0] + 1) % 10  # one digit wrong
-    report = build_report(split, detections, threshold=0.5, seconds=2.0)
+    report = build_report(split, detections, NumberReader(0.5, 0.5), seconds=2.0)
     if len(split.records[b].boxes) > 1:
         assert list(report.errors["image_id"]) == [split.records[b].image_id, split.records[a].image_id]
     assert set(report.errors["kinds"]) == {"missed digit", "wrong digit"}
@@ -53,13 +54,15 @@ def test_report_from_one_pass_lists_wrong_numbers_worst_first(tiny_data):
     assert report.metrics["ms_per_image"] == pytest.approx(2000 / len(split.records), abs=0.01)
     # PR curves come from pycocotools: perfect boxes of a class reach precision 1 at full recall.
     assert report.pr["precision"].max() == pytest.approx(1.0) and set(report.pr["digit"]) <= set("0123456789")
-    assert report.sweep["task2_accuracy"].iloc[0] == report.metrics["task2_accuracy"]
+    same = report.sweep[(report.sweep["anchor"] == 0.5) & (report.sweep["member"] == 0.5)]
+    assert same["task2_accuracy"].tolist() == [report.metrics["task2_accuracy"]], "the sweep reads as the report does"
+    assert report.metrics["task2_reader"] == {"anchor": 0.5, "member": 0.5, "one_line": True}
 
 
 def test_write_report_writes_every_file(tiny_data, tmp_path):
     split = load_split(tiny_data, "test")
     detections = [_detection(r.boxes, [l - 1 for l in r.labels]) for r in split.records]
-    report = build_report(split, detections, threshold=0.5)
+    report = build_report(split, detections, 0.5)
     written = write_report(report, str(tmp_path / "report"))
     assert sorted(os.listdir(tmp_path / "report")) == sorted(REPORT_FILES)
     assert all(os.path.getsize(p) > 0 for p in written)
