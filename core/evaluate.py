@@ -170,7 +170,8 @@ def format_report(metrics: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     from core.checkpoint import CheckpointError, atomic_write_text
-    from core.predict import DEFAULT_CHECKPOINT, add_reader_arguments, load_model, parse_input_size, reader_from_arguments
+    from core.predict import (DEFAULT_CHECKPOINT, add_reader_arguments, load_model, parse_input_size,
+                              reader_from_arguments)
 
     parser = argparse.ArgumentParser(prog="python -m core.evaluate", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)

@@ -254,8 +254,8 @@ class NumberReader:
     """How Task 2 turns one image's detections into a number.
 
     A number is read when its most confident digit (the anchor) scores at least ``anchor``; the digits
-    beside it need only ``member``: a real digit next to a sure one is often scored lower, while a false
-    digit on a wall or a lettered sign seldom has a sure neighbour. With ``one_line`` only the anchor's
+    beside it need only ``member``: a real digit next to a sure one is often scored lower, while a stray
+    false digit on a wall seldom has a sure neighbour. With ``one_line`` only the anchor's
     line of digits is read (see ``_line_around``), so letters and texture elsewhere in a photo add no
     digits. ``one_line=False`` with ``anchor == member`` is the plain threshold: every digit scoring at
     least it, left to right (what a checkpoint without a recorded reader gets).
@@ -288,7 +288,8 @@ class NumberReader:
         if recorded is None:
             threshold = meta.get("task2_threshold")
             return cls.plain(TASK2_THRESHOLD if threshold is None else threshold)
-        if not isinstance(recorded, dict) or set(recorded) - {"anchor", "member", "one_line"}:
+        fields = set(recorded) if isinstance(recorded, dict) else set()
+        if not {"anchor", "member"} <= fields <= {"anchor", "member", "one_line"}:
             raise ValueError(f"task2_reader {recorded!r} is not a dict of anchor, member and one_line")
         return cls(**recorded)
 

@@ -152,7 +152,8 @@ def build_report(split: Split, detections: Sequence[dict[str, list]], reader: Nu
     sweep = task2_sweep(split.records, detections)
     metrics["task2_best_reader"] = best_reader(sweep).as_dict()
     return Report(metrics, per_class, confusion, pr_table(evaluator),
-                  pd.DataFrame([{"anchor": r.anchor, "member": r.member, "task2_accuracy": a} for r, a in sweep.items()]),
+                  pd.DataFrame([{"anchor": r.anchor, "member": r.member, "task2_accuracy": a}
+                                for r, a in sweep.items()]),
                   errors_table(split.records, matches))
 
 

@@ -12,8 +12,8 @@ from PIL import Image, ImageDraw
 
 from core.checkpoint import CheckpointError
 from core.images import decode_image
-from core.predict import (NumberReader, image_ids_csv_bytes, load_model, pred_csv_bytes, pred_json_bytes, predict_images,
-                          read_digits, read_number)
+from core.predict import (NumberReader, image_ids_csv_bytes, load_model, pred_csv_bytes, pred_json_bytes,
+                          predict_images, read_digits, read_number)
 from core.runs import list_checkpoints
 from pages import DIGIT_COLOURS, INPUT_SIZES, checkpoint_label, ensure_routed, input_size_label
 

@@ -84,8 +84,9 @@ def test_reader_values_are_checked_and_parsed():
     assert NumberReader.from_meta({"task2_threshold": 0.7}) == NumberReader(0.7, 0.7, one_line=False)
     assert NumberReader.from_meta({"task2_reader": {"anchor": 0.8, "member": 0.5, "one_line": True}}) == \
         NumberReader(0.8, 0.5)
-    with pytest.raises(ValueError, match="task2_reader"):
-        NumberReader.from_meta({"task2_reader": {"anchor": 0.8, "threshold": 0.5}})
+    for bad in ({"anchor": 0.8, "threshold": 0.5}, {}, [0.8, 0.5]):
+        with pytest.raises(ValueError, match="task2_reader"):
+            NumberReader.from_meta({"task2_reader": bad})
 
 
 def test_coco_results_use_xywh_and_category_plus_one():
