@@ -133,7 +133,7 @@ def load_checkpoint(path: str) -> dict[str, Any]:
 def describe(payload: dict[str, Any]) -> dict[str, Any]:
     """The checkpoint's metadata without any tensors (for display and JSON)."""
     keep = ("arch", "model_kwargs", "class_names", "config", "epoch", "metrics", "best", "data",
-            "created", "commands", "weights_note", "versions", "format_version", "task2_threshold", "task2_reader",
+            "created", "commands", "weights_note", "versions", "format_version", "task2_threshold", "task2_reader", "task2_reader_picked_on",
             "exported_from", "exported", "evaluations", "weights_dtype")
     return {k: payload[k] for k in keep if k in payload}
 

@@ -131,10 +131,13 @@ class Report:
     errors: pd.DataFrame
 
 
-def build_report(split: Split, detections: Sequence[dict[str, list]], reader: NumberReader | float,
+def build_report(split: Split, detections: Sequence[dict[str, list]], reader: NumberReader | float | None,
                  seconds: float | None = None, extra: dict[str, Any] | None = None) -> Report:
-    """Every table of the report from one detection pass, numbers read by ``reader`` (or a plain
-    threshold; ``seconds``: how long the pass took)."""
+    """Every table of the report from one detection pass, numbers read by ``reader`` (a plain threshold,
+    or None: the best reader of the sweep on this split); ``seconds``: how long the pass took."""
+    sweep = task2_sweep(split.records, detections)
+    if reader is None:
+        reader = best_reader(sweep)
     reader = reader if isinstance(reader, NumberReader) else NumberReader.plain(reader)
     evaluator = run_cocoeval(split.coco(), split_results(split, detections))
     metrics = score_detections(split, detections, reader, evaluator)
@@ -149,7 +152,6 @@ def build_report(split: Split, detections: Sequence[dict[str, list]], reader: Nu
                               "AP50": [metrics["per_class_AP50"].get(d) for d in DIGITS],
                               "true_digits": confusion.iloc[:10].sum(axis=1).to_numpy(),
                               "read_right": np.diag(confusion.to_numpy())[:10]})
-    sweep = task2_sweep(split.records, detections)
     metrics["task2_best_reader"] = best_reader(sweep).as_dict()
     return Report(metrics, per_class, confusion, pr_table(evaluator),
                   pd.DataFrame([{"anchor": r.anchor, "member": r.member, "task2_accuracy": a}

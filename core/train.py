@@ -35,7 +35,7 @@ from core.data import DatasetError, DigitDataset, Problem, collate, epoch_batche
 from core.evaluate import detect_split, score_detections
 from core.events import EventLog, ProgressBar
 from core.model import CLASS_NAMES, ModelError, build_model, complete_model_kwargs, input_size_of, rebuild_model
-from core.predict import TASK2_THRESHOLD
+from core.predict import NumberReader
 from core.runs import RunBusyError, RunLock
 
 LOSS_TERMS = ("loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")
@@ -419,18 +419,27 @@ def _save_epoch(out: str, payload: dict[str, Any], is_best: bool, resume_state: 
 def _write_best_report(cfg: TrainConfig, model: torch.nn.Module, valid_split, device: torch.device,
                        detections: list | None, say) -> None:
     """The error analysis of the best epoch on the validation split, in ``out/report/``, so every
-    finished run can be compared afterwards. A best epoch from an earlier (resumed) session is
-    read again from best.pt."""
+    finished run can be compared afterwards, and the Task 2 reader that split picks, recorded in
+    best.pt so the run reads numbers as well as its validation says it can. A best epoch from an
+    earlier (resumed) session is read again from best.pt."""
     from core.report import build_report, write_report
 
     if detections is None:
         best_state = load_checkpoint(os.path.join(cfg.out, "best.pt"))
         model.load_state_dict(best_state["model"])
         detections = detect_split(model, valid_split, device, batch_size=max(cfg.batch_size, 8))
-    report = build_report(valid_split, detections, TASK2_THRESHOLD, extra={"split": "valid", "data": cfg.data,
-                                                                           "checkpoint": os.path.join(cfg.out, "best.pt")})
+    best_path = os.path.join(cfg.out, "best.pt")
+    report = build_report(valid_split, detections, None, extra={"split": "valid", "data": cfg.data,
+                                                                "checkpoint": best_path})
     write_report(report, os.path.join(cfg.out, "report"))
-    say(f"core.train: report of the best epoch on valid in {os.path.join(cfg.out, 'report')}/")
+    payload = load_checkpoint(best_path)
+    payload["task2_reader"] = report.metrics["task2_reader"]
+    payload["task2_reader_picked_on"] = {"split": "valid", "images": report.metrics["images"],
+                                         "task2_accuracy": report.metrics["task2_accuracy"]}
+    save_checkpoint(best_path, payload)
+    reader = NumberReader(**report.metrics["task2_reader"])
+    say(f"core.train: report of the best epoch on valid in {os.path.join(cfg.out, 'report')}/; Task 2 reader picked "
+        f"on valid ({report.metrics['task2_accuracy']:.3f} there), recorded in best.pt: {reader.describe()}")
 
 
 def _stop_message(stop: StopFlag, out: str) -> str:

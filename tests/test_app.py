@@ -15,7 +15,7 @@ from conftest import ROOT
 from core import predict as predict_mod
 from core.data import load_split
 from core.images import decode_image
-from core.predict import load_model, predict_images, read_number
+from core.predict import NumberReader, load_model, predict_images, read_number
 from core.runs import is_locked, run_status
 
 
@@ -59,13 +59,14 @@ def test_upload_shows_the_number_read(app_dirs, tiny_run, tiny_data):
     shutil.copy(os.path.join(tiny_run, "best.pt"), runs / "tiny" / "best.pt")
     at = _app()
     assert "digitnet_fpn" in at.caption[0].value and "cpu" in at.caption[0].value
-    threshold = at.slider[0].value
     path = os.path.join(tiny_data, "test", "3.png")
     at.file_uploader[0].set_value(("3.png", _png(path), "image/png"))
     at.run()
     assert not at.exception, at.exception
     loaded = load_model(str(runs / "tiny" / "best.pt"), "cpu")
-    expected = read_number(predict_images(loaded, [("3.png", _png(path))]).detections[0], threshold)
+    assert (at.slider[0].value, at.slider[1].value) == (loaded.reader.anchor, loaded.reader.member), \
+        "the reader's sliders start at the checkpoint's own reader"
+    expected = read_number(predict_images(loaded, [("3.png", _png(path))]).detections[0], loaded.reader)
     shown = at.metric[0].value
     assert shown == (expected if expected != "-1" else "no digit (-1)")
     assert any("ms per image" in c.value for c in at.caption)
@@ -95,8 +96,8 @@ def test_input_size_control_runs_the_model_at_that_size(app_dirs, tiny_run, tiny
     at.run()
     assert not at.exception, at.exception
     assert asked == [None, 256], "auto runs the checkpoint's policy; 256 runs the model at a 256 px short side"
-    expected = read_number(real(load_model(str(runs / "tiny" / "best.pt"), "cpu"), [("5.png", _png(path))],
-                                input_size=256).detections[0], at.slider[0].value)
+    loaded = load_model(str(runs / "tiny" / "best.pt"), "cpu")
+    expected = read_number(real(loaded, [("5.png", _png(path))], input_size=256).detections[0], loaded.reader)
     assert at.metric[0].value == (expected if expected != "-1" else "no digit (-1)")
 
 
@@ -154,7 +155,7 @@ def test_a_result_read_again_from_the_cache_says_so(app_dirs, tiny_run, tiny_dat
     assert any("read earlier" in c.value and "not run again" in c.value for c in at.caption)
 
 
-def test_threshold_slider_does_not_run_the_model_again(app_dirs, tiny_run, tiny_data, monkeypatch):
+def test_reader_sliders_read_again_without_running_the_model(app_dirs, tiny_run, tiny_data, monkeypatch):
     runs, _ = app_dirs
     (runs / "tiny").mkdir()
     shutil.copy(os.path.join(tiny_run, "best.pt"), runs / "tiny" / "best.pt")
@@ -171,9 +172,18 @@ def test_threshold_slider_does_not_run_the_model_again(app_dirs, tiny_run, tiny_
     at.run()
     runs_before = len(calls)
     assert runs_before == 1
-    at.slider[0].set_value(0.0)
-    at.run()
-    assert not at.exception
+    loaded = load_model(str(runs / "tiny" / "best.pt"), "cpu")
+    detection = real(loaded, [("4.png", _png(os.path.join(tiny_data, "test", "4.png")))]).detections[0]
+    for anchor, member, reader in ((0.0, 0.0, NumberReader(0.0, 0.0, loaded.reader.one_line)),
+                                   (0.4, 0.1, NumberReader(0.4, 0.1, loaded.reader.one_line)),
+                                   (0.3, 0.9, NumberReader(0.3, 0.3, loaded.reader.one_line))):  # member capped
+        at.slider[0].set_value(anchor)
+        at.slider[1].set_value(member)
+        at.run()
+        assert not at.exception
+        expected = read_number(detection, reader)
+        assert at.metric[0].value == (expected if expected != "-1" else "no digit (-1)"), (anchor, member)
+        assert any(reader.describe() in c.value for c in at.sidebar.caption), "the sidebar says how numbers are read"
     assert len(calls) == runs_before
 
 

@@ -7,7 +7,7 @@ from PIL import Image
 
 from core.data import ImageRecord, load_split
 from core.evaluate import main as evaluate_main
-from core.predict import NumberReader
+from core.predict import NumberReader, load_model
 from core.report import REPORT_FILES, build_report, confusion_matrix, match_image, write_report
 
 
@@ -94,3 +94,11 @@ def test_a_finished_run_holds_the_report_of_its_best_epoch(tiny_run):
     history = json.loads(open(os.path.join(tiny_run, "history.json")).read())
     best = max(history, key=lambda h: h["mAP"])
     assert metrics["split"] == "valid" and metrics["mAP"] == pytest.approx(best["mAP"])
+    # The run reads numbers with the reader its validation split picked, and says so in best.pt.
+    sweep = pd.read_csv(os.path.join(folder, "task2_sweep.csv"))
+    assert metrics["task2_reader"] == metrics["task2_best_reader"]
+    assert metrics["task2_accuracy"] == pytest.approx(sweep["task2_accuracy"].max())
+    loaded = load_model(os.path.join(tiny_run, "best.pt"), "cpu")
+    assert loaded.reader == NumberReader(**metrics["task2_reader"])
+    assert loaded.meta["task2_reader_picked_on"] == {"split": "valid", "images": metrics["images"],
+                                                     "task2_accuracy": metrics["task2_accuracy"]}
