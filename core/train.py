@@ -231,7 +231,9 @@ def _dataset_info(root: str) -> dict[str, Any]:
         try:
             with open(manifest, encoding="utf-8") as handle:
                 synth = json.load(handle)
-            info["synth"] = {k: synth.get(k) for k in ("generator", "version", "seed", "counts", "command")}
+            # The box convention and the mix of negatives change what a model learns as much as the version does.
+            keys = ("generator", "version", "seed", "counts", "command", "boxes", "negatives")
+            info["synth"] = {k: synth[k] for k in keys if k in synth}
             info["synth"]["fonts"] = len(synth.get("fonts", []))
         except (OSError, ValueError):
             pass

@@ -78,6 +78,11 @@ def test_checkpoints_are_self_describing_plain_data(tiny_run):
     last = load_checkpoint(os.path.join(tiny_run, "last.pt"))
     assert {"optimizer", "scheduler"} <= set(last)
     assert "optimizer" not in load_checkpoint(os.path.join(tiny_run, "best.pt"))
+    # The generated data's recipe travels with the model: its box convention and its mix of negatives.
+    manifest = json.loads(open(os.path.join(last["config"]["data"], "synth.json")).read())
+    recorded = last["data"]["synth"]
+    assert recorded["boxes"] == manifest["boxes"] and recorded["negatives"] == manifest["negatives"]
+    assert recorded["seed"] == manifest["seed"] and recorded["fonts"] == len(manifest["fonts"])
 
 
 def test_half_precision_storage_restores_float32(tiny_run, tmp_path):
