@@ -223,7 +223,8 @@ def _write_figures(report: Report, out_dir: str) -> None:
     for digit, rows in report.pr.groupby("digit"):
         axis.plot(rows["recall"], rows["precision"], label=digit)
     axis.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="recall", ylabel="precision", title="Precision-recall at IoU 0.5")
-    axis.legend(title="digit", ncol=2, fontsize=8)
+    if not report.pr.empty:  # an early model may reach no recall point at all: then there is nothing to name
+        axis.legend(title="digit", ncol=2, fontsize=8)
     save(figure, "pr.png")
 
     figure, axis = plt.subplots(figsize=(6, 3.2))
