@@ -76,7 +76,8 @@ def main() -> None:
     sizes = sorted(max(r.width, r.height) for r in plates.records)
 
     print(f"{out}: {len(plates.records)} photos with a plate (long side {sizes[0]}-{sizes[-1]} px), "
-          f"{len(empty.records)} without digits; {args.ckpt}; inference: {loaded.inference_note(input_size)}; Task 2: {reader.describe()}")
+          f"{len(empty.records)} without digits; {args.ckpt}; inference: {loaded.inference_note(input_size)}; "
+          f"Task 2: {reader.describe()}")
     print(f"  plates   Task 2 {metrics['task2_accuracy']:.3f}   mAP@[.5:.95] {metrics['mAP']:.3f}   "
           f"AP50 {metrics['AP50']:.3f}   AP75 {metrics['AP75']:.3f}")
     for length, row in metrics["task2_by_length"].items():

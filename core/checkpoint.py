@@ -133,8 +133,8 @@ def load_checkpoint(path: str) -> dict[str, Any]:
 def describe(payload: dict[str, Any]) -> dict[str, Any]:
     """The checkpoint's metadata without any tensors (for display and JSON)."""
     keep = ("arch", "model_kwargs", "class_names", "config", "epoch", "metrics", "best", "data",
-            "created", "commands", "weights_note", "versions", "format_version", "task2_threshold", "task2_reader", "task2_reader_picked_on",
-            "exported_from", "exported", "evaluations", "weights_dtype")
+            "created", "commands", "weights_note", "versions", "format_version", "task2_threshold", "task2_reader",
+            "task2_reader_picked_on", "exported_from", "exported", "evaluations", "weights_dtype")
     return {k: payload[k] for k in keep if k in payload}
 
 
@@ -168,7 +168,8 @@ def export(src: str, out: str, half: bool = True, task2_threshold: float | None 
     if metrics_json:
         with open(metrics_json, encoding="utf-8") as handle:
             extra = json.load(handle)
-        keep = ("mAP", "AP50", "AP75", "task2_accuracy", "task2_threshold", "task2_reader", "images", "split", "data", "per_class_AP")
+        keep = ("mAP", "AP50", "AP75", "task2_accuracy", "task2_threshold", "task2_reader", "images", "split", "data",
+                "per_class_AP")
         payload.setdefault("evaluations", []).append({k: extra[k] for k in keep if k in extra})
     save_checkpoint(out, payload, half=half)
     return describe(payload)

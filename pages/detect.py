@@ -188,7 +188,8 @@ if len(files) > 1:
     columns[0].download_button("Download pred.json (Task 1)", pred_json_bytes(prediction.coco()), "pred.json",
                                "application/json", help="Every detection, COCO results format, as core.predict writes it.")
     columns[1].download_button("Download pred.csv (Task 2)", pred_csv_bytes(list(zip(prediction.image_ids, numbers))),
-                               "pred.csv", "text/csv", help="image_id,pred_label read with the scores above; -1 = no digit.")
+                               "pred.csv", "text/csv",
+                               help="image_id,pred_label read with the scores above; -1 = no digit.")
     if mapping is not None:
         columns[2].download_button("Download image_ids.csv", mapping, "image_ids.csv", "text/csv",
                                    help="Which file each image_id is: names that are not numbers (123.png) get ids "
