@@ -5,6 +5,7 @@ import json
 import os
 
 import pytest
+from PIL import Image
 from pycocotools.coco import COCO
 
 from core.data import load_split
@@ -135,6 +136,20 @@ def test_cli_writes_task1_and_task2_files(tiny_run, tiny_data, tmp_path, capsys)
     if results:
         dt = gt.loadRes(str(out / "pred.json"))
         assert len(dt.getAnnIds()) == len(results)
+
+
+def test_cli_reads_numbers_with_the_reader_asked_for(tiny_run, tiny_data, tmp_path, capsys):
+    common = ["--ckpt", f"{tiny_run}/best.pt", "--images", f"{tiny_data}/test", "--device", "cpu"]
+    assert predict_main(common + ["--out", str(tmp_path / "a"), "--task2-reader", "0.2,0.05"]) == 0
+    assert "a number needs one digit scoring >= 0.20, then the line of digits around it scoring >= 0.05" \
+        in capsys.readouterr().out
+    loaded = load_model(f"{tiny_run}/best.pt", "cpu")
+    names = sorted(os.listdir(f"{tiny_data}/test"), key=lambda n: int(n.split(".")[0]))
+    detections = detect(loaded, [Image.open(f"{tiny_data}/test/{n}") for n in names])
+    rows = list(csv.reader(io.StringIO((tmp_path / "a" / "pred.csv").read_text())))[1:]
+    assert [r[1] for r in rows] == [read_number(d, NumberReader(0.2, 0.05)) for d in detections]
+    assert predict_main(common + ["--out", str(tmp_path / "b"), "--task2-reader", "0.2,0.5"]) == 2
+    assert "member 0.5 is above anchor 0.2" in capsys.readouterr().err and not (tmp_path / "b").exists()
 
 
 def test_load_model_rebuilds_from_the_checkpoint_alone(tiny_run):
