@@ -73,7 +73,7 @@ def region_zoom(image, detection: dict, threshold: float, width: int = 320):
     return crop
 
 
-def detection_figure(image, detection: dict, threshold: float) -> go.Figure:
+def detection_figure(image, detection: dict, threshold: float, number_read: bool) -> go.Figure:
     shown = image.copy()
     shown.thumbnail((DISPLAY_SIDE, DISPLAY_SIDE))
     width, height = shown.size
@@ -84,7 +84,7 @@ def detection_figure(image, detection: dict, threshold: float) -> go.Figure:
 
     figure = go.Figure(go.Image(z=np.asarray(shown), hoverinfo="skip"))
     region = detection.get("region")
-    if region is not None:
+    if region is not None and number_read:  # with no number read, a region would point at nothing
         x0, y0, x1, y1 = scaled(region)
         figure.add_trace(go.Scatter(
             x=[x0, x1, x1, x0, x0], y=[y0, y0, y1, y1, y0], mode="lines", line={"color": "#ffd400", "width": 2,
@@ -136,13 +136,16 @@ with st.sidebar:
     member = st.slider("Score of its other digits", 0.0, 1.0, float(recorded.member), 0.05,
                        help="The digits beside that one need at least this (never more than the score above). "
                             "Boxes below it are not drawn.")
+    if member > anchor:
+        st.caption(f"The second score ({member:.2f}) is above the first: {anchor:.2f} is used for both.")
     reader = NumberReader(anchor, min(member, anchor), recorded.one_line)
     st.caption(f"Task 2 reader: {reader.describe()}"
                + ("" if recorded.one_line else " (as this checkpoint records: no line rule)"))
     threshold = reader.member  # boxes drawn
     input_size = st.selectbox(
         "Input size", INPUT_SIZES, format_func=input_size_label,
-        help="How large the model sees each image (short side). auto: " + loaded.inference_note()
+        help="How large the model sees each image (short side). auto is the checkpoint's own policy: "
+             + loaded.inference_note()
              + ". A fixed size resizes every image's short side to it: larger finds smaller digits, slower.")
     use_camera = st.toggle("Take a photo", help="Use your camera instead of (or as well as) uploaded files.")
 
@@ -204,11 +207,11 @@ for index, ((name, data), image_id, detection, number) in enumerate(
     picture, details = st.columns([3, 2])
     with picture:
         st.markdown(f"**{name}** · image_id {image_id} · {image.size[0]}x{image.size[1]} px")
-        st.plotly_chart(detection_figure(image, detection, threshold), key=f"figure-{index}",
+        st.plotly_chart(detection_figure(image, detection, threshold, number != "-1"), key=f"figure-{index}",
                         config={"displayModeBar": False})
     with details:
         st.metric("Number read", number if number != "-1" else "no digit (-1)")
-        if detection.get("region") is not None:
+        if detection.get("region") is not None and number != "-1":
             x0, y0, x1, y1 = detection["region"]
             st.image(region_zoom(image, detection, threshold))
             st.caption(f"The number's region (dashed yellow), enlarged: {x1 - x0:.0f}x{y1 - y0:.0f} px at "
@@ -221,8 +224,9 @@ for index, ((name, data), image_id, detection, number) in enumerate(
                       key=lambda row: row["x"])  # left to right, the order the number is read in
         if rows:
             st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", column_config={
+                "score": st.column_config.NumberColumn("score", format="%.3f"),
                 "read": st.column_config.CheckboxColumn(
                     "read", help="Part of the number read (not: a weaker box on the same digit, or a digit "
                              "off the number's line)")})
         else:
-            st.caption("No detection scores this high.")
+            st.caption(f"No detection scores {threshold:.2f} or more.")

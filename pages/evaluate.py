@@ -101,9 +101,13 @@ def task2_section(result) -> None:
     shown = sweep[sweep["member"].isin((0.3, 0.5, 0.7)) | (sweep["member"] == sweep["anchor"])].assign(
         member=lambda f: np.where(f["member"] == f["anchor"], "= anchor", f["member"].map("{:.1f}".format)))
     figure = px.line(shown, x="anchor", y="task2_accuracy", color="member", markers=True,
+                     labels={"anchor": "anchor score", "task2_accuracy": "Task 2 accuracy", "member": "member score"},
                      title="Against the reader's scores (one line)")
-    figure.add_vline(x=metrics["task2_reader"]["anchor"], line_dash="dash", annotation_text="the checkpoint's")
-    right.plotly_chart(figure.update_layout(height=320, yaxis_range=[0, 1]), key="sweep")
+    figure.add_vline(x=metrics["task2_reader"]["anchor"], line_dash="dash", annotation_text="used",
+                     annotation_position="bottom right")
+    # Zoomed to the data: on a 0-1 axis the member lines lie on top of one another.
+    low = max(0.0, float(shown["task2_accuracy"].min()) - 0.05)
+    right.plotly_chart(figure.update_layout(height=320, yaxis_range=[low, 1.0]), key="sweep")
 
 
 def gallery(result) -> None:

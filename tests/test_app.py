@@ -184,6 +184,7 @@ def test_reader_sliders_read_again_without_running_the_model(app_dirs, tiny_run,
         expected = read_number(detection, reader)
         assert at.metric[0].value == (expected if expected != "-1" else "no digit (-1)"), (anchor, member)
         assert any(reader.describe() in c.value for c in at.sidebar.caption), "the sidebar says how numbers are read"
+        assert any("is above the first" in c.value for c in at.sidebar.caption) == (member > anchor)
     assert len(calls) == runs_before
 
 
