@@ -43,14 +43,34 @@ def job_for(checkpoint: str, root: str, split: str, input_size, start: bool) -> 
     return job
 
 
-def pictures(result, row, reader: NumberReader) -> tuple[Image.Image, Image.Image]:
+def focus(size: tuple[int, int], boxes) -> tuple[int, int, int, int] | None:
+    """The part of an image worth showing when its boxes are small in it (a plate in a photo): the boxes
+    with their own size around them; None when they already fill a good part of the image."""
+    if not boxes:
+        return None
+    x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
+    x1, y1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
+    if max(x1 - x0, y1 - y0) > 0.3 * max(size):
+        return None
+    pad = max(x1 - x0, y1 - y0)
+    return (max(0, int(x0 - pad)), max(0, int(y0 - pad)), min(size[0], int(x1 + pad) + 1),
+            min(size[1], int(y1 + pad) + 1))
+
+
+def pictures(result, row, reader: NumberReader) -> tuple[Image.Image, Image.Image, bool]:
+    """The truth and the reading drawn on the same picture: the whole image, or both enlarged around
+    the number when it is small in the image (the third value says which)."""
     index = next(i for i, r in enumerate(result.split.records) if r.image_id == row.image_id)
     record, detection = result.split.records[index], result.detections[index]
+    truth = [(*b, l - 1) for b, l in zip(record.boxes, record.labels)]
+    read = [(*detection["boxes"][i], detection["digits"][i]) for i in read_digits(detection, reader)]
     with Image.open(record.path) as image:
-        truth = boxed_picture(image, [(*b, l - 1) for b, l in zip(record.boxes, record.labels)], GALLERY_SIDE)
-        read = boxed_picture(image, [(*detection["boxes"][i], detection["digits"][i])
-                                     for i in read_digits(detection, reader)], GALLERY_SIDE)
-    return truth, read
+        area = focus(image.size, truth + read)
+        if area is not None:
+            image = image.crop(area)
+            truth, read = ([(b[0] - area[0], b[1] - area[1], b[2] - area[0], b[3] - area[1], b[4]) for b in boxes]
+                           for boxes in (truth, read))
+        return boxed_picture(image, truth, GALLERY_SIDE), boxed_picture(image, read, GALLERY_SIDE), area is not None
 
 
 def headline(result, other=None) -> None:
@@ -127,9 +147,10 @@ def gallery(result) -> None:
                "Left: the truth; right: what the model read (by the checkpoint's Task 2 reader).")
     reader = NumberReader(**result.report.metrics["task2_reader"])
     for row in chosen.iloc[(page - 1) * GALLERY_PER_PAGE: page * GALLERY_PER_PAGE].itertuples():
-        truth, read = pictures(result, row, reader)
+        truth, read, enlarged = pictures(result, row, reader)
         columns = st.columns([1, 1, 1])
-        columns[0].image(truth, caption=f"#{row.image_id} · truth {row.truth}")
+        columns[0].image(truth, caption=f"#{row.image_id} · truth {row.truth}"
+                         + (" · enlarged around the number" if enlarged else ""))
         columns[1].image(read, caption=f"read {row.read}")
         columns[2].markdown(f"**{row.kinds}**  \n" + "  \n".join(
             f"{label}: `{value}`" for label, value in (("missed", row.missed), ("extra", row.extra),

@@ -442,3 +442,42 @@ def test_evaluate_page_compares_two_checkpoints_and_names_a_folder_without_annot
     at = _app("pages/evaluate.py")
     _by_label(at.selectbox, "Labelled folder").set_value(str(tmp_path / "data" / "images-only")).run()
     assert "holds no split" in at.error[0].value
+
+
+def test_failure_gallery_enlarges_a_number_that_is_small_in_its_image(app_dirs, tiny_run, tiny_data, tmp_path,
+                                                                       monkeypatch):
+    from PIL import Image as PILImage
+
+    runs, _ = app_dirs
+    # The same number twice: as a crop it fills (id 1), and pasted small into a photo 5x its size (id 2).
+    def fills(r):
+        return r.boxes and max(b[2] for b in r.boxes) - min(b[0] for b in r.boxes) > 0.5 * max(r.width, r.height)
+
+    record = next(r for split in ("valid", "train") for r in load_split(tiny_data, split).records if fills(r))
+    crop = PILImage.open(record.path).convert("RGB")
+    side = 5 * max(crop.size)
+    canvas = PILImage.new("RGB", (side, side), (128, 128, 128))
+    canvas.paste(crop, (2 * crop.width, 2 * crop.height))
+    pasted = tmp_path / "data" / "pasted"
+    (pasted / "valid").mkdir(parents=True)
+    crop.save(pasted / "valid" / "1.png")
+    canvas.save(pasted / "valid" / "2.png")
+    annotations = []
+    for image_id, (dx, dy) in ((1, (0, 0)), (2, (2 * crop.width, 2 * crop.height))):
+        for (x0, y0, x1, y1), label in zip(record.boxes, record.labels):
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": label, "iscrowd": 0,
+                                "bbox": [x0 + dx, y0 + dy, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0)})
+    categories = json.loads(open(os.path.join(tiny_data, "valid.json")).read())["categories"]
+    (pasted / "valid.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "1.png", "width": crop.width, "height": crop.height},
+                   {"id": 2, "file_name": "2.png", "width": side, "height": side}],
+        "annotations": annotations, "categories": categories}))
+    at, _ = _evaluate_page(runs, tiny_run, tiny_data, tmp_path, monkeypatch)
+    _by_label(at.selectbox, "Labelled folder").set_value(str(pasted)).run()
+    at.button[0].click().run()
+    _finish(at)
+    assert not at.exception, at.exception
+    captions = [caption for element in at.get("image") for caption in element.captions]
+    first = next(c for c in captions if c.startswith("#1 "))
+    second = next(c for c in captions if c.startswith("#2 "))
+    assert "enlarged" not in first and "enlarged around the number" in second, captions
