@@ -20,7 +20,7 @@ import signal
 import sys
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -31,7 +31,8 @@ from core import failpoints
 from core.checkpoint import (CheckpointError, atomic_write_text, load_checkpoint, remove_stale_temporaries,
                              save_checkpoint)
 from core.config import RESUMABLE_CHANGES, ConfigError, TrainConfig, parse_args
-from core.data import DatasetError, DigitDataset, Problem, collate, epoch_batches, load_split, train_transforms
+from core.data import (DatasetError, DigitDataset, Problem, Split, collate, epoch_batches, load_split,
+                       train_transforms)
 from core.evaluate import detect_split, score_detections
 from core.events import EventLog, ProgressBar
 from core.model import CLASS_NAMES, ModelError, build_model, complete_model_kwargs, input_size_of, rebuild_model
@@ -451,14 +452,7 @@ def _stop_message(stop: StopFlag, out: str) -> str:
     return f"{by} before any epoch finished; nothing was saved"
 
 
-def _train(cfg: TrainConfig, state: dict[str, Any] | None, dist_info: Distributed, stop: StopFlag,
-           log: EventLog | None, stream, started: float) -> int:
-    is_main = dist_info.is_main
-    say = log.say if log is not None else (lambda _text: None)
-    device = resolve_device(cfg.device, dist_info)
-    if device.type == "cpu" and dist_info.enabled:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist_info.world_size))
-
+def _load_splits(cfg: TrainConfig, is_main: bool, say) -> tuple[Split, Split]:
     # Every rank checks the image files itself: with --skip-invalid all ranks must drop the same
     # images to draw the same subsets, and without it all must stop with the same report.
     train_split = load_split(cfg.data, "train", skip_invalid=cfg.skip_invalid)
@@ -470,7 +464,22 @@ def _train(cfg: TrainConfig, state: dict[str, Any] | None, dist_info: Distribute
         say(f"--skip-invalid: dropped {train_split.dropped} training and {valid_split.dropped} validation "
             f"image(s) with problems ({len(train_split.problems) + len(valid_split.problems)} problem(s); "
             f"first: {(train_split.problems + valid_split.problems)[0]})")
+    return train_split, valid_split
 
+
+@dataclass
+class _Progress:
+    """What an epoch adds to and a resumed run restores: history, best epoch, where to go on."""
+
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] = field(default_factory=lambda: {"epoch": None, "mAP": -1.0})
+    start_epoch: int = 1
+    global_step: int = 0
+    best_detections: list | None = None  # the best epoch's validation detections, when it ran in this process
+
+
+def _build_model(cfg: TrainConfig, state: dict[str, Any] | None, device: torch.device):
+    """(model, its kwargs, weights note), new or as the resumed checkpoint saved it."""
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     if state is None:
         model, model_kwargs, weights_note = build_model(cfg.arch, cfg.model_overrides(), cfg.weights)
@@ -480,36 +489,65 @@ def _train(cfg: TrainConfig, state: dict[str, Any] | None, dist_info: Distribute
         model = rebuild_model(model_kwargs)
         model.load_state_dict(state["model"])
         weights_note = state.get("weights_note", "")
-    model.to(device)
+    return model.to(device), model_kwargs, weights_note
+
+
+def _restore(cfg: TrainConfig, state: dict[str, Any], optimizer, scheduler, scaler, is_main: bool, say) -> _Progress:
+    """Optimizer, schedule and scaler state of a resumed run, and where its epochs go on."""
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if cfg.scheduler == "cosine" and cfg.t_max is None and scheduler.T_max != cfg.epochs:
+        retarget_cosine(optimizer, scheduler, cfg.epochs)
+        say(f"--epochs {cfg.epochs}: the cosine schedule now anneals over {cfg.epochs} epochs; "
+            f"lr for epoch {int(state['epoch']) + 1} is {optimizer.param_groups[0]['lr']:.3g}")
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    progress = _Progress(history=list(state.get("history", [])), best=dict(state.get("best", _Progress().best)),
+                         start_epoch=int(state["epoch"]) + 1, global_step=int(state.get("global_step", 0)))
+    if is_main:
+        # history.json may lag last.pt if a run died between the two writes: last.pt wins.
+        atomic_write_text(os.path.join(cfg.out, "history.json"), json.dumps(progress.history, indent=1))
+    return progress
+
+
+def _epoch_record(epoch: int, lr: float, result: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
+    """One epoch's line in history.json and its ``epoch`` event."""
+    return {
+        "epoch": epoch, "lr": lr, **{k: round(v, 6) for k, v in result["losses"].items()},
+        "mAP": metrics["mAP"], "AP50": metrics["AP50"], "AP75": metrics["AP75"],
+        "task2_accuracy": metrics["task2_accuracy"], "images": result["images"],
+        "train_seconds": round(result["train_seconds"], 2), "eval_seconds": metrics["seconds"],
+        "seconds": round(result["train_seconds"] + metrics["seconds"], 2),
+        "images_per_s": round(result["images"] / max(result["train_seconds"], 1e-9), 2),
+    }
+
+
+def _say_epoch(say, record: dict[str, Any], epochs: int, is_best: bool) -> None:
+    terms = "  ".join(f"{k.replace('loss_', '')} {record[k]:.4f}" for k in LOSS_TERMS)
+    say(f"epoch {record['epoch']}/{epochs}  lr {record['lr']:.3g}  loss {record['loss']:.4f} ({terms})  "
+        f"mAP {record['mAP']:.4f}  AP50 {record['AP50']:.4f}  AP75 {record['AP75']:.4f}  "
+        f"task2 {record['task2_accuracy']:.3f}  {record['images_per_s']:.1f} img/s  "
+        f"train {record['train_seconds']:.0f}s eval {record['eval_seconds']:.0f}s" + ("  *best*" if is_best else ""))
+
+
+def _train(cfg: TrainConfig, state: dict[str, Any] | None, dist_info: Distributed, stop: StopFlag,
+           log: EventLog | None, stream, started: float) -> int:
+    is_main = dist_info.is_main
+    say = log.say if log is not None else (lambda _text: None)
+    device = resolve_device(cfg.device, dist_info)
+    if device.type == "cpu" and dist_info.enabled:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist_info.world_size))
+    train_split, valid_split = _load_splits(cfg, is_main, say)
+    model, model_kwargs, weights_note = _build_model(cfg, state, device)
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg)
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp) if device.type == "cuda" else None
-
-    history: list[dict[str, Any]] = []
-    best = {"epoch": None, "mAP": -1.0}
-    start_epoch, global_step = 1, 0
+    progress = _Progress() if state is None else _restore(cfg, state, optimizer, scheduler, scaler, is_main, say)
     # A run that starts from one of our checkpoints inherits its commands: the list stays the
     # whole recipe from nothing to this model.
     commands = (_weights_commands(cfg.weights) if state is None else _resumed_commands(state, cfg.weights)) \
         + [_command_line()]
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if cfg.scheduler == "cosine" and cfg.t_max is None and scheduler.T_max != cfg.epochs:
-            retarget_cosine(optimizer, scheduler, cfg.epochs)
-            say(f"--epochs {cfg.epochs}: the cosine schedule now anneals over {cfg.epochs} epochs; "
-                f"lr for epoch {int(state['epoch']) + 1} is {optimizer.param_groups[0]['lr']:.3g}")
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        history = list(state.get("history", []))
-        best = dict(state.get("best", best))
-        start_epoch = int(state["epoch"]) + 1
-        global_step = int(state.get("global_step", 0))
-        if is_main:
-            # history.json may lag last.pt if a run died between the two writes: last.pt wins.
-            atomic_write_text(os.path.join(cfg.out, "history.json"), json.dumps(history, indent=1))
-
     train_model = model
     if dist_info.enabled:
         train_model = torch.nn.parallel.DistributedDataParallel(
@@ -517,14 +555,12 @@ def _train(cfg: TrainConfig, state: dict[str, Any] | None, dist_info: Distribute
 
     dataset = DigitDataset(train_split.records, train_transforms())
     policy = input_size_of(model)
-    divisible = model.transform.size_divisible
-    batch_keys = dataset.batch_keys(lambda h, w: policy.padded_size(h, w, divisible))
+    batch_keys = dataset.batch_keys(lambda h, w: policy.padded_size(h, w, model.transform.size_divisible))
     workers = cfg.workers if cfg.workers >= 0 else (4 if device.type == "cuda" else 0)
     per_epoch = max(1, int(round(len(dataset) * cfg.subset_fraction)))
-
     if log is not None:
-        log.emit("start", resumed=state is not None, start_epoch=start_epoch, epochs=cfg.epochs, arch=cfg.arch,
-                 device=str(device), world_size=dist_info.world_size, amp=use_amp,
+        log.emit("start", resumed=state is not None, start_epoch=progress.start_epoch, epochs=cfg.epochs,
+                 arch=cfg.arch, device=str(device), world_size=dist_info.world_size, amp=use_amp,
                  train_images=len(train_split.records), valid_images=len(valid_split.records),
                  images_per_epoch=per_epoch, dropped=train_split.dropped + valid_split.dropped,
                  weights_note=weights_note, config=cfg.to_dict(), model_kwargs=model_kwargs)
@@ -532,11 +568,10 @@ def _train(cfg: TrainConfig, state: dict[str, Any] | None, dist_info: Distribute
             + f"; {len(train_split.records)} train / {len(valid_split.records)} valid images, "
               f"{per_epoch} per epoch; {cfg.scheduler} schedule, lr {cfg.lr:g}; {weights_note}")
         if state is not None:
-            say(f"core.train: resuming {cfg.out} at epoch {start_epoch}/{cfg.epochs}")
+            say(f"core.train: resuming {cfg.out} at epoch {progress.start_epoch}/{cfg.epochs}")
 
     status = "completed"
-    best_detections = None  # the best epoch's validation detections, when it ran in this process
-    for epoch in range(start_epoch, cfg.epochs + 1):
+    for epoch in range(progress.start_epoch, cfg.epochs + 1):
         if dist_info.any(stop.requested, device):
             status = "stopped"
             break
@@ -548,12 +583,13 @@ def _train(cfg: TrainConfig, state: dict[str, Any] | None, dist_info: Distribute
                                              persistent_workers=False)
         lr = optimizer.param_groups[0]["lr"]
         bar = ProgressBar(len(batches), f"epoch {epoch}/{cfg.epochs}", sys.stderr) if is_main else None
-        result = train_one_epoch(train_model, optimizer, loader, device, epoch=epoch, global_step=global_step,
-                                 cfg=cfg, scaler=scaler, dist_info=dist_info, stop=stop, log=log, bar=bar)
+        result = train_one_epoch(train_model, optimizer, loader, device, epoch=epoch,
+                                 global_step=progress.global_step, cfg=cfg, scaler=scaler, dist_info=dist_info,
+                                 stop=stop, log=log, bar=bar)
         if result["stopped"]:
             status = "stopped"
             break
-        global_step = result["global_step"]
+        progress.global_step = result["global_step"]
 
         metrics, detections = _validate(model, valid_split, device, cfg, stop, epoch) if is_main else (None, None)
         if dist_info.any(metrics is None and is_main, device):
@@ -563,49 +599,48 @@ def _train(cfg: TrainConfig, state: dict[str, Any] | None, dist_info: Distribute
         if not is_main:
             continue
 
-        record = {
-            "epoch": epoch, "lr": lr, **{k: round(v, 6) for k, v in result["losses"].items()},
-            "mAP": metrics["mAP"], "AP50": metrics["AP50"], "AP75": metrics["AP75"],
-            "task2_accuracy": metrics["task2_accuracy"], "images": result["images"],
-            "train_seconds": round(result["train_seconds"], 2), "eval_seconds": metrics["seconds"],
-            "seconds": round(result["train_seconds"] + metrics["seconds"], 2),
-            "images_per_s": round(result["images"] / max(result["train_seconds"], 1e-9), 2),
-        }
-        history.append(record)
-        is_best = best["epoch"] is None or metrics["mAP"] > best["mAP"]
+        record = _epoch_record(epoch, lr, result, metrics)
+        progress.history.append(record)
+        is_best = progress.best["epoch"] is None or metrics["mAP"] > progress.best["mAP"]
         if is_best:
-            best = {"epoch": epoch, "mAP": metrics["mAP"], "AP50": metrics["AP50"], "AP75": metrics["AP75"],
-                    "task2_accuracy": metrics["task2_accuracy"]}
-            best_detections = detections
+            progress.best = {"epoch": epoch, "mAP": metrics["mAP"], "AP50": metrics["AP50"], "AP75": metrics["AP75"],
+                             "task2_accuracy": metrics["task2_accuracy"]}
+            progress.best_detections = detections
         payload = {
             "arch": cfg.arch, "model_kwargs": model_kwargs, "class_names": CLASS_NAMES, "config": cfg.to_dict(),
-            "epoch": epoch, "metrics": {**record, "per_class_AP": metrics["per_class_AP"]}, "history": history,
-            "best": best, "data": {**_dataset_info(cfg.data), "train_images": len(train_split.records),
-                                   "valid_images": len(valid_split.records)},
+            "epoch": epoch, "metrics": {**record, "per_class_AP": metrics["per_class_AP"]},
+            "history": progress.history, "best": progress.best,
+            "data": {**_dataset_info(cfg.data), "train_images": len(train_split.records),
+                     "valid_images": len(valid_split.records)},
             "commands": commands, "inherits_commands": True, "weights_note": weights_note, "versions": _versions(),
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "global_step": global_step, "model": model.state_dict(),
+            "global_step": progress.global_step, "model": model.state_dict(),
         }
         _save_epoch(cfg.out, payload, is_best, {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                                                 "scaler": scaler.state_dict() if scaler is not None else {}})
         log.emit("epoch", **record)
-        terms = "  ".join(f"{k.replace('loss_', '')} {record[k]:.4f}" for k in LOSS_TERMS)
-        say(f"epoch {epoch}/{cfg.epochs}  lr {lr:.3g}  loss {record['loss']:.4f} ({terms})  "
-            f"mAP {record['mAP']:.4f}  AP50 {record['AP50']:.4f}  AP75 {record['AP75']:.4f}  "
-            f"task2 {record['task2_accuracy']:.3f}  {record['images_per_s']:.1f} img/s  "
-            f"train {record['train_seconds']:.0f}s eval {record['eval_seconds']:.0f}s" + ("  *best*" if is_best else ""))
+        _say_epoch(say, record, cfg.epochs, is_best)
         if is_best:
             log.emit("best", epoch=epoch, mAP=metrics["mAP"], path=os.path.join(cfg.out, "best.pt"))
+    return _finish(cfg, status, progress, model, valid_split, device, is_main, log, stop, started)
 
+
+def _finish(cfg: TrainConfig, status: str, progress: _Progress, model, valid_split, device, is_main: bool,
+            log: EventLog | None, stop: StopFlag, started: float) -> int:
+    """The best epoch's report (a completed run), the ``end`` event and the exit code."""
+    best = progress.best
+    say = log.say if log is not None else (lambda _text: None)
     if status == "completed" and is_main and best["epoch"] is not None:
-        _write_best_report(cfg, model, valid_split, device, best_detections, say)
+        _write_best_report(cfg, model, valid_split, device, progress.best_detections, say)
     seconds = round(time.perf_counter() - started, 2)
     if log is not None:
-        message = _stop_message(stop, cfg.out) if status == "stopped" else ""
-        log.emit("end", status=status, best_epoch=best["epoch"], best_mAP=best["mAP"] if best["epoch"] else None,
-                 epochs_done=len(history), seconds=seconds, message=message)
+        # The readable line before the event: the Train page stops refreshing once it sees the ``end`` event,
+        # so a log shown then must already hold the run's last line.
         say(f"core.train: {status} after {seconds:.0f} s; best mAP {best['mAP']:.4f} at epoch {best['epoch']}"
             if best["epoch"] else f"core.train: {status} after {seconds:.0f} s; no epoch finished")
+        message = _stop_message(stop, cfg.out) if status == "stopped" else ""
+        log.emit("end", status=status, best_epoch=best["epoch"], best_mAP=best["mAP"] if best["epoch"] else None,
+                 epochs_done=len(progress.history), seconds=seconds, message=message)
     return 0 if status == "completed" else 130
 
 

@@ -267,6 +267,8 @@ def test_train_page_launches_a_run_and_streams_its_log(browser, app, tiny_data):
     # The live view tails the run's log while it trains, then shows it finished.
     page.wait_for_selector("text=/core.train: digitnet_fpn on cpu/", timeout=120_000)
     page.wait_for_selector("text=/completed ·/", timeout=180_000)  # the status line, not the log's last line
+    # The page redraws in parts: the log below the status line may arrive a moment later.
+    expect(page.locator('[data-testid="stCode"]').first).to_contain_text("core.train: completed", timeout=30_000)
     log = page.locator('[data-testid="stCode"]').first.inner_text()
     assert "epoch 1/1" in log and "core.train: completed" in log, log
     assert (runs / "browser-run" / "best.pt").exists()
