@@ -436,6 +436,18 @@ class BatchPrediction:
         return list(zip(self.image_ids, self.numbers))
 
 
+def join_predictions(parts: Sequence[BatchPrediction], reader: NumberReader) -> BatchPrediction:
+    """One prediction of every file of ``parts``, in order, as :func:`predict_images` would have made it
+    in one call: image ids assigned over all the names, numbers read by ``reader``. Lets a caller keep
+    each file's result (the app's cache) and read a longer list without running the model again."""
+    names = [name for part in parts for name in part.names]
+    detections = [det for part in parts for det in part.detections]
+    errors = {name: reason for part in parts for name, reason in part.errors.items()}
+    numbers = [read_number(d, reader) if d is not None else "-1" for d in detections]
+    return BatchPrediction(names, assign_image_ids(names), detections, numbers, errors,
+                           sum(part.seconds for part in parts))
+
+
 def predict_images(loaded: LoadedModel, sources: Sequence[tuple[str, bytes | str]], batch_size: int = 8,
                    reader: NumberReader | None = None, progress: Callable[[int, int], None] | None = None,
                    image_ids: Sequence[int] | None = None, input_size: int | str | None = None) -> BatchPrediction:

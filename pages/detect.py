@@ -12,8 +12,8 @@ from PIL import Image, ImageDraw
 
 from core.checkpoint import CheckpointError
 from core.images import decode_image
-from core.predict import (NumberReader, image_ids_csv_bytes, load_model, pred_csv_bytes, pred_json_bytes,
-                          predict_images, read_digits, read_number)
+from core.predict import (NumberReader, image_ids_csv_bytes, join_predictions, load_model, pred_csv_bytes,
+                          pred_json_bytes, predict_images, read_digits, read_number)
 from core.runs import list_checkpoints
 from pages import DIGIT_COLOURS, INPUT_SIZES, checkpoint_label, ensure_routed, input_size_label
 
@@ -31,13 +31,30 @@ def get_model(path: str, mtime: float):
 DISPLAY_SIDE = 1024  # px: larger pictures are drawn reduced (the browser gets a small array; boxes scale with it)
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
-def run_model(path: str, mtime: float, files: tuple[tuple[str, bytes], ...], input_size):
-    """(prediction, when it ran). Cached on the files' bytes: moving a score slider never runs the
-    model again, and the time tells a cached result from a fresh one."""
-    prediction = predict_images(get_model(path, mtime), list(files),
+@st.cache_data(show_spinner=False, max_entries=256)
+def run_model(path: str, mtime: float, name: str, data: bytes, input_size):
+    """(prediction of one file, when it ran). Cached per file: moving a score slider or adding a file to
+    the upload runs the model on no file it has read, and the time tells a cached result from a fresh one."""
+    prediction = predict_images(get_model(path, mtime), [(name, data)],
                                 input_size=None if input_size == "auto" else input_size)
     return prediction, time.time()
+
+
+def timing_caption(parts, times: list[float], asked_at: float, device) -> str:
+    """How long reading took, and which files were read earlier and kept rather than run again."""
+    fresh = [p for p, t in zip(parts, times) if t >= asked_at]
+    kept = [(p, t) for p, t in zip(parts, times) if t < asked_at]
+    fresh_ok = sum(len(p.names) - len(p.errors) for p in fresh)
+    seconds = sum(p.seconds for p in fresh)
+    now = f"{fresh_ok} image(s) in {seconds:.2f} s · {seconds / max(fresh_ok, 1) * 1000:.0f} ms per image on {device}"
+    if not kept:
+        return now
+    kept_ok = sum(len(p.names) - len(p.errors) for p, _ in kept)
+    kept_ms = sum(p.seconds for p, _ in kept) / max(kept_ok, 1) * 1000
+    latest = datetime.datetime.fromtimestamp(max(t for _, t in kept))
+    earlier = (f"{kept_ok} image(s), read earlier (latest at {latest:%H:%M:%S}) and kept: not run again · "
+               f"that took {kept_ms:.0f} ms per image on {device}")
+    return earlier if not fresh else f"{now}; {earlier}"
 
 
 def describe_checkpoint(meta: dict) -> str:
@@ -163,18 +180,14 @@ if not files:
     st.stop()
 
 asked_at = time.time()
-prediction, ran_at = run_model(choice, os.path.getmtime(choice), tuple(files), input_size)
-ok_count = len(files) - len(prediction.errors)
-per_image_ms = prediction.seconds / max(ok_count, 1) * 1000
-timing = f"{ok_count} image(s) in {prediction.seconds:.2f} s · {per_image_ms:.0f} ms per image on {loaded.device}"
-if ran_at < asked_at:  # a cached result: its time is from the run that made it
-    timing = (f"{ok_count} image(s), read earlier (at {datetime.datetime.fromtimestamp(ran_at):%H:%M:%S}) and "
-              f"kept: not run again · that run took {per_image_ms:.0f} ms per image on {loaded.device}")
-st.caption(timing)
+results = [run_model(choice, os.path.getmtime(choice), name, data, input_size) for name, data in files]
+prediction = join_predictions([part for part, _ in results], reader)
+st.caption(timing_caption([part for part, _ in results], [ran_at for _, ran_at in results], asked_at,
+                          loaded.device))
 for name, reason in prediction.errors.items():
     st.error(f"**{name}**: {reason}. The other files were processed.")
 
-numbers = [read_number(det, reader) if det is not None else "-1" for det in prediction.detections]
+numbers = prediction.numbers
 
 if len(files) > 1:
     st.subheader("Batch")

@@ -155,6 +155,35 @@ def test_a_result_read_again_from_the_cache_says_so(app_dirs, tiny_run, tiny_dat
     assert any("read earlier" in c.value and "not run again" in c.value for c in at.caption)
 
 
+def test_adding_a_file_to_the_upload_reads_only_that_file(app_dirs, tiny_run, tiny_data, monkeypatch):
+    runs, _ = app_dirs
+    (runs / "tiny").mkdir()
+    shutil.copy(os.path.join(tiny_run, "best.pt"), runs / "tiny" / "best.pt")
+    read = []
+    real = predict_mod.predict_images
+
+    def recording(loaded, sources, *args, **kwargs):
+        read.extend(name for name, _ in sources)
+        return real(loaded, sources, *args, **kwargs)
+
+    monkeypatch.setattr(predict_mod, "predict_images", recording)
+    at = _app()
+    first = [(n, _png(os.path.join(tiny_data, "test", n)), "image/png") for n in ("1.png", "2.png")]
+    at.file_uploader[0].set_value(first).run()
+    assert sorted(read) == ["1.png", "2.png"]
+    more = first + [("3.png", _png(os.path.join(tiny_data, "test", "3.png")), "image/png")]
+    at.file_uploader[0].set_value(more).run()
+    assert not at.exception, at.exception
+    assert sorted(read) == ["1.png", "2.png", "3.png"], "the two files read before are not run again"
+    assert any(c.value.startswith("1 image(s) in") and "2 image(s), read earlier" in c.value for c in at.caption)
+    loaded = load_model(str(runs / "tiny" / "best.pt"), "cpu")
+    alone = real(loaded, [(n, d) for n, d, _ in more])
+    table = at.dataframe[0].value
+    assert list(table["image_id"]) == alone.image_ids
+    assert list(table["number read"]) == [read_number(d, loaded.reader) for d in alone.detections], \
+        "read file by file, the batch reads as it does in one call"
+
+
 def test_reader_sliders_read_again_without_running_the_model(app_dirs, tiny_run, tiny_data, monkeypatch):
     runs, _ = app_dirs
     (runs / "tiny").mkdir()

@@ -325,3 +325,17 @@ def test_a_small_image_pasted_into_a_large_canvas_is_read_the_same(text):
         near = plate.size[1]  # the crop read in pass 2 reaches up to a digit height past the digits
         assert at[0] - near <= x0 and x1 <= at[0] + plate.size[0] + near, "the region read is where the plate is"
         assert at[1] - near <= y0 and y1 <= at[1] + plate.size[1] + near
+
+
+def test_joined_file_by_file_predictions_equal_one_call(tiny_run, tiny_data):
+    from core.predict import join_predictions, predict_images
+
+    loaded = load_model(f"{tiny_run}/best.pt", "cpu")
+    sources = [("door.jpg", open(f"{tiny_data}/test/1.png", "rb").read()), ("bad.png", b"not an image"),
+               ("7.png", open(f"{tiny_data}/test/7.png", "rb").read())]
+    reader = NumberReader(0.3, 0.1)
+    once = predict_images(loaded, sources, reader=reader)
+    joined = join_predictions([predict_images(loaded, [source]) for source in sources], reader)
+    assert joined.names == once.names and joined.image_ids == once.image_ids == [9, 8, 7]
+    assert joined.errors.keys() == once.errors.keys() == {"bad.png"}
+    assert joined.numbers == once.numbers and joined.coco() == once.coco()
