@@ -149,9 +149,10 @@ def gallery(result) -> None:
     for row in chosen.iloc[(page - 1) * GALLERY_PER_PAGE: page * GALLERY_PER_PAGE].itertuples():
         truth, read, enlarged = pictures(result, row, reader)
         columns = st.columns([1, 1, 1])
+        # Each at its own width: a caption wider than its picture would otherwise stretch one of the pair.
         columns[0].image(truth, caption=f"#{row.image_id} · truth {row.truth}"
-                         + (" · enlarged around the number" if enlarged else ""))
-        columns[1].image(read, caption=f"read {row.read}")
+                         + (" · enlarged around the number" if enlarged else ""), width=truth.width)
+        columns[1].image(read, caption=f"read {row.read}", width=read.width)
         columns[2].markdown(f"**{row.kinds}**  \n" + "  \n".join(
             f"{label}: `{value}`" for label, value in (("missed", row.missed), ("extra", row.extra),
                                                       ("wrong", row.wrong), ("box off", row.box_off)) if value))
