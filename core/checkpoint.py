@@ -180,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     import json
     import sys
 
+    from core.predict import add_reader_arguments, parse_reader  # predict imports this module
+
     parser = argparse.ArgumentParser(prog="python -m core.checkpoint",
                                      description="Inspect a checkpoint, or export a deployable copy of one.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -189,20 +191,15 @@ def main(argv: list[str] | None = None) -> int:
     exp.add_argument("src", help="checkpoint to export, e.g. runs/NAME/best.pt")
     exp.add_argument("out", help="where to write it, e.g. checkpoints/default.pt")
     exp.add_argument("--float32", action="store_true", help="keep float32 weights (default: float16 storage)")
-    recorded = exp.add_mutually_exclusive_group()
-    recorded.add_argument("--task2-reader", default=None, metavar="ANCHOR[,MEMBER]",
-                          help="Task 2 reader to record: the line of digits around one scoring >= ANCHOR, its "
-                               "neighbours >= MEMBER (core.evaluate --sweep-task2 on valid prints the best)")
-    recorded.add_argument("--task2-threshold", type=float, default=None,
-                          help="plain Task 2 threshold to record instead (every digit scoring at least this)")
+    add_reader_arguments(exp, "Task 2 reader to record: the line of digits around one scoring >= ANCHOR, its "
+                              "neighbours >= MEMBER (core.evaluate --sweep-task2 on valid prints the best)",
+                         "plain Task 2 threshold to record instead (every digit scoring at least this)")
     exp.add_argument("--metrics-json", default=None, help="core.evaluate --json output to record (e.g. test split)")
     args = parser.parse_args(argv)
     try:
         if args.command == "show":
             print(json.dumps(describe(load_checkpoint(args.path)), indent=1, default=str))
         else:
-            from core.predict import parse_reader
-
             reader = parse_reader(args.task2_reader).as_dict() if args.task2_reader else None
             meta = export(args.src, args.out, half=not args.float32, task2_threshold=args.task2_threshold,
                           metrics_json=args.metrics_json, task2_reader=reader)

@@ -314,14 +314,16 @@ def parse_reader(text: str) -> NumberReader:
     return NumberReader(scores[0], scores[-1])
 
 
-def add_reader_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--task2-reader`` and ``--task2-threshold``, the same in core.predict and core.evaluate."""
+def add_reader_arguments(parser: argparse.ArgumentParser,
+                         reader_help: str = "read the line of digits around one scoring >= ANCHOR, its neighbours "
+                                            ">= MEMBER (default: the checkpoint's reader)",
+                         threshold_help: str = "plain threshold instead: every digit scoring at least this, "
+                                               "wherever it is") -> None:
+    """``--task2-reader`` and ``--task2-threshold``, one or the other: the same in core.predict and
+    core.evaluate (which read with them) and core.checkpoint export (which records them)."""
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--task2-reader", default=None, metavar="ANCHOR[,MEMBER]",
-                       help="read the line of digits around one scoring >= ANCHOR, its neighbours >= MEMBER "
-                            "(default: the checkpoint's reader)")
-    group.add_argument("--task2-threshold", type=float, default=None,
-                       help="plain threshold instead: every digit scoring at least this, wherever it is")
+    group.add_argument("--task2-reader", default=None, metavar="ANCHOR[,MEMBER]", help=reader_help)
+    group.add_argument("--task2-threshold", type=float, default=None, help=threshold_help)
 
 
 def reader_from_arguments(args: argparse.Namespace, loaded: LoadedModel) -> NumberReader:
