@@ -438,6 +438,11 @@ class BatchPrediction:
         return list(zip(self.image_ids, self.numbers))
 
 
+def read_numbers(detections: Sequence[dict[str, list] | None], reader: NumberReader) -> list[str]:
+    """Task 2 of a batch: each image's number, ``-1`` also for a file that could not be decoded (None)."""
+    return [read_number(d, reader) if d is not None else "-1" for d in detections]
+
+
 def join_predictions(parts: Sequence[BatchPrediction], reader: NumberReader) -> BatchPrediction:
     """One prediction of every file of ``parts``, in order, as :func:`predict_images` would have made it
     in one call: image ids assigned over all the names, numbers read by ``reader``. Lets a caller keep
@@ -445,8 +450,7 @@ def join_predictions(parts: Sequence[BatchPrediction], reader: NumberReader) -> 
     names = [name for part in parts for name in part.names]
     detections = [det for part in parts for det in part.detections]
     errors = {name: reason for part in parts for name, reason in part.errors.items()}
-    numbers = [read_number(d, reader) if d is not None else "-1" for d in detections]
-    return BatchPrediction(names, assign_image_ids(names), detections, numbers, errors,
+    return BatchPrediction(names, assign_image_ids(names), detections, read_numbers(detections, reader), errors,
                            sum(part.seconds for part in parts))
 
 
@@ -474,8 +478,8 @@ def predict_images(loaded: LoadedModel, sources: Sequence[tuple[str, bytes | str
             detections[index] = det
         if progress is not None:
             progress(min(start + batch_size * 4, len(sources)), len(sources))
-    numbers = [read_number(d, reader) if d is not None else "-1" for d in detections]
-    return BatchPrediction(names, ids, detections, numbers, errors, time.perf_counter() - started)
+    return BatchPrediction(names, ids, detections, read_numbers(detections, reader), errors,
+                           time.perf_counter() - started)
 
 
 def main(argv: list[str] | None = None) -> int:

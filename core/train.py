@@ -427,15 +427,14 @@ def _write_best_report(cfg: TrainConfig, model: torch.nn.Module, valid_split, de
     earlier (resumed) session is read again from best.pt."""
     from core.report import build_report, write_report
 
-    if detections is None:
-        best_state = load_checkpoint(os.path.join(cfg.out, "best.pt"))
-        model.load_state_dict(best_state["model"])
-        detections = detect_split(model, valid_split, device, batch_size=max(cfg.batch_size, 8))
     best_path = os.path.join(cfg.out, "best.pt")
+    payload = load_checkpoint(best_path)  # read once: for its weights when needed, and to record the reader
+    if detections is None:
+        model.load_state_dict(payload["model"])
+        detections = detect_split(model, valid_split, device, batch_size=max(cfg.batch_size, 8))
     report = build_report(valid_split, detections, None, extra={"split": "valid", "data": cfg.data,
                                                                 "checkpoint": best_path})
     write_report(report, os.path.join(cfg.out, "report"))
-    payload = load_checkpoint(best_path)
     payload["task2_reader"] = report.metrics["task2_reader"]
     payload["task2_reader_picked_on"] = {"split": "valid", "images": report.metrics["images"],
                                          "task2_accuracy": report.metrics["task2_accuracy"]}
