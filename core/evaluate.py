@@ -211,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     detections = detect_split(loaded.model, split, loaded.device, args.batch_size, input_size=input_size)
     metrics = score_detections(split, detections, reader)
     metrics["seconds"] = round(time.perf_counter() - started, 3)
+    sweep = None
     if args.sweep_task2:
         sweep = task2_sweep(split.records, detections)
         best = best_reader(sweep)
@@ -229,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         from core.report import build_report, write_report
 
         report = build_report(split, detections, reader, metrics["seconds"],
-                              {k: metrics[k] for k in ("checkpoint", "data", "split", "inference")})
+                              {k: metrics[k] for k in ("checkpoint", "data", "split", "inference")}, sweep)
         write_report(report, args.report)
         print(f"report: {args.report} ({len(report.errors)} image(s) read wrong, listed worst first in errors.csv)")
     if args.json:

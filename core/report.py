@@ -132,10 +132,12 @@ class Report:
 
 
 def build_report(split: Split, detections: Sequence[dict[str, list]], reader: NumberReader | float | None,
-                 seconds: float | None = None, extra: dict[str, Any] | None = None) -> Report:
+                 seconds: float | None = None, extra: dict[str, Any] | None = None,
+                 sweep: dict[NumberReader, float] | None = None) -> Report:
     """Every table of the report from one detection pass, numbers read by ``reader`` (a plain threshold,
-    or None: the best reader of the sweep on this split); ``seconds``: how long the pass took."""
-    sweep = task2_sweep(split.records, detections)
+    or None: the best reader of the sweep on this split); ``seconds``: how long the pass took;
+    ``sweep``: ``task2_sweep`` of the same detections, when the caller has already run it."""
+    sweep = task2_sweep(split.records, detections) if sweep is None else sweep
     if reader is None:
         reader = best_reader(sweep)
     reader = reader if isinstance(reader, NumberReader) else NumberReader.plain(reader)

@@ -85,6 +85,15 @@ def test_evaluate_cli_writes_the_report(tiny_run, tiny_data, tmp_path, capsys):
     assert metrics["split"] == "valid" and metrics["images"] == 8 and "ms_per_image" in metrics
     errors = pd.read_csv(out / "errors.csv", dtype={"truth": str, "read": str})
     assert len(errors) == round((1 - metrics["task2_accuracy"]) * 8)
+    # With --sweep-task2 too, the report's sweep is the one printed and saved, and picks the same reader.
+    both, saved = tmp_path / "both", tmp_path / "metrics.json"
+    assert evaluate_main(["--ckpt", os.path.join(tiny_run, "best.pt"), "--data", tiny_data, "--split", "valid",
+                          "--report", str(both), "--sweep-task2", "--json", str(saved)]) == 0
+    printed = json.loads(saved.read_text())
+    table = pd.read_csv(both / "task2_sweep.csv")
+    assert table.to_dict("records") == [{k: row[k] for k in ("anchor", "member", "task2_accuracy")}
+                                        for row in printed["task2_sweep"]]
+    assert json.loads((both / "metrics.json").read_text())["task2_best_reader"] == printed["task2_best_reader"]
 
 
 def test_a_finished_run_holds_the_report_of_its_best_epoch(tiny_run):
