@@ -48,6 +48,26 @@ def _by_label(widgets, label):
     return next(w for w in widgets if w.label == label)
 
 
+def _install_tiny(runs, tiny_run):
+    """The tiny run's best.pt as runs/tiny/best.pt, where the pages list checkpoints."""
+    (runs / "tiny").mkdir()
+    shutil.copy(os.path.join(tiny_run, "best.pt"), runs / "tiny" / "best.pt")
+
+
+def _record_predictions(monkeypatch):
+    """Every call the pages make to core.predict.predict_images, as (file names, keyword arguments),
+    and the real function (to compute what the page should show)."""
+    calls = []
+    real = predict_mod.predict_images
+
+    def recording(loaded, sources, *args, **kwargs):
+        calls.append(([name for name, _ in sources], kwargs))
+        return real(loaded, sources, *args, **kwargs)
+
+    monkeypatch.setattr(predict_mod, "predict_images", recording)
+    return calls, real
+
+
 def test_detect_page_without_a_model_says_how_to_get_one(app_dirs):
     at = _app()
     assert "Train" in at.info[0].value and "core.train" in at.info[0].value
@@ -55,8 +75,7 @@ def test_detect_page_without_a_model_says_how_to_get_one(app_dirs):
 
 def test_upload_shows_the_number_read(app_dirs, tiny_run, tiny_data):
     runs, _ = app_dirs
-    (runs / "tiny").mkdir()
-    shutil.copy(os.path.join(tiny_run, "best.pt"), runs / "tiny" / "best.pt")
+    _install_tiny(runs, tiny_run)
     at = _app()
     assert "digitnet_fpn" in at.caption[0].value and "cpu" in at.caption[0].value
     path = os.path.join(tiny_data, "test", "3.png")
@@ -73,19 +92,9 @@ def test_upload_shows_the_number_read(app_dirs, tiny_run, tiny_data):
 
 
 def test_input_size_control_runs_the_model_at_that_size(app_dirs, tiny_run, tiny_data, monkeypatch):
-    import core.predict
-
     runs, _ = app_dirs
-    (runs / "tiny").mkdir()
-    shutil.copy(os.path.join(tiny_run, "best.pt"), runs / "tiny" / "best.pt")
-    asked = []
-    real = core.predict.predict_images
-
-    def recording(*args, **kwargs):
-        asked.append(kwargs.get("input_size"))
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(core.predict, "predict_images", recording)
+    _install_tiny(runs, tiny_run)
+    calls, real = _record_predictions(monkeypatch)
     at = _app()
     size = next(s for s in at.selectbox if s.label == "Input size")
     assert size.value == "auto", "the checkpoint's own policy by default"
@@ -95,7 +104,7 @@ def test_input_size_control_runs_the_model_at_that_size(app_dirs, tiny_run, tiny
     next(s for s in at.selectbox if s.label == "Input size").set_value(256)
     at.run()
     assert not at.exception, at.exception
-    assert asked == [None, 256], "auto runs the checkpoint's policy; 256 runs the model at a 256 px short side"
+    assert [kwargs.get("input_size") for _, kwargs in calls] == [None, 256], "auto runs the checkpoint's policy; 256 runs the model at a 256 px short side"
     loaded = load_model(str(runs / "tiny" / "best.pt"), "cpu")
     expected = read_number(real(loaded, [("5.png", _png(path))], input_size=256).detections[0], loaded.reader)
     assert at.metric[0].value == (expected if expected != "-1" else "no digit (-1)")
@@ -123,8 +132,7 @@ def test_shipped_model_reads_a_clear_house_number(app_dirs, tmp_path):
 
 def test_batch_with_a_corrupt_file_still_runs_the_others(app_dirs, tiny_run, tiny_data):
     runs, _ = app_dirs
-    (runs / "tiny").mkdir()
-    shutil.copy(os.path.join(tiny_run, "best.pt"), runs / "tiny" / "best.pt")
+    _install_tiny(runs, tiny_run)
     at = _app()
     files = [("1.png", _png(os.path.join(tiny_data, "test", "1.png")), "image/png"),
              ("bad.png", b"\x89PNG\r\n\x1a\n garbage", "image/png"),
@@ -145,8 +153,7 @@ def test_batch_with_a_corrupt_file_still_runs_the_others(app_dirs, tiny_run, tin
 
 def test_a_result_read_again_from_the_cache_says_so(app_dirs, tiny_run, tiny_data):
     runs, _ = app_dirs
-    (runs / "tiny").mkdir()
-    shutil.copy(os.path.join(tiny_run, "best.pt"), runs / "tiny" / "best.pt")
+    _install_tiny(runs, tiny_run)
     at = _app()
     at.file_uploader[0].set_value(("4.png", _png(os.path.join(tiny_data, "test", "4.png")), "image/png")).run()
     assert any("ms per image on" in c.value and "read earlier" not in c.value for c in at.caption)
@@ -157,24 +164,17 @@ def test_a_result_read_again_from_the_cache_says_so(app_dirs, tiny_run, tiny_dat
 
 def test_adding_a_file_to_the_upload_reads_only_that_file(app_dirs, tiny_run, tiny_data, monkeypatch):
     runs, _ = app_dirs
-    (runs / "tiny").mkdir()
-    shutil.copy(os.path.join(tiny_run, "best.pt"), runs / "tiny" / "best.pt")
-    read = []
-    real = predict_mod.predict_images
-
-    def recording(loaded, sources, *args, **kwargs):
-        read.extend(name for name, _ in sources)
-        return real(loaded, sources, *args, **kwargs)
-
-    monkeypatch.setattr(predict_mod, "predict_images", recording)
+    _install_tiny(runs, tiny_run)
+    calls, real = _record_predictions(monkeypatch)
     at = _app()
     first = [(n, _png(os.path.join(tiny_data, "test", n)), "image/png") for n in ("1.png", "2.png")]
     at.file_uploader[0].set_value(first).run()
-    assert sorted(read) == ["1.png", "2.png"]
+    assert sorted(name for names, _ in calls for name in names) == ["1.png", "2.png"]
     more = first + [("3.png", _png(os.path.join(tiny_data, "test", "3.png")), "image/png")]
     at.file_uploader[0].set_value(more).run()
     assert not at.exception, at.exception
-    assert sorted(read) == ["1.png", "2.png", "3.png"], "the two files read before are not run again"
+    assert sorted(name for names, _ in calls for name in names) == ["1.png", "2.png", "3.png"], \
+        "the two files read before are not run again"
     assert any(c.value.startswith("1 image(s) in") and "2 image(s), read earlier" in c.value for c in at.caption)
     loaded = load_model(str(runs / "tiny" / "best.pt"), "cpu")
     alone = real(loaded, [(n, d) for n, d, _ in more])
@@ -186,16 +186,8 @@ def test_adding_a_file_to_the_upload_reads_only_that_file(app_dirs, tiny_run, ti
 
 def test_reader_sliders_read_again_without_running_the_model(app_dirs, tiny_run, tiny_data, monkeypatch):
     runs, _ = app_dirs
-    (runs / "tiny").mkdir()
-    shutil.copy(os.path.join(tiny_run, "best.pt"), runs / "tiny" / "best.pt")
-    calls = []
-    real = predict_mod.predict_images
-
-    def counting(*args, **kwargs):
-        calls.append(1)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(predict_mod, "predict_images", counting)
+    _install_tiny(runs, tiny_run)
+    calls, real = _record_predictions(monkeypatch)
     at = _app()
     at.file_uploader[0].set_value(("4.png", _png(os.path.join(tiny_data, "test", "4.png")), "image/png"))
     at.run()
@@ -387,8 +379,7 @@ def test_data_page_without_datasets_says_where_they_come_from(app_dirs, tmp_path
 
 
 def _evaluate_page(runs, tiny_run, tiny_data, tmp_path, monkeypatch):
-    (runs / "tiny").mkdir()
-    shutil.copy(os.path.join(tiny_run, "best.pt"), runs / "tiny" / "best.pt")
+    _install_tiny(runs, tiny_run)
     data = tmp_path / "data"
     shutil.copytree(tiny_data, data / "tiny")
     monkeypatch.setenv("DIGIT_STUDIO_DATA", str(data))
