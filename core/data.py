@@ -23,6 +23,9 @@ from torchvision.transforms.v2 import functional as F
 from core.images import MAX_PIXELS, numeric_stem
 
 NUM_DIGITS = 10
+# A dataset may also box letters (core.synth --letter-boxes): a model trained on them learns letters as a
+# class of its own, where letters left as background only teach it to doubt every glyph.
+LETTER_ID, LETTER_NAME = NUM_DIGITS + 1, "letter"
 BOX_TOLERANCE = 1.0  # px a box may overhang the border (annotation-tool rounding); it is clipped
 MAX_LISTED_PROBLEMS = 25
 
@@ -73,6 +76,7 @@ class ImageRecord:
     boxes: list[list[float]] = field(default_factory=list)  # xyxy, pixels
     labels: list[int] = field(default_factory=list)  # 1..10 = digit 0..9
     annotation_ids: list[Any] = field(default_factory=list)
+    letters: list[list[float]] = field(default_factory=list)  # xyxy boxes of category LETTER_ID: never scored
 
     @property
     def number(self) -> str:
@@ -88,6 +92,11 @@ class Split:
     records: list[ImageRecord]
     dropped: int = 0
     problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def has_letters(self) -> bool:
+        """Whether any image boxes letters (category ``LETTER_ID``): a model trained on it needs a letter class."""
+        return any(r.letters for r in self.records)
 
     def coco(self) -> dict:
         """Ground truth as an in-memory COCO dict (with ``info``: pycocotools >= 2.0.9 needs it)."""
@@ -170,7 +179,9 @@ def validate_coco(coco: Any, json_path: str, image_dir: str) -> tuple[list[Image
             report("'categories' must be a list of objects with integer ids")
         else:
             for c in cats:
-                if c["id"] not in known_categories:
+                if c["id"] == LETTER_ID and c.get("name") == LETTER_NAME:
+                    known_categories.add(LETTER_ID)  # declared by name: an 11th digit class would be a mistake
+                elif c["id"] not in known_categories:
                     report(f"category id {c['id']} (name {c.get('name')!r}) is outside 1..10 (digits 0..9)")
                 elif "name" in c and str(c["name"]) != str(c["id"] - 1):
                     # SVHN's own convention (10 = "0") would silently shift every digit by one.
@@ -250,7 +261,8 @@ def validate_coco(coco: Any, json_path: str, image_dir: str) -> tuple[list[Image
         record = records[image_id]
         category = ann.get("category_id")
         if not _is_int(category) or category not in known_categories:
-            report(f"unknown category_id {category!r} (expected 1..10 for digits 0..9)", image_id, ann_id)
+            report(f"unknown category_id {category!r} (expected 1..10 for digits 0..9, or {LETTER_ID} when "
+                   f"'categories' declares it as {LETTER_NAME!r})", image_id, ann_id)
             continue
         bbox = ann.get("bbox")
         if not isinstance(bbox, list) or len(bbox) != 4 or not all(_is_number(v) for v in bbox):
@@ -268,6 +280,9 @@ def validate_coco(coco: Any, json_path: str, image_dir: str) -> tuple[list[Image
         clipped = clip_box(x, y, w, h, record.width, record.height)
         if clipped is None:
             report("box is degenerate after clipping to the image", image_id, ann_id)
+            continue
+        if category == LETTER_ID:
+            record.letters.append(clipped)
             continue
         record.boxes.append(clipped)
         record.labels.append(category)
@@ -336,7 +351,8 @@ def train_transforms() -> v2.Compose:
 
 
 class DigitDataset(torch.utils.data.Dataset):
-    """(image float tensor CHW in [0, 1], target dict with xyxy ``boxes``, ``labels``, ``image_id``)."""
+    """(image float tensor CHW in [0, 1], target dict with xyxy ``boxes``, ``labels``, ``image_id``);
+    a record's letters are targets of label ``LETTER_ID``."""
 
     def __init__(self, records: Sequence[ImageRecord], transforms: Callable | None = None):
         self.records = list(records)
@@ -367,10 +383,10 @@ class DigitDataset(torch.utils.data.Dataset):
             raise DatasetError([Problem(record.path, f"cannot decode ({type(exc).__name__}: {exc})",
                                         record.image_id)], "an image became unreadable during training") from None
         height, width = image.shape[-2:]
-        boxes = torch.tensor(record.boxes, dtype=torch.float32).reshape(-1, 4)
+        boxes = torch.tensor(record.boxes + record.letters, dtype=torch.float32).reshape(-1, 4)
         target = {
             "boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(height, width)),
-            "labels": torch.tensor(record.labels, dtype=torch.int64),
+            "labels": torch.tensor(record.labels + [LETTER_ID] * len(record.letters), dtype=torch.int64),
             "image_id": record.image_id,
         }
         image = tv_tensors.Image(image)

@@ -31,8 +31,15 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from core.checkpoint import CheckpointError, safe_torch_load
 
 NUM_CLASSES = 11  # background + digits 0..9
+WITH_LETTER_CLASS = 12  # ... + letters, for models trained on boxed letters; never output as digits
+LETTER_LABEL = 11  # core.data.LETTER_ID: the category a dataset boxes letters with is the model's label
 MAX_INPUT_SIDE = 2000  # no input size policy or override may ask the model for more than this
 CLASS_NAMES = [str(d) for d in range(10)]  # label k (1..10) is digit k-1
+
+
+def class_names(num_classes: int = NUM_CLASSES) -> list[str]:
+    """What labels 1, 2, ... of a model with ``num_classes`` mean (a checkpoint's ``class_names``)."""
+    return CLASS_NAMES + ["letter"] * (num_classes - NUM_CLASSES)
 
 
 class ModelError(ValueError):
@@ -134,6 +141,7 @@ def _load_matching(model: nn.Module, path: str, arch: str, source: str) -> str:
     """
     state = _load_state_dict_file(path)
     own = model.state_dict()
+    state = _with_added_classes(state, own)
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     total = sum(v.numel() for v in own.values())
     covered = sum(v.numel() for v in usable.values())
@@ -144,6 +152,21 @@ def _load_matching(model: nn.Module, path: str, arch: str, source: str) -> str:
     skipped = sorted(set(own) - set(usable))
     return f"loaded {source} ({len(usable)} tensors" + (
         f"; {len(skipped)} re-initialised, e.g. {skipped[0]})" if skipped else ")")
+
+
+def _with_added_classes(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A digits-only box predictor grown to ``own``'s extra classes (the letter class): the digits and
+    background keep what they learnt; a new class starts from the model's own initial rows."""
+    grown = dict(state)
+    for name in ("cls_score", "bbox_pred"):
+        for part in ("weight", "bias"):
+            key = next((k for k in state if k.endswith(f"box_predictor.{name}.{part}")), None)
+            if key is None or key not in own:
+                continue
+            old, new = state[key], own[key]
+            if old.shape[1:] == new.shape[1:] and old.shape[0] < new.shape[0]:
+                grown[key] = torch.cat([old, new[old.shape[0]:].to(old.dtype)])
+    return grown
 
 
 def _load_state_dict_file(path: str) -> dict[str, torch.Tensor]:
@@ -485,6 +508,10 @@ def resolve_model_kwargs(arch: str, overrides: dict[str, Any] | None = None) -> 
     if arch not in ARCHITECTURES:
         raise ModelError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
     kwargs = dict(ARCHITECTURES[arch].defaults)
+    num_classes = (overrides or {}).get("num_classes") or NUM_CLASSES
+    if num_classes not in (NUM_CLASSES, WITH_LETTER_CLASS):
+        raise ModelError(f"num_classes={num_classes!r}: a model reads {NUM_CLASSES} classes (background and "
+                         f"digits) or {WITH_LETTER_CLASS} (and letters)")
     for key, value in (overrides or {}).items():
         if key in ("arch", "num_classes"):
             continue
@@ -501,7 +528,7 @@ def resolve_model_kwargs(arch: str, overrides: dict[str, Any] | None = None) -> 
         sizes = kwargs["min_size"] if isinstance(kwargs["min_size"], list) else [kwargs["min_size"]]
         kwargs["test_min_size"] = sorted(sizes)[len(sizes) // 2]
     kwargs["arch"] = arch
-    kwargs["num_classes"] = NUM_CLASSES
+    kwargs["num_classes"] = num_classes
     _check_kwargs(arch, kwargs)
     return kwargs
 
@@ -551,7 +578,7 @@ def complete_model_kwargs(model_kwargs: dict[str, Any]) -> dict[str, Any]:
     digitnet_fpn saved before the size policy existed read once, at its fixed test_min_size.
     """
     arch = model_kwargs.get("arch")
-    overrides = {k: v for k, v in model_kwargs.items() if k not in ("arch", "num_classes")}
+    overrides = {k: v for k, v in model_kwargs.items() if k != "arch"}
     if arch == "digitnet_fpn" and "size_policy" not in overrides:
         overrides.update(size_policy="fixed", refine_below_px=0)
     return resolve_model_kwargs(arch, overrides)

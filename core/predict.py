@@ -21,12 +21,13 @@ from typing import Any, Callable, Sequence
 
 import torch
 from PIL import Image
+from torchvision.ops import box_iou
 from torchvision.transforms.v2 import functional as F
 
 from core.checkpoint import CheckpointError, describe, load_checkpoint
 from core.images import ImageDecodeError, decode_image, list_images, numeric_stem
-from core.model import (MAX_INPUT_SIDE, InputSize, ModelError, input_size_of, rebuild_model, refine_policy_of,
-                        resize_by)
+from core.model import (LETTER_LABEL, MAX_INPUT_SIDE, InputSize, ModelError, input_size_of, rebuild_model,
+                        refine_policy_of, resize_by)
 
 DEFAULT_CHECKPOINT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints",
                                   "default.pt")
@@ -148,15 +149,36 @@ def _detect_at(model: torch.nn.Module, tensors: Sequence[torch.Tensor], policy: 
                 for i, r, out in zip(chunk, resized, outputs):
                     sy = tensors[i].shape[-2] / r.shape[-2]
                     sx = tensors[i].shape[-1] / r.shape[-1]
-                    boxes = out["boxes"].float().cpu() * torch.tensor([sx, sy, sx, sy])
+                    boxes, scores, labels = _digits_only(out["boxes"].float().cpu(), out["scores"].float().cpu(),
+                                                         out["labels"].cpu())
                     results[i] = {
-                        "boxes": boxes.tolist(),
-                        "scores": out["scores"].float().cpu().tolist(),
-                        "digits": (out["labels"].cpu() - 1).tolist(),
+                        "boxes": (boxes * torch.tensor([sx, sy, sx, sy])).tolist(),
+                        "scores": scores.tolist(),
+                        "digits": (labels - 1).tolist(),
                     }
     finally:
         model.train(was_training)
     return results  # type: ignore[return-value]
+
+
+LETTER_COVERS_IOU = 0.5  # a digit box this much on a surer letter's box is that letter read as a digit
+
+
+def _digits_only(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A model with a letter class (label ``LETTER_LABEL``) finds letters too: they are no digits, and
+    a digit box on a glyph the model is surer is a letter is dropped with them (torchvision's
+    per-class NMS keeps both boxes)."""
+    is_letter = labels == LETTER_LABEL
+    if not bool(is_letter.any()):
+        return boxes, scores, labels
+    digits = ~is_letter
+    if bool(digits.any()):
+        overlap = box_iou(boxes[digits], boxes[is_letter])
+        surer = scores[is_letter][None, :] > scores[digits][:, None]
+        covered = ((overlap >= LETTER_COVERS_IOU) & surer).any(dim=1)
+        digits[digits.clone()] = ~covered
+    return boxes[digits], scores[digits], labels[digits]
 
 
 LINE_GAP = 1.0  # digits of one number stand at most this many digit heights apart

@@ -60,6 +60,7 @@ FIRST_DIGIT_WEIGHTS = (0.02,) + tuple(math.log10(1 + 1 / d) for d in range(1, 10
 
 
 _SHADOW_ALPHA = [int(v * 0.6) for v in range(256)]
+LETTER = -1  # the "digit" of a letter's box: boxed only when asked for (render_sample's letter_boxes)
 _HALF_INK = np.where(np.arange(256) >= 128, 255, 0).astype(np.uint8)  # a glyph's pixels: from 50% ink
 
 
@@ -202,7 +203,7 @@ def _colour_pair(rng: random.Random) -> tuple[np.ndarray, np.ndarray, float]:
 
 @dataclass
 class _Glyph:
-    digit: int  # -1 for a letter
+    digit: int  # LETTER for a letter
     labelled: bool  # partial neighbours and letters are drawn but not annotated
     mask: Image.Image  # "L" ink, tightly cropped
     x: int = 0
@@ -406,19 +407,28 @@ class BoxConvention:
     def apply(self, rng: random.Random, box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
         # Every convention draws the same random numbers, so one seed gives the same images in
         # any convention and only the boxes differ.
-        x0, y0, x1, y1 = box
-        ink_h = y1 - y0
+        left, right = rng.gauss(self.left, self.jitter), rng.gauss(self.right, self.jitter)
+        top, bottom = rng.gauss(self.top, self.jitter), rng.gauss(self.bottom, self.jitter)
+        return _grown(box, left, top, right, bottom, rng.gauss(self.min_width, self.jitter))
 
-        def margin(mean: float) -> float:
-            return max(0.0, rng.gauss(mean, self.jitter)) * ink_h
+    def mean_box(self, box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+        """The box with the mean margins: draws no random number, so boxing letters or not
+        leaves every image of a seed as it is."""
+        return _grown(box, self.left, self.top, self.right, self.bottom, self.min_width)
 
-        x0, x1 = x0 - margin(self.left), x1 + margin(self.right)
-        y0, y1 = y0 - margin(self.top), y1 + margin(self.bottom)
-        min_w = max(0.0, rng.gauss(self.min_width, self.jitter)) * (y1 - y0)
-        if x1 - x0 < min_w:  # a "1" gets a box about as wide as a character cell
-            grow = (min_w - (x1 - x0)) / 2
-            x0, x1 = x0 - grow, x1 + grow
-        return x0, y0, x1, y1
+
+def _grown(box: tuple[float, float, float, float], left: float, top: float, right: float, bottom: float,
+           min_width: float) -> tuple[float, float, float, float]:
+    """``box`` grown by margins in ink heights, then widened to ``min_width`` of its height."""
+    x0, y0, x1, y1 = box
+    ink_h = y1 - y0
+    x0, x1 = x0 - max(0.0, left) * ink_h, x1 + max(0.0, right) * ink_h
+    y0, y1 = y0 - max(0.0, top) * ink_h, y1 + max(0.0, bottom) * ink_h
+    min_w = max(0.0, min_width) * (y1 - y0)
+    if x1 - x0 < min_w:  # a "1" gets a box about as wide as a character cell
+        grow = (min_w - (x1 - x0)) / 2
+        x0, x1 = x0 - grow, x1 + grow
+    return x0, y0, x1, y1
 
 
 # Measured on 1,732 real SVHN boxes (bench/box_convention.py on the real dev set): the ink fills a
@@ -462,11 +472,14 @@ class _Sample:
         return _Sample(canvas, [[b[0] + at[0], b[1] + at[1], b[2] + at[0], b[3] + at[1], b[4]] for b in boxes],
                        self.digit_height, glyph_map)
 
-    def final_boxes(self) -> list[tuple[int, int, int, int, int]]:
-        """``(x, y, w, h, digit)`` in whole pixels, clipped to the image (boxes may run past it), left to right."""
+    def final_boxes(self, letters: bool = False) -> list[tuple[int, int, int, int, int]]:
+        """``(x, y, w, h, digit)`` in whole pixels, clipped to the image (boxes may run past it), left to
+        right; the letters' boxes (digit ``LETTER``) too when ``letters``."""
         w_img, h_img = self.image.size
         out = []
         for x0, y0, x1, y1, digit in sorted(self.boxes, key=lambda b: b[0]):
+            if digit == LETTER and not letters:
+                continue
             x0, y0 = max(0, math.floor(x0 + 1e-6)), max(0, math.floor(y0 + 1e-6))
             x1, y1 = min(w_img, math.ceil(x1 - 1e-6)), min(h_img, math.ceil(y1 - 1e-6))
             if x1 > x0 and y1 > y0:
@@ -573,6 +586,7 @@ class _Ink:
     coeffs: list[float] | None  # output -> input homography (None: no warp)
     forward: list[float] | None  # input -> output
     boxes: list[tuple[int, int, int, int, int]]  # tight (x0, y0, x1, y1, digit), canvas frame, left to right
+    letters: list[tuple[float, float, float, float, int]]  # each letter's warped extent, digit -1
 
 
 def _place_glyphs(rng: random.Random, glyphs: list[_Glyph], height: int) -> tuple[int, int]:
@@ -632,7 +646,8 @@ def _warp_and_measure(rng: random.Random, glyphs: list[_Glyph], canvas: tuple[in
             x0, y0 = x0 + origin[0], y0 + origin[1]
             boxes.append((x0 + int(cols[0]), y0 + int(rows[0]), x0 + int(cols[-1]) + 1, y0 + int(rows[-1]) + 1,
                           glyph.digit))
-    return _Ink(ink, labels, origin, coeffs, forward, boxes)
+    letters = [(*_glyph_extent(g, forward), LETTER) for g in glyphs if g.digit == LETTER]
+    return _Ink(ink, labels, origin, coeffs, forward, boxes, letters)
 
 
 # ------------------------------------------------------------------ stage 3: the number's own crop
@@ -641,7 +656,7 @@ def _warp_and_measure(rng: random.Random, glyphs: list[_Glyph], canvas: tuple[in
 def _subject_box(rng: random.Random, glyphs: list[_Glyph], ink: _Ink) -> tuple[int, int, int, int]:
     """What the crop is framed around: the digits, usually with the letters beside them; the
     letters when there are no digits."""
-    letters = [_glyph_extent(g, ink.forward) for g in glyphs if g.digit < 0]
+    letters = [b[:4] for b in ink.letters]
     extents = [b[:4] for b in ink.boxes]
     if not extents or (letters and rng.random() < 0.75):
         extents += letters
@@ -675,6 +690,14 @@ def _crop_rect(rng: random.Random, glyphs: list[_Glyph], ink: _Ink,
         n0, _, n1, _ = _glyph_extent(glyphs[-1], ink.forward)
         right = int(n0 + (n1 - n0) * rng.uniform(0.1, 0.25)) - ux1
     return ux0 - left, uy0 - top, ux1 + right, uy1 + bottom
+
+
+def _mostly_inside(box: tuple[float, ...], rect: tuple[int, int, int, int]) -> bool:
+    """At least half of ``box``'s width and height inside ``rect``: a letter the crop cuts to a sliver
+    is not one a reader could box."""
+    w = min(box[2], rect[2]) - max(box[0], rect[0])
+    h = min(box[3], rect[3]) - max(box[1], rect[1])
+    return w >= 0.5 * (box[2] - box[0]) and h >= 0.5 * (box[3] - box[1])
 
 
 def _fit_width(crop: tuple[int, int, int, int], upscale: float) -> tuple[tuple[int, int, int, int], float]:
@@ -758,6 +781,8 @@ def _frame_number(rng: random.Random, np_rng: np.random.Generator, style: _Style
     image = _paint(rng, np_rng, mask, number_box, number_box[3] - number_box[1])
     boxes = [[*convention.apply(rng, (b[0] - crop[0], b[1] - crop[1], b[2] - crop[0], b[3] - crop[1])), b[4]]
              for b in ink.boxes]
+    boxes += [[*convention.mean_box((b[0] - crop[0], b[1] - crop[1], b[2] - crop[0], b[3] - crop[1])), LETTER]
+              for b in ink.letters if _mostly_inside(b, crop)]
     digit_height = float(np.median([b[3] - b[1] for b in ink.boxes])) if ink.boxes else float(subject[3] - subject[1])
     sample = _Sample(image, boxes, digit_height, glyph_map)
     if scale != 1.0:
@@ -780,8 +805,11 @@ def _scene_wall(rng: random.Random, np_rng: np.random.Generator, width: int, hei
     return small.resize((width, height), Image.BILINEAR)
 
 
-def _scene_objects(rng: random.Random, image: Image.Image, fonts: list[str], keep_out: tuple[int, int, int, int]) -> None:
-    """Doors, windows, plants, signs with letters, lamps, pipes: what surrounds a house number."""
+def _scene_objects(rng: random.Random, image: Image.Image, fonts: list[str],
+                   keep_out: tuple[int, int, int, int]) -> list[tuple[float, float, float, float]]:
+    """Doors, windows, plants, signs with letters, lamps, pipes: what surrounds a house number.
+    Returns the ink box of each letter on the signs that no later object hides."""
+    letters = []  # (box, the sign's ink colour, how many of the box's pixels had it when drawn)
     draw = ImageDraw.Draw(image)
     width, height = image.size
     unit = max(width, height)
@@ -825,7 +853,10 @@ def _scene_objects(rng: random.Random, image: Image.Image, fonts: list[str], kee
             x, y = away_from_number(tw + size, 2 * size)
             bg, fg, _ = _colour_pair(rng)
             draw.rectangle((x, y, x + tw + size, y + 2 * size), fill=tuple(int(v * 255) for v in bg))
-            draw.text((x + size // 2, y + size // 3), word, font=font, fill=tuple(int(v * 255) for v in fg))
+            origin = (x + size // 2, y + size // 3)
+            ink = tuple(int(v * 255) for v in fg)
+            draw.text(origin, word, font=font, fill=ink)
+            letters += [(box, ink, _pixels_of(image, box, ink)) for box in _letter_boxes(draw, origin, word, font)]
         elif kind == "lamp":
             r = int(unit * rng.uniform(0.01, 0.04))
             x, y = away_from_number(2 * r, 2 * r)
@@ -836,6 +867,28 @@ def _scene_objects(rng: random.Random, image: Image.Image, fonts: list[str], kee
                 x = keep_out[2] + 6 if rng.random() < 0.5 else max(0, keep_out[0] - 6)
             draw.line((x, 0, x + rng.randint(-width // 10, width // 10), height), fill=colour(),
                       width=max(1, int(unit * rng.uniform(0.003, 0.02))))
+    # A door or another sign drawn later may cover a letter: it is no letter any more.
+    return [box for box, ink, count in letters if count and _pixels_of(image, box, ink) >= 0.7 * count]
+
+
+def _pixels_of(image: Image.Image, box: tuple[float, float, float, float], colour: tuple[int, int, int]) -> int:
+    """How many pixels inside ``box`` are exactly ``colour``."""
+    crop = np.asarray(image.crop(tuple(int(round(v)) for v in box)))
+    return int((crop == np.array(colour, dtype=np.uint8)).all(axis=-1).sum())
+
+
+def _letter_boxes(draw: ImageDraw.ImageDraw, origin: tuple[int, int], word: str,
+                  font: ImageFont.FreeTypeFont) -> list[tuple[float, float, float, float]]:
+    """Each letter's ink box in ``word`` as ``draw.text(origin, word)`` sets it (spaces have none)."""
+    boxes = []
+    for index, char in enumerate(word):
+        if char.isspace():
+            continue
+        x = origin[0] + draw.textlength(word[:index], font=font)
+        box = draw.textbbox((x, origin[1]), char, font=font)
+        if box[2] > box[0] and box[3] > box[1]:
+            boxes.append(tuple(float(v) for v in box))
+    return boxes
 
 
 def _scene_size(rng: random.Random, long_side: float) -> tuple[int, int]:
@@ -846,9 +899,20 @@ def _scene_size(rng: random.Random, long_side: float) -> tuple[int, int]:
     return max(1, int(long_side * aspect)), int(long_side)
 
 
+def _signs_boxed(letters: list[tuple[float, float, float, float]], convention: BoxConvention,
+                 keep_out: tuple[int, int, int, int]) -> list[list[float]]:
+    """Letter boxes of the scene's signs in ``convention``; none where the plate was pasted over them."""
+    boxed = []
+    for box in letters:
+        if box[2] > keep_out[0] and box[0] < keep_out[2] and box[3] > keep_out[1] and box[1] < keep_out[3]:
+            continue
+        boxed.append([*convention.mean_box(box), LETTER])
+    return boxed
+
+
 def _in_scene(rng: random.Random, np_rng: np.random.Generator, sample: _Sample, fonts: list[str],
-              long_side: tuple[float, float] = (160, SCENE_MAX_SIDE), fraction: tuple[float, float] = (0.08, 0.45),
-              min_digit_px: float = 11) -> _Sample:
+              convention: BoxConvention, long_side: tuple[float, float] = (160, SCENE_MAX_SIDE),
+              fraction: tuple[float, float] = (0.08, 0.45), min_digit_px: float = 11) -> _Sample:
     """The crop becomes a plate on a wall of a larger photo: ``fraction`` of its width, digits >= ``min_digit_px``."""
     w, h = sample.image.size
     median_h = max(1.0, sample.digit_height)
@@ -860,8 +924,9 @@ def _in_scene(rng: random.Random, np_rng: np.random.Generator, sample: _Sample, 
     at = (rng.randint(0, scene_w - plate.image.size[0]), rng.randint(0, scene_h - plate.image.size[1]))
     scene = _scene_wall(rng, np_rng, scene_w, scene_h)
     keep_out = (at[0], at[1], at[0] + plate.image.size[0], at[1] + plate.image.size[1])
-    _scene_objects(rng, scene, fonts, keep_out)
+    letters = _scene_objects(rng, scene, fonts, keep_out)
     placed = plate.pasted_into(scene, at)
+    placed.boxes += _signs_boxed(letters, convention, keep_out)
     if rng.random() < 0.5:  # the plate's own frame, around it (drawn over it, it would hide border digits)
         line = max(1, int(plate.image.size[1] * 0.04))
         ImageDraw.Draw(placed.image).rectangle(
@@ -885,20 +950,23 @@ def _on_padding(rng: random.Random, sample: _Sample) -> _Sample:
     return sample.pasted_into(canvas, at)
 
 
-def _without_digits(rng: random.Random, np_rng: np.random.Generator, fonts: list[str]) -> _Sample:
+def _without_digits(rng: random.Random, np_rng: np.random.Generator, fonts: list[str],
+                    convention: BoxConvention) -> _Sample:
     """A scene with no number at all: walls and signs are not digits."""
     width, height = _scene_size(rng, math.exp(rng.uniform(math.log(120), math.log(SCENE_MAX_SIDE))))
     scene = _scene_wall(rng, np_rng, width, height)
-    _scene_objects(rng, scene, fonts, (-1, -1, -1, -1))
-    return _Sample(scene, [], 30.0, Image.new("L", scene.size))
+    nowhere = (-1, -1, -1, -1)
+    letters = _scene_objects(rng, scene, fonts, nowhere)
+    return _Sample(scene, _signs_boxed(letters, convention, nowhere), 30.0, Image.new("L", scene.size))
 
 
-def _place(rng: random.Random, np_rng: np.random.Generator, sample: _Sample, fonts: list[str]) -> _Sample:
+def _place(rng: random.Random, np_rng: np.random.Generator, sample: _Sample, fonts: list[str],
+           convention: BoxConvention) -> _Sample:
     where = rng.choices(["crop", "padding", "scene"], weights=[0.5, 0.18, 0.32])[0]
     if where == "padding":
         return _on_padding(rng, sample)
     if where == "scene":
-        return _in_scene(rng, np_rng, sample, fonts)
+        return _in_scene(rng, np_rng, sample, fonts, convention)
     return sample
 
 
@@ -1012,10 +1080,12 @@ class Negatives:
 
 
 def render_sample(rng: random.Random, fonts: list[str], np_rng: np.random.Generator | None = None,
-                  debug: dict | None = None, boxes: str = "svhn", negatives: Negatives = Negatives()
-                  ) -> tuple[Image.Image, list[tuple[int, int, int, int, int]]]:
+                  debug: dict | None = None, boxes: str = "svhn", negatives: Negatives = Negatives(),
+                  letter_boxes: bool = False) -> tuple[Image.Image, list[tuple[int, int, int, int, int]]]:
     """One image and its boxes ``(x, y, w, h, digit)`` drawn in the ``boxes`` convention
     (``"svhn"``: SVHN's margins around the ink; ``"tight"``: the ink itself).
+    ``letter_boxes`` also boxes every letter (digit ``LETTER``: suffixes, words, signs), with
+    the convention's mean margins; the image is the same either way.
 
     A transforms pipeline: style and glyphs, layout and warp, the number's crop, where it is
     seen (alone, on padding, in a scene, or a scene without digits), camera and file degradations.
@@ -1030,19 +1100,20 @@ def render_sample(rng: random.Random, fonts: list[str], np_rng: np.random.Genera
         np_rng = np.random.default_rng(rng.getrandbits(64))
     negative = rng.random()
     drawn = ([], "")
+    convention = BOX_CONVENTIONS[boxes]
     if negative < negatives.digit_free:
-        sample = _without_digits(rng, np_rng, fonts)
+        sample = _without_digits(rng, np_rng, fonts, convention)
     else:
         word_only = negative < negatives.digit_free + negatives.words_alone
         style, glyphs, ink = _draw_number(rng, fonts, word_only=word_only, letters_beside=negatives.letters_beside)
-        sample = _frame_number(rng, np_rng, style, glyphs, ink, BOX_CONVENTIONS[boxes], debug is not None)
-        sample = _place(rng, np_rng, sample, fonts)
+        sample = _frame_number(rng, np_rng, style, glyphs, ink, convention, debug is not None)
+        sample = _place(rng, np_rng, sample, fonts, convention)
         drawn = (style.digits, style.letters)
     sample = _degrade(rng, np_rng, sample)
     if debug is not None:
         debug["glyph_map"] = sample.glyph_map
         debug["digits"], debug["letters"] = drawn
-    return sample.image, sample.final_boxes()
+    return sample.image, sample.final_boxes(letters=letter_boxes)
 
 
 def render_photo_scene(rng: random.Random, fonts: list[str], np_rng: np.random.Generator,
@@ -1060,8 +1131,8 @@ def render_photo_scene(rng: random.Random, fonts: list[str], np_rng: np.random.G
         # Plates enlarge at most 3x: one at least 43 px wide reaches 10% of a 1,280 px photo.
         if plate.image.size[0] >= 43:
             break
-    sample = _in_scene(rng, np_rng, plate, fonts, long_side=(640, SCENE_MAX_SIDE), fraction=(0.10, 0.35),
-                       min_digit_px=0)
+    sample = _in_scene(rng, np_rng, plate, fonts, BOX_CONVENTIONS["svhn"], long_side=(640, SCENE_MAX_SIDE),
+                       fraction=(0.10, 0.35), min_digit_px=0)
     sample = _degrade(rng, np_rng, sample)
     return sample.image, sample.final_boxes()
 
@@ -1073,21 +1144,28 @@ def sample_rngs(seed: int, split: str, index: int) -> tuple[random.Random, np.ra
 
 
 def generate_sample(seed: int, split: str, index: int, fonts: list[str], boxes: str = "svhn",
-                    negatives: Negatives = Negatives()):
+                    negatives: Negatives = Negatives(), letter_boxes: bool = False):
     rng, np_rng = sample_rngs(seed, split, index)
-    return render_sample(rng, fonts, np_rng, boxes=boxes, negatives=negatives)
+    return render_sample(rng, fonts, np_rng, boxes=boxes, negatives=negatives, letter_boxes=letter_boxes)
 
 
 # ------------------------------------------------------------------ dataset
 
-
-def categories() -> list[dict]:
-    return [{"id": d + 1, "name": str(d), "supercategory": "digit"} for d in range(10)]
+LETTER_CATEGORY = {"id": 11, "name": "letter", "supercategory": "not a digit"}
 
 
-def _write_one(args: tuple[int, str, int, str, list[str], str, Negatives]) -> tuple[int, int, int, list]:
-    seed, split, image_id, out_dir, fonts, convention, negatives = args
-    image, boxes = generate_sample(seed, split, image_id, fonts, convention, negatives)
+def categories(letter_boxes: bool = False) -> list[dict]:
+    digits = [{"id": d + 1, "name": str(d), "supercategory": "digit"} for d in range(10)]
+    return digits + [dict(LETTER_CATEGORY)] if letter_boxes else digits
+
+
+def category_id(digit: int) -> int:
+    return LETTER_CATEGORY["id"] if digit == LETTER else digit + 1
+
+
+def _write_one(args: tuple[int, str, int, str, list[str], str, Negatives, bool]) -> tuple[int, int, int, list]:
+    seed, split, image_id, out_dir, fonts, convention, negatives, letter_boxes = args
+    image, boxes = generate_sample(seed, split, image_id, fonts, convention, negatives, letter_boxes)
     image.save(os.path.join(out_dir, split, f"{image_id}.png"), compress_level=1)
     return image_id, image.size[0], image.size[1], boxes
 
@@ -1108,6 +1186,7 @@ def generate_dataset(
     command: str | None = None,
     boxes: str = "svhn",
     negatives: Negatives = Negatives(),
+    letter_boxes: bool = False,
 ) -> dict:
     """Write the dataset; returns the manifest also saved as ``out/synth.json``.
 
@@ -1142,7 +1221,8 @@ def generate_dataset(
     try:
         for split, count in counts.items():
             (work / split).mkdir()
-            jobs = [(seed, split, image_id, str(work), fonts, boxes, negatives) for image_id in range(1, count + 1)]
+            jobs = [(seed, split, image_id, str(work), fonts, boxes, negatives, letter_boxes)
+                    for image_id in range(1, count + 1)]
             results = pool.imap(_write_one, jobs, chunksize=32) if pool else map(_write_one, jobs)
             images, annotations = [], []
             for image_id, width, height, digit_boxes in results:
@@ -1150,7 +1230,7 @@ def generate_dataset(
                 for x, y, w, h, digit in digit_boxes:
                     annotations.append({
                         "id": len(annotations) + 1, "image_id": image_id, "bbox": [x, y, w, h],
-                        "category_id": digit + 1, "area": w * h, "iscrowd": 0,
+                        "category_id": category_id(digit), "area": w * h, "iscrowd": 0,
                     })
                 done += 1
                 if progress is not None:
@@ -1161,7 +1241,7 @@ def generate_dataset(
                 "licenses": [],
                 "images": images,
                 "annotations": annotations,
-                "categories": categories(),
+                "categories": categories(letter_boxes),
             }
             (work / f"{split}.json").write_text(json.dumps(coco))
         seconds = time.perf_counter() - started
@@ -1171,6 +1251,7 @@ def generate_dataset(
             "seed": seed,
             "boxes": dataclasses.asdict(BOX_CONVENTIONS[boxes]),
             "negatives": dataclasses.asdict(negatives),
+            "letter_boxes": letter_boxes,
             "counts": counts,
             "command": command or f"python -m core.synth --out {out} --boxes {boxes} " + " ".join(
                 f"--{k} {v}" for k, v in counts.items()) + f" --seed {seed}",
@@ -1218,7 +1299,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--words-alone", type=float, default=WORDS_ALONE,
                         help=f"fraction of images that are crops of letters without digits (default {WORDS_ALONE})")
     parser.add_argument("--letters-beside", type=float, default=LETTERS_BESIDE,
-                        help=f"fraction of numbers with unlabelled letters beside them (default {LETTERS_BESIDE})")
+                        help=f"fraction of numbers with letters beside them (default {LETTERS_BESIDE})")
+    parser.add_argument("--letter-boxes", action="store_true",
+                        help="also box every letter (suffixes, words, signs) as category 11 'letter', so a model "
+                             "learns letters as a class of their own instead of as background")
     args = parser.parse_args(argv)
     for name in ("train", "valid", "test"):
         if getattr(args, name) < 0:
@@ -1243,7 +1327,7 @@ def main(argv: list[str] | None = None) -> int:
         manifest = generate_dataset(
             args.out, {"train": args.train, "valid": args.valid, "test": args.test},
             seed=args.seed, workers=args.workers, fonts=fonts, overwrite=args.overwrite, progress=progress,
-            boxes=args.boxes, negatives=negatives,
+            boxes=args.boxes, negatives=negatives, letter_boxes=args.letter_boxes,
             command="python -m core.synth " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
         )
     except SynthError as exc:

@@ -35,7 +35,8 @@ from core.data import (DatasetError, DigitDataset, Problem, Split, collate, epoc
                        train_transforms)
 from core.evaluate import detect_split, score_detections
 from core.events import EventLog, ProgressBar
-from core.model import CLASS_NAMES, ModelError, build_model, complete_model_kwargs, input_size_of, rebuild_model
+from core.model import (NUM_CLASSES, WITH_LETTER_CLASS, ModelError, build_model, class_names,
+                        complete_model_kwargs, input_size_of, rebuild_model)
 from core.predict import NumberReader
 from core.runs import RunBusyError, RunLock
 
@@ -233,7 +234,7 @@ def _dataset_info(root: str) -> dict[str, Any]:
             with open(manifest, encoding="utf-8") as handle:
                 synth = json.load(handle)
             # The box convention and the mix of negatives change what a model learns as much as the version does.
-            keys = ("generator", "version", "seed", "counts", "command", "boxes", "negatives")
+            keys = ("generator", "version", "seed", "counts", "command", "boxes", "negatives", "letter_boxes")
             info["synth"] = {k: synth[k] for k in keys if k in synth}
             info["synth"]["fonts"] = len(synth.get("fonts", []))
         except (OSError, ValueError):
@@ -477,11 +478,13 @@ class _Progress:
     best_detections: list | None = None  # the best epoch's validation detections, when it ran in this process
 
 
-def _build_model(cfg: TrainConfig, state: dict[str, Any] | None, device: torch.device):
-    """(model, its kwargs, weights note), new or as the resumed checkpoint saved it."""
+def _build_model(cfg: TrainConfig, state: dict[str, Any] | None, device: torch.device, letters: bool):
+    """(model, its kwargs, weights note), new or as the resumed checkpoint saved it. ``letters``: the
+    training data boxes letters, so the model gets a letter class (a digits-only --weights file grows one)."""
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     if state is None:
-        model, model_kwargs, weights_note = build_model(cfg.arch, cfg.model_overrides(), cfg.weights)
+        overrides = {**cfg.model_overrides(), "num_classes": WITH_LETTER_CLASS if letters else NUM_CLASSES}
+        model, model_kwargs, weights_note = build_model(cfg.arch, overrides, cfg.weights)
     else:
         # The saved kwargs, not the config's: they record choices made at build time (frozen layers).
         model_kwargs = complete_model_kwargs(state["model_kwargs"])
@@ -537,7 +540,7 @@ def _train(cfg: TrainConfig, state: dict[str, Any] | None, dist_info: Distribute
     if device.type == "cpu" and dist_info.enabled:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist_info.world_size))
     train_split, valid_split = _load_splits(cfg, is_main, say)
-    model, model_kwargs, weights_note = _build_model(cfg, state, device)
+    model, model_kwargs, weights_note = _build_model(cfg, state, device, train_split.has_letters)
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg)
     use_amp = cfg.amp and device.type == "cuda"
@@ -606,7 +609,8 @@ def _train(cfg: TrainConfig, state: dict[str, Any] | None, dist_info: Distribute
                              "task2_accuracy": metrics["task2_accuracy"]}
             progress.best_detections = detections
         payload = {
-            "arch": cfg.arch, "model_kwargs": model_kwargs, "class_names": CLASS_NAMES, "config": cfg.to_dict(),
+            "arch": cfg.arch, "model_kwargs": model_kwargs, "class_names": class_names(model_kwargs["num_classes"]),
+            "config": cfg.to_dict(),
             "epoch": epoch, "metrics": {**record, "per_class_AP": metrics["per_class_AP"]},
             "history": progress.history, "best": progress.best,
             "data": {**_dataset_info(cfg.data), "train_images": len(train_split.records),

@@ -195,3 +195,28 @@ def test_dataset_images_keep_their_stored_orientation(tmp_path):
     Image.new("RGB", (40, 20), "red").save(tmp_path / "1.jpg", exif=exif.tobytes())
     assert decode_image(tmp_path / "1.jpg").size == (20, 40)
     assert decode_image(tmp_path / "1.jpg", exif_transpose=False).size == (40, 20)
+
+
+def test_declared_letter_boxes_are_targets_but_never_digits(dataset_copy):
+    def add_letter(coco):
+        coco["categories"].append({"id": 11, "name": "letter"})
+        first = coco["images"][0]
+        coco["annotations"].append({"id": 10_000, "image_id": first["id"], "category_id": 11,
+                                    "bbox": [1, 1, 4, 6], "area": 24, "iscrowd": 0})
+    _edit(dataset_copy, "train", add_letter)
+    split = load_split(str(dataset_copy), "train")
+    record = split.records[0]
+    assert record.letters == [[1.0, 1.0, 5.0, 7.0]] and split.has_letters
+    assert all(1 <= label <= 10 for label in record.labels), "a letter is no digit of the number"
+    assert all(a["category_id"] <= 10 for a in split.coco()["annotations"]), "letters are never scored"
+    _, target = DigitDataset([record])[0]
+    assert target["labels"].tolist() == record.labels + [11]
+    assert target["boxes"][-1].tolist() == [1.0, 1.0, 5.0, 7.0]
+
+
+def test_an_undeclared_category_11_is_still_refused(dataset_copy):
+    def misnamed(coco):
+        coco["categories"].append({"id": 11, "name": "10"})
+    _edit(dataset_copy, "train", misnamed)
+    with pytest.raises(DatasetError, match="category id 11 .* is outside 1..10"):
+        load_split(str(dataset_copy), "train")

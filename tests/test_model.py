@@ -131,3 +131,20 @@ def test_pretrained_reference_freezes_like_torchvision(tmp_path):
     assert frozen(rebuild_model(kwargs)) == names
     with pytest.raises(ModelError, match="trainable_backbone_layers=7"):
         build_model("fasterrcnn_resnet50_fpn_v2", {"trainable_backbone_layers": 7}, weights="none")
+
+
+def test_a_letter_class_model_grows_from_digits_only_weights(tmp_path):
+    torch.manual_seed(0)
+    donor, _, _ = build_model("digitnet_fpn", weights="none")
+    path = tmp_path / "digits.pth"
+    torch.save(donor.state_dict(), path)
+    model, kwargs, note = build_model("digitnet_fpn", {"num_classes": 12}, weights=str(path))
+    assert kwargs["num_classes"] == 12 and "re-initialised" not in note
+    old, new = donor.roi_heads.box_predictor, model.roi_heads.box_predictor
+    assert new.cls_score.out_features == 12 and new.bbox_pred.out_features == 48
+    assert torch.equal(new.cls_score.weight[:11], old.cls_score.weight), "background and digits keep what they learnt"
+    assert torch.equal(new.bbox_pred.bias[:44], old.bbox_pred.bias)
+    rebuilt = rebuild_model(kwargs)
+    assert rebuilt.roi_heads.box_predictor.cls_score.out_features == 12, "the checkpoint's kwargs rebuild it"
+    with pytest.raises(ModelError, match="num_classes=13"):
+        build_model("digitnet_fpn", {"num_classes": 13}, weights="none")

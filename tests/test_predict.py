@@ -10,7 +10,7 @@ from pycocotools.coco import COCO
 
 from core.data import load_split
 from core.model import InputSize, ModelError, input_size_of, rebuild_model, resize_by, resolve_model_kwargs
-from core.predict import (NumberReader, assign_image_ids, coco_results, image_ids_csv_bytes, detect, load_model,
+from core.predict import (NumberReader, _digits_only, assign_image_ids, coco_results, image_ids_csv_bytes, detect, load_model,
                           main as predict_main, number_region, parse_input_size, parse_reader, pred_csv_bytes,
                           read_number)
 
@@ -339,3 +339,15 @@ def test_joined_file_by_file_predictions_equal_one_call(tiny_run, tiny_data):
     assert joined.names == once.names and joined.image_ids == once.image_ids == [9, 8, 7]
     assert joined.errors.keys() == once.errors.keys() == {"bad.png"}
     assert joined.numbers == once.numbers and joined.coco() == once.coco()
+
+
+def test_letters_are_dropped_with_the_digit_boxes_on_a_surer_letter():
+    import torch
+    boxes = torch.tensor([[0.0, 0, 10, 20], [0.5, 0, 10.5, 20], [20, 0, 30, 20], [20.5, 0, 30, 20], [40, 0, 50, 20]])
+    scores = torch.tensor([0.9, 0.6, 0.5, 0.8, 0.7])
+    labels = torch.tensor([11, 9, 11, 4, 2])  # letter, "8" on it; letter under a surer "3"; a "1" alone
+    kept_boxes, kept_scores, kept_labels = _digits_only(boxes, scores, labels)
+    assert kept_labels.tolist() == [4, 2] and kept_scores.tolist() == pytest.approx([0.8, 0.7])
+    assert kept_boxes.tolist() == [[20.5, 0, 30, 20], [40, 0, 50, 20]]
+    digits_only = _digits_only(boxes[1:2], scores[1:2], labels[1:2])
+    assert digits_only[2].tolist() == [9], "a model without letters is read as before"

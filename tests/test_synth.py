@@ -182,7 +182,7 @@ def test_negatives_share_is_a_dataset_choice(tmp_path, fonts):
         synth.main(["--out", str(tmp_path / "m"), "--train", "1", "--words-alone", "2"])
 
 
-def test_letters_beside_numbers_and_words_alone_are_never_labelled(fonts):
+def test_letters_beside_numbers_and_words_alone_are_unlabelled_by_default(fonts):
     with_letters = words_alone = 0
     for index in range(1, 300):
         rng, np_rng = synth.sample_rngs(9, "train", index)
@@ -200,6 +200,60 @@ def test_letters_beside_numbers_and_words_alone_are_never_labelled(fonts):
         assert [b[4] for b in boxes] == debug["digits"][:len(boxes)] or len(boxes) < len(debug["digits"])
         assert set(np.unique(np.asarray(debug["glyph_map"]))) <= set(range(len(debug["digits"]) + 1))
     assert with_letters >= 20 and words_alone >= 8, (with_letters, words_alone)
+
+
+def test_letter_boxes_box_the_letters_and_change_nothing_else(fonts):
+    words, beside = 0, 0
+    for index in range(1, 200):
+        rng, np_rng = synth.sample_rngs(9, "train", index)
+        debug = {}
+        image, digit_boxes = synth.render_sample(rng, fonts, np_rng, debug=debug)
+        rng, np_rng = synth.sample_rngs(9, "train", index)
+        boxed_image, boxes = synth.render_sample(rng, fonts, np_rng, letter_boxes=True)
+        assert boxed_image.tobytes() == image.tobytes(), "boxing letters draws nothing else"
+        assert [b for b in boxes if b[4] != synth.LETTER] == digit_boxes
+        letters = [b for b in boxes if b[4] == synth.LETTER]
+        grey = np.asarray(image.convert("L"), dtype=np.float32)
+        for x, y, w, h, _ in letters:
+            assert grey[y:y + h, x:x + w].std() > 2, f"image {index}: letter box {x, y, w, h} holds no ink"
+        for x, y, w, h, _ in digit_boxes:
+            for lx, ly, lw, lh, _ in letters:
+                overlap = max(0, min(x + w, lx + lw) - max(x, lx)) * max(0, min(y + h, ly + lh) - max(y, ly))
+                assert overlap < 0.5 * min(w * h, lw * lh), f"image {index}: a letter box sits on a digit"
+        if debug["letters"] and not debug["digits"]:
+            words += 1
+            assert letters, f"image {index}: the word {debug['letters']!r} has no letter box"
+        elif debug["letters"]:
+            beside += bool(letters)
+    assert words >= 5 and beside >= 10, (words, beside)
+
+
+def test_sign_letters_are_boxed_one_by_one(fonts):
+    from PIL import Image, ImageDraw
+    source = next(f for f in fonts if not f.startswith("<"))
+    image = Image.new("L", (200, 60))
+    draw = ImageDraw.Draw(image)
+    font = synth._font(source, 30)
+    draw.text((10, 10), "AB C", font=font, fill=255)
+    boxes = synth._letter_boxes(draw, (10, 10), "AB C", font)
+    assert len(boxes) == 3, "a space has no box"
+    ink = np.asarray(image) > 0
+    covered = np.zeros_like(ink)
+    for x0, y0, x1, y1 in boxes:
+        covered[int(y0):int(np.ceil(y1)), int(x0):int(np.ceil(x1))] = True
+    assert covered[ink].mean() > 0.98, "every letter's ink is inside its box"
+    assert all(a[2] <= b[0] + 2 for a, b in zip(boxes, boxes[1:])), "one box per letter, left to right"
+
+
+def test_a_letter_boxed_dataset_declares_its_letter_category(tmp_path, fonts):
+    manifest = synth.generate_dataset(tmp_path / "l", {"train": 30}, seed=2, fonts=fonts, letter_boxes=True,
+                                      negatives=synth.Negatives(words_alone=0.5))
+    coco = json.load(open(tmp_path / "l" / "train.json"))
+    assert coco["categories"][-1] == {"id": 11, "name": "letter", "supercategory": "not a digit"}
+    assert any(a["category_id"] == 11 for a in coco["annotations"]) and manifest["letter_boxes"] is True
+    plain = synth.generate_dataset(tmp_path / "p", {"train": 2}, seed=2, fonts=fonts)
+    assert plain["letter_boxes"] is False
+    assert [c["id"] for c in json.load(open(tmp_path / "p" / "train.json"))["categories"]] == list(range(1, 11))
 
 
 def test_glyphs_taller_than_the_digit_height_keep_their_tops():
@@ -229,7 +283,7 @@ def test_a_plate_frame_is_drawn_around_the_plate_not_over_its_digits(fonts):
     for seed in range(40):
         plate = synth._Sample(Image.new("RGB", (60, 30), (10, 200, 30)), [[0.0, 0.0, 60.0, 30.0, 1]], 20.0)
         placed = synth._in_scene(random.Random(seed), np.random.default_rng(seed), plate, fonts,
-                                 long_side=(400, 600), fraction=(0.2, 0.3))
+                                 synth.BOX_CONVENTIONS["svhn"], long_side=(400, 600), fraction=(0.2, 0.3))
         x0, y0, x1, y1, _ = (int(round(v)) for v in placed.boxes[0])
         inside = np.asarray(placed.image)[y0:y1, x0:x1]
         colours = np.unique(inside.reshape(-1, 3), axis=0)

@@ -3,6 +3,7 @@ import io
 import math
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -278,3 +279,31 @@ def test_the_stop_message_says_whether_an_epoch_was_saved(tmp_path):
     assert _stop_message(stop, str(tmp_path)) == "stopped by SIGTERM before any epoch finished; nothing was saved"
     (tmp_path / "last.pt").write_bytes(b"")
     assert _stop_message(stop, str(tmp_path)) == "stopped by SIGTERM; last.pt holds the last finished epoch"
+
+
+def test_letter_boxed_data_trains_a_letter_class_that_is_never_read_as_a_digit(tmp_path, tiny_run, fonts):
+    from core import synth
+    from core.evaluate import detect_split
+    from core.data import load_split
+    from core.images import decode_image
+    from core.predict import load_model
+
+    data = tmp_path / "letters"
+    synth.generate_dataset(data, {"train": 12, "valid": 6}, seed=4, fonts=fonts, letter_boxes=True,
+                           negatives=synth.Negatives(words_alone=0.4, letters_beside=0.8))
+    out = str(tmp_path / "run")
+    # From a digits-only checkpoint: its box predictor grows a letter class.
+    assert run(tiny_config(str(data), out, weights=os.path.join(tiny_run, "best.pt")), stream=None) == 0
+    saved = load_checkpoint(os.path.join(out, "best.pt"))
+    assert saved["model_kwargs"]["num_classes"] == 12 and saved["class_names"][-1] == "letter"
+    assert saved["data"]["synth"]["letter_boxes"] is True
+    assert "re-initialised" not in saved["weights_note"]
+    loaded = load_model(os.path.join(out, "best.pt"), device="cpu")
+    loaded.model.roi_heads.score_thresh = 0.0  # every box the untrained head gives, letters included
+    valid = load_split(str(data), "valid")
+    images = [decode_image(r.path) for r in valid.records]
+    with torch.inference_mode():
+        raw = loaded.model.eval()([torch.from_numpy(np.array(im)).permute(2, 0, 1) / 255 for im in images])
+    assert any((out["labels"] == 11).any() for out in raw), "the model itself finds letters"
+    detections = detect_split(loaded.model, valid, torch.device("cpu"))
+    assert all(0 <= digit <= 9 for d in detections for digit in d["digits"]), "a letter is never a digit"
