@@ -90,6 +90,10 @@ def region_zoom(image, detection: dict, threshold: float, width: int = 320):
     return crop
 
 
+LABEL_WITH_SCORE_PX = 44  # a box at least this wide on screen has room for "7 0.93"
+FIGURE_WIDTH_PX = 560  # about the picture column: 3/5 of the wide layout beside the sidebar
+
+
 def detection_figure(image, detection: dict, threshold: float, number_read: bool) -> go.Figure:
     shown = image.copy()
     shown.thumbnail((DISPLAY_SIDE, DISPLAY_SIDE))
@@ -99,6 +103,8 @@ def detection_figure(image, detection: dict, threshold: float, number_read: bool
     def scaled(box):
         return box[0] * kx, box[1] * ky, box[2] * kx, box[3] * ky
 
+    display_height = int(min(520, max(180, 640 * height / max(width, 1))))
+    on_screen = min(FIGURE_WIDTH_PX / max(width, 1), display_height / max(height, 1))  # screen px per picture px
     figure = go.Figure(go.Image(z=np.asarray(shown), hoverinfo="skip"))
     region = detection.get("region")
     if region is not None and number_read:  # with no number read, a region would point at nothing
@@ -116,9 +122,11 @@ def detection_figure(image, detection: dict, threshold: float, number_read: bool
             x=[x0, x1, x1, x0, x0], y=[y0, y0, y1, y1, y0], mode="lines", fill="toself",
             fillcolor="rgba(255,255,255,0.06)", line={"color": colour, "width": 2}, hoveron="fills+points",
             text=f"digit {digit} · score {score:.2f}", hoverinfo="text", name=f"digit {digit}", showlegend=False))
-        figure.add_annotation(x=x0, y=y0, text=f"<b>{digit}</b> {score:.2f}", showarrow=False, xanchor="left",
+        # A label with its score is about 40 px wide: on a small number it would cover the next digit's
+        # label, so narrow boxes show the digit alone (the score stays in the hover and the table).
+        label = f"<b>{digit}</b> {score:.2f}" if (x1 - x0) * on_screen >= LABEL_WITH_SCORE_PX else f"<b>{digit}</b>"
+        figure.add_annotation(x=x0, y=y0, text=label, showarrow=False, xanchor="left",
                               yanchor="bottom", font={"color": "white", "size": 12}, bgcolor=colour, opacity=0.9)
-    display_height = int(min(520, max(180, 640 * height / max(width, 1))))
     figure.update_layout(margin={"l": 0, "r": 0, "t": 18, "b": 0}, height=display_height, dragmode=False)
     figure.update_xaxes(visible=False, range=[0, width])
     figure.update_yaxes(visible=False, range=[height, 0], scaleanchor="x")

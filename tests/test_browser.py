@@ -73,6 +73,8 @@ def test_upload_shows_boxes_and_the_number(browser, app, tmp_path):
     figure.wait_for()
     # One outline trace per digit box drawn on the picture.
     assert page.locator(".js-plotly-plot .scatterlayer .trace").count() >= 3
+    labels = page.locator(".js-plotly-plot .annotation-text").evaluate_all("els => els.map(e => e.textContent)")
+    assert labels and all(re.fullmatch(r"\d \d\.\d\d", t) for t in labels), f"large digits show their score: {labels}"
     _shot(page, "detect.png")
     page.close()
 
@@ -92,6 +94,10 @@ def test_a_photo_shows_the_number_region_it_was_read_in(browser, app, tmp_path, 
     page.wait_for_selector('[data-testid="stMetricValue"]')
     page.wait_for_selector("text=The number's region (dashed yellow)")
     page.locator(".js-plotly-plot").first.wait_for()
+    labels = page.locator(".js-plotly-plot").first.locator(".annotation-text").evaluate_all(
+        "els => els.map(e => e.textContent)")
+    # The plate's digits are a few pixels wide on screen: a label with its score would cover the next one.
+    assert labels and all(re.fullmatch(r"\d", t) for t in labels), f"small digits show the digit alone: {labels}"
     _shot(page, "detect-photo.png")
     page.close()
 
