@@ -71,6 +71,8 @@ def describe_checkpoint(meta: dict) -> str:
     parts = [f"**{meta.get('arch', '?')}**", f"trained on {trained_on}",
              f"best validation mAP {m_ap:.3f} (epoch {best.get('epoch', meta.get('epoch'))})" if m_ap is not None
              else f"epoch {meta.get('epoch')}"]
+    if "letter" in (meta.get("class_names") or []):
+        parts.append("letters found as letters, never read as digits")
     return " · ".join(parts)
 
 

@@ -8,6 +8,7 @@ import shutil
 import time
 
 import pytest
+import torch
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
@@ -89,6 +90,32 @@ def test_upload_shows_the_number_read(app_dirs, tiny_run, tiny_data):
     shown = at.metric[0].value
     assert shown == (expected if expected != "-1" else "no digit (-1)")
     assert any("ms per image" in c.value for c in at.caption)
+
+
+def test_a_letter_class_checkpoint_says_so_and_reads_digits_only(app_dirs, tiny_run, tiny_data):
+    from core.checkpoint import load_checkpoint, save_checkpoint
+    from core.model import build_model, class_names
+
+    runs, _ = app_dirs
+    payload = load_checkpoint(os.path.join(tiny_run, "best.pt"))
+    kwargs = {**payload["model_kwargs"], "num_classes": 12, "box_score_thresh": 0.0}  # the tiny model is unsure
+    model, kwargs, _ = build_model(kwargs["arch"], kwargs, weights=os.path.join(tiny_run, "best.pt"))
+    head = model.roi_heads.box_predictor.cls_score
+    with torch.no_grad():  # letters as likely as the tiny model's likeliest digit, "0": both kinds of box come out
+        head.weight[11], head.bias[11] = head.weight[1], head.bias[1]
+    (runs / "letters").mkdir()
+    save_checkpoint(str(runs / "letters" / "best.pt"),
+                    {**payload, "model_kwargs": kwargs, "class_names": class_names(12), "model": model.state_dict()})
+    at = _app()
+    assert "letters found as letters, never read as digits" in at.caption[0].value
+    path = os.path.join(tiny_data, "test", "3.png")
+    at.file_uploader[0].set_value(("3.png", _png(path), "image/png"))
+    at.run()
+    at.slider[1].set_value(0.0)  # every box the model keeps
+    at.run()
+    assert not at.exception, at.exception
+    table = next(df.value for df in at.dataframe if "digit" in df.value.columns)
+    assert len(table) and table["digit"].between(0, 9).all()
 
 
 def test_input_size_control_runs_the_model_at_that_size(app_dirs, tiny_run, tiny_data, monkeypatch):
