@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from core.data import NUM_DIGITS, DatasetError, Problem, read_json
+from core.data import LETTER_ID, NUM_DIGITS, DatasetError, Problem, declares_letters, read_json
 
 SPLIT_ORDER = ("train", "valid", "test")
 
@@ -82,8 +82,10 @@ def read_split_table(root: str, split: str) -> SplitTable:
     try:
         images = pd.DataFrame([(im["id"], im["file_name"], im.get("width"), im.get("height"))
                                for im in coco["images"]], columns=["image_id", "file_name", "width", "height"])
-        boxes = pd.DataFrame([(a["image_id"], a["category_id"] - 1, *a["bbox"]) for a in coco.get("annotations", [])],
-                             columns=["image_id", "digit", "x", "y", "w", "h"])
+        # Letter boxes (core.synth --letter-boxes) are training targets, not digits of the number.
+        letters = LETTER_ID if declares_letters(coco) else None
+        boxes = pd.DataFrame([(a["image_id"], a["category_id"] - 1, *a["bbox"]) for a in coco.get("annotations", [])
+                              if a["category_id"] != letters], columns=["image_id", "digit", "x", "y", "w", "h"])
     except (KeyError, TypeError, ValueError) as exc:
         raise DatasetError([Problem(json_path, f"an image or annotation lacks a field or has the wrong shape ({exc!r})")],
                            f"cannot browse {json_path}") from None

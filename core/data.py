@@ -113,6 +113,12 @@ class Split:
                 "annotations": annotations, "categories": categories()}
 
 
+def declares_letters(coco: dict) -> bool:
+    """Whether a COCO file's ``categories`` declare letter boxes (``LETTER_ID`` named ``LETTER_NAME``)."""
+    return any(isinstance(c, dict) and c.get("id") == LETTER_ID and c.get("name") == LETTER_NAME
+               for c in coco.get("categories") or [])
+
+
 def categories() -> list[dict]:
     return [{"id": d + 1, "name": str(d)} for d in range(NUM_DIGITS)]
 

@@ -204,7 +204,7 @@ def _colour_pair(rng: random.Random) -> tuple[np.ndarray, np.ndarray, float]:
 @dataclass
 class _Glyph:
     digit: int  # LETTER for a letter
-    labelled: bool  # partial neighbours and letters are drawn but not annotated
+    labelled: bool  # partial neighbours and letters are drawn but not annotated as digits
     mask: Image.Image  # "L" ink, tightly cropped
     x: int = 0
     y: int = 0
@@ -586,7 +586,7 @@ class _Ink:
     coeffs: list[float] | None  # output -> input homography (None: no warp)
     forward: list[float] | None  # input -> output
     boxes: list[tuple[int, int, int, int, int]]  # tight (x0, y0, x1, y1, digit), canvas frame, left to right
-    letters: list[tuple[float, float, float, float, int]]  # each letter's warped extent, digit -1
+    letters: list[tuple[float, float, float, float, int]]  # each letter's warped extent, digit LETTER
 
 
 def _place_glyphs(rng: random.Random, glyphs: list[_Glyph], height: int) -> tuple[int, int]:

@@ -57,3 +57,15 @@ def test_a_folder_that_is_not_a_dataset_gets_a_next_step(tiny_data, tmp_path):
     assert f"open its parent, `{tiny_data}`" in browse.why_not_a_dataset(train, train)
     assert "is not a folder" in browse.why_not_a_dataset("nowhere", str(tmp_path / "nowhere"))
     assert "holds no split" in browse.why_not_a_dataset("empty", str(tmp_path))
+
+
+def test_a_letter_boxed_dataset_browses_its_digits(tmp_path, fonts):
+    from core import synth
+    synth.generate_dataset(tmp_path / "l", {"train": 20}, seed=2, fonts=fonts, letter_boxes=True,
+                           negatives=synth.Negatives(words_alone=0.3, letters_beside=0.8))
+    coco = json.loads((tmp_path / "l" / "train.json").read_text())
+    assert any(a["category_id"] == 11 for a in coco["annotations"])
+    table = browse.read_split_table(str(tmp_path / "l"), "train")
+    records = load_split(str(tmp_path / "l"), "train").records
+    assert list(table.images["number"]) == [r.number for r in records], "letters are no digits of the number"
+    assert len(table.boxes) == sum(len(r.boxes) for r in records) and table.boxes["digit"].between(0, 9).all()
