@@ -141,8 +141,8 @@ def _load_matching(model: nn.Module, path: str, arch: str, source: str) -> str:
     """
     state = _load_state_dict_file(path)
     own = model.state_dict()
-    state = _with_added_classes(state, own)
-    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    grown = _with_added_classes(state, own)
+    usable = {k: v for k, v in grown.items() if k in own and own[k].shape == v.shape}
     total = sum(v.numel() for v in own.values())
     covered = sum(v.numel() for v in usable.values())
     if covered < MIN_WEIGHTS_COVERAGE * total:
@@ -150,8 +150,11 @@ def _load_matching(model: nn.Module, path: str, arch: str, source: str) -> str:
                          f"(is it a checkpoint of another architecture? pass the matching --arch)")
     model.load_state_dict(usable, strict=False)
     skipped = sorted(set(own) - set(usable))
+    added = sorted(k for k in grown if k.endswith("cls_score.bias") and grown[k].shape != state[k].shape)
     return f"loaded {source} ({len(usable)} tensors" + (
-        f"; {len(skipped)} re-initialised, e.g. {skipped[0]})" if skipped else ")")
+        f"; {len(skipped)} re-initialised, e.g. {skipped[0]}" if skipped else "") + (
+        f"; the box predictor grew {own[added[0]].shape[0] - state[added[0]].shape[0]} class(es) (letters)"
+        if added else "") + ")"
 
 
 def _with_added_classes(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

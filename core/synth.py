@@ -809,7 +809,8 @@ def _scene_objects(rng: random.Random, image: Image.Image, fonts: list[str],
                    keep_out: tuple[int, int, int, int]) -> list[tuple[float, float, float, float]]:
     """Doors, windows, plants, signs with letters, lamps, pipes: what surrounds a house number.
     Returns the ink box of each letter on the signs that no later object hides."""
-    letters = []  # (box, the sign's ink colour, how many of the box's pixels had it when drawn)
+    letters = []  # (ink box, how many objects were drawn before it)
+    drawn = []  # each object's bounding rectangle, in drawing order (a pipe is too thin to hide a letter)
     draw = ImageDraw.Draw(image)
     width, height = image.size
     unit = max(width, height)
@@ -833,17 +834,21 @@ def _scene_objects(rng: random.Random, image: Image.Image, fonts: list[str],
             x, y = away_from_number(w, h)
             fill = colour(0.1, 0.7) if kind == "door" else tuple(int(v) for v in np.array(colour(0.0, 0.5)) // 2 + 40)
             draw.rectangle((x, y, x + w, y + h), fill=fill, outline=colour(), width=max(1, w // 25))
+            drawn.append((x, y, x + w, y + h))
             if kind == "window":
                 draw.line((x + w // 2, y, x + w // 2, y + h), fill=colour(), width=max(1, w // 30))
                 draw.line((x, y + h // 2, x + w, y + h // 2), fill=colour(), width=max(1, w // 30))
         elif kind == "plant":
             cx, cy = away_from_number(int(unit * 0.15), int(unit * 0.15))
             green = np.array([rng.uniform(0.1, 0.4), rng.uniform(0.35, 0.7), rng.uniform(0.05, 0.3)])
+            leaves = []
             for _ in range(rng.randint(8, 30)):
                 r = unit * rng.uniform(0.008, 0.04)
                 x, y = cx + rng.gauss(0, unit * 0.05), cy + rng.gauss(0, unit * 0.05)
                 shade = tuple(int(v * 255 * rng.uniform(0.5, 1.2)) for v in green)
-                draw.ellipse((x - r, y - r * rng.uniform(0.4, 1), x + r, y + r), fill=shade)
+                leaves.append((x - r, y - r * rng.uniform(0.4, 1), x + r, y + r))
+                draw.ellipse(leaves[-1], fill=shade)
+            drawn += leaves
         elif kind == "sign":
             source = rng.choice([f for f in fonts if not f.startswith("<")] or [BUILTIN_FONT])
             size = int(max(8, unit * rng.uniform(0.015, 0.05)))
@@ -856,25 +861,28 @@ def _scene_objects(rng: random.Random, image: Image.Image, fonts: list[str],
             origin = (x + size // 2, y + size // 3)
             ink = tuple(int(v * 255) for v in fg)
             draw.text(origin, word, font=font, fill=ink)
-            letters += [(box, ink, _pixels_of(image, box, ink)) for box in _letter_boxes(draw, origin, word, font)]
+            drawn.append((x, y, x + tw + size, y + 2 * size))
+            letters += [(box, len(drawn)) for box in _letter_boxes(draw, origin, word, font)]
         elif kind == "lamp":
             r = int(unit * rng.uniform(0.01, 0.04))
             x, y = away_from_number(2 * r, 2 * r)
             draw.ellipse((x, y, x + 2 * r, y + 2 * r), fill=colour(0.5, 1.0), outline=colour(), width=max(1, r // 6))
+            drawn.append((x, y, x + 2 * r, y + 2 * r))
         else:
             x = rng.randint(0, width)
             if keep_out[0] - 4 < x < keep_out[2] + 4:
                 x = keep_out[2] + 6 if rng.random() < 0.5 else max(0, keep_out[0] - 6)
             draw.line((x, 0, x + rng.randint(-width // 10, width // 10), height), fill=colour(),
                       width=max(1, int(unit * rng.uniform(0.003, 0.02))))
-    # A door or another sign drawn later may cover a letter: it is no letter any more.
-    return [box for box, ink, count in letters if count and _pixels_of(image, box, ink) >= 0.7 * count]
+    # A door, a leaf or another sign drawn later may cover a letter: it is no letter any more.
+    return [box for box, before in letters if not any(_covers(rect, box) for rect in drawn[before:])]
 
 
-def _pixels_of(image: Image.Image, box: tuple[float, float, float, float], colour: tuple[int, int, int]) -> int:
-    """How many pixels inside ``box`` are exactly ``colour``."""
-    crop = np.asarray(image.crop(tuple(int(round(v)) for v in box)))
-    return int((crop == np.array(colour, dtype=np.uint8)).all(axis=-1).sum())
+def _covers(rect: tuple[float, ...], box: tuple[float, ...], share: float = 0.3) -> bool:
+    """Whether ``rect`` lies over at least ``share`` of ``box``."""
+    w = min(rect[2], box[2]) - max(rect[0], box[0])
+    h = min(rect[3], box[3]) - max(rect[1], box[1])
+    return w > 0 and h > 0 and w * h >= share * (box[2] - box[0]) * (box[3] - box[1])
 
 
 def _letter_boxes(draw: ImageDraw.ImageDraw, origin: tuple[int, int], word: str,
@@ -899,12 +907,17 @@ def _scene_size(rng: random.Random, long_side: float) -> tuple[int, int]:
     return max(1, int(long_side * aspect)), int(long_side)
 
 
+MIN_LETTER_PX = 10  # sign letters shorter than this are not boxed (scene digits are at least 11 px)
+
+
 def _signs_boxed(letters: list[tuple[float, float, float, float]], convention: BoxConvention,
                  keep_out: tuple[int, int, int, int]) -> list[list[float]]:
     """Letter boxes of the scene's signs in ``convention``; none where the plate was pasted over them."""
     boxed = []
     for box in letters:
         if box[2] > keep_out[0] and box[0] < keep_out[2] and box[3] > keep_out[1] and box[1] < keep_out[3]:
+            continue
+        if box[3] - box[1] < MIN_LETTER_PX:  # a smudge once blurred: no annotator would box it
             continue
         boxed.append([*convention.mean_box(box), LETTER])
     return boxed

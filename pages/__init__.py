@@ -53,7 +53,15 @@ def input_size_label(size) -> str:
 def checkpoint_label(path: str) -> str:
     if os.path.abspath(path) == os.path.abspath(default_checkpoint()):
         return "default.pt (shipped)"
-    return os.path.relpath(path, PROJECT_ROOT)
+    return shown_path(path)
+
+
+def shown_path(path: str) -> str:
+    """``path`` relative to the project when inside it, else whole: "../trial-runs" would send a user
+    looking in the wrong place (a sibling folder's name can start with the project's)."""
+    absolute = os.path.abspath(path)
+    inside = absolute.startswith(os.path.join(PROJECT_ROOT, ""))
+    return os.path.relpath(absolute, PROJECT_ROOT) if inside else absolute
 
 
 def resolve(path: str) -> str:
@@ -66,7 +74,7 @@ def pick_dataset(label: str, help_text: str, nothing_found: str) -> tuple[str, l
     resolved folder and its splits, or stops the page with what to do (``nothing_found`` is told
     where it looked, as ``{where}``)."""
     search_root = data_root(PROJECT_ROOT)
-    known = [os.path.relpath(p, PROJECT_ROOT) if p.startswith(PROJECT_ROOT) else p for p in find_datasets(search_root)]
+    known = [shown_path(p) for p in find_datasets(search_root)]
     folder = st.selectbox(label, known, index=0 if known else None, accept_new_options=True,
                           placeholder="Type a path, e.g. data/svhn", help=help_text)
     if not folder:

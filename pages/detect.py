@@ -72,7 +72,7 @@ def describe_checkpoint(meta: dict) -> str:
              f"best validation mAP {m_ap:.3f} (epoch {best.get('epoch', meta.get('epoch'))})" if m_ap is not None
              else f"epoch {meta.get('epoch')}"]
     if "letter" in (meta.get("class_names") or []):
-        parts.append("letters found as letters, never read as digits")
+        parts.append("has a letter class: a box it calls a letter is not read as a digit")
     return " · ".join(parts)
 
 

@@ -15,9 +15,9 @@ from core.config import (LONG_RUN_S, PRESETS, SCHEDULERS, ConfigError, TrainConf
 from core.events import read_events, tail_text
 from core.launcher import RUN_NAME, LaunchError, run_dir_for, start_run, stop_run, wait_until_started
 from core.model import ARCHITECTURES
-from core.runs import PROJECT_ROOT, is_locked, list_checkpoints, read_config, read_history, run_status, runs_root
+from core.runs import is_locked, list_checkpoints, read_config, read_history, run_status, runs_root
 from core.synth import SynthError, generate_dataset, usable_fonts
-from pages import ensure_routed, resolve
+from pages import ensure_routed, resolve, shown_path
 
 ensure_routed()
 
@@ -43,7 +43,7 @@ def config_widget(field: dataclasses.Field, default, key: str):
     kind = typing.get_type_hints(TrainConfig)[field.name]
     help_text = meta["help"]
     if field.name == "weights":  # the shipped model and every run's best, or any path typed in
-        options = ["auto", "none", *[os.path.relpath(p, PROJECT_ROOT) for p in list_checkpoints()]]
+        options = ["auto", "none", *[shown_path(p) for p in list_checkpoints()]]
         if default not in options:
             options.append(default)
         return st.selectbox(label, options, index=options.index(default), help=help_text, key=key,

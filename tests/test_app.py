@@ -107,7 +107,7 @@ def test_a_letter_class_checkpoint_says_so_and_reads_digits_only(app_dirs, tiny_
     save_checkpoint(str(runs / "letters" / "best.pt"),
                     {**payload, "model_kwargs": kwargs, "class_names": class_names(12), "model": model.state_dict()})
     at = _app()
-    assert "letters found as letters, never read as digits" in at.caption[0].value
+    assert "has a letter class: a box it calls a letter is not read as a digit" in at.caption[0].value
     path = os.path.join(tiny_data, "test", "3.png")
     at.file_uploader[0].set_value(("3.png", _png(path), "image/png"))
     at.run()
@@ -528,3 +528,10 @@ def test_failure_gallery_enlarges_a_number_that_is_small_in_its_image(app_dirs, 
     first = next(c for c in captions if c.startswith("#1 "))
     second = next(c for c in captions if c.startswith("#2 "))
     assert "enlarged" not in first and "enlarged around the number" in second, captions
+
+
+def test_paths_outside_the_project_are_shown_whole():
+    from pages import shown_path
+    assert shown_path(os.path.join(ROOT, "runs", "a", "best.pt")) == os.path.join("runs", "a", "best.pt")
+    sibling = ROOT.rstrip(os.sep) + "-data"  # shares the project's name as a prefix
+    assert shown_path(os.path.join(sibling, "letters")) == os.path.join(sibling, "letters")

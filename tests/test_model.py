@@ -139,7 +139,7 @@ def test_a_letter_class_model_grows_from_digits_only_weights(tmp_path):
     path = tmp_path / "digits.pth"
     torch.save(donor.state_dict(), path)
     model, kwargs, note = build_model("digitnet_fpn", {"num_classes": 12}, weights=str(path))
-    assert kwargs["num_classes"] == 12 and "re-initialised" not in note
+    assert kwargs["num_classes"] == 12 and "re-initialised" not in note and "grew 1 class(es)" in note
     old, new = donor.roi_heads.box_predictor, model.roi_heads.box_predictor
     assert new.cls_score.out_features == 12 and new.bbox_pred.out_features == 48
     assert torch.equal(new.cls_score.weight[:11], old.cls_score.weight), "background and digits keep what they learnt"

@@ -1,6 +1,7 @@
 import hashlib
 import json
 import os
+import random
 
 import numpy as np
 import pytest
@@ -243,6 +244,23 @@ def test_sign_letters_are_boxed_one_by_one(fonts):
         covered[int(y0):int(np.ceil(y1)), int(x0):int(np.ceil(x1))] = True
     assert covered[ink].mean() > 0.98, "every letter's ink is inside its box"
     assert all(a[2] <= b[0] + 2 for a, b in zip(boxes, boxes[1:])), "one box per letter, left to right"
+
+
+def test_sign_letters_are_boxed_unless_something_drawn_later_covers_them(fonts, monkeypatch):
+    from PIL import Image
+    asked = []
+    real = synth._letter_boxes
+    monkeypatch.setattr(synth, "_letter_boxes", lambda *a: asked.append(real(*a)) or asked[-1])
+    boxed = 0
+    for seed in range(60):
+        image = Image.new("RGB", (320, 240), (128, 128, 128))  # small scenes: small, antialiased letters
+        boxes = synth._scene_objects(random.Random(seed), image, fonts, (-1, -1, -1, -1))
+        assert all(box in [b for sign in asked for b in sign] for box in boxes)
+        boxed += len(boxes)
+    drawn = sum(len(sign) for sign in asked)
+    assert drawn > 100 and boxed >= 0.8 * drawn, f"{boxed} of {drawn} sign letters boxed"
+    assert synth._covers((0, 0, 10, 10), (5, 5, 15, 15), share=0.25)
+    assert not synth._covers((0, 0, 10, 10), (5, 5, 15, 15), share=0.3) and not synth._covers((0, 0, 4, 4), (5, 5, 9, 9))
 
 
 def test_a_letter_boxed_dataset_declares_its_letter_category(tmp_path, fonts):
