@@ -107,7 +107,7 @@ def score_detections(split: Split, detections: Sequence[dict[str, list]],
     """COCO numbers, per-class AP and Task 2 accuracy of ``detections`` (one per image of ``split``),
     numbers read by ``reader`` (or a plain threshold); ``evaluator``: ``run_cocoeval`` of the same
     detections, when the caller has already run it."""
-    reader = reader if isinstance(reader, NumberReader) else NumberReader.plain(reader)
+    reader = NumberReader.of(reader)
     records = split.records
     metrics = coco_metrics(split.coco(), split_results(split, detections), evaluator)
     numbers = [read_number(det, reader) for det in detections]

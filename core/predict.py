@@ -172,13 +172,11 @@ def _digits_only(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor
     is_letter = labels == LETTER_LABEL
     if not bool(is_letter.any()):
         return boxes, scores, labels
-    digits = ~is_letter
-    if bool(digits.any()):
-        overlap = box_iou(boxes[digits], boxes[is_letter])
-        surer = scores[is_letter][None, :] > scores[digits][:, None]
-        covered = ((overlap >= LETTER_COVERS_IOU) & surer).any(dim=1)
-        digits[digits.clone()] = ~covered
-    return boxes[digits], scores[digits], labels[digits]
+    # A letter is never surer than itself, so only digit boxes can be covered.
+    surer = scores[is_letter][None, :] > scores[:, None]
+    covered = ((box_iou(boxes, boxes[is_letter]) >= LETTER_COVERS_IOU) & surer).any(dim=1)
+    keep = ~is_letter & ~covered
+    return boxes[keep], scores[keep], labels[keep]
 
 
 LINE_GAP = 1.0  # digits of one number stand at most this many digit heights apart
@@ -304,6 +302,11 @@ class NumberReader:
         return cls(threshold, threshold, one_line=False)
 
     @classmethod
+    def of(cls, reader: NumberReader | float) -> NumberReader:
+        """``reader`` itself, or the plain reader of a bare threshold (what callers may pass instead)."""
+        return reader if isinstance(reader, NumberReader) else cls.plain(reader)
+
+    @classmethod
     def from_meta(cls, meta: dict[str, Any]) -> NumberReader:
         """The reader a checkpoint records (``task2_reader``), else its plain ``task2_threshold`` (else 0.5)."""
         recorded = meta.get("task2_reader")
@@ -363,7 +366,7 @@ def read_digits(detection: dict[str, list], reader: NumberReader | float = TASK2
     Of boxes that cover the same digit (torchvision's NMS is per class, so a "1" and a "7" can both
     sit on one glyph) only the highest-scoring one counts.
     """
-    reader = reader if isinstance(reader, NumberReader) else NumberReader.plain(reader)
+    reader = NumberReader.of(reader)
     boxes, scores = detection["boxes"], detection["scores"]
     candidates = sorted((i for i, s in enumerate(scores) if s >= reader.member), key=lambda i: -scores[i])
     kept: list[int] = []

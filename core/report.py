@@ -130,6 +130,11 @@ class Report:
     sweep: pd.DataFrame
     errors: pd.DataFrame
 
+    @property
+    def reader(self) -> NumberReader:
+        """The reader the report's numbers were read with."""
+        return NumberReader.from_meta(self.metrics)
+
 
 def build_report(split: Split, detections: Sequence[dict[str, list]], reader: NumberReader | float | None,
                  seconds: float | None = None, extra: dict[str, Any] | None = None,
@@ -140,7 +145,7 @@ def build_report(split: Split, detections: Sequence[dict[str, list]], reader: Nu
     sweep = task2_sweep(split.records, detections) if sweep is None else sweep
     if reader is None:
         reader = best_reader(sweep)
-    reader = reader if isinstance(reader, NumberReader) else NumberReader.plain(reader)
+    reader = NumberReader.of(reader)
     evaluator = run_cocoeval(split.coco(), split_results(split, detections))
     metrics = score_detections(split, detections, reader, evaluator)
     if seconds is not None:

@@ -37,7 +37,6 @@ from core.evaluate import detect_split, score_detections
 from core.events import EventLog, ProgressBar
 from core.model import (NUM_CLASSES, WITH_LETTER_CLASS, ModelError, build_model, class_names,
                         complete_model_kwargs, input_size_of, rebuild_model)
-from core.predict import NumberReader
 from core.runs import RunBusyError, RunLock
 
 LOSS_TERMS = ("loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")
@@ -440,7 +439,7 @@ def _write_best_report(cfg: TrainConfig, model: torch.nn.Module, valid_split, de
     payload["task2_reader_picked_on"] = {"split": "valid", "images": report.metrics["images"],
                                          "task2_accuracy": report.metrics["task2_accuracy"]}
     save_checkpoint(best_path, payload)
-    reader = NumberReader(**report.metrics["task2_reader"])
+    reader = report.reader
     say(f"core.train: report of the best epoch on valid in {os.path.join(cfg.out, 'report')}/; Task 2 reader picked "
         f"on valid ({report.metrics['task2_accuracy']:.3f} there), recorded in best.pt: {reader.describe()}")
 
@@ -625,14 +624,13 @@ def _train(cfg: TrainConfig, state: dict[str, Any] | None, dist_info: Distribute
         _say_epoch(say, record, cfg.epochs, is_best)
         if is_best:
             log.emit("best", epoch=epoch, mAP=metrics["mAP"], path=os.path.join(cfg.out, "best.pt"))
-    return _finish(cfg, status, progress, model, valid_split, device, is_main, log, stop, started)
+    return _finish(cfg, status, progress, model, valid_split, device, is_main, log, say, stop, started)
 
 
 def _finish(cfg: TrainConfig, status: str, progress: _Progress, model, valid_split, device, is_main: bool,
-            log: EventLog | None, stop: StopFlag, started: float) -> int:
+            log: EventLog | None, say, stop: StopFlag, started: float) -> int:
     """The best epoch's report (a completed run), the ``end`` event and the exit code."""
     best = progress.best
-    say = log.say if log is not None else (lambda _text: None)
     if status == "completed" and is_main and best["epoch"] is not None:
         _write_best_report(cfg, model, valid_split, device, progress.best_detections, say)
     seconds = round(time.perf_counter() - started, 2)

@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw
 from core.checkpoint import CheckpointError
 from core.images import decode_image
 from core.predict import (NumberReader, image_ids_csv_bytes, join_predictions, load_model, pred_csv_bytes,
-                          pred_json_bytes, predict_images, read_digits, read_number)
+                          pred_json_bytes, predict_images, read_digits)
 from core.runs import list_checkpoints
 from pages import DIGIT_COLOURS, INPUT_SIZES, checkpoint_label, ensure_routed, input_size_label
 
@@ -213,7 +213,7 @@ if len(files) > 1:
     columns = st.columns(3)
     columns[0].download_button("Download pred.json (Task 1)", pred_json_bytes(prediction.coco()), "pred.json",
                                "application/json", help="Every detection, COCO results format, as core.predict writes it.")
-    columns[1].download_button("Download pred.csv (Task 2)", pred_csv_bytes(list(zip(prediction.image_ids, numbers))),
+    columns[1].download_button("Download pred.csv (Task 2)", pred_csv_bytes(prediction.csv_rows()),
                                "pred.csv", "text/csv",
                                help="image_id,pred_label read with the scores above; -1 = no digit.")
     if mapping is not None:

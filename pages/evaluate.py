@@ -145,7 +145,7 @@ def gallery(result) -> None:
     page = right.number_input("Page", 1, pages, 1, key=f"gallery-{'-'.join(kinds)}-{digit}")
     st.caption(f"{len(chosen)} of {len(errors)} wrong images, worst first; page {page} of {pages}. "
                "Left: the truth; right: what the model read (by the checkpoint's Task 2 reader).")
-    reader = NumberReader(**result.report.metrics["task2_reader"])
+    reader = result.report.reader
     for row in chosen.iloc[(page - 1) * GALLERY_PER_PAGE: page * GALLERY_PER_PAGE].itertuples():
         truth, read, enlarged = pictures(result, row, reader)
         columns = st.columns([1, 1, 1])
@@ -174,7 +174,7 @@ def downloads(result) -> None:
 def show(result, other=None, other_label: str = "") -> None:
     headline(result, other)
     st.caption(f"{result.report.metrics['images']} images · {result.report.metrics['inference']} · Task 2: "
-               f"{NumberReader(**result.report.metrics['task2_reader']).describe()}")
+               f"{result.report.reader.describe()}")
     tabs = st.tabs(["Per class", "Precision-recall", "Confusion", "Task 2", "Failures", "Files"])
     with tabs[0]:
         st.plotly_chart(per_class_figure(result), key="per-class")
