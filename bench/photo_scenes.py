@@ -2,7 +2,7 @@
 
     python bench/photo_scenes.py [--ckpt FILE] [--scenes 200] [--empty 200] [--seed 2026]
 
-Renders (once per generator version, cached under data/) ``--scenes`` photos of 640-1280 px with a plate at 10-35% of the
+Renders (once per generator version and font list, cached under data/) ``--scenes`` photos of 640-1280 px with a plate at 10-35% of the
 image width (``core.synth.render_photo_scene``: not the training generator's mix, and its own seed
 and split name, so none of these images was trained on) and ``--empty`` digit-free photos of the
 same walls, doors, plants and lettered signs. Prints Task 1 and Task 2 on the plates (by number
@@ -12,6 +12,7 @@ length) and how often a number is read from a photo with no digits, with the med
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 
@@ -23,11 +24,16 @@ from core.evaluate import score_detections
 from core.predict import load_model, parse_input_size, read_number
 
 
-def render(out: str, scenes: int, empty: int, seed: int) -> None:
+def font_list_tag(fonts: list[str]) -> str:
+    """A short name for a font list: the same seed draws other scenes from other fonts."""
+    names = "\n".join(os.path.basename(f) for f in fonts)
+    return f"f{len(fonts)}-{hashlib.sha1(names.encode()).hexdigest()[:8]}"
+
+
+def render(out: str, scenes: int, empty: int, seed: int, fonts: list[str]) -> None:
     """``out/test`` + ``test.json``: plates; ``out/valid`` + ``valid.json``: digit-free photos."""
     if os.path.isfile(os.path.join(out, "valid.json")):
         return
-    fonts = synth.usable_fonts()
     print(f"bench/photo_scenes: rendering {scenes} photos with a plate and {empty} without digits in {out}", flush=True)
     work = out + ".partial"
     for split, count, with_number in (("test", scenes, True), ("valid", empty, False)):
@@ -46,6 +52,8 @@ def render(out: str, scenes: int, empty: int, seed: int) -> None:
                 "annotations": annotations, "categories": synth.categories()}
         with open(os.path.join(work, f"{split}.json"), "w") as handle:
             json.dump(coco, handle)
+    with open(os.path.join(work, "fonts.json"), "w") as handle:
+        json.dump([os.path.basename(f) for f in fonts], handle, indent=1)
     os.replace(work, out)
 
 
@@ -59,9 +67,12 @@ def main() -> None:
                         help="'auto' (the checkpoint's own policy, the default) or a fixed short side in px")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args()
-    # The generator's version is part of the name: its scenes change with it, and so would the figures.
-    out = os.path.join(ROOT, "data", f"bench-photo-scenes-v{synth.GENERATOR_VERSION}-{args.seed}-{args.scenes}-{args.empty}")
-    render(out, args.scenes, args.empty, args.seed)
+    # The generator's version and the installed fonts are part of the name: the scenes change with
+    # either, and so would the figures.
+    fonts = synth.usable_fonts()
+    out = os.path.join(ROOT, "data", f"bench-photo-scenes-v{synth.GENERATOR_VERSION}-{args.seed}-{args.scenes}-"
+                                     f"{args.empty}-{font_list_tag(fonts)}")
+    render(out, args.scenes, args.empty, args.seed, fonts)
     loaded = load_model(args.ckpt)
     input_size = parse_input_size(args.input_size)
     reader = loaded.reader

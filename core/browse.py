@@ -19,12 +19,15 @@ SPLIT_ORDER = ("train", "valid", "test")
 @dataclass(frozen=True)
 class SplitTable:
     """One split: ``images`` (image_id, file_name, width, height, digits, number) and ``boxes``
-    (image_id, digit, x, y, w, h), both in image id order; ``number`` is read left to right."""
+    (image_id, digit, x, y, w, h), both in image id order; ``number`` is read left to right.
+    ``letters`` (image_id, x, y, w, h) holds the letter boxes of a dataset that declares them
+    (``core.synth --letter-boxes``), empty otherwise."""
 
     root: str
     split: str
     images: pd.DataFrame
     boxes: pd.DataFrame
+    letters: pd.DataFrame
 
     @property
     def image_dir(self) -> str:
@@ -32,6 +35,9 @@ class SplitTable:
 
     def boxes_of(self, image_id: int) -> pd.DataFrame:
         return self.boxes[self.boxes["image_id"] == image_id]
+
+    def letters_of(self, image_id: int) -> pd.DataFrame:
+        return self.letters[self.letters["image_id"] == image_id]
 
 
 def data_root(project_root: str) -> str:
@@ -83,9 +89,12 @@ def read_split_table(root: str, split: str) -> SplitTable:
         images = pd.DataFrame([(im["id"], im["file_name"], im.get("width"), im.get("height"))
                                for im in coco["images"]], columns=["image_id", "file_name", "width", "height"])
         # Letter boxes (core.synth --letter-boxes) are training targets, not digits of the number.
-        letters = LETTER_ID if declares_letters(coco) else None
-        boxes = pd.DataFrame([(a["image_id"], a["category_id"] - 1, *a["bbox"]) for a in coco.get("annotations", [])
-                              if a["category_id"] != letters], columns=["image_id", "digit", "x", "y", "w", "h"])
+        letter_id = LETTER_ID if declares_letters(coco) else None
+        annotations = coco.get("annotations", [])
+        boxes = pd.DataFrame([(a["image_id"], a["category_id"] - 1, *a["bbox"]) for a in annotations
+                              if a["category_id"] != letter_id], columns=["image_id", "digit", "x", "y", "w", "h"])
+        letters = pd.DataFrame([(a["image_id"], *a["bbox"]) for a in annotations if a["category_id"] == letter_id],
+                               columns=["image_id", "x", "y", "w", "h"]).astype({"image_id": "int64"})
     except (KeyError, TypeError, ValueError) as exc:
         raise DatasetError([Problem(json_path, f"an image or annotation lacks a field or has the wrong shape ({exc!r})")],
                            f"cannot browse {json_path}") from None
@@ -100,7 +109,8 @@ def read_split_table(root: str, split: str) -> SplitTable:
     images = images.sort_values("image_id", kind="stable").reset_index(drop=True)
     images["digits"] = images["image_id"].map(counts).fillna(0).astype(int)
     images["number"] = images["image_id"].map(numbers).fillna("-1")
-    return SplitTable(root, split, images, ordered.drop(columns="centre").reset_index(drop=True))
+    return SplitTable(root, split, images, ordered.drop(columns="centre").reset_index(drop=True),
+                      letters.sort_values(["image_id", "x"], kind="stable").reset_index(drop=True))
 
 
 def select_images(table: SplitTable, digit: int | None = None, length: int | None = None) -> pd.DataFrame:

@@ -13,6 +13,8 @@ ROUTED = "_digit_studio_routed"  # set by streamlit_app.py whenever the router r
 # One colour per digit, so the same digit looks the same on every page and image.
 DIGIT_COLOURS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4",
                  "#42d4f4", "#f032e6", "#9a6324", "#469990", "#800000"]
+LETTER_COLOUR = "#a9a9a9"  # letter boxes (core.synth --letter-boxes): grey, apart from every digit
+LETTER_LABEL = "letter"
 # The "Input size" choices of the Detect and Evaluate pages: auto is the checkpoint's own policy.
 INPUT_SIZES = ["auto", 128, 192, 256, 320, 384, 512, 640, 800]
 
@@ -33,14 +35,14 @@ def ensure_routed() -> None:
 
 def boxed_picture(image: Image.Image, boxes, side: int) -> Image.Image:
     """``image`` with its long side at ``side`` px and ``boxes`` ``(x0, y0, x1, y1, digit)`` drawn in
-    their digit's colour, each labelled with its digit."""
+    their digit's colour, each labelled with its digit (``LETTER_LABEL`` in place of a digit: a grey letter box)."""
     k = side / max(image.size)
     picture = image.convert("RGB").resize((max(1, round(image.size[0] * k)), max(1, round(image.size[1] * k))),
                                           Image.LANCZOS if k < 1 else Image.NEAREST)
     draw = ImageDraw.Draw(picture)
     line = max(2, side // 110)
     for x0, y0, x1, y1, digit in boxes:
-        colour = DIGIT_COLOURS[int(digit) % 10]
+        colour = LETTER_COLOUR if digit == LETTER_LABEL else DIGIT_COLOURS[int(digit) % 10]
         draw.rectangle((x0 * k, y0 * k, x1 * k, y1 * k), outline=colour, width=line)
         draw.text((x0 * k + 2, y0 * k + 1), str(digit), fill=colour)
     return picture

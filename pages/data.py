@@ -8,7 +8,7 @@ from PIL import Image
 
 from core.browse import page_of, read_split_table, select_images
 from core.data import DatasetError
-from pages import DIGIT_COLOURS, boxed_picture, ensure_routed, pick_dataset
+from pages import DIGIT_COLOURS, LETTER_LABEL, boxed_picture, ensure_routed, pick_dataset
 
 ensure_routed()
 
@@ -32,16 +32,18 @@ def label_of(row) -> str:
     return f"#{row.image_id} · {row.number if row.digits else 'no digits'}"
 
 
-def drawn(path: str, boxes, side: int = THUMB_SIDE) -> Image.Image:
-    """The picture with its long side at ``side`` px, each box in its digit's colour."""
+def drawn(path: str, table, image_id: int, side: int = THUMB_SIDE) -> Image.Image:
+    """The picture with its long side at ``side`` px, each box in its digit's colour, letter boxes grey."""
+    boxes = [(r.x, r.y, r.x + r.w, r.y + r.h, r.digit) for r in table.boxes_of(image_id).itertuples()]
+    boxes += [(r.x, r.y, r.x + r.w, r.y + r.h, LETTER_LABEL) for r in table.letters_of(image_id).itertuples()]
     with Image.open(path) as handle:
-        return boxed_picture(handle, [(r.x, r.y, r.x + r.w, r.y + r.h, r.digit) for r in boxes.itertuples()], side)
+        return boxed_picture(handle, boxes, side)
 
 
 st.title("Browse a dataset")
 st.caption("Any folder in the course layout: `train/ valid/ test/` image folders with `train.json`, "
-           "`valid.json`, `test.json` (COCO; category_id 1..10 = digit 0..9), as `core.synth` and "
-           "`core.convert` write them.")
+           "`valid.json`, `test.json` (COCO; category_id 1..10 = digit 0..9, and 11 = letter where the file "
+           "declares it, as `core.synth --letter-boxes` does), as `core.synth` and `core.convert` write them.")
 
 root, splits = pick_dataset(
     "Dataset folder", "Pick one under data/ or type any path.",
@@ -62,7 +64,8 @@ if not tables:
 columns = st.columns(len(tables))
 for column, (name, table) in zip(columns, tables.items()):
     column.metric(f"{name}", f"{len(table.images):,} images")
-    column.caption(f"{len(table.boxes):,} digits · `{name}.json`")
+    letters = f" · {len(table.letters):,} letters (grey boxes)" if len(table.letters) else ""
+    column.caption(f"{len(table.boxes):,} digits{letters} · `{name}.json`")
 
 split = st.radio("Split", list(tables), horizontal=True)
 table = tables[split]
@@ -103,7 +106,7 @@ for start in range(0, len(shown), COLUMNS):
     for column, row in zip(st.columns(COLUMNS), shown.iloc[start:start + COLUMNS].itertuples()):
         with column:
             try:
-                picture = drawn(os.path.join(table.image_dir, row.file_name), table.boxes_of(row.image_id))
+                picture = drawn(os.path.join(table.image_dir, row.file_name), table, row.image_id)
             except OSError as exc:
                 st.warning(f"#{row.image_id} {row.file_name}: {exc}")
                 continue
@@ -113,8 +116,7 @@ if len(shown):
     with st.expander("Look closer at one image of this page", icon=":material/zoom_in:"):
         closer = st.selectbox("Image", list(shown.itertuples()), format_func=label_of)
         try:
-            st.image(drawn(os.path.join(table.image_dir, closer.file_name), table.boxes_of(closer.image_id),
-                           CLOSE_UP_SIDE))
+            st.image(drawn(os.path.join(table.image_dir, closer.file_name), table, closer.image_id, CLOSE_UP_SIDE))
         except OSError as exc:
             st.warning(f"#{closer.image_id} {closer.file_name}: {exc}")
         st.dataframe(table.boxes_of(closer.image_id).drop(columns="image_id"), hide_index=True)

@@ -398,6 +398,21 @@ def test_data_page_summarises_a_dataset_and_filters_its_images(app_dirs, tiny_da
     assert f"{with_seven} image(s)" in at.markdown[-1].value
 
 
+def test_data_page_counts_and_draws_letter_boxes_of_a_letter_dataset(app_dirs, fonts, tmp_path, monkeypatch):
+    from core import synth
+    from pages import LETTER_COLOUR, LETTER_LABEL, boxed_picture
+    data = tmp_path / "data"
+    synth.generate_dataset(data / "letters", {"train": 12}, seed=2, fonts=fonts, letter_boxes=True,
+                           negatives=synth.Negatives(words_alone=0.3, letters_beside=0.8))
+    letters = sum(a["category_id"] == 11 for a in json.loads((data / "letters" / "train.json").read_text())["annotations"])
+    monkeypatch.setenv("DIGIT_STUDIO_DATA", str(data))
+    at = _app("pages/data.py")
+    assert f"{letters:,} letters (grey boxes)" in at.caption[1].value
+    grey = tuple(int(LETTER_COLOUR[i:i + 2], 16) for i in (1, 3, 5))
+    picture = boxed_picture(Image.new("RGB", (40, 40), "white"), [(5, 5, 30, 30, LETTER_LABEL)], 40)
+    assert picture.getpixel((5, 15)) == grey, "a letter box is drawn grey, in no digit's colour"
+
+
 def test_data_page_without_datasets_says_where_they_come_from(app_dirs, tmp_path, monkeypatch):
     monkeypatch.setenv("DIGIT_STUDIO_DATA", str(tmp_path / "none"))
     at = _app("pages/data.py")

@@ -69,3 +69,12 @@ def test_a_letter_boxed_dataset_browses_its_digits(tmp_path, fonts):
     records = load_split(str(tmp_path / "l"), "train").records
     assert list(table.images["number"]) == [r.number for r in records], "letters are no digits of the number"
     assert len(table.boxes) == sum(len(r.boxes) for r in records) and table.boxes["digit"].between(0, 9).all()
+    letter_boxes = [(a["image_id"], *a["bbox"]) for a in coco["annotations"] if a["category_id"] == 11]
+    assert sorted(map(tuple, table.letters.itertuples(index=False))) == sorted(letter_boxes)
+    first = letter_boxes[0][0]
+    assert len(table.letters_of(first)) == sum(b[0] == first for b in letter_boxes)
+
+
+def test_a_dataset_without_letters_has_an_empty_letter_table(tiny_data):
+    table = browse.read_split_table(str(tiny_data), "train")
+    assert len(table.boxes) and table.letters.empty and list(table.letters.columns) == ["image_id", "x", "y", "w", "h"]
