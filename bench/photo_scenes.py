@@ -1,6 +1,6 @@
 """Photo scenes: house-number plates small in large rendered photos, and photos with no digits.
 
-    python bench/photo_scenes.py [--ckpt FILE] [--scenes 200] [--empty 200] [--seed 2026]
+    python bench/photo_scenes.py [--ckpt FILE] [--scenes 200] [--empty 200] [--seed 2026] [--dir RENDERED]
 
 Renders (once per generator version and font list, cached under data/) ``--scenes`` photos of 640-1280 px with a plate at 10-35% of the
 image width (``core.synth.render_photo_scene``: not the training generator's mix, and its own seed
@@ -66,13 +66,21 @@ def main() -> None:
     parser.add_argument("--input-size", default=None,
                         help="'auto' (the checkpoint's own policy, the default) or a fixed short side in px")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    parser.add_argument("--dir", default=None,
+                        help="score the scenes already rendered in this folder (another font list or generator "
+                             "version) instead of this machine's")
     args = parser.parse_args()
-    # The generator's version and the installed fonts are part of the name: the scenes change with
-    # either, and so would the figures.
-    fonts = synth.usable_fonts()
-    out = os.path.join(ROOT, "data", f"bench-photo-scenes-v{synth.GENERATOR_VERSION}-{args.seed}-{args.scenes}-"
-                                     f"{args.empty}-{font_list_tag(fonts)}")
-    render(out, args.scenes, args.empty, args.seed, fonts)
+    if args.dir:
+        out = args.dir
+        if not os.path.isfile(os.path.join(out, "valid.json")):
+            parser.error(f"--dir {out}: no rendered scenes there (test.json and valid.json)")
+    else:
+        # The generator's version and the installed fonts are part of the name: the scenes change with
+        # either, and so would the figures.
+        fonts = synth.usable_fonts()
+        out = os.path.join(ROOT, "data", f"bench-photo-scenes-v{synth.GENERATOR_VERSION}-{args.seed}-{args.scenes}-"
+                                         f"{args.empty}-{font_list_tag(fonts)}")
+        render(out, args.scenes, args.empty, args.seed, fonts)
     loaded = load_model(args.ckpt)
     input_size = parse_input_size(args.input_size)
     reader = loaded.reader

@@ -157,147 +157,189 @@ def clip_box(x: float, y: float, w: float, h: float, width: int, height: int) ->
     return [x0, y0, x1, y1]
 
 
+class _Findings:
+    """The problems found in one annotation file, and the ids of the images they concern."""
+
+    def __init__(self, json_path: str) -> None:
+        self.json_path = json_path
+        self.problems: list[Problem] = []
+        self.bad_images: set[int] = set()
+
+    def report(self, message: str, image_id: Any = None, annotation_id: Any = None) -> None:
+        self.problems.append(Problem(self.json_path, message, image_id, annotation_id))
+        if _is_int(image_id):
+            self.bad_images.add(image_id)
+
+
 def validate_coco(coco: Any, json_path: str, image_dir: str) -> tuple[list[ImageRecord], list[Problem], set[int]]:
     """Check a COCO dict; returns (records, problems, ids of images with problems)."""
-    problems: list[Problem] = []
-    bad_images: set[int] = set()
-
-    def report(message: str, image_id: Any = None, annotation_id: Any = None) -> None:
-        problems.append(Problem(json_path, message, image_id, annotation_id))
-        if _is_int(image_id):
-            bad_images.add(image_id)
-
-    if not isinstance(coco, dict):
-        report(f"expected a JSON object with images/annotations/categories, got {type(coco).__name__}")
-        return [], problems, bad_images
-    for key in ("images", "annotations"):
-        if key not in coco:
-            report(f"missing key {key!r}")
-        elif not isinstance(coco[key], list):
-            report(f"{key!r} must be a list, got {type(coco[key]).__name__}")
-    if problems:
-        return [], problems, bad_images
-
-    known_categories = set(range(1, NUM_DIGITS + 1))
-    if "categories" in coco:
-        cats = coco["categories"]
-        if not isinstance(cats, list) or not all(isinstance(c, dict) and _is_int(c.get("id")) for c in cats):
-            report("'categories' must be a list of objects with integer ids")
-        else:
-            for c in cats:
-                if c["id"] == LETTER_ID and c.get("name") == LETTER_NAME:
-                    known_categories.add(LETTER_ID)  # declared by name: an 11th digit class would be a mistake
-                elif c["id"] not in known_categories:
-                    report(f"category id {c['id']} (name {c.get('name')!r}) is outside 1..10 (digits 0..9)")
-                elif "name" in c and str(c["name"]) != str(c["id"] - 1):
-                    # SVHN's own convention (10 = "0") would silently shift every digit by one.
-                    report(f"category id {c['id']} is named {c['name']!r}; ids 1..10 must mean digits 0..9 "
-                           f"(id {c['id']} = digit {c['id'] - 1})")
-
+    found = _Findings(json_path)
+    if not _has_coco_shape(coco, found):
+        return [], found.problems, found.bad_images
+    known_categories = _known_categories(coco, found)
     records: dict[int, ImageRecord] = {}
     seen_files: dict[str, int] = {}
     for index, image in enumerate(coco["images"]):
-        if not isinstance(image, dict):
-            report(f"images[{index}] is not an object")
-            continue
-        image_id = image.get("id")
-        if not _is_int(image_id):
-            report(f"images[{index}] has a missing or non-integer id ({image_id!r})")
-            continue
-        if image_id in records:
-            report("duplicate image id", image_id)
-            continue
-        file_name = image.get("file_name")
-        if not isinstance(file_name, str) or not file_name:
-            report("missing or non-string file_name", image_id)
-            continue
-        if os.path.isabs(file_name) or ".." in file_name.replace("\\", "/").split("/"):
-            report(f"file_name {file_name!r} points outside the image folder", image_id)
-            continue
-        if file_name in seen_files:
-            report(f"file {file_name} is also used by image {seen_files[file_name]}", image_id)
-        seen_files[file_name] = image_id
-        path = os.path.join(image_dir, file_name)
-        width, height = image.get("width"), image.get("height")
-        if (width is not None and not _is_int(width)) or (height is not None and not _is_int(height)):
-            report(f"width/height must be integers, got {width!r}x{height!r}", image_id)
-            continue
-        if not os.path.isfile(path):
-            report(f"image file missing: {path}", image_id)
-            continue
-        try:
-            with Image.open(path) as handle:
-                actual = handle.size
-                if actual[0] * actual[1] > MAX_PIXELS:
-                    report(f"image {file_name} is {actual[0]}x{actual[1]}, over the {MAX_PIXELS // 10**6} Mpx limit",
-                           image_id)
-                    continue
-                handle.verify()  # reads the whole file: truncated or corrupt data fails here, not mid-epoch
-        except Exception as exc:  # noqa: BLE001 - any decoder failure means an unusable file
-            report(f"unreadable image file {path} ({type(exc).__name__}: {exc})", image_id)
-            continue
-        if width is not None and (width, height) != actual:
-            report(f"json says {width}x{height} but {file_name} is {actual[0]}x{actual[1]}", image_id)
-            continue
-        width, height = actual
-        records[image_id] = ImageRecord(image_id, path, width, height)
-
+        record = _image_record(index, image, image_dir, records, seen_files, found)
+        if record is not None:
+            records[record.image_id] = record
     seen_annotations: set[Any] = set()
     for index, ann in enumerate(coco["annotations"]):
-        if not isinstance(ann, dict):
-            report(f"annotations[{index}] is not an object")
-            continue
-        ann_id = ann.get("id", f"#{index}")
-        image_id = ann.get("image_id")
-        if not _is_int(image_id):
-            image_id = image_id if isinstance(image_id, (str, float)) else repr(image_id)
-        if "id" not in ann:
-            report("annotation has no id", image_id, ann_id)
-        elif not _is_int(ann_id) and not isinstance(ann_id, str):
-            report(f"annotation id {ann_id!r} is not an integer", image_id, f"#{index}")
-            continue
-        elif ann_id in seen_annotations:
-            report("duplicate annotation id", image_id, ann_id)
-            continue
-        seen_annotations.add(ann_id)
-        if not _is_int(image_id) or image_id not in records:
-            if not (_is_int(image_id) and image_id in bad_images):
-                report(f"image_id {image_id!r} is not an image of this file", image_id if _is_int(image_id) else None, ann_id)
-            continue
-        record = records[image_id]
-        category = ann.get("category_id")
-        if not _is_int(category) or category not in known_categories:
-            report(f"unknown category_id {category!r} (expected 1..10 for digits 0..9, or {LETTER_ID} when "
-                   f"'categories' declares it as {LETTER_NAME!r})", image_id, ann_id)
-            continue
-        bbox = ann.get("bbox")
-        if not isinstance(bbox, list) or len(bbox) != 4 or not all(_is_number(v) for v in bbox):
-            report(f"bbox must be [x, y, w, h] numbers, got {bbox!r}", image_id, ann_id)
-            continue
-        x, y, w, h = (float(v) for v in bbox)
-        if w <= 0 or h <= 0:
-            report(f"box has zero or negative size (w={w:g}, h={h:g})", image_id, ann_id)
-            continue
-        if x < -BOX_TOLERANCE or y < -BOX_TOLERANCE or x + w > record.width + BOX_TOLERANCE \
-                or y + h > record.height + BOX_TOLERANCE:
-            report(f"box [{x:g}, {y:g}, {w:g}, {h:g}] lies outside the {record.width}x{record.height} image",
-                   image_id, ann_id)
-            continue
-        clipped = clip_box(x, y, w, h, record.width, record.height)
-        if clipped is None:
-            report("box is degenerate after clipping to the image", image_id, ann_id)
-            continue
-        if category == LETTER_ID:
-            record.letters.append(clipped)
-            continue
-        record.boxes.append(clipped)
-        record.labels.append(category)
-        record.annotation_ids.append(ann_id)
-
+        _add_annotation(index, ann, records, known_categories, seen_annotations, found)
     if not coco["images"]:
-        report("the split has no images")
-    ordered = [records[k] for k in sorted(records)]
-    return ordered, problems, bad_images
+        found.report("the split has no images")
+    return [records[k] for k in sorted(records)], found.problems, found.bad_images
+
+
+def _has_coco_shape(coco: Any, found: _Findings) -> bool:
+    if not isinstance(coco, dict):
+        found.report(f"expected a JSON object with images/annotations/categories, got {type(coco).__name__}")
+        return False
+    for key in ("images", "annotations"):
+        if key not in coco:
+            found.report(f"missing key {key!r}")
+        elif not isinstance(coco[key], list):
+            found.report(f"{key!r} must be a list, got {type(coco[key]).__name__}")
+    return not found.problems
+
+
+def _known_categories(coco: dict, found: _Findings) -> set[int]:
+    """1..10, plus the letter class where ``categories`` declares it by name."""
+    known = set(range(1, NUM_DIGITS + 1))
+    if "categories" not in coco:
+        return known
+    cats = coco["categories"]
+    if not isinstance(cats, list) or not all(isinstance(c, dict) and _is_int(c.get("id")) for c in cats):
+        found.report("'categories' must be a list of objects with integer ids")
+        return known
+    for c in cats:
+        if c["id"] == LETTER_ID and c.get("name") == LETTER_NAME:
+            known.add(LETTER_ID)  # declared by name: an 11th digit class would be a mistake
+        elif c["id"] not in known:
+            found.report(f"category id {c['id']} (name {c.get('name')!r}) is outside 1..10 (digits 0..9)")
+        elif "name" in c and str(c["name"]) != str(c["id"] - 1):
+            # SVHN's own convention (10 = "0") would silently shift every digit by one.
+            found.report(f"category id {c['id']} is named {c['name']!r}; ids 1..10 must mean digits 0..9 "
+                         f"(id {c['id']} = digit {c['id'] - 1})")
+    return known
+
+
+def _image_record(index: int, image: Any, image_dir: str, records: dict[int, ImageRecord],
+                  seen_files: dict[str, int], found: _Findings) -> ImageRecord | None:
+    """The record of ``images[index]``, or None (with the reason reported) when it cannot be used."""
+    if not isinstance(image, dict):
+        found.report(f"images[{index}] is not an object")
+        return None
+    image_id = image.get("id")
+    if not _is_int(image_id):
+        found.report(f"images[{index}] has a missing or non-integer id ({image_id!r})")
+        return None
+    if image_id in records:
+        found.report("duplicate image id", image_id)
+        return None
+    file_name = image.get("file_name")
+    if not isinstance(file_name, str) or not file_name:
+        found.report("missing or non-string file_name", image_id)
+        return None
+    if os.path.isabs(file_name) or ".." in file_name.replace("\\", "/").split("/"):
+        found.report(f"file_name {file_name!r} points outside the image folder", image_id)
+        return None
+    if file_name in seen_files:
+        found.report(f"file {file_name} is also used by image {seen_files[file_name]}", image_id)
+    seen_files[file_name] = image_id
+    width, height = image.get("width"), image.get("height")
+    if (width is not None and not _is_int(width)) or (height is not None and not _is_int(height)):
+        found.report(f"width/height must be integers, got {width!r}x{height!r}", image_id)
+        return None
+    path = os.path.join(image_dir, file_name)
+    actual = _readable_size(path, file_name, image_id, found)
+    if actual is None:
+        return None
+    if width is not None and (width, height) != actual:
+        found.report(f"json says {width}x{height} but {file_name} is {actual[0]}x{actual[1]}", image_id)
+        return None
+    return ImageRecord(image_id, path, *actual)
+
+
+def _readable_size(path: str, file_name: str, image_id: int, found: _Findings) -> tuple[int, int] | None:
+    """The image's size when the whole file decodes and is within the pixel limit."""
+    if not os.path.isfile(path):
+        found.report(f"image file missing: {path}", image_id)
+        return None
+    try:
+        with Image.open(path) as handle:
+            actual = handle.size
+            if actual[0] * actual[1] > MAX_PIXELS:
+                found.report(f"image {file_name} is {actual[0]}x{actual[1]}, over the {MAX_PIXELS // 10**6} Mpx limit",
+                             image_id)
+                return None
+            handle.verify()  # reads the whole file: truncated or corrupt data fails here, not mid-epoch
+    except Exception as exc:  # noqa: BLE001 - any decoder failure means an unusable file
+        found.report(f"unreadable image file {path} ({type(exc).__name__}: {exc})", image_id)
+        return None
+    return actual
+
+
+def _add_annotation(index: int, ann: Any, records: dict[int, ImageRecord], known_categories: set[int],
+                    seen_annotations: set[Any], found: _Findings) -> None:
+    """Adds ``annotations[index]`` to its image's record, or reports why it cannot be used."""
+    if not isinstance(ann, dict):
+        found.report(f"annotations[{index}] is not an object")
+        return
+    ann_id = ann.get("id", f"#{index}")
+    image_id = ann.get("image_id")
+    if not _is_int(image_id):
+        image_id = image_id if isinstance(image_id, (str, float)) else repr(image_id)
+    if "id" not in ann:
+        found.report("annotation has no id", image_id, ann_id)
+    elif not _is_int(ann_id) and not isinstance(ann_id, str):
+        found.report(f"annotation id {ann_id!r} is not an integer", image_id, f"#{index}")
+        return
+    elif ann_id in seen_annotations:
+        found.report("duplicate annotation id", image_id, ann_id)
+        return
+    seen_annotations.add(ann_id)
+    if not _is_int(image_id) or image_id not in records:
+        if not (_is_int(image_id) and image_id in found.bad_images):
+            found.report(f"image_id {image_id!r} is not an image of this file",
+                         image_id if _is_int(image_id) else None, ann_id)
+        return
+    record = records[image_id]
+    category = ann.get("category_id")
+    if not _is_int(category) or category not in known_categories:
+        found.report(f"unknown category_id {category!r} (expected 1..10 for digits 0..9, or {LETTER_ID} when "
+                     f"'categories' declares it as {LETTER_NAME!r})", image_id, ann_id)
+        return
+    clipped = _checked_box(ann.get("bbox"), record, image_id, ann_id, found)
+    if clipped is None:
+        return
+    if category == LETTER_ID:
+        record.letters.append(clipped)
+        return
+    record.boxes.append(clipped)
+    record.labels.append(category)
+    record.annotation_ids.append(ann_id)
+
+
+def _checked_box(bbox: Any, record: ImageRecord, image_id: int, ann_id: Any,
+                 found: _Findings) -> list[float] | None:
+    """``bbox`` clipped to the image, or None (reported) when it is malformed, empty or outside."""
+    if not isinstance(bbox, list) or len(bbox) != 4 or not all(_is_number(v) for v in bbox):
+        found.report(f"bbox must be [x, y, w, h] numbers, got {bbox!r}", image_id, ann_id)
+        return None
+    x, y, w, h = (float(v) for v in bbox)
+    if w <= 0 or h <= 0:
+        found.report(f"box has zero or negative size (w={w:g}, h={h:g})", image_id, ann_id)
+        return None
+    if x < -BOX_TOLERANCE or y < -BOX_TOLERANCE or x + w > record.width + BOX_TOLERANCE \
+            or y + h > record.height + BOX_TOLERANCE:
+        found.report(f"box [{x:g}, {y:g}, {w:g}, {h:g}] lies outside the {record.width}x{record.height} image",
+                     image_id, ann_id)
+        return None
+    clipped = clip_box(x, y, w, h, record.width, record.height)
+    if clipped is None:
+        found.report("box is degenerate after clipping to the image", image_id, ann_id)
+    return clipped
 
 
 def load_split(root: str, split: str, skip_invalid: bool = False, require_annotations: bool = True) -> Split:
