@@ -1207,17 +1207,7 @@ def generate_dataset(
     complete, so an interrupted run never leaves a half dataset that looks whole.
     """
     out = Path(out)
-    for split in counts:
-        if split not in SPLITS:
-            raise SynthError(f"unknown split {split!r}; splits are {', '.join(SPLITS)}")
-    if out.exists() and not out.is_dir():
-        raise SynthError(f"{out} exists and is not a folder")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        existing = [p.name for p in (out / f"{s}.json" for s in SPLITS) if p.exists()]
-        what = f"already holds a dataset ({', '.join(existing)})" if existing else "is not empty"
-        raise SynthError(f"{out} {what}; pass --overwrite or pick another folder")
-    if boxes not in BOX_CONVENTIONS:
-        raise SynthError(f"unknown box convention {boxes!r}; choose {', '.join(BOX_CONVENTIONS)}")
+    _check_request(out, counts, overwrite, boxes)
     fonts = usable_fonts() if fonts is None else fonts
     if not fonts:
         raise SynthError("no usable font")
@@ -1229,6 +1219,13 @@ def generate_dataset(
     started = time.perf_counter()
     total = sum(counts.values())
     done = 0
+
+    def one_written() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total)
+
     pool = multiprocessing.get_context("fork" if sys.platform != "win32" else "spawn").Pool(
         workers, initializer=_init_worker) if workers > 1 else None
     try:
@@ -1237,25 +1234,7 @@ def generate_dataset(
             jobs = [(seed, split, image_id, str(work), fonts, boxes, negatives, letter_boxes)
                     for image_id in range(1, count + 1)]
             results = pool.imap(_write_one, jobs, chunksize=32) if pool else map(_write_one, jobs)
-            images, annotations = [], []
-            for image_id, width, height, digit_boxes in results:
-                images.append({"id": image_id, "file_name": f"{image_id}.png", "width": width, "height": height})
-                for x, y, w, h, digit in digit_boxes:
-                    annotations.append({
-                        "id": len(annotations) + 1, "image_id": image_id, "bbox": [x, y, w, h],
-                        "category_id": category_id(digit), "area": w * h, "iscrowd": 0,
-                    })
-                done += 1
-                if progress is not None:
-                    progress(done, total)
-            coco = {
-                "info": {"description": f"Digit Studio synthetic house numbers, split {split}",
-                         "version": str(GENERATOR_VERSION), "seed": seed, "boxes": boxes},
-                "licenses": [],
-                "images": images,
-                "annotations": annotations,
-                "categories": categories(letter_boxes),
-            }
+            coco = _split_coco(split, results, seed, boxes, letter_boxes, one_written)
             (work / f"{split}.json").write_text(json.dumps(coco))
         seconds = time.perf_counter() - started
         manifest = {
@@ -1273,13 +1252,7 @@ def generate_dataset(
             "images_per_s": round(total / seconds, 1) if seconds > 0 else None,
         }
         (work / "synth.json").write_text(json.dumps(manifest, indent=1))
-        if out.exists():
-            retired = out.parent / f".{out.name}.old-{os.getpid()}"
-            os.replace(out, retired)
-            os.replace(work, out)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.replace(work, out)
+        _publish(work, out)
     except BaseException:
         if pool:
             pool.terminate()  # stop the workers before removing what they write into
@@ -1292,6 +1265,53 @@ def generate_dataset(
             pool.close()
             pool.join()
     return manifest
+
+
+def _check_request(out: Path, counts: dict[str, int], overwrite: bool, boxes: str) -> None:
+    """Refuses, before anything is written, what cannot be generated as asked."""
+    for split in counts:
+        if split not in SPLITS:
+            raise SynthError(f"unknown split {split!r}; splits are {', '.join(SPLITS)}")
+    if out.exists() and not out.is_dir():
+        raise SynthError(f"{out} exists and is not a folder")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        existing = [p.name for p in (out / f"{s}.json" for s in SPLITS) if p.exists()]
+        what = f"already holds a dataset ({', '.join(existing)})" if existing else "is not empty"
+        raise SynthError(f"{out} {what}; pass --overwrite or pick another folder")
+    if boxes not in BOX_CONVENTIONS:
+        raise SynthError(f"unknown box convention {boxes!r}; choose {', '.join(BOX_CONVENTIONS)}")
+
+
+def _split_coco(split: str, results, seed: int, boxes: str, letter_boxes: bool, one_written) -> dict:
+    """The split's COCO file from the written images' ``(image_id, width, height, boxes)``, in order."""
+    images, annotations = [], []
+    for image_id, width, height, digit_boxes in results:
+        images.append({"id": image_id, "file_name": f"{image_id}.png", "width": width, "height": height})
+        for x, y, w, h, digit in digit_boxes:
+            annotations.append({
+                "id": len(annotations) + 1, "image_id": image_id, "bbox": [x, y, w, h],
+                "category_id": category_id(digit), "area": w * h, "iscrowd": 0,
+            })
+        one_written()
+    return {
+        "info": {"description": f"Digit Studio synthetic house numbers, split {split}",
+                 "version": str(GENERATOR_VERSION), "seed": seed, "boxes": boxes},
+        "licenses": [],
+        "images": images,
+        "annotations": annotations,
+        "categories": categories(letter_boxes),
+    }
+
+
+def _publish(work: Path, out: Path) -> None:
+    """Puts the finished folder in place of ``out``; an older dataset there goes only once it has."""
+    if out.exists():
+        retired = out.parent / f".{out.name}.old-{os.getpid()}"
+        os.replace(out, retired)
+        os.replace(work, out)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        os.replace(work, out)
 
 
 def main(argv: list[str] | None = None) -> int:
