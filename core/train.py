@@ -476,6 +476,16 @@ class _Progress:
     global_step: int = 0
     best_detections: list | None = None  # the best epoch's validation detections, when it ran in this process
 
+    def add_epoch(self, record: dict[str, Any], metrics: dict[str, Any], detections) -> bool:
+        """Adds a finished epoch; True when it is the best so far (by validation mAP)."""
+        self.history.append(record)
+        if self.best["epoch"] is not None and metrics["mAP"] <= self.best["mAP"]:
+            return False
+        self.best = {"epoch": record["epoch"], "mAP": metrics["mAP"], "AP50": metrics["AP50"],
+                     "AP75": metrics["AP75"], "task2_accuracy": metrics["task2_accuracy"]}
+        self.best_detections = detections
+        return True
+
 
 def _build_model(cfg: TrainConfig, state: dict[str, Any] | None, device: torch.device, letters: bool):
     """(model, its kwargs, weights note), new or as the resumed checkpoint saved it. ``letters``: the
@@ -560,16 +570,16 @@ def _train(cfg: TrainConfig, state: dict[str, Any] | None, dist_info: Distribute
     workers = cfg.workers if cfg.workers >= 0 else (4 if device.type == "cuda" else 0)
     per_epoch = max(1, int(round(len(dataset) * cfg.subset_fraction)))
     if log is not None:
-        log.emit("start", resumed=state is not None, start_epoch=progress.start_epoch, epochs=cfg.epochs,
-                 arch=cfg.arch, device=str(device), world_size=dist_info.world_size, amp=use_amp,
-                 train_images=len(train_split.records), valid_images=len(valid_split.records),
-                 images_per_epoch=per_epoch, dropped=train_split.dropped + valid_split.dropped,
-                 weights_note=weights_note, config=cfg.to_dict(), model_kwargs=model_kwargs)
-        say(f"core.train: {cfg.arch} on {device}" + (f" x{dist_info.world_size}" if dist_info.enabled else "")
-            + f"; {len(train_split.records)} train / {len(valid_split.records)} valid images, "
-              f"{per_epoch} per epoch; {cfg.scheduler} schedule, lr {cfg.lr:g}; {weights_note}")
-        if state is not None:
-            say(f"core.train: resuming {cfg.out} at epoch {progress.start_epoch}/{cfg.epochs}")
+        _announce(cfg, log, state is not None, progress, device, dist_info, use_amp, train_split, valid_split,
+                  per_epoch, weights_note, model_kwargs)
+    # What every epoch's checkpoint says about the run, besides the epoch itself.
+    run_meta = {
+        "arch": cfg.arch, "model_kwargs": model_kwargs, "class_names": class_names(model_kwargs["num_classes"]),
+        "config": cfg.to_dict(),
+        "data": {**_dataset_info(cfg.data), "train_images": len(train_split.records),
+                 "valid_images": len(valid_split.records)},
+        "commands": commands, "inherits_commands": True, "weights_note": weights_note, "versions": _versions(),
+    }
 
     status = "completed"
     for epoch in range(progress.start_epoch, cfg.epochs + 1):
@@ -601,20 +611,10 @@ def _train(cfg: TrainConfig, state: dict[str, Any] | None, dist_info: Distribute
             continue
 
         record = _epoch_record(epoch, lr, result, metrics)
-        progress.history.append(record)
-        is_best = progress.best["epoch"] is None or metrics["mAP"] > progress.best["mAP"]
-        if is_best:
-            progress.best = {"epoch": epoch, "mAP": metrics["mAP"], "AP50": metrics["AP50"], "AP75": metrics["AP75"],
-                             "task2_accuracy": metrics["task2_accuracy"]}
-            progress.best_detections = detections
+        is_best = progress.add_epoch(record, metrics, detections)
         payload = {
-            "arch": cfg.arch, "model_kwargs": model_kwargs, "class_names": class_names(model_kwargs["num_classes"]),
-            "config": cfg.to_dict(),
-            "epoch": epoch, "metrics": {**record, "per_class_AP": metrics["per_class_AP"]},
+            **run_meta, "epoch": epoch, "metrics": {**record, "per_class_AP": metrics["per_class_AP"]},
             "history": progress.history, "best": progress.best,
-            "data": {**_dataset_info(cfg.data), "train_images": len(train_split.records),
-                     "valid_images": len(valid_split.records)},
-            "commands": commands, "inherits_commands": True, "weights_note": weights_note, "versions": _versions(),
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "global_step": progress.global_step, "model": model.state_dict(),
         }
@@ -625,6 +625,21 @@ def _train(cfg: TrainConfig, state: dict[str, Any] | None, dist_info: Distribute
         if is_best:
             log.emit("best", epoch=epoch, mAP=metrics["mAP"], path=os.path.join(cfg.out, "best.pt"))
     return _finish(cfg, status, progress, model, valid_split, device, is_main, log, say, stop, started)
+
+
+def _announce(cfg: TrainConfig, log: EventLog, resumed: bool, progress: _Progress, device, dist_info: Distributed,
+              use_amp: bool, train_split, valid_split, per_epoch: int, weights_note: str, model_kwargs: dict) -> None:
+    """The run's "start" event, and its readable line."""
+    log.emit("start", resumed=resumed, start_epoch=progress.start_epoch, epochs=cfg.epochs,
+             arch=cfg.arch, device=str(device), world_size=dist_info.world_size, amp=use_amp,
+             train_images=len(train_split.records), valid_images=len(valid_split.records),
+             images_per_epoch=per_epoch, dropped=train_split.dropped + valid_split.dropped,
+             weights_note=weights_note, config=cfg.to_dict(), model_kwargs=model_kwargs)
+    log.say(f"core.train: {cfg.arch} on {device}" + (f" x{dist_info.world_size}" if dist_info.enabled else "")
+            + f"; {len(train_split.records)} train / {len(valid_split.records)} valid images, "
+              f"{per_epoch} per epoch; {cfg.scheduler} schedule, lr {cfg.lr:g}; {weights_note}")
+    if resumed:
+        log.say(f"core.train: resuming {cfg.out} at epoch {progress.start_epoch}/{cfg.epochs}")
 
 
 def _finish(cfg: TrainConfig, status: str, progress: _Progress, model, valid_split, device, is_main: bool,
