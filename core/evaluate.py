@@ -168,10 +168,8 @@ def format_report(metrics: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    from core.checkpoint import CheckpointError, atomic_write_text
-    from core.predict import (DEFAULT_CHECKPOINT, add_reader_arguments, load_model, parse_input_size,
-                              reader_from_arguments)
+def _parser() -> argparse.ArgumentParser:
+    from core.predict import DEFAULT_CHECKPOINT, add_reader_arguments
 
     parser = argparse.ArgumentParser(prog="python -m core.evaluate", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -190,6 +188,28 @@ def main(argv: list[str] | None = None) -> int:
                              "pr.csv, task2_sweep.csv, errors.csv and PNG figures (core/report.py)")
     parser.add_argument("--sweep-task2", action="store_true",
                         help="also try one-line readers (anchors 0.05..0.95, members 0.3..0.9) and print the best one")
+    return parser
+
+
+def _sweep_readers(records, detections, split_name: str, metrics: dict) -> dict:
+    """Every one-line reader's Task 2 accuracy on the split, the best printed and added to ``metrics``."""
+    sweep = task2_sweep(records, detections)
+    best = best_reader(sweep)
+    print("Task 2 accuracy by anchor (member = anchor): "
+          + "  ".join(f"{r.anchor:.2f}:{a:.4f}" for r, a in sweep.items() if r.member == r.anchor))
+    print(f"best Task 2 reader on {split_name}: anchor {best.anchor:.2f}, member {best.member:.2f} "
+          f"({sweep[best]:.4f}); record it with python -m core.checkpoint export SRC OUT "
+          f"--task2-reader {best.anchor:.2f},{best.member:.2f}")
+    metrics["task2_sweep"] = [{**r.as_dict(), "task2_accuracy": a} for r, a in sweep.items()]
+    metrics["task2_best_reader"] = best.as_dict()
+    return sweep
+
+
+def main(argv: list[str] | None = None) -> int:
+    from core.checkpoint import CheckpointError, atomic_write_text
+    from core.predict import load_model, parse_input_size, reader_from_arguments
+
+    parser = _parser()
     args = parser.parse_args(argv)
     if args.split not in ("train", "valid", "test"):
         parser.error(f"--split {args.split!r}: choose train, valid or test")
@@ -211,17 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     detections = detect_split(loaded.model, split, loaded.device, args.batch_size, input_size=input_size)
     metrics = score_detections(split, detections, reader)
     metrics["seconds"] = round(time.perf_counter() - started, 3)
-    sweep = None
-    if args.sweep_task2:
-        sweep = task2_sweep(split.records, detections)
-        best = best_reader(sweep)
-        print("Task 2 accuracy by anchor (member = anchor): "
-              + "  ".join(f"{r.anchor:.2f}:{a:.4f}" for r, a in sweep.items() if r.member == r.anchor))
-        print(f"best Task 2 reader on {args.split}: anchor {best.anchor:.2f}, member {best.member:.2f} "
-              f"({sweep[best]:.4f}); record it with python -m core.checkpoint export SRC OUT "
-              f"--task2-reader {best.anchor:.2f},{best.member:.2f}")
-        metrics["task2_sweep"] = [{**r.as_dict(), "task2_accuracy": a} for r, a in sweep.items()]
-        metrics["task2_best_reader"] = best.as_dict()
+    sweep = _sweep_readers(split.records, detections, args.split, metrics) if args.sweep_task2 else None
     metrics.update({"checkpoint": args.ckpt, "data": args.data, "split": args.split,
                     "inference": loaded.inference_note(input_size)})
     print(format_report(metrics))
