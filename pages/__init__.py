@@ -35,14 +35,17 @@ def ensure_routed() -> None:
 
 def boxed_picture(image: Image.Image, boxes, side: int) -> Image.Image:
     """``image`` with its long side at ``side`` px and ``boxes`` ``(x0, y0, x1, y1, digit)`` drawn in
-    their digit's colour, each labelled with its digit (``LETTER_LABEL`` in place of a digit: a grey letter box)."""
+    their digit's colour, each labelled with its digit (``LETTER_LABEL`` in place of a digit: a thin grey letter box, unlabelled)."""
     k = side / max(image.size)
     picture = image.convert("RGB").resize((max(1, round(image.size[0] * k)), max(1, round(image.size[1] * k))),
                                           Image.LANCZOS if k < 1 else Image.NEAREST)
     draw = ImageDraw.Draw(picture)
     line = max(2, side // 110)
     for x0, y0, x1, y1, digit in boxes:
-        colour = LETTER_COLOUR if digit == LETTER_LABEL else DIGIT_COLOURS[int(digit) % 10]
+        if digit == LETTER_LABEL:  # unlabelled: the words "letter" on every letter of a sign would hide it
+            draw.rectangle((x0 * k, y0 * k, x1 * k, y1 * k), outline=LETTER_COLOUR, width=max(1, line // 2))
+            continue
+        colour = DIGIT_COLOURS[int(digit) % 10]
         draw.rectangle((x0 * k, y0 * k, x1 * k, y1 * k), outline=colour, width=line)
         draw.text((x0 * k + 2, y0 * k + 1), str(digit), fill=colour)
     return picture
