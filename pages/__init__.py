@@ -35,7 +35,8 @@ def ensure_routed() -> None:
 
 def boxed_picture(image: Image.Image, boxes, side: int) -> Image.Image:
     """``image`` with its long side at ``side`` px and ``boxes`` ``(x0, y0, x1, y1, digit)`` drawn in
-    their digit's colour, each labelled with its digit (``LETTER_LABEL`` in place of a digit: a thin grey letter box, unlabelled)."""
+    their digit's colour, each labelled with its digit (``LETTER_LABEL`` in place of a digit: a thin grey
+    letter box, unlabelled)."""
     k = side / max(image.size)
     picture = image.convert("RGB").resize((max(1, round(image.size[0] * k)), max(1, round(image.size[1] * k))),
                                           Image.LANCZOS if k < 1 else Image.NEAREST)
