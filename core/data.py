@@ -115,8 +115,12 @@ class Split:
 
 def declares_letters(coco: dict) -> bool:
     """Whether a COCO file's ``categories`` declare letter boxes (``LETTER_ID`` named ``LETTER_NAME``)."""
-    return any(isinstance(c, dict) and c.get("id") == LETTER_ID and c.get("name") == LETTER_NAME
-               for c in coco.get("categories") or [])
+    return any(isinstance(c, dict) and _is_letter_category(c) for c in coco.get("categories") or [])
+
+
+def _is_letter_category(category: dict) -> bool:
+    # Declared by name: an 11th digit class would be a mistake.
+    return category.get("id") == LETTER_ID and category.get("name") == LETTER_NAME
 
 
 def categories() -> list[dict]:
@@ -213,8 +217,8 @@ def _known_categories(coco: dict, found: _Findings) -> set[int]:
         found.report("'categories' must be a list of objects with integer ids")
         return known
     for c in cats:
-        if c["id"] == LETTER_ID and c.get("name") == LETTER_NAME:
-            known.add(LETTER_ID)  # declared by name: an 11th digit class would be a mistake
+        if _is_letter_category(c):
+            known.add(LETTER_ID)
         elif c["id"] not in known:
             found.report(f"category id {c['id']} (name {c.get('name')!r}) is outside 1..10 (digits 0..9)")
         elif "name" in c and str(c["name"]) != str(c["id"] - 1):

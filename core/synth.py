@@ -841,14 +841,13 @@ def _scene_objects(rng: random.Random, image: Image.Image, fonts: list[str],
         elif kind == "plant":
             cx, cy = away_from_number(int(unit * 0.15), int(unit * 0.15))
             green = np.array([rng.uniform(0.1, 0.4), rng.uniform(0.35, 0.7), rng.uniform(0.05, 0.3)])
-            leaves = []
             for _ in range(rng.randint(8, 30)):
                 r = unit * rng.uniform(0.008, 0.04)
                 x, y = cx + rng.gauss(0, unit * 0.05), cy + rng.gauss(0, unit * 0.05)
                 shade = tuple(int(v * 255 * rng.uniform(0.5, 1.2)) for v in green)
-                leaves.append((x - r, y - r * rng.uniform(0.4, 1), x + r, y + r))
-                draw.ellipse(leaves[-1], fill=shade)
-            drawn += leaves
+                leaf = (x - r, y - r * rng.uniform(0.4, 1), x + r, y + r)
+                draw.ellipse(leaf, fill=shade)
+                drawn.append(leaf)
         elif kind == "sign":
             source = rng.choice([f for f in fonts if not f.startswith("<")] or [BUILTIN_FONT])
             size = int(max(8, unit * rng.uniform(0.015, 0.05)))

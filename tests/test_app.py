@@ -419,7 +419,6 @@ def test_data_page_without_datasets_says_where_they_come_from(app_dirs, tmp_path
     assert "core.convert" in at.info[0].value
 
 
-
 def _evaluate_page(runs, tiny_run, tiny_data, tmp_path, monkeypatch):
     _install_tiny(runs, tiny_run)
     data = tmp_path / "data"
