@@ -155,6 +155,45 @@ def seed_epoch(seed: int, epoch: int, rank: int) -> None:
     torch.manual_seed(seed * 1_000_003 + epoch * 1_009 + rank)
 
 
+def _warm_up(optimizer: torch.optim.Optimizer, scheduled: list[float], global_step: int, warmup_steps: int) -> None:
+    """The first ``warmup_steps`` steps of a run ramp the learning rate up linearly to the scheduled one."""
+    if warmup_steps and global_step < warmup_steps:
+        factor = (global_step + 1) / warmup_steps
+        for group, lr in zip(optimizer.param_groups, scheduled):
+            group["lr"] = lr * factor
+
+
+def _checked_loss(loss_dict: dict[str, torch.Tensor], epoch: int, step: int, dist_info: Distributed,
+                  device: torch.device) -> tuple[torch.Tensor, float]:
+    """The summed loss and its value; every rank stops together on a non-finite one."""
+    loss = sum(loss_dict.values())
+    loss_value = float(loss.detach())
+    if dist_info.any(not math.isfinite(loss_value), device):
+        terms = {k: float(v.detach()) for k, v in loss_dict.items()}
+        raise NonFiniteLossError(
+            f"non-finite loss at epoch {epoch}, step {step}: {loss_value} ({terms}); try a lower --lr "
+            f"or --clip-grad-norm")
+    return loss, loss_value
+
+
+def _optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor, scaler,
+                    clip_grad_norm: float | None) -> None:
+    """Backward and step, through the AMP scaler when one is enabled (gradients unscaled before clipping)."""
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None and scaler.is_enabled():
+        scaler.scale(loss).backward()
+        if clip_grad_norm:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+        scaler.step(optimizer)
+        scaler.update()
+        return
+    loss.backward()
+    if clip_grad_norm:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+    optimizer.step()
+
+
 def train_one_epoch(model, optimizer, loader, device, *, epoch: int, global_step: int, cfg: TrainConfig,
                     scaler, dist_info: Distributed, stop: StopFlag, log: EventLog | None,
                     bar: ProgressBar | None) -> dict[str, Any]:
@@ -168,34 +207,13 @@ def train_one_epoch(model, optimizer, loader, device, *, epoch: int, global_step
     started = last_event = time.perf_counter()
     stopped = False
     for step, (batch_images, targets) in enumerate(loader, start=1):
-        if cfg.warmup_steps and global_step < cfg.warmup_steps:
-            factor = (global_step + 1) / cfg.warmup_steps
-            for group, lr in zip(optimizer.param_groups, scheduled):
-                group["lr"] = lr * factor
+        _warm_up(optimizer, scheduled, global_step, cfg.warmup_steps)
         batch_images = [im.to(device, non_blocking=True) for im in batch_images]
         targets = [{"boxes": t["boxes"].to(device), "labels": t["labels"].to(device)} for t in targets]
         with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
             loss_dict = model(batch_images, targets)
-        loss = sum(loss_dict.values())
-        loss_value = float(loss.detach())
-        if dist_info.any(not math.isfinite(loss_value), device):
-            terms = {k: float(v.detach()) for k, v in loss_dict.items()}
-            raise NonFiniteLossError(
-                f"non-finite loss at epoch {epoch}, step {step}: {loss_value} ({terms}); try a lower --lr "
-                f"or --clip-grad-norm")
-        optimizer.zero_grad(set_to_none=True)
-        if use_amp:
-            scaler.scale(loss).backward()
-            if cfg.clip_grad_norm:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm)
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            if cfg.clip_grad_norm:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm)
-            optimizer.step()
+        loss, loss_value = _checked_loss(loss_dict, epoch, step, dist_info, device)
+        _optimizer_step(model, optimizer, loss, scaler, cfg.clip_grad_norm)
         global_step += 1
         steps += 1
         failpoints.reached("step")
@@ -336,27 +354,9 @@ def run(cfg: TrainConfig, explicit: set[str] | None = None, stop: StopFlag | Non
         if is_main:
             _check_out_dir(cfg)
             lock = RunLock(cfg.out).acquire()
-            remove_stale_temporaries(cfg.out)  # from a writer killed mid-write; the real files are intact
-            if cfg.resume:
-                cfg, state = _resume_config(cfg, explicit)
-            else:
-                existing = [n for n in ("last.pt", "best.pt", "history.json") if os.path.exists(os.path.join(cfg.out, n))]
-                if existing:
-                    raise TrainingError(f"{cfg.out} already holds a run ({', '.join(existing)}); "
-                                        f"use --resume to continue it or choose a new --out")
-            try:
-                atomic_write_text(os.path.join(cfg.out, "config.json"), json.dumps(cfg.to_dict(), indent=1))
-                log = EventLog(os.path.join(cfg.out, "log.jsonl"), stream)
-            except OSError as exc:
-                raise TrainingError(f"cannot write to run folder {cfg.out}: {exc.strerror or exc}") from None
+            cfg, state, log = _open_run(cfg, explicit, stream)
         if dist_info.enabled:
-            # Every rank needs the resolved config (resume may have replaced it).
-            holder = [(cfg.to_dict(), state is not None) if is_main else None]
-            dist.broadcast_object_list(holder, src=0)
-            config_dict, resuming = holder[0]
-            cfg = TrainConfig.from_dict(config_dict)
-            if not is_main and resuming:
-                state = load_checkpoint(os.path.join(cfg.out, "last.pt"))
+            cfg, state = _share_config(cfg, state, dist_info)
         return _train(cfg, state, dist_info, stop, log, stream, started)
     except (TrainingError, ConfigError, DatasetError, RunBusyError, CheckpointError, ModelError) as exc:
         message = str(exc)
@@ -376,11 +376,7 @@ def run(cfg: TrainConfig, explicit: set[str] | None = None, stop: StopFlag | Non
                      seconds=round(time.perf_counter() - started, 2))
         return 130
     except Exception as exc:  # noqa: BLE001 - any crash must reach the log as an error event
-        message = f"{type(exc).__name__}: {exc}"
-        if isinstance(exc, OSError) and exc.errno is not None and _inside(exc.filename, cfg.out):
-            message = f"cannot write run files ({exc.strerror}: {exc.filename}); saved checkpoints are intact"
-        elif isinstance(exc, OSError) and exc.errno is not None:
-            message = f"{exc.strerror}: {exc.filename}" if exc.filename else str(exc)
+        message = _crash_message(exc, cfg.out)
         if log is not None:
             log.emit("error", message=message, kind=type(exc).__name__)
         traceback.print_exc()
@@ -392,6 +388,47 @@ def run(cfg: TrainConfig, explicit: set[str] | None = None, stop: StopFlag | Non
             lock.release()
         if dist_info.enabled and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _open_run(cfg: TrainConfig, explicit: set[str], stream) -> tuple[TrainConfig, dict[str, Any] | None, EventLog]:
+    """The run folder made ready by the main rank (its lock held): the config to train with (a resumed
+    run's own), the state to resume from, and the event log."""
+    remove_stale_temporaries(cfg.out)  # from a writer killed mid-write; the real files are intact
+    state = None
+    if cfg.resume:
+        cfg, state = _resume_config(cfg, explicit)
+    else:
+        existing = [n for n in ("last.pt", "best.pt", "history.json") if os.path.exists(os.path.join(cfg.out, n))]
+        if existing:
+            raise TrainingError(f"{cfg.out} already holds a run ({', '.join(existing)}); "
+                                f"use --resume to continue it or choose a new --out")
+    try:
+        atomic_write_text(os.path.join(cfg.out, "config.json"), json.dumps(cfg.to_dict(), indent=1))
+        return cfg, state, EventLog(os.path.join(cfg.out, "log.jsonl"), stream)
+    except OSError as exc:
+        raise TrainingError(f"cannot write to run folder {cfg.out}: {exc.strerror or exc}") from None
+
+
+def _share_config(cfg: TrainConfig, state: dict[str, Any] | None, dist_info: Distributed
+                  ) -> tuple[TrainConfig, dict[str, Any] | None]:
+    """Every rank gets the main rank's resolved config (resume may have replaced it) and, when
+    resuming, reads the state itself."""
+    holder = [(cfg.to_dict(), state is not None) if dist_info.is_main else None]
+    dist.broadcast_object_list(holder, src=0)
+    config_dict, resuming = holder[0]
+    cfg = TrainConfig.from_dict(config_dict)
+    if not dist_info.is_main and resuming:
+        state = load_checkpoint(os.path.join(cfg.out, "last.pt"))
+    return cfg, state
+
+
+def _crash_message(exc: Exception, out: str) -> str:
+    """An unexpected error in words; a failed write in the run folder says the saved checkpoints are intact."""
+    if isinstance(exc, OSError) and exc.errno is not None and _inside(exc.filename, out):
+        return f"cannot write run files ({exc.strerror}: {exc.filename}); saved checkpoints are intact"
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return f"{exc.strerror}: {exc.filename}" if exc.filename else str(exc)
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _validate(model: torch.nn.Module, valid_split, device: torch.device, cfg: TrainConfig, stop: StopFlag,
