@@ -592,10 +592,6 @@ def _train(cfg: TrainConfig, state: dict[str, Any] | None, dist_info: Distribute
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp) if device.type == "cuda" else None
     progress = _Progress() if state is None else _restore(cfg, state, optimizer, scheduler, scaler, is_main, say)
-    # A run that starts from one of our checkpoints inherits its commands: the list stays the
-    # whole recipe from nothing to this model.
-    commands = (_weights_commands(cfg.weights) if state is None else _resumed_commands(state, cfg.weights)) \
-        + [_command_line()]
     train_model = model
     if dist_info.enabled:
         train_model = torch.nn.parallel.DistributedDataParallel(
@@ -609,14 +605,7 @@ def _train(cfg: TrainConfig, state: dict[str, Any] | None, dist_info: Distribute
     if log is not None:
         _announce(cfg, log, state is not None, progress, device, dist_info, use_amp, train_split, valid_split,
                   per_epoch, weights_note, model_kwargs)
-    # What every epoch's checkpoint says about the run, besides the epoch itself.
-    run_meta = {
-        "arch": cfg.arch, "model_kwargs": model_kwargs, "class_names": class_names(model_kwargs["num_classes"]),
-        "config": cfg.to_dict(),
-        "data": {**_dataset_info(cfg.data), "train_images": len(train_split.records),
-                 "valid_images": len(valid_split.records)},
-        "commands": commands, "inherits_commands": True, "weights_note": weights_note, "versions": _versions(),
-    }
+    run_meta = _run_meta(cfg, state, model_kwargs, weights_note, train_split, valid_split)
 
     status = "completed"
     for epoch in range(progress.start_epoch, cfg.epochs + 1):
@@ -624,13 +613,9 @@ def _train(cfg: TrainConfig, state: dict[str, Any] | None, dist_info: Distribute
             status = "stopped"
             break
         seed_epoch(cfg.seed, epoch, dist_info.rank)
-        batches = epoch_batches(batch_keys, cfg.subset_fraction, cfg.batch_size, cfg.seed, epoch,
-                                dist_info.rank, dist_info.world_size)
-        loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, collate_fn=collate,
-                                             num_workers=workers, pin_memory=device.type == "cuda",
-                                             persistent_workers=False)
+        loader = _epoch_loader(dataset, batch_keys, cfg, epoch, dist_info, workers, device)
         lr = optimizer.param_groups[0]["lr"]
-        bar = ProgressBar(len(batches), f"epoch {epoch}/{cfg.epochs}", sys.stderr) if is_main else None
+        bar = ProgressBar(len(loader), f"epoch {epoch}/{cfg.epochs}", sys.stderr) if is_main else None
         result = train_one_epoch(train_model, optimizer, loader, device, epoch=epoch,
                                  global_step=progress.global_step, cfg=cfg, scaler=scaler, dist_info=dist_info,
                                  stop=stop, log=log, bar=bar)
@@ -655,13 +640,42 @@ def _train(cfg: TrainConfig, state: dict[str, Any] | None, dist_info: Distribute
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "global_step": progress.global_step, "model": model.state_dict(),
         }
-        _save_epoch(cfg.out, payload, is_best, {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                                                "scaler": scaler.state_dict() if scaler is not None else {}})
+        _save_epoch(cfg.out, payload, is_best, _resume_state(optimizer, scheduler, scaler))
         log.emit("epoch", **record)
         _say_epoch(say, record, cfg.epochs, is_best)
         if is_best:
             log.emit("best", epoch=epoch, mAP=metrics["mAP"], path=os.path.join(cfg.out, "best.pt"))
     return _finish(cfg, status, progress, model, valid_split, device, is_main, log, say, stop, started)
+
+
+def _run_meta(cfg: TrainConfig, state: dict[str, Any] | None, model_kwargs: dict[str, Any], weights_note: str,
+              train_split: Split, valid_split: Split) -> dict[str, Any]:
+    """What every epoch's checkpoint says about the run, besides the epoch itself. A run that starts
+    from one of our checkpoints inherits its commands: the list stays the whole recipe from nothing
+    to this model."""
+    commands = (_weights_commands(cfg.weights) if state is None else _resumed_commands(state, cfg.weights)) \
+        + [_command_line()]
+    return {
+        "arch": cfg.arch, "model_kwargs": model_kwargs, "class_names": class_names(model_kwargs["num_classes"]),
+        "config": cfg.to_dict(),
+        "data": {**_dataset_info(cfg.data), "train_images": len(train_split.records),
+                 "valid_images": len(valid_split.records)},
+        "commands": commands, "inherits_commands": True, "weights_note": weights_note, "versions": _versions(),
+    }
+
+
+def _epoch_loader(dataset: DigitDataset, batch_keys, cfg: TrainConfig, epoch: int, dist_info: Distributed,
+                  workers: int, device: torch.device) -> torch.utils.data.DataLoader:
+    """This epoch's fresh subset of the training set, in batches of images the model sees at one size."""
+    batches = epoch_batches(batch_keys, cfg.subset_fraction, cfg.batch_size, cfg.seed, epoch,
+                            dist_info.rank, dist_info.world_size)
+    return torch.utils.data.DataLoader(dataset, batch_sampler=batches, collate_fn=collate, num_workers=workers,
+                                       pin_memory=device.type == "cuda", persistent_workers=False)
+
+
+def _resume_state(optimizer: torch.optim.Optimizer, scheduler, scaler) -> dict[str, Any]:
+    return {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else {}}
 
 
 def _announce(cfg: TrainConfig, log: EventLog, resumed: bool, progress: _Progress, device, dist_info: Distributed,
