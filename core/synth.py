@@ -805,76 +805,117 @@ def _scene_wall(rng: random.Random, np_rng: np.random.Generator, width: int, hei
     return small.resize((width, height), Image.BILINEAR)
 
 
-def _scene_objects(rng: random.Random, image: Image.Image, fonts: list[str],
-                   keep_out: tuple[int, int, int, int]) -> list[tuple[float, float, float, float]]:
-    """Doors, windows, plants, signs with letters, lamps, pipes: what surrounds a house number.
-    Returns the ink box of each letter on the signs that no later object hides."""
-    letters = []  # (ink box, how many objects were drawn before it)
-    drawn = []  # each object's bounding rectangle, in drawing order (a pipe is too thin to hide a letter)
-    draw = ImageDraw.Draw(image)
-    width, height = image.size
-    unit = max(width, height)
+@dataclasses.dataclass
+class _SceneCanvas:
+    """A scene being furnished: where objects may go (away from the number) and what was drawn, in order."""
 
-    def colour(lo: float = 0.0, hi: float = 1.0) -> tuple[int, int, int]:
-        c = _random_colour(rng)
-        return tuple(int(v * 255 * rng.uniform(lo, hi) + 255 * lo * (1 - rng.random())) for v in c)
+    rng: random.Random
+    draw: ImageDraw.ImageDraw
+    width: int
+    height: int
+    keep_out: tuple[int, int, int, int]
+    drawn: list = dataclasses.field(default_factory=list)  # each object's bounding rectangle (a pipe is too thin to hide a letter)
+    letters: list = dataclasses.field(default_factory=list)  # (ink box, how many objects were drawn before it)
 
-    def away_from_number(w: int, h: int) -> tuple[int, int]:
+    @property
+    def unit(self) -> int:
+        return max(self.width, self.height)
+
+    def colour(self, lo: float = 0.0, hi: float = 1.0) -> tuple[int, int, int]:
+        c = _random_colour(self.rng)
+        return tuple(int(v * 255 * self.rng.uniform(lo, hi) + 255 * lo * (1 - self.rng.random())) for v in c)
+
+    def away_from_number(self, w: int, h: int) -> tuple[int, int]:
+        rng, keep_out = self.rng, self.keep_out
         for _ in range(6):
-            x, y = rng.randint(-w // 3, max(0, width - w // 2)), rng.randint(-h // 3, max(0, height - h // 2))
+            x = rng.randint(-w // 3, max(0, self.width - w // 2))
+            y = rng.randint(-h // 3, max(0, self.height - h // 2))
             if x + w < keep_out[0] or x > keep_out[2] or y + h < keep_out[1] or y > keep_out[3]:
                 break
         return x, y
 
+
+def _draw_opening(scene: _SceneCanvas, kind: str) -> None:
+    """A door or a window (with its cross bars)."""
+    rng = scene.rng
+    w = int(scene.unit * rng.uniform(0.1, 0.35))
+    h = int(w * (rng.uniform(1.8, 2.6) if kind == "door" else rng.uniform(0.6, 1.4)))
+    x, y = scene.away_from_number(w, h)
+    fill = scene.colour(0.1, 0.7) if kind == "door" else tuple(int(v) for v in np.array(scene.colour(0.0, 0.5)) // 2 + 40)
+    scene.draw.rectangle((x, y, x + w, y + h), fill=fill, outline=scene.colour(), width=max(1, w // 25))
+    scene.drawn.append((x, y, x + w, y + h))
+    if kind == "window":
+        scene.draw.line((x + w // 2, y, x + w // 2, y + h), fill=scene.colour(), width=max(1, w // 30))
+        scene.draw.line((x, y + h // 2, x + w, y + h // 2), fill=scene.colour(), width=max(1, w // 30))
+
+
+def _draw_plant(scene: _SceneCanvas) -> None:
+    rng, unit = scene.rng, scene.unit
+    cx, cy = scene.away_from_number(int(unit * 0.15), int(unit * 0.15))
+    green = np.array([rng.uniform(0.1, 0.4), rng.uniform(0.35, 0.7), rng.uniform(0.05, 0.3)])
+    for _ in range(rng.randint(8, 30)):
+        r = unit * rng.uniform(0.008, 0.04)
+        x, y = cx + rng.gauss(0, unit * 0.05), cy + rng.gauss(0, unit * 0.05)
+        shade = tuple(int(v * 255 * rng.uniform(0.5, 1.2)) for v in green)
+        leaf = (x - r, y - r * rng.uniform(0.4, 1), x + r, y + r)
+        scene.draw.ellipse(leaf, fill=shade)
+        scene.drawn.append(leaf)
+
+
+def _draw_sign(scene: _SceneCanvas, fonts: list[str]) -> None:
+    """A word on a plain board; its letters' ink boxes are recorded."""
+    rng, draw = scene.rng, scene.draw
+    source = rng.choice([f for f in fonts if not f.startswith("<")] or [BUILTIN_FONT])
+    size = int(max(8, scene.unit * rng.uniform(0.015, 0.05)))
+    word = _letters(rng, alone=True)
+    font = _font(source, size)
+    tw = int(draw.textlength(word, font=font))
+    x, y = scene.away_from_number(tw + size, 2 * size)
+    bg, fg, _ = _colour_pair(rng)
+    draw.rectangle((x, y, x + tw + size, y + 2 * size), fill=tuple(int(v * 255) for v in bg))
+    origin = (x + size // 2, y + size // 3)
+    draw.text(origin, word, font=font, fill=tuple(int(v * 255) for v in fg))
+    scene.drawn.append((x, y, x + tw + size, y + 2 * size))
+    scene.letters += [(box, len(scene.drawn)) for box in _letter_boxes(draw, origin, word, font)]
+
+
+def _draw_lamp(scene: _SceneCanvas) -> None:
+    r = int(scene.unit * scene.rng.uniform(0.01, 0.04))
+    x, y = scene.away_from_number(2 * r, 2 * r)
+    scene.draw.ellipse((x, y, x + 2 * r, y + 2 * r), fill=scene.colour(0.5, 1.0), outline=scene.colour(),
+                       width=max(1, r // 6))
+    scene.drawn.append((x, y, x + 2 * r, y + 2 * r))
+
+
+def _draw_pipe(scene: _SceneCanvas) -> None:
+    """A vertical pipe from top to bottom, moved off the number."""
+    rng, keep_out, width = scene.rng, scene.keep_out, scene.width
+    x = rng.randint(0, width)
+    if keep_out[0] - 4 < x < keep_out[2] + 4:
+        x = keep_out[2] + 6 if rng.random() < 0.5 else max(0, keep_out[0] - 6)
+    scene.draw.line((x, 0, x + rng.randint(-width // 10, width // 10), scene.height), fill=scene.colour(),
+                    width=max(1, int(scene.unit * rng.uniform(0.003, 0.02))))
+
+
+def _scene_objects(rng: random.Random, image: Image.Image, fonts: list[str],
+                   keep_out: tuple[int, int, int, int]) -> list[tuple[float, float, float, float]]:
+    """Doors, windows, plants, signs with letters, lamps, pipes: what surrounds a house number.
+    Returns the ink box of each letter on the signs that no later object hides."""
+    scene = _SceneCanvas(rng, ImageDraw.Draw(image), image.size[0], image.size[1], keep_out)
     for _ in range(rng.randint(1, 7)):
         kind = rng.choices(["door", "window", "plant", "sign", "lamp", "pipe"], weights=[2, 2, 2, 3, 1, 1.5])[0]
         if kind in ("door", "window"):
-            w = int(unit * rng.uniform(0.1, 0.35))
-            h = int(w * (rng.uniform(1.8, 2.6) if kind == "door" else rng.uniform(0.6, 1.4)))
-            x, y = away_from_number(w, h)
-            fill = colour(0.1, 0.7) if kind == "door" else tuple(int(v) for v in np.array(colour(0.0, 0.5)) // 2 + 40)
-            draw.rectangle((x, y, x + w, y + h), fill=fill, outline=colour(), width=max(1, w // 25))
-            drawn.append((x, y, x + w, y + h))
-            if kind == "window":
-                draw.line((x + w // 2, y, x + w // 2, y + h), fill=colour(), width=max(1, w // 30))
-                draw.line((x, y + h // 2, x + w, y + h // 2), fill=colour(), width=max(1, w // 30))
+            _draw_opening(scene, kind)
         elif kind == "plant":
-            cx, cy = away_from_number(int(unit * 0.15), int(unit * 0.15))
-            green = np.array([rng.uniform(0.1, 0.4), rng.uniform(0.35, 0.7), rng.uniform(0.05, 0.3)])
-            for _ in range(rng.randint(8, 30)):
-                r = unit * rng.uniform(0.008, 0.04)
-                x, y = cx + rng.gauss(0, unit * 0.05), cy + rng.gauss(0, unit * 0.05)
-                shade = tuple(int(v * 255 * rng.uniform(0.5, 1.2)) for v in green)
-                leaf = (x - r, y - r * rng.uniform(0.4, 1), x + r, y + r)
-                draw.ellipse(leaf, fill=shade)
-                drawn.append(leaf)
+            _draw_plant(scene)
         elif kind == "sign":
-            source = rng.choice([f for f in fonts if not f.startswith("<")] or [BUILTIN_FONT])
-            size = int(max(8, unit * rng.uniform(0.015, 0.05)))
-            word = _letters(rng, alone=True)
-            font = _font(source, size)
-            tw = int(draw.textlength(word, font=font))
-            x, y = away_from_number(tw + size, 2 * size)
-            bg, fg, _ = _colour_pair(rng)
-            draw.rectangle((x, y, x + tw + size, y + 2 * size), fill=tuple(int(v * 255) for v in bg))
-            origin = (x + size // 2, y + size // 3)
-            ink = tuple(int(v * 255) for v in fg)
-            draw.text(origin, word, font=font, fill=ink)
-            drawn.append((x, y, x + tw + size, y + 2 * size))
-            letters += [(box, len(drawn)) for box in _letter_boxes(draw, origin, word, font)]
+            _draw_sign(scene, fonts)
         elif kind == "lamp":
-            r = int(unit * rng.uniform(0.01, 0.04))
-            x, y = away_from_number(2 * r, 2 * r)
-            draw.ellipse((x, y, x + 2 * r, y + 2 * r), fill=colour(0.5, 1.0), outline=colour(), width=max(1, r // 6))
-            drawn.append((x, y, x + 2 * r, y + 2 * r))
+            _draw_lamp(scene)
         else:
-            x = rng.randint(0, width)
-            if keep_out[0] - 4 < x < keep_out[2] + 4:
-                x = keep_out[2] + 6 if rng.random() < 0.5 else max(0, keep_out[0] - 6)
-            draw.line((x, 0, x + rng.randint(-width // 10, width // 10), height), fill=colour(),
-                      width=max(1, int(unit * rng.uniform(0.003, 0.02))))
+            _draw_pipe(scene)
     # A door, a leaf or another sign drawn later may cover a letter: it is no letter any more.
-    return [box for box, before in letters if not any(_covers(rect, box) for rect in drawn[before:])]
+    return [box for box, before in scene.letters if not any(_covers(rect, box) for rect in scene.drawn[before:])]
 
 
 def _covers(rect: tuple[float, ...], box: tuple[float, ...], share: float = 0.3) -> bool:
