@@ -55,7 +55,7 @@ def photos(count: int) -> list:
     return out
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ckpt", default=f"{ROOT}/checkpoints/default.pt", help="the shipped model")
     parser.add_argument("--data", default=None, help="dataset to time on (default: a synthetic validation split)")
@@ -65,32 +65,56 @@ def main() -> None:
     parser.add_argument("--reference-images", type=int, default=20, help="images per set for the slow reference")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--skip-reference", action="store_true", help="only time the shipped model")
-    args = parser.parse_args()
+    return parser
+
+
+def _dataset_split(data: str | None, split_name: str, count: int):
+    if data is None:
+        return validation_images(None, count, f"{ROOT}/data")
+    split = load_split(data, split_name)
+    split.records = split.records[:count]
+    return split
+
+
+def _load_models(ckpt: str, device, skip_reference: bool):
+    """The shipped model, timed as it loads, and the reference (None when skipped)."""
+    started = time.perf_counter()
+    shipped = load_model(ckpt, device)
+    load_seconds = time.perf_counter() - started
+    print(f"  shipped checkpoint: {os.path.getsize(ckpt) / 1e6:.1f} MB, loaded in {load_seconds:.2f} s; "
+          f"{shipped.inference_note()}", flush=True)
+    if skip_reference:
+        return shipped, None
+    torch.manual_seed(0)
+    reference, _, note = build_model("fasterrcnn_resnet50_fpn_v2", weights="auto")
+    reference.eval().to(device)
+    print(f"  reference: {note}", flush=True)
+    return shipped, reference
+
+
+def _print_table(rows: list) -> None:
+    print()
+    print(f"{'images':<9} {'configuration':<40} {'n':>4} {'images/s':>9} {'median ms/image':>16} {'mAP':>6}")
+    for set_name, name, n, r in rows:
+        m_ap = f"{r['mAP']:.3f}" if "mAP" in r else "-"
+        print(f"{set_name:<9} {name:<40} {n:>4} {r['images_per_s']:>9.2f} {r['median_ms']:>16.1f} {m_ap:>6}")
+    for set_name in ("dataset", "photos"):
+        pair = [r for s, _, _, r in rows if s == set_name]
+        if len(pair) == 2:
+            print(f"{set_name}: shipped median latency {pair[1]['median_ms'] / pair[0]['median_ms']:.1f}x lower "
+                  f"than the reference's")
+
+
+def main() -> None:
+    args = _parser().parse_args()
     device = pick_device(args.device)
-    if args.data is None:
-        split = validation_images(None, args.images, f"{ROOT}/data")
-    else:
-        split = load_split(args.data, args.split)
-        split.records = split.records[:args.images]
+    split = _dataset_split(args.data, args.split, args.images)
     images = [decode_image(r.path, exif_transpose=False) for r in split.records]
     print(f"bench/inference: {len(images)} images of {args.data or 'synthetic valid'} ({args.split}), "
           f"{args.photos} photos {PHOTO_SIZE[0]}x{PHOTO_SIZE[1]}; device {device}, {torch.get_num_threads()} threads, "
           f"{platform.processor() or platform.machine()}", flush=True)
     photo_images = photos(args.photos)
-
-    started = time.perf_counter()
-    shipped = load_model(args.ckpt, device)
-    load_seconds = time.perf_counter() - started
-    size_mb = os.path.getsize(args.ckpt) / 1e6
-    print(f"  shipped checkpoint: {size_mb:.1f} MB, loaded in {load_seconds:.2f} s; {shipped.inference_note()}",
-          flush=True)
-    reference = None
-    if not args.skip_reference:
-        torch.manual_seed(0)
-        reference, _, note = build_model("fasterrcnn_resnet50_fpn_v2", weights="auto")
-        reference.eval().to(device)
-        print(f"  reference: {note}", flush=True)
-
+    shipped, reference = _load_models(args.ckpt, device, args.skip_reference)
     rows = []
     for set_name, set_images in (("dataset", images), ("photos", photo_images)):
         if not set_images:
@@ -105,17 +129,7 @@ def main() -> None:
             subset = set_images[:args.reference_images]
             rows.append((set_name, "reference resnet50_fpn_v2 (800/1333)", len(subset),
                          measure(reference, subset, device, f"reference, {set_name}")))
-
-    print()
-    print(f"{'images':<9} {'configuration':<40} {'n':>4} {'images/s':>9} {'median ms/image':>16} {'mAP':>6}")
-    for set_name, name, n, r in rows:
-        m_ap = f"{r['mAP']:.3f}" if "mAP" in r else "-"
-        print(f"{set_name:<9} {name:<40} {n:>4} {r['images_per_s']:>9.2f} {r['median_ms']:>16.1f} {m_ap:>6}")
-    for set_name in ("dataset", "photos"):
-        pair = [r for s, _, _, r in rows if s == set_name]
-        if len(pair) == 2:
-            print(f"{set_name}: shipped median latency {pair[1]['median_ms'] / pair[0]['median_ms']:.1f}x lower "
-                  f"than the reference's")
+    _print_table(rows)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import io
 import json
 import math
@@ -415,18 +416,21 @@ def pred_csv_bytes(rows: Sequence[tuple[int, str]]) -> bytes:
     return buffer.getvalue().encode("utf-8")
 
 
-def assign_image_ids(names: Sequence[str]) -> list[int]:
+def assign_image_ids(names: Sequence[str], contents: Sequence[bytes] | None = None) -> list[int]:
     """``123.png`` -> 123; other names (and a second ``123.jpg``) get ids after the largest numeric one,
-    in name order, so the same set of files gets the same ids whatever order it comes in."""
+    in name order, so the same set of files gets the same ids whatever order it comes in. Files with
+    the very same name (uploads from two folders) are told apart by ``contents``, when given."""
     numbers = [numeric_stem(n) for n in names]
+    digests = [hashlib.sha1(c).hexdigest() for c in contents] if contents is not None else [""] * len(names)
+    order = sorted(range(len(names)), key=lambda i: (names[i], digests[i]))
     ids: list[int | None] = [None] * len(names)
     taken: set[int] = set()
-    for index in sorted(range(len(names)), key=lambda i: names[i]):
+    for index in order:
         if numbers[index] is not None and numbers[index] not in taken:
             ids[index] = numbers[index]
             taken.add(numbers[index])
     next_id = max((n for n in numbers if n is not None), default=0) + 1
-    for index in sorted((i for i in range(len(names)) if ids[i] is None), key=lambda i: names[i]):
+    for index in (i for i in order if ids[i] is None):
         while next_id in taken:
             next_id += 1
         ids[index] = next_id
@@ -435,8 +439,9 @@ def assign_image_ids(names: Sequence[str]) -> list[int]:
 
 
 def image_ids_csv_bytes(names: Sequence[str], image_ids: Sequence[int]) -> bytes | None:
-    """``file_name,image_id`` for a batch in which some names are not numbers (None when all are)."""
-    if all(numeric_stem(n) is not None for n in names):
+    """``file_name,image_id`` for a batch in which some file's id is not the number in its name (a name
+    that is no number, or one used twice); None when every id is."""
+    if all(numeric_stem(n) == i for n, i in zip(names, image_ids)):
         return None
     return ("file_name,image_id\n" + "".join(f"{n},{i}\n" for n, i in zip(names, image_ids))).encode()
 
@@ -468,15 +473,22 @@ def read_numbers(detections: Sequence[dict[str, list] | None], reader: NumberRea
     return [read_number(d, reader) if d is not None else "-1" for d in detections]
 
 
-def join_predictions(parts: Sequence[BatchPrediction], reader: NumberReader) -> BatchPrediction:
+def join_predictions(parts: Sequence[BatchPrediction], reader: NumberReader,
+                     contents: Sequence[bytes] | None = None) -> BatchPrediction:
     """One prediction of every file of ``parts``, in order, as :func:`predict_images` would have made it
-    in one call: image ids assigned over all the names, numbers read by ``reader``. Lets a caller keep
-    each file's result (the app's cache) and read a longer list without running the model again."""
+    in one call: image ids assigned over all the names (``contents``: the files' bytes, which tell files
+    of one name apart), numbers read by ``reader``. Lets a caller keep each file's result (the app's
+    cache) and read a longer list without running the model again."""
     names = [name for part in parts for name in part.names]
     detections = [det for part in parts for det in part.detections]
     errors = {name: reason for part in parts for name, reason in part.errors.items()}
-    return BatchPrediction(names, assign_image_ids(names), detections, read_numbers(detections, reader), errors,
-                           sum(part.seconds for part in parts))
+    return BatchPrediction(names, assign_image_ids(names, contents), detections, read_numbers(detections, reader),
+                           errors, sum(part.seconds for part in parts))
+
+
+def repeated_names(names: Sequence[str]) -> list[str]:
+    """Names that more than one file of a batch carries, in name order."""
+    return sorted({n for n in names if names.count(n) > 1})
 
 
 def predict_images(loaded: LoadedModel, sources: Sequence[tuple[str, bytes | str]], batch_size: int = 8,

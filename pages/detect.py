@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw
 from core.checkpoint import CheckpointError
 from core.images import decode_image
 from core.predict import (NumberReader, image_ids_csv_bytes, join_predictions, load_model, pred_csv_bytes,
-                          pred_json_bytes, predict_images, read_digits)
+                          pred_json_bytes, predict_images, read_digits, repeated_names)
 from core.runs import list_checkpoints
 from pages import DIGIT_COLOURS, INPUT_SIZES, checkpoint_label, ensure_routed, input_size_label
 
@@ -46,7 +46,8 @@ def timing_caption(parts, times: list[float], asked_at: float, device) -> str:
     kept = [(p, t) for p, t in zip(parts, times) if t < asked_at]
     fresh_ok = sum(len(p.names) - len(p.errors) for p in fresh)
     seconds = sum(p.seconds for p in fresh)
-    now = f"{fresh_ok} image(s) in {seconds:.2f} s · {seconds / max(fresh_ok, 1) * 1000:.0f} ms per image on {device}"
+    now = (f"{fresh_ok} image(s) in {seconds:.2f} s · {seconds / fresh_ok * 1000:.0f} ms per image on {device}"
+           if fresh_ok else "no image read")
     if not kept:
         return now
     kept_ok = sum(len(p.names) - len(p.errors) for p, _ in kept)
@@ -190,12 +191,20 @@ if not files:
     st.stop()
 
 asked_at = time.time()
-results = [run_model(choice, os.path.getmtime(choice), name, data, input_size) for name, data in files]
-prediction = join_predictions([part for part, _ in results], reader)
+with st.spinner(f"Reading {len(files)} image(s)…"):  # cached files return at once; new ones run the model
+    results = [run_model(choice, os.path.getmtime(choice), name, data, input_size) for name, data in files]
+prediction = join_predictions([part for part, _ in results], reader, [data for _, data in files])
 st.caption(timing_caption([part for part, _ in results], [ran_at for _, ran_at in results], asked_at,
                           loaded.device))
+readable = sum(d is not None for d in prediction.detections)
 for name, reason in prediction.errors.items():
-    st.error(f"**{name}**: {reason}. The other files were processed.")
+    st.error(f"**{name}**: {reason}. " + ("The other files were read; this one's row in pred.csv reads -1."
+                                           if readable else "No file of this upload could be read."))
+repeated = repeated_names(prediction.names)
+if repeated:
+    st.warning(f"More than one file is named {', '.join(repeated)}: each gets its own image_id (told apart by "
+               "content, so the same files get the same ids in any upload order). image_ids.csv lists them; the "
+               "results below show which picture has which id.")
 
 numbers = prediction.numbers
 
@@ -206,7 +215,8 @@ if len(files) > 1:
         "image_id": prediction.image_ids,
         "number read": numbers,
         "digits": [len(read_digits(d, reader)) if d is not None else 0 for d in prediction.detections],
-        "status": [f"error: {prediction.errors[n]}" if n in prediction.errors else "ok" for n in prediction.names],
+        "status": [f"error: {prediction.errors.get(n, 'unreadable')}" if d is None else "ok"
+                   for n, d in zip(prediction.names, prediction.detections)],
     })
     st.dataframe(table, hide_index=True, width="stretch")
     mapping = image_ids_csv_bytes(prediction.names, prediction.image_ids)
@@ -218,8 +228,9 @@ if len(files) > 1:
                                help="image_id,pred_label read with the scores above; -1 = no digit.")
     if mapping is not None:
         columns[2].download_button("Download image_ids.csv", mapping, "image_ids.csv", "text/csv",
-                                   help="Which file each image_id is: names that are not numbers (123.png) get ids "
-                                        "after the largest number, in name order, as core.predict assigns them.")
+                                   help="Which file each image_id is: names that are not numbers (123.png), and a "
+                                        "name used twice, get ids after the largest number, in name order, as "
+                                        "core.predict assigns them.")
 
 for index, ((name, data), image_id, detection, number) in enumerate(
         zip(files, prediction.image_ids, prediction.detections, numbers)):

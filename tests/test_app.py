@@ -178,6 +178,35 @@ def test_batch_with_a_corrupt_file_still_runs_the_others(app_dirs, tiny_run, tin
     assert "bad.png" in table["file"].tolist() and 3 in table["image_id"].tolist(), "after 1 and 2: id 3"
 
 
+def test_two_uploads_of_one_name_keep_their_ids_in_any_order_and_are_named(app_dirs, tiny_run, tiny_data):
+    runs, _ = app_dirs
+    _install_tiny(runs, tiny_run)
+    first = ("1.png", _png(os.path.join(tiny_data, "test", "1.png")), "image/png")
+    second = ("1.png", _png(os.path.join(tiny_data, "test", "2.png")), "image/png")
+    ids = []
+    for files in ([first, second], [second, first]):
+        at = _app()
+        at.file_uploader[0].set_value(files)
+        at.run()
+        assert not at.exception, at.exception
+        assert any("1.png" in w.value for w in at.warning), "the repeated name is named"
+        assert "Download image_ids.csv" in {b.label for b in at.get("download_button")}
+        table = at.dataframe[0].value
+        ids.append(dict(zip((f[1] for f in files), table["image_id"])))
+    assert ids[0] == ids[1] and sorted(ids[0].values()) == [1, 2]
+
+
+def test_an_upload_with_only_an_unreadable_file_says_nothing_was_read(app_dirs, tiny_run):
+    runs, _ = app_dirs
+    _install_tiny(runs, tiny_run)
+    at = _app()
+    at.file_uploader[0].set_value(("notes.png", b"just text", "image/png"))
+    at.run()
+    assert not at.exception, at.exception
+    assert "No file of this upload could be read" in at.error[0].value
+    assert "no image read" in " ".join(c.value for c in at.caption)
+
+
 def test_a_result_read_again_from_the_cache_says_so(app_dirs, tiny_run, tiny_data):
     runs, _ = app_dirs
     _install_tiny(runs, tiny_run)

@@ -12,7 +12,7 @@ from core.data import load_split
 from core.model import InputSize, ModelError, input_size_of, rebuild_model, resize_by, resolve_model_kwargs
 from core.predict import (NumberReader, _digits_only, assign_image_ids, coco_results, image_ids_csv_bytes, detect, load_model,
                           main as predict_main, number_region, parse_input_size, parse_reader, pred_csv_bytes,
-                          read_number)
+                          read_number, repeated_names)
 
 
 def _det(*items):
@@ -114,6 +114,22 @@ def test_the_same_files_get_the_same_ids_in_any_order():
     assert len(set(ids.values())) == len(names)
     assert image_ids_csv_bytes(names, [ids[n] for n in names]).decode().splitlines()[0] == "file_name,image_id"
     assert image_ids_csv_bytes(["1.png", "2.png"], [1, 2]) is None
+
+
+def test_files_of_one_name_get_ids_by_content_in_any_order():
+    """Two uploads named 1.png (from two folders): which one keeps id 1 does not depend on the upload order,
+    and the mapping file is offered, since one id is not the number in its name."""
+    files = [("1.png", b"first picture"), ("1.png", b"second picture"), ("2.png", b"third")]
+    ids = assign_image_ids([n for n, _ in files], [c for _, c in files])
+    by_content = {c: i for (_, c), i in zip(files, ids)}
+    assert sorted(ids) == [1, 2, 3] and by_content[b"third"] == 2
+    for order in (files[::-1], [files[1], files[2], files[0]]):
+        again = assign_image_ids([n for n, _ in order], [c for _, c in order])
+        assert {c: i for (_, c), i in zip(order, again)} == by_content
+    mapping = image_ids_csv_bytes([n for n, _ in files], ids).decode().splitlines()
+    assert sorted(mapping[1:]) == ["1.png,1", "1.png,3", "2.png,2"]
+    assert repeated_names(["b.png", "1.png", "b.png", "1.png", "2.png"]) == ["1.png", "b.png"]
+    assert repeated_names(["1.png", "2.png"]) == []
 
 
 def test_cli_writes_task1_and_task2_files(tiny_run, tiny_data, tmp_path, capsys):
