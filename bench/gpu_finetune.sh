@@ -6,6 +6,13 @@
 #   bash bench/gpu_finetune.sh            # on the GPU machine, from the repository root
 #   DEVICE=cpu TRAIN_IMAGES=300 EPOCH_IMAGES=64 VALID_IMAGES=40 BUDGET_S=400 bash bench/gpu_finetune.sh   # dry run
 #
+# One long run instead (the GPU is launch-bound with this compact model: one run in float32 is fastest), on the
+# 514 fonts of scripts/fonts.sh, from the fonts model (both carried: runs/ and .gpu/ are git-ignored):
+#   python3 -c "from core.synth import usable_fonts; import os; print('\n'.join(f for f in usable_fonts() if os.path.isfile(f)))" \
+#     | tar -cJf .gpu/fonts.tar.xz -T -      # 31 MB, here, once
+#   MIXES=default PRECISION=fp32 WEIGHTS=runs/fonts-finetune/best.pt TRAIN_IMAGES=150000 bash bench/gpu_finetune.sh
+#   (device carry: .whl, .gpu, runs/fonts-finetune/best.pt)
+#
 # Both runs start from checkpoints/default.pt and use the same seed (the same images wherever both
 # mixes draw digits). Each trains one epoch first; its time sizes the rest of the run, which then
 # continues with --resume --epochs N (the cosine schedule is stretched to N), so the runs end
@@ -30,6 +37,9 @@ TRAIN_IMAGES=${TRAIN_IMAGES:-30000}
 VALID_IMAGES=${VALID_IMAGES:-1000}
 EPOCH_IMAGES=${EPOCH_IMAGES:-8000}
 WORKERS=${WORKERS:-6}
+MIXES=${MIXES:-default light}      # generator mixes, one run each, side by side
+WEIGHTS=${WEIGHTS:-checkpoints/default.pt}
+PRECISION=${PRECISION:-amp}        # amp (float32 if it fails) or fp32
 PY=${PY:-python3}
 DEST=${OUT:-runs/gpu}
 WORK=${WORK:-runs/gpu-work}
@@ -43,7 +53,9 @@ if ! $PY -c "import pycocotools" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; t
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     && export PYTHONPATH=/tmp/site || { say "wheel install failed"; exit 1; }
 fi
-if ! ls /usr/share/fonts/truetype/dejavu/*.ttf >/dev/null 2>&1 && [ -d .gpu/fonts ]; then
+if [ -f .gpu/fonts.tar.xz ]; then  # a font list packed here (see above): those fonts, wherever they were installed
+  mkdir -p /tmp/gpu-fonts && tar -xJf .gpu/fonts.tar.xz -C /tmp/gpu-fonts && export DIGIT_STUDIO_FONT_DIRS=/tmp/gpu-fonts
+elif ! ls /usr/share/fonts/truetype/dejavu/*.ttf >/dev/null 2>&1 && [ -d .gpu/fonts ]; then
   export DIGIT_STUDIO_FONT_DIRS=$PWD/.gpu/fonts
 fi
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$LOG"
@@ -54,12 +66,12 @@ torchvision.__version__, 'pillow', PIL.__version__, 'numpy', numpy.__version__, 
 # 2. Data: the v4 mix and a lighter-negatives mix, same seed, all cores.
 declare -A MIX=([default]="" [light]="--digit-free 0.02 --words-alone 0.02")
 CORES=$(nproc)
-for name in default light; do
+for name in $MIXES; do
   [ -f "$WORK/data-$name/train.json" ] || $PY -m core.synth --out "$WORK/data-$name" --train "$TRAIN_IMAGES" \
-      --valid "$VALID_IMAGES" --test 0 --seed 11 --workers "$CORES" ${MIX[$name]} > "$WORK/synth-$name.log" 2>&1 &
+      --valid "$VALID_IMAGES" --test 0 --seed 11 --workers "$CORES" ${MIX[$name]-} > "$WORK/synth-$name.log" 2>&1 &
 done
 wait
-for name in default light; do
+for name in $MIXES; do
   [ -f "$WORK/data-$name/train.json" ] || { say "generation failed:"; tail -5 "$WORK/synth-$name.log"; exit 1; }
   say "data-$name: $(tail -1 "$WORK/synth-$name.log")"
 done
@@ -68,32 +80,34 @@ FRACTION=$($PY -c "print(min(1.0, $EPOCH_IMAGES / $TRAIN_IMAGES))")
 train() {  # name, extra flags...
   local name=$1; shift
   $PY -m core.train --data "$WORK/data-$name" --out "$WORK/run-$name" --arch digitnet_fpn \
-    --weights checkpoints/default.pt --batch-size 32 --lr 4e-4 --weight-decay 5e-4 --warmup-steps 100 \
+    --weights "$WEIGHTS" --batch-size 32 --lr 4e-4 --weight-decay 5e-4 --warmup-steps 100 \
     --clip-grad-norm 10 --seed 0 --subset-fraction "$FRACTION" --scheduler cosine --device "$DEVICE" \
     --workers "$WORKERS" "$@" >> "$WORK/train-$name.log" 2>&1
 }
 
-# 3. One epoch each, both at once; with mixed precision first, in float32 if that fails.
-for name in default light; do train $name --epochs 1 & done
+all_ran() { for name in $MIXES; do [ -f "$WORK/run-$name/last.pt" ] || return 1; done; }
+FIRST=${MIXES%% *}
+# 3. One epoch each, all at once; with mixed precision first (unless fp32), in float32 if that fails.
+AMP=$([ "$PRECISION" = fp32 ] && echo "--no-amp" || echo "")
+for name in $MIXES; do train $name --epochs 1 $AMP & done
 wait
-AMP=""
-if [ ! -f "$WORK/run-default/last.pt" ] || [ ! -f "$WORK/run-light/last.pt" ]; then
-  say "first epoch failed with AMP; again in float32:"; tail -15 "$WORK/train-default.log" | tee -a "$LOG"
-  rm -rf "$WORK/run-default" "$WORK/run-light"
+if ! all_ran && [ -z "$AMP" ]; then
+  say "first epoch failed with AMP; again in float32:"; tail -15 "$WORK/train-$FIRST.log" | tee -a "$LOG"
+  for name in $MIXES; do rm -rf "$WORK/run-$name"; done
   AMP="--no-amp"
-  for name in default light; do train $name --epochs 1 $AMP & done
+  for name in $MIXES; do train $name --epochs 1 $AMP & done
   wait
 fi
-[ -f "$WORK/run-default/last.pt" ] || { say "training failed:"; tail -30 "$WORK/train-default.log"; exit 1; }
+all_ran || { say "training failed:"; tail -30 "$WORK/train-$FIRST.log"; exit 1; }
 grep -h "^epoch.*mAP" "$WORK"/train-*.log | tee -a "$LOG"
 
-# 4. Size the rest from the slower run's first epoch, then continue both.
-EPOCH_S=$($PY -c "import json; print(max(json.load(open('$WORK/run-' + n + '/history.json'))[0]['seconds'] for n in ('default', 'light')))")
+# 4. Size the rest from the slowest run's first epoch, then continue them all.
+EPOCH_S=$($PY -c "import json; print(max(json.load(open('$WORK/run-' + n + '/history.json'))[0]['seconds'] for n in '$MIXES'.split()))")
 EPOCHS=$($PY -c "print(max(1, min(40, 1 + int(($(left) - $RESERVE_S - 25) / ($EPOCH_S * 1.1)))))")
 say "first epoch took $EPOCH_S s (slower run); continuing to $EPOCHS epochs with $(left) s left"
 if [ "$EPOCHS" -gt 1 ]; then
   RUNS=()
-  for name in default light; do train $name --resume --epochs "$EPOCHS" & RUNS+=($!); done
+  for name in $MIXES; do train $name --resume --epochs "$EPOCHS" & RUNS+=($!); done
   # Past the budget, a stop request ends each run at its next step; best.pt keeps the best finished
   # epoch. (Data workers inherit the trainer's handler, so the signal only sets their own flag.)
   ( sleep $(( $(left) - RESERVE_S )); pkill -TERM -f "core.train --data $WORK/data-" ) &
@@ -104,17 +118,17 @@ fi
 grep -h "^epoch.*mAP\|core.train:" "$WORK"/train-*.log | tee -a "$LOG"
 
 # 5. Task 2 reader of each run on its own synthetic validation split (never on real images).
-for name in default light; do
+for name in $MIXES; do
   $PY -m core.evaluate --ckpt "$WORK/run-$name/best.pt" --data "$WORK/data-$name" --split valid --sweep-task2 \
     --device "$DEVICE" --json "$WORK/run-$name/valid-metrics.json" > "$WORK/valid-$name.log" 2>&1 &
 done
 wait
-for name in default light; do
+for name in $MIXES; do
   say "$name valid: $(tail -3 "$WORK/valid-$name.log" | tr '\n' ' ')"
   cp "$WORK/run-$name/best.pt" "$DEST/$name-best.pt"
   cp "$WORK/data-$name/synth.json" "$WORK/run-$name/synth.json"
 done
-tar -czf "$DEST/gpu-runs.tar.gz" -C "$WORK" script.log train-default.log train-light.log synth-default.log \
-  synth-light.log valid-default.log valid-light.log \
-  --exclude '*.pt' run-default run-light
+PACK=(script.log)
+for name in $MIXES; do PACK+=(train-$name.log synth-$name.log valid-$name.log run-$name); done
+tar -czf "$DEST/gpu-runs.tar.gz" -C "$WORK" --exclude '*.pt' "${PACK[@]}"
 say "done; $(left) s of the budget left"
