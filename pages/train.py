@@ -137,29 +137,9 @@ runs_at_start = known_runs()
 polling = any(is_locked(run_dir_for(n)) for n in runs_at_start)
 
 
-@st.fragment(run_every=2 if polling else None)
-def runs_view() -> None:
-    runs = known_runs()
-    if not runs:
-        return
-    events_of = {name: read_events(os.path.join(run_dir_for(name), "log.jsonl")) for name in runs}
-    statuses = {name: run_status(run_dir_for(name), events_of[name]) for name in runs}
-    if any(s["state"] == "running" for s in statuses.values()) != polling:
-        st.rerun()  # a run started or ended: redraw the page, polling only while something runs
-    running = [n for n in runs if statuses[n]["state"] == "running"]
-    active = st.session_state.get("active_run")
-    # Set before the widget exists: a just-launched run is shown even if another was picked before.
-    st.session_state["run_picker"] = active if active in runs else (running[0] if running else runs[0])
-    st.subheader("Runs")
-    selected = st.selectbox("Run", runs, key="run_picker", on_change=remember_choice,
-                            format_func=lambda n: f"{n} ({statuses[n]['state']})")
-    run_dir = run_dir_for(selected)
-    status = statuses[selected]
+def run_header(selected: str, run_dir: str, status: dict, epochs: int) -> None:
+    """The run's progress (or how it ended) and, while it runs, its Stop button."""
     state, progress = status["state"], status["progress"]
-    config, history, problem = read_run(run_dir)
-    if problem:
-        st.warning(f"Some files of {selected} cannot be read ({problem}); showing what can be.")
-    epochs = status["epochs"] or config.get("epochs") or 1
     top = st.columns([4, 1])
     with top[0]:
         if state == "running" and progress:
@@ -181,7 +161,10 @@ def runs_view() -> None:
     elif state == "stopped":
         st.info(status["message"] or "Stopped.")
 
-    events = events_of[selected]
+
+def run_output(selected: str, run_dir: str, status: dict, epochs: int, events: list, history: list) -> None:
+    """The live chart, the last lines the run printed, and its stderr once it has ended."""
+    state, progress = status["state"], status["progress"]
     if history or any(e["event"] == "progress" for e in events):
         st.plotly_chart(live_figure(history, events, epochs), key=f"live-{selected}")
     lines = [line.rsplit("\r", 1)[-1] for line in tail_text(os.path.join(run_dir, "stdout.log"), 6000).splitlines()]
@@ -195,19 +178,49 @@ def runs_view() -> None:
         with st.expander("Progress bars and warnings (stderr)", expanded=state in ("failed", "died")):
             st.code(err_text[-3000:], language=None, wrap_lines=True)
 
-    if state in ("stopped", "died", "failed") and os.path.exists(os.path.join(run_dir, "last.pt")) and config:
-        more = st.number_input("Epochs in total", 1, 100000, int(config.get("epochs", 1)), 1,
-                               key=f"resume-epochs-{selected}")
-        if st.button("Resume this run", help="Continue from last.pt at the next epoch."):
-            try:
-                resumed = TrainConfig.from_dict({**config, "resume": True, "epochs": int(more)})
-                start_run(resumed, selected)
-            except (ConfigError, LaunchError, OSError) as exc:
-                st.error(f"Not resumed: {exc}")
-            else:
-                st.session_state["active_run"] = selected
-                wait_until_started(run_dir, timeout=20)
-                st.rerun()
+
+def resume_form(selected: str, run_dir: str, config: dict) -> None:
+    more = st.number_input("Epochs in total", 1, 100000, int(config.get("epochs", 1)), 1,
+                           key=f"resume-epochs-{selected}")
+    if st.button("Resume this run", help="Continue from last.pt at the next epoch."):
+        try:
+            resumed = TrainConfig.from_dict({**config, "resume": True, "epochs": int(more)})
+            start_run(resumed, selected)
+        except (ConfigError, LaunchError, OSError) as exc:
+            st.error(f"Not resumed: {exc}")
+        else:
+            st.session_state["active_run"] = selected
+            wait_until_started(run_dir, timeout=20)
+            st.rerun()
+
+
+@st.fragment(run_every=2 if polling else None)
+def runs_view() -> None:
+    runs = known_runs()
+    if not runs:
+        return
+    events_of = {name: read_events(os.path.join(run_dir_for(name), "log.jsonl")) for name in runs}
+    statuses = {name: run_status(run_dir_for(name), events_of[name]) for name in runs}
+    if any(s["state"] == "running" for s in statuses.values()) != polling:
+        st.rerun()  # a run started or ended: redraw the page, polling only while something runs
+    running = [n for n in runs if statuses[n]["state"] == "running"]
+    active = st.session_state.get("active_run")
+    # Set before the widget exists: a just-launched run is shown even if another was picked before.
+    st.session_state["run_picker"] = active if active in runs else (running[0] if running else runs[0])
+    st.subheader("Runs")
+    selected = st.selectbox("Run", runs, key="run_picker", on_change=remember_choice,
+                            format_func=lambda n: f"{n} ({statuses[n]['state']})")
+    run_dir = run_dir_for(selected)
+    status = statuses[selected]
+    config, history, problem = read_run(run_dir)
+    if problem:
+        st.warning(f"Some files of {selected} cannot be read ({problem}); showing what can be.")
+    epochs = status["epochs"] or config.get("epochs") or 1
+    run_header(selected, run_dir, status, epochs)
+    run_output(selected, run_dir, status, epochs, events_of[selected], history)
+    if status["state"] in ("stopped", "died", "failed") and os.path.exists(os.path.join(run_dir, "last.pt")) \
+            and config:
+        resume_form(selected, run_dir, config)
 
 
 runs_view()
