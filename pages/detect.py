@@ -77,7 +77,7 @@ def describe_checkpoint(meta: dict) -> str:
     return " · ".join(parts)
 
 
-def region_zoom(image, detection: dict, threshold: float, width: int = 320):
+def region_zoom(image, detection: dict, read: set[int], width: int = 320):
     """The number's region enlarged, with the boxes read in it: in a photo the plate is a few pixels."""
     x0, y0, x1, y1 = detection["region"]
     pad = 0.15 * (y1 - y0)
@@ -86,8 +86,8 @@ def region_zoom(image, detection: dict, threshold: float, width: int = 320):
     k = width / max(1, box[2] - box[0])
     crop = image.crop(box).resize((width, max(1, round((box[3] - box[1]) * k))), Image.LANCZOS)
     draw = ImageDraw.Draw(crop)
-    for (bx0, by0, bx1, by1), score, digit in zip(detection["boxes"], detection["scores"], detection["digits"]):
-        if score >= threshold:
+    for index, ((bx0, by0, bx1, by1), digit) in enumerate(zip(detection["boxes"], detection["digits"])):
+        if index in read:
             draw.rectangle(((bx0 - box[0]) * k, (by0 - box[1]) * k, (bx1 - box[0]) * k, (by1 - box[1]) * k),
                            outline=DIGIT_COLOURS[digit % 10], width=2)
     return crop
@@ -97,7 +97,9 @@ LABEL_WITH_SCORE_PX = 44  # a box at least this wide on screen has room for "7 0
 FIGURE_WIDTH_PX = 560  # about the picture column: 3/5 of the wide layout beside the sidebar
 
 
-def detection_figure(image, detection: dict, threshold: float, number_read: bool) -> go.Figure:
+def detection_figure(image, detection: dict, threshold: float, read: set[int]) -> go.Figure:
+    """The picture with every box scoring ``threshold`` or more: the digits of the number read (``read``)
+    bold and labelled, the others thin and dotted, labelled only on hover (they would cover the number's labels)."""
     shown = image.copy()
     shown.thumbnail((DISPLAY_SIDE, DISPLAY_SIDE))
     width, height = shown.size
@@ -110,21 +112,26 @@ def detection_figure(image, detection: dict, threshold: float, number_read: bool
     on_screen = min(FIGURE_WIDTH_PX / max(width, 1), display_height / max(height, 1))  # screen px per picture px
     figure = go.Figure(go.Image(z=np.asarray(shown), hoverinfo="skip"))
     region = detection.get("region")
-    if region is not None and number_read:  # with no number read, a region would point at nothing
+    if region is not None and read:  # with no number read, a region would point at nothing
         x0, y0, x1, y1 = scaled(region)
         figure.add_trace(go.Scatter(
             x=[x0, x1, x1, x0, x0], y=[y0, y0, y1, y1, y0], mode="lines", line={"color": "#ffd400", "width": 2,
                                                                                "dash": "dash"},
             hoverinfo="text", text="number region: where the number was read", name="region", showlegend=False))
-    for box, score, digit in zip(detection["boxes"], detection["scores"], detection["digits"]):
+    for index, (box, score, digit) in enumerate(zip(detection["boxes"], detection["scores"], detection["digits"])):
         if score < threshold:
             continue
         x0, y0, x1, y1 = scaled(box)
         colour = DIGIT_COLOURS[digit % 10]
+        in_number = index in read
         figure.add_trace(go.Scatter(
             x=[x0, x1, x1, x0, x0], y=[y0, y0, y1, y1, y0], mode="lines", fill="toself",
-            fillcolor="rgba(255,255,255,0.06)", line={"color": colour, "width": 2}, hoveron="fills+points",
-            text=f"digit {digit} · score {score:.2f}", hoverinfo="text", name=f"digit {digit}", showlegend=False))
+            fillcolor="rgba(255,255,255,0.06)", hoveron="fills+points",
+            line={"color": colour, "width": 2} if in_number else {"color": colour, "width": 1, "dash": "dot"},
+            text=f"digit {digit} · score {score:.2f}" + ("" if in_number else " · not part of the number read"),
+            hoverinfo="text", name=f"digit {digit}", showlegend=False))
+        if not in_number:
+            continue
         # A label with its score is about 40 px wide: on a small number it would cover the next digit's
         # label, so narrow boxes show the digit alone (the score stays in the hover and the table).
         label = f"<b>{digit}</b> {score:.2f}" if (x1 - x0) * on_screen >= LABEL_WITH_SCORE_PX else f"<b>{digit}</b>"
@@ -241,18 +248,18 @@ for index, ((name, data), image_id, detection, number) in enumerate(
     picture, details = st.columns([3, 2])
     with picture:
         st.markdown(f"**{name}** · image_id {image_id} · {image.size[0]}x{image.size[1]} px")
-        st.plotly_chart(detection_figure(image, detection, threshold, number != "-1"), key=f"figure-{index}",
+        read = set(read_digits(detection, reader))
+        st.plotly_chart(detection_figure(image, detection, threshold, read), key=f"figure-{index}",
                         config={"displayModeBar": False})
     with details:
         st.metric("Number read", number if number != "-1" else "no digit (-1)")
         if detection.get("region") is not None and number != "-1":
             x0, y0, x1, y1 = detection["region"]
-            st.image(region_zoom(image, detection, threshold))
+            st.image(region_zoom(image, detection, read))
             st.caption(f"The number's region (dashed yellow), enlarged: {x1 - x0:.0f}x{y1 - y0:.0f} px at "
                        f"({x0:.0f}, {y0:.0f}); small numbers are read a second time from it.")
-        used = set(read_digits(detection, reader))
         rows = sorted(({"digit": d, "score": round(s, 3), "x": round(b[0], 1), "y": round(b[1], 1),
-                        "w": round(b[2] - b[0], 1), "h": round(b[3] - b[1], 1), "read": i in used}
+                        "w": round(b[2] - b[0], 1), "h": round(b[3] - b[1], 1), "read": i in read}
                        for i, (b, s, d) in enumerate(zip(detection["boxes"], detection["scores"],
                                                          detection["digits"])) if s >= threshold),
                       key=lambda row: row["x"])  # left to right, the order the number is read in

@@ -75,6 +75,8 @@ def test_upload_shows_boxes_and_the_number(browser, app, tmp_path):
     assert page.locator(".js-plotly-plot .scatterlayer .trace").count() >= 3
     labels = page.locator(".js-plotly-plot .annotation-text").evaluate_all("els => els.map(e => e.textContent)")
     assert labels and all(re.fullmatch(r"\d \d\.\d\d", t) for t in labels), f"large digits show their score: {labels}"
+    # Only the digits of the number read are labelled; other boxes are dotted, with their label on hover.
+    assert sorted(t.split()[0] for t in labels) == sorted("274"), labels
     _shot(page, "detect.png")
     page.close()
 
