@@ -67,8 +67,12 @@ for column, (name, table) in zip(columns, tables.items()):
     letters = f" · {len(table.letters):,} letters (grey boxes)" if len(table.letters) else ""
     column.caption(f"{len(table.boxes):,} digits{letters} · `{name}.json`")
 
-split = st.radio("Split", list(tables), horizontal=True)
+with_images = [name for name, t in tables.items() if len(t.images)]
+split = st.radio("Split", list(tables), horizontal=True, index=list(tables).index(with_images[0]) if with_images else 0)
 table = tables[split]
+if not len(table.images):
+    st.info(f"Split **{split}** has no images; pick another split above.")
+    st.stop()
 left, right = st.columns(2)
 with left:
     classes = table.boxes["digit"].value_counts().reindex(range(10), fill_value=0)
@@ -79,7 +83,8 @@ with left:
                     key="classes")
     lengths = table.images["digits"].value_counts().sort_index()
     st.plotly_chart(px.bar(x=lengths.index.astype(str), y=lengths.values, labels={"x": "digits in the image", "y": "images"},
-                           title="Digits per image").update_layout(height=300), key="lengths")
+                           title="Digits per image").update_layout(height=300).update_xaxes(type="category"),
+                    key="lengths")
 with right:
     st.plotly_chart(px.histogram(table.boxes, x="h", nbins=60, labels={"h": "box height (px)"},
                                  title="Box heights").update_layout(height=300, yaxis_title="boxes"), key="heights")

@@ -84,9 +84,13 @@ def headline(result, other=None) -> None:
 
 def confusion_figure(result, title: str) -> go.Figure:
     table = result.report.confusion
-    figure = px.imshow(table.to_numpy(), x=list(table.columns), y=list(table.index), color_continuous_scale="Blues",
-                       text_auto=True, labels={"x": "digit read", "y": "true digit", "color": "count"}, title=title)
+    # Digit labels as text on category axes: plotly would read "0".."9" as numbers and drop "missed"/"extra".
+    figure = px.imshow(table.to_numpy(), x=[str(c) for c in table.columns], y=[str(i) for i in table.index],
+                       color_continuous_scale="Blues", text_auto=True,
+                       labels={"x": "digit read", "y": "true digit", "color": "count"}, title=title)
     figure.update_traces(hovertemplate="true %{y}, read %{x}: %{z}<extra></extra>")
+    figure.update_xaxes(type="category")
+    figure.update_yaxes(type="category")
     return figure.update_layout(height=480, coloraxis_showscale=False)
 
 
@@ -115,7 +119,8 @@ def task2_section(result) -> None:
     left.plotly_chart(px.bar(x=[str(k) for k in by_length], y=[row["accuracy"] for row in by_length.values()],
                              labels={"x": "digits in the number", "y": "Task 2 accuracy"},
                              text=[f"{row['correct']}/{row['images']}" for row in by_length.values()],
-                             title="By number length").update_layout(height=320, yaxis_range=[0, 1]),
+                             title="By number length").update_layout(height=320, yaxis_range=[0, 1])
+                      .update_xaxes(type="category"),
                       key="by-length")
     sweep = result.report.sweep
     shown = sweep[sweep["member"].isin((0.3, 0.5, 0.7)) | (sweep["member"] == sweep["anchor"])].assign(

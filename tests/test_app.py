@@ -427,6 +427,22 @@ def test_data_page_summarises_a_dataset_and_filters_its_images(app_dirs, tiny_da
     assert f"{with_seven} image(s)" in at.markdown[-1].value
 
 
+def test_data_page_opens_on_a_split_with_images_and_names_an_empty_one(app_dirs, tiny_data, tmp_path, monkeypatch):
+    """A synthetic test set is generated with --train 0 --valid 0: the page must not open on (or crash on) train."""
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data / "tiny")
+    for split in ("train", "valid"):
+        coco = json.loads((data / "tiny" / f"{split}.json").read_text())
+        (data / "tiny" / f"{split}.json").write_text(json.dumps({**coco, "images": [], "annotations": []}))
+    monkeypatch.setenv("DIGIT_STUDIO_DATA", str(data))
+    at = _app("pages/data.py")
+    assert at.radio[0].value == "test"
+    assert "8 image(s)" in at.markdown[-1].value
+    at.radio[0].set_value("train").run()
+    assert not at.exception, at.exception
+    assert "has no images" in at.info[0].value
+
+
 def test_data_page_counts_and_draws_letter_boxes_of_a_letter_dataset(app_dirs, fonts, tmp_path, monkeypatch):
     from core import synth
     from pages import LETTER_COLOUR, LETTER_LABEL, boxed_picture
@@ -484,6 +500,12 @@ def test_evaluate_page_shows_the_report_and_filters_the_failure_gallery(app_dirs
     assert wrong, "a one-epoch tiny model reads some numbers wrong"
     caption = next(c.value for c in at.caption if "wrong images" in c.value)
     assert f"{wrong} of {wrong} wrong images" in caption
+    # The confusion matrix: every digit, "missed" and "extra" on category axes (plotly reads "0".."9" as numbers).
+    confusion = next(json.loads(c.proto.spec) for c in at.get("plotly_chart")
+                     if json.loads(c.proto.spec)["layout"].get("title", {}).get("text", "").startswith("Confusion"))
+    assert confusion["data"][0]["x"] == [str(d) for d in range(10)] + ["missed"]
+    assert confusion["data"][0]["y"] == [str(d) for d in range(10)] + ["extra"]
+    assert confusion["layout"]["xaxis"]["type"] == confusion["layout"]["yaxis"]["type"] == "category"
     _by_label(at.multiselect, "Error kinds").set_value([]).run()
     assert any(f"0 of {wrong} wrong images" in c.value for c in at.caption)
     assert any(b.label == "Download all (zip)" for b in at.get("download_button"))
