@@ -77,9 +77,12 @@ def headline(result, other=None) -> None:
     metrics = result.report.metrics
     columns = st.columns(len(HEADLINE) + 1)
     for column, (key, label) in zip(columns, HEADLINE):
-        delta = None if other is None else f"{metrics[key] - other.report.metrics[key]:+.3f} vs the other"
+        theirs = None if other is None else other.report.metrics[key]
+        delta = None if other is None else f"{metrics[key] - theirs:+.3f} vs {theirs:.3f} (the other)"
         column.metric(label, f"{metrics[key]:.3f}", delta)
-    columns[-1].metric("ms per image", f"{metrics['ms_per_image']:.0f}")
+    ms, other_ms = metrics["ms_per_image"], None if other is None else other.report.metrics["ms_per_image"]
+    columns[-1].metric("ms per image", f"{ms:.0f}", None if other is None else f"{ms - other_ms:+.0f} vs {other_ms:.0f}",
+                       delta_color="inverse")
 
 
 def confusion_figure(result, title: str) -> go.Figure:

@@ -546,8 +546,12 @@ def test_evaluate_page_compares_two_checkpoints_and_names_a_folder_without_annot
     while time.time() < deadline and len([c for c in at.get("plotly_chart")]) < 2:
         time.sleep(0.5)
         at.run()
-    deltas = [m.delta for m in at.metric if m.delta]
-    assert deltas and all(d == "+0.000 vs the other" for d in deltas), "the same weights: no difference"
+    deltas = {m.label: m.delta for m in at.metric if m.delta}
+    values = {m.label: m.value for m in at.metric}
+    assert {k: d for k, d in deltas.items() if k != "ms per image"} == {
+        k: f"+0.000 vs {values[k]} (the other)" for k in ("mAP@[.5:.95]", "AP50", "AP75", "Task 2")}, \
+        "the same weights: no difference, and the other's own figure"
+    assert " vs " in deltas["ms per image"], "the other's speed too"
     titles = [json.loads(c.proto.spec)["layout"].get("title", {}).get("text") for c in at.get("plotly_chart")]
     assert "This checkpoint" in titles and "runs/other/best.pt" in " ".join(t or "" for t in titles)
     (tmp_path / "data" / "images-only" / "valid").mkdir(parents=True)
