@@ -41,8 +41,9 @@ def boxed_picture(image: Image.Image, boxes, side: int) -> Image.Image:
     picture = image.convert("RGB").resize((max(1, round(image.size[0] * k)), max(1, round(image.size[1] * k))),
                                           Image.LANCZOS if k < 1 else Image.NEAREST)
     draw = ImageDraw.Draw(picture)
-    line = max(2, side // 110)
     for x0, y0, x1, y1, digit in boxes:
+        # Lines grow with the picture, but stay thin on a small box: a thick one would cover its digit.
+        line = max(2, min(side // 110, round(min(x1 - x0, y1 - y0) * k / 12)))
         if digit == LETTER_LABEL:  # unlabelled: the words "letter" on every letter of a sign would hide it
             draw.rectangle((x0 * k, y0 * k, x1 * k, y1 * k), outline=LETTER_COLOUR, width=max(1, line // 2))
             continue
@@ -50,6 +51,20 @@ def boxed_picture(image: Image.Image, boxes, side: int) -> Image.Image:
         draw.rectangle((x0 * k, y0 * k, x1 * k, y1 * k), outline=colour, width=line)
         draw.text((x0 * k + 2, y0 * k + 1), str(digit), fill=colour)
     return picture
+
+
+def focus(size: tuple[int, int], boxes) -> tuple[int, int, int, int] | None:
+    """The part of an image worth showing when its boxes are small in it (a plate in a photo): the boxes
+    with their height around them; None when they already fill a good part of the image."""
+    if not boxes:
+        return None
+    x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
+    x1, y1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
+    if max(x1 - x0, y1 - y0) > 0.3 * max(size):
+        return None
+    pad = y1 - y0  # a digit height of context each side: a wide number is not lost in a tall margin
+    return (max(0, int(x0 - pad)), max(0, int(y0 - pad)), min(size[0], int(x1 + pad) + 1),
+            min(size[1], int(y1 + pad) + 1))
 
 
 def input_size_label(size) -> str:

@@ -14,7 +14,7 @@ from core.background import EvaluationJob, job_key
 from core.predict import NumberReader, read_digits
 from core.report import ERROR_KINDS, REPORT_FILES
 from core.runs import list_checkpoints
-from pages import (DIGIT_COLOURS, INPUT_SIZES, boxed_picture, checkpoint_label, ensure_routed, input_size_label,
+from pages import (DIGIT_COLOURS, INPUT_SIZES, boxed_picture, checkpoint_label, ensure_routed, focus, input_size_label,
                    pick_dataset)
 
 ensure_routed()
@@ -41,20 +41,6 @@ def job_for(checkpoint: str, root: str, split: str, input_size, start: bool) -> 
             del jobs[old]
         job = jobs[key] = EvaluationJob(key).start()
     return job
-
-
-def focus(size: tuple[int, int], boxes) -> tuple[int, int, int, int] | None:
-    """The part of an image worth showing when its boxes are small in it (a plate in a photo): the boxes
-    with their own size around them; None when they already fill a good part of the image."""
-    if not boxes:
-        return None
-    x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
-    x1, y1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
-    if max(x1 - x0, y1 - y0) > 0.3 * max(size):
-        return None
-    pad = max(x1 - x0, y1 - y0)
-    return (max(0, int(x0 - pad)), max(0, int(y0 - pad)), min(size[0], int(x1 + pad) + 1),
-            min(size[1], int(y1 + pad) + 1))
 
 
 def pictures(result, row, reader: NumberReader) -> tuple[Image.Image, Image.Image, bool]:

@@ -443,6 +443,34 @@ def test_data_page_opens_on_a_split_with_images_and_names_an_empty_one(app_dirs,
     assert "has no images" in at.info[0].value
 
 
+def test_data_page_enlarges_a_small_number_in_its_close_up(app_dirs, tmp_path, monkeypatch):
+    """An SVHN-style crop centred on a large white canvas: the close-up adds the number enlarged."""
+    from pages import boxed_picture, focus
+    folder = tmp_path / "data" / "padded"
+    (folder / "test").mkdir(parents=True)
+    canvas = Image.new("RGB", (226, 208), "white")
+    canvas.paste(Image.new("RGB", (14, 22), (90, 90, 90)), (106, 93))
+    canvas.save(folder / "test" / "1.png")
+    (folder / "test.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "1.png", "width": 226, "height": 208}],
+        "annotations": [{"id": 1, "image_id": 1, "bbox": [106, 93, 14, 22], "category_id": 8, "area": 308,
+                         "iscrowd": 0}],
+        "categories": [{"id": d + 1, "name": str(d)} for d in range(10)]}))
+    monkeypatch.setenv("DIGIT_STUDIO_DATA", str(tmp_path / "data"))
+    at = _app("pages/data.py")
+    assert not at.exception, at.exception
+    captions = [caption for element in at.get("image") for caption in element.captions]
+    assert any("enlarged" in c for c in captions), captions
+    assert focus((226, 208), [(106, 93, 120, 115, 7)]) == (84, 71, 143, 138), "the box with its height around it"
+    assert focus((800, 600), [(300, 300, 340, 320, 1), (340, 300, 380, 320, 2)]) == (280, 280, 401, 341)
+    assert focus((226, 208), [(20, 10, 200, 190, 7)]) is None, "a number that fills the image is shown whole"
+    # At 900 px a 14 px digit is 56 px wide: its box line stays thin (the picture's own line would be 8 px).
+    picture = boxed_picture(canvas, [(106, 93, 120, 115, 7)], 900)
+    k = 900 / 226
+    inside = (round(106 * k) + 6, round(100 * k))
+    assert picture.getpixel(inside) == (90, 90, 90), "a few pixels inside the box, the digit still shows"
+
+
 def test_data_page_counts_and_draws_letter_boxes_of_a_letter_dataset(app_dirs, fonts, tmp_path, monkeypatch):
     from core import synth
     from pages import LETTER_COLOUR, LETTER_LABEL, boxed_picture
