@@ -132,7 +132,8 @@ if len(shown):
             st.image(drawn(path, table, closer.image_id, CLOSE_UP_SIDE))
             around = drawn(path, table, closer.image_id, CLOSE_UP_SIDE // 2, zoom=True)
             if around is not None:
-                st.image(around, caption="The number is small in this image: here it is enlarged.")
+                st.image(around)
+                st.caption("The number is small in this image: here it is enlarged.")
         except OSError as exc:
             st.warning(f"#{closer.image_id} {closer.file_name}: {exc}")
         st.dataframe(table.boxes_of(closer.image_id).drop(columns="image_id"), hide_index=True)

@@ -459,8 +459,8 @@ def test_data_page_enlarges_a_small_number_in_its_close_up(app_dirs, tmp_path, m
     monkeypatch.setenv("DIGIT_STUDIO_DATA", str(tmp_path / "data"))
     at = _app("pages/data.py")
     assert not at.exception, at.exception
-    captions = [caption for element in at.get("image") for caption in element.captions]
-    assert any("enlarged" in c for c in captions), captions
+    assert len(at.get("image")) == 3, "the grid's picture, the close-up and the number enlarged"
+    assert any("enlarged" in c.value for c in at.caption)
     assert focus((226, 208), [(106, 93, 120, 115, 7)]) == (84, 71, 143, 138), "the box with its height around it"
     assert focus((800, 600), [(300, 300, 340, 320, 1), (340, 300, 380, 320, 2)]) == (280, 280, 401, 341)
     assert focus((226, 208), [(20, 10, 200, 190, 7)]) is None, "a number that fills the image is shown whole"
