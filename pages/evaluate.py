@@ -67,8 +67,8 @@ def headline(result, other=None) -> None:
         delta = None if other is None else f"{metrics[key] - theirs:+.3f} vs {theirs:.3f} (the other)"
         column.metric(label, f"{metrics[key]:.3f}", delta)
     ms, other_ms = metrics["ms_per_image"], None if other is None else other.report.metrics["ms_per_image"]
-    columns[-1].metric("ms per image", f"{ms:.0f}", None if other is None else f"{ms - other_ms:+.0f} vs {other_ms:.0f}",
-                       delta_color="inverse")
+    columns[-1].metric("ms per image", f"{ms:.0f}",
+                       None if other is None else f"{ms - other_ms:+.0f} vs {other_ms:.0f}", delta_color="inverse")
 
 
 def confusion_figure(result, title: str) -> go.Figure:
