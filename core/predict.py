@@ -9,6 +9,7 @@ when no digit is read). The app calls the same :func:`load_model` and :func:`det
 from __future__ import annotations
 
 import argparse
+import collections
 import csv
 import hashlib
 import io
@@ -488,7 +489,7 @@ def join_predictions(parts: Sequence[BatchPrediction], reader: NumberReader,
 
 def repeated_names(names: Sequence[str]) -> list[str]:
     """Names that more than one file of a batch carries, in name order."""
-    return sorted({n for n in names if names.count(n) > 1})
+    return sorted(n for n, count in collections.Counter(names).items() if count > 1)
 
 
 def predict_images(loaded: LoadedModel, sources: Sequence[tuple[str, bytes | str]], batch_size: int = 8,

@@ -814,8 +814,10 @@ class _SceneCanvas:
     width: int
     height: int
     keep_out: tuple[int, int, int, int]
-    drawn: list = dataclasses.field(default_factory=list)  # each object's bounding rectangle (a pipe is too thin to hide a letter)
-    letters: list = dataclasses.field(default_factory=list)  # (ink box, how many objects were drawn before it)
+    # Each object's bounding rectangle (a pipe is too thin to hide a letter), and each letter's
+    # (ink box, how many objects were drawn before it).
+    drawn: list = dataclasses.field(default_factory=list)
+    letters: list = dataclasses.field(default_factory=list)
 
     @property
     def unit(self) -> int:
@@ -841,7 +843,8 @@ def _draw_opening(scene: _SceneCanvas, kind: str) -> None:
     w = int(scene.unit * rng.uniform(0.1, 0.35))
     h = int(w * (rng.uniform(1.8, 2.6) if kind == "door" else rng.uniform(0.6, 1.4)))
     x, y = scene.away_from_number(w, h)
-    fill = scene.colour(0.1, 0.7) if kind == "door" else tuple(int(v) for v in np.array(scene.colour(0.0, 0.5)) // 2 + 40)
+    fill = scene.colour(0.1, 0.7) if kind == "door" else \
+        tuple(int(v) for v in np.array(scene.colour(0.0, 0.5)) // 2 + 40)
     scene.draw.rectangle((x, y, x + w, y + h), fill=fill, outline=scene.colour(), width=max(1, w // 25))
     scene.drawn.append((x, y, x + w, y + h))
     if kind == "window":

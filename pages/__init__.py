@@ -67,6 +67,11 @@ def focus(size: tuple[int, int], boxes) -> tuple[int, int, int, int] | None:
             min(size[1], int(y1 + pad) + 1))
 
 
+def in_area(boxes, area: tuple[int, int, int, int]) -> list[tuple]:
+    """``(x0, y0, x1, y1, label)`` boxes in the coordinates of the crop ``area`` (what :func:`focus` returns)."""
+    return [(b[0] - area[0], b[1] - area[1], b[2] - area[0], b[3] - area[1], b[4]) for b in boxes]
+
+
 def input_size_label(size) -> str:
     return "auto (the checkpoint's)" if size == "auto" else f"{size} px"
 

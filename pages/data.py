@@ -8,7 +8,7 @@ from PIL import Image
 
 from core.browse import page_of, read_split_table, select_images
 from core.data import DatasetError
-from pages import DIGIT_COLOURS, LETTER_LABEL, boxed_picture, ensure_routed, focus, pick_dataset
+from pages import DIGIT_COLOURS, LETTER_LABEL, boxed_picture, ensure_routed, focus, in_area, pick_dataset
 
 ensure_routed()
 
@@ -32,19 +32,29 @@ def label_of(row) -> str:
     return f"#{row.image_id} · {row.number if row.digits else 'no digits'}"
 
 
-def drawn(path: str, table, image_id: int, side: int = THUMB_SIDE, zoom: bool = False) -> Image.Image | None:
-    """The picture with its long side at ``side`` px, each box in its digit's colour, letter boxes grey;
-    with ``zoom``, only the part around a number that is small in the image (None when it is not)."""
+def boxes_of(table, image_id: int) -> tuple[list, list]:
+    """The image's digit boxes and letter boxes, ``(x0, y0, x1, y1, label)``."""
     digits = [(r.x, r.y, r.x + r.w, r.y + r.h, r.digit) for r in table.boxes_of(image_id).itertuples()]
-    boxes = digits + [(r.x, r.y, r.x + r.w, r.y + r.h, LETTER_LABEL) for r in table.letters_of(image_id).itertuples()]
+    letters = [(r.x, r.y, r.x + r.w, r.y + r.h, LETTER_LABEL) for r in table.letters_of(image_id).itertuples()]
+    return digits, letters
+
+
+def drawn(path: str, table, image_id: int, side: int = THUMB_SIDE) -> Image.Image:
+    """The picture with its long side at ``side`` px, each box in its digit's colour, letter boxes grey."""
+    digits, letters = boxes_of(table, image_id)
     with Image.open(path) as handle:
-        if not zoom:
-            return boxed_picture(handle, boxes, side)
+        return boxed_picture(handle, digits + letters, side)
+
+
+def close_up(path: str, table, image_id: int) -> tuple[Image.Image, Image.Image | None]:
+    """The picture large, and the part around its number enlarged when the number is small in it (else None)."""
+    digits, letters = boxes_of(table, image_id)
+    with Image.open(path) as handle:
+        whole = boxed_picture(handle, digits + letters, CLOSE_UP_SIDE)
         area = focus(handle.size, digits)
         if area is None:
-            return None
-        moved = [(b[0] - area[0], b[1] - area[1], b[2] - area[0], b[3] - area[1], b[4]) for b in boxes]
-        return boxed_picture(handle.crop(area), moved, side)
+            return whole, None
+        return whole, boxed_picture(handle.crop(area), in_area(digits + letters, area), CLOSE_UP_SIDE // 2)
 
 
 st.title("Browse a dataset")
@@ -127,10 +137,9 @@ for start in range(0, len(shown), COLUMNS):
 if len(shown):
     with st.expander("Look closer at one image of this page", icon=":material/zoom_in:"):
         closer = st.selectbox("Image", list(shown.itertuples()), format_func=label_of)
-        path = os.path.join(table.image_dir, closer.file_name)
         try:
-            st.image(drawn(path, table, closer.image_id, CLOSE_UP_SIDE))
-            around = drawn(path, table, closer.image_id, CLOSE_UP_SIDE // 2, zoom=True)
+            whole, around = close_up(os.path.join(table.image_dir, closer.file_name), table, closer.image_id)
+            st.image(whole)
             if around is not None:
                 st.image(around)
                 st.caption("The number is small in this image: here it is enlarged.")

@@ -14,8 +14,8 @@ from core.background import EvaluationJob, job_key
 from core.predict import NumberReader, read_digits
 from core.report import ERROR_KINDS, REPORT_FILES
 from core.runs import list_checkpoints
-from pages import (DIGIT_COLOURS, INPUT_SIZES, boxed_picture, checkpoint_label, ensure_routed, focus, input_size_label,
-                   pick_dataset)
+from pages import (DIGIT_COLOURS, INPUT_SIZES, boxed_picture, checkpoint_label, ensure_routed, focus, in_area,
+                   input_size_label, pick_dataset)
 
 ensure_routed()
 
@@ -54,8 +54,7 @@ def pictures(result, row, reader: NumberReader) -> tuple[Image.Image, Image.Imag
         area = focus(image.size, truth + read)
         if area is not None:
             image = image.crop(area)
-            truth, read = ([(b[0] - area[0], b[1] - area[1], b[2] - area[0], b[3] - area[1], b[4]) for b in boxes]
-                           for boxes in (truth, read))
+            truth, read = in_area(truth, area), in_area(read, area)
         return boxed_picture(image, truth, GALLERY_SIDE), boxed_picture(image, read, GALLERY_SIDE), area is not None
 
 
