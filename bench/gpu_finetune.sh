@@ -39,6 +39,7 @@ EPOCH_IMAGES=${EPOCH_IMAGES:-8000}
 WORKERS=${WORKERS:-6}
 MIXES=${MIXES:-default light}      # generator mixes, one run each, side by side
 WEIGHTS=${WEIGHTS:-checkpoints/default.pt}
+LR=${LR:-4e-4}                     # AdamW peak learning rate (batch 32), cosine to 0
 PRECISION=${PRECISION:-amp}        # amp (float32 if it fails) or fp32
 PY=${PY:-python3}
 DEST=${OUT:-runs/gpu}
@@ -80,7 +81,7 @@ FRACTION=$($PY -c "print(min(1.0, $EPOCH_IMAGES / $TRAIN_IMAGES))")
 train() {  # name, extra flags...
   local name=$1; shift
   $PY -m core.train --data "$WORK/data-$name" --out "$WORK/run-$name" --arch digitnet_fpn \
-    --weights "$WEIGHTS" --batch-size 32 --lr 4e-4 --weight-decay 5e-4 --warmup-steps 100 \
+    --weights "$WEIGHTS" --batch-size 32 --lr "$LR" --weight-decay 5e-4 --warmup-steps 100 \
     --clip-grad-norm 10 --seed 0 --subset-fraction "$FRACTION" --scheduler cosine --device "$DEVICE" \
     --workers "$WORKERS" "$@" >> "$WORK/train-$name.log" 2>&1
 }
