@@ -134,7 +134,7 @@ def describe(payload: dict[str, Any]) -> dict[str, Any]:
     """The checkpoint's metadata without any tensors (for display and JSON)."""
     keep = ("arch", "model_kwargs", "class_names", "config", "epoch", "metrics", "best", "data",
             "created", "commands", "weights_note", "versions", "format_version", "task2_threshold", "task2_reader",
-            "task2_reader_picked_on", "exported_from", "exported", "evaluations", "weights_dtype")
+            "task2_reader_picked_on", "exported_from", "exported", "evaluations", "weights_dtype", "averaged_from")
     return {k: payload[k] for k in keep if k in payload}
 
 
@@ -175,6 +175,60 @@ def export(src: str, out: str, half: bool = True, task2_threshold: float | None 
     return describe(payload)
 
 
+def _check_one_model(sources: list[str], payloads: list[dict[str, Any]]) -> None:
+    """Raise CheckpointError unless every payload is the first one's model (architecture, options, tensors)."""
+    from core.model import complete_model_kwargs
+
+    first = payloads[0]
+    shapes = {k: tuple(v.shape) for k, v in first["model"].items()}
+    for path, payload in zip(sources[1:], payloads[1:]):
+        for key, mine, theirs in (
+                ("arch", payload["arch"], first["arch"]),
+                ("class_names", payload["class_names"], first["class_names"]),
+                ("model_kwargs", complete_model_kwargs(payload["model_kwargs"]),
+                 complete_model_kwargs(first["model_kwargs"]))):
+            if mine != theirs:
+                raise CheckpointError(f"{path}: {key} {mine!r} differs from {sources[0]}'s {theirs!r}: "
+                                      "only checkpoints of one model can be averaged")
+        if {k: tuple(v.shape) for k, v in payload["model"].items()} != shapes:
+            raise CheckpointError(f"{path}: its tensors differ from {sources[0]}'s in names or shapes")
+
+
+def _mean_weights(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    merged = {}
+    for key, value in states[0].items():
+        if value.is_floating_point():
+            merged[key] = (sum(state[key].float() for state in states) / len(states)).to(value.dtype)
+        else:  # counters (BatchNorm's num_batches_tracked): the largest
+            merged[key] = max((state[key] for state in states), key=lambda t: int(t.max()))
+    return merged
+
+
+def average(sources: list[str], out: str) -> dict[str, Any]:
+    """Write the uniform weight average of ``sources`` (a "model soup", Wortsman et al. 2022; SWA
+    along one run). Fine-tunes of one model lie in one basin: their average often scores better
+    than any of them, and it smooths the run-to-run noise that synthetic validation cannot tell
+    apart. BatchNorm statistics are averaged like the weights. The result has no metrics or reader
+    of its own: score it on a validation split (``core.evaluate --sweep-task2``) and export it with
+    the reader found there."""
+    if len(sources) < 2:
+        raise ValueError("average needs at least two checkpoints")
+    payloads = [load_checkpoint(path) for path in sources]
+    _check_one_model(sources, payloads)
+    # What described one source's training or reading does not describe the average.
+    drop = ("optimizer", "scheduler", "scaler", "metrics", "best", "history", "global_step", "task2_threshold",
+            "task2_reader", "task2_reader_picked_on", "evaluations", "weights_dtype", "exported_from", "exported")
+    payload = {k: v for k, v in payloads[0].items() if k not in drop}
+    payload["model"] = _mean_weights([p["model"] for p in payloads])
+    payload["averaged_from"] = [{"path": os.path.abspath(path), "epoch": p.get("epoch"), "best": p.get("best")}
+                                for path, p in zip(sources, payloads)]
+    payload["weights_note"] = f"uniform average of {len(sources)} checkpoints (averaged_from)"
+    lineage = [str(c) for p in payloads for c in p.get("commands", [])]  # every source's recipe, once each
+    payload["commands"] = [*dict.fromkeys(lineage), "python -m core.checkpoint average " + " ".join([*sources, "--out", out])]
+    save_checkpoint(out, payload)
+    return describe(payload)
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
     import json
@@ -195,10 +249,17 @@ def main(argv: list[str] | None = None) -> int:
                               "neighbours >= MEMBER (core.evaluate --sweep-task2 on valid prints the best)",
                          "plain Task 2 threshold to record instead (every digit scoring at least this)")
     exp.add_argument("--metrics-json", default=None, help="core.evaluate --json output to record (e.g. test split)")
+    avg = sub.add_parser("average", help="write the weight average of checkpoints of one model (a model soup)")
+    avg.add_argument("sources", nargs="+", help="two or more checkpoints of the same architecture and options")
+    avg.add_argument("--out", required=True, help="where to write the average, e.g. runs/soup/best.pt")
     args = parser.parse_args(argv)
     try:
         if args.command == "show":
             print(json.dumps(describe(load_checkpoint(args.path)), indent=1, default=str))
+        elif args.command == "average":
+            average(args.sources, args.out)
+            print(f"wrote {args.out}: the average of {len(args.sources)} checkpoints; pick its Task 2 reader with "
+                  f"python -m core.evaluate --ckpt {args.out} --data DATA --split valid --sweep-task2")
         else:
             reader = parse_reader(args.task2_reader).as_dict() if args.task2_reader else None
             meta = export(args.src, args.out, half=not args.float32, task2_threshold=args.task2_threshold,

@@ -60,3 +60,33 @@ def test_export_writes_out_every_model_option(tiny_run, tmp_path):
     assert set(ARCHITECTURES["digitnet_fpn"].defaults) <= set(kwargs)
     assert kwargs["refine_min_score"] == ARCHITECTURES["digitnet_fpn"].defaults["refine_min_score"]
     assert kwargs["size_policy"] == source["model_kwargs"]["size_policy"]
+
+
+def test_average_writes_the_mean_of_one_models_weights(tiny_run, tmp_path, capsys):
+    first = load_checkpoint(f"{tiny_run}/best.pt")
+    shifted = dict(first, model={k: v + 1.0 if v.is_floating_point() else v for k, v in first["model"].items()},
+                   commands=["python -m core.train --second"])
+    torch.save(shifted, tmp_path / "shifted.pt")
+    out = tmp_path / "soup.pt"
+    assert checkpoint_main(["average", f"{tiny_run}/best.pt", str(tmp_path / "shifted.pt"), "--out", str(out)]) == 0
+    assert "--sweep-task2" in capsys.readouterr().out, "says how to pick the average's reader"
+    soup = load_checkpoint(str(out))
+    for key, value in first["model"].items():
+        expected = value + 0.5 if value.is_floating_point() else value
+        assert torch.allclose(soup["model"][key], expected, atol=1e-6), key
+    assert "metrics" not in soup and "task2_reader" not in soup and len(soup["averaged_from"]) == 2
+    assert soup["commands"][-1].startswith("python -m core.checkpoint average")
+    assert "python -m core.train --second" in soup["commands"] and first["commands"][0] in soup["commands"]
+    loaded = load_model(str(out), "cpu")  # inference rebuilds from the average alone
+    assert loaded.model.state_dict().keys() == first["model"].keys()
+
+
+def test_average_refuses_checkpoints_of_different_models(tiny_run, tmp_path, capsys):
+    first = load_checkpoint(f"{tiny_run}/best.pt")
+    other = dict(first, class_names=[*first["class_names"], "letter"])
+    torch.save(other, tmp_path / "other.pt")
+    out = tmp_path / "soup.pt"
+    assert checkpoint_main(["average", f"{tiny_run}/best.pt", str(tmp_path / "other.pt"), "--out", str(out)]) == 2
+    assert "class_names" in capsys.readouterr().err and not out.exists()
+    assert checkpoint_main(["average", f"{tiny_run}/best.pt", "--out", str(out)]) == 2
+    assert "at least two" in capsys.readouterr().err and not out.exists()
