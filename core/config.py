@@ -57,8 +57,8 @@ def estimated_seconds(cfg: "TrainConfig", train_images: int, cuda_available: boo
     return cfg.epochs * max(1, round(train_images * cfg.subset_fraction)) / speed
 
 
-def _opt(help: str, *, choices=None, low=None, high=None, low_open=False, flag=None, group="training", empty=None):
-    meta = {"help": help, "group": group}
+def _opt(help: str, *, label: str, choices=None, low=None, high=None, low_open=False, group="training", empty=None):
+    meta = {"help": help, "group": group, "label": label}  # label: the app's name for it (the CLI's is the flag)
     if empty is not None:
         meta["empty"] = empty  # what leaving an optional value out means (the app's placeholder)
     if choices is not None:
@@ -68,61 +68,74 @@ def _opt(help: str, *, choices=None, low=None, high=None, low_open=False, flag=N
         meta["low_open"] = low_open
     if high is not None:
         meta["high"] = high
-    if flag is not None:
-        meta["flag"] = flag
     return meta
 
 
 @dataclass
 class TrainConfig:
     data: str = field(default="data/synth", metadata=_opt(
-        "dataset folder: train/ and valid/ image folders with train.json and valid.json (COCO)", group="run"))
+        "dataset folder: train/ and valid/ image folders with train.json and valid.json (COCO)",
+        label="Data folder", group="run"))
     out: str = field(default="", metadata=_opt(
-        "run folder to write (config.json, log.jsonl, history.json, best.pt, last.pt)", group="run"))
+        "run folder to write (config.json, log.jsonl, history.json, best.pt, last.pt)", label="Run folder",
+        group="run"))
     arch: str = field(default=REFERENCE_ARCH, metadata=_opt(
         "detector architecture: " + "; ".join(f"{k}: {v.summary}" for k, v in ARCHITECTURES.items()),
-        choices=tuple(ARCHITECTURES), group="model"))
+        label="Architecture", choices=tuple(ARCHITECTURES), group="model"))
     weights: str = field(default="auto", metadata=_opt(
         "pretrained weights: 'auto' uses torchvision's COCO weights when they are in the local torch hub "
-        "cache (never downloads), 'none' trains from scratch, or a path to a weights file", group="model"))
+        "cache (never downloads), 'none' trains from scratch, or a path to a weights file",
+        label="Start from weights", group="model"))
     min_size: int | None = field(default=None, metadata=_opt(
         "fixed input short side in pixels for every image (default: the architecture's own: digitnet_fpn sees each "
         "image near its own size, see core.model.InputSize; the reference uses 800)",
-        low=16, high=2000, group="model", empty="architecture default"))
+        label="Input short side (px)", low=16, high=2000, group="model", empty="architecture default"))
     max_size: int | None = field(default=None, metadata=_opt(
         "input long-side cap in pixels (default: the architecture's own; 1333 for the reference)",
-        low=16, high=4000, group="model", empty="architecture default"))
+        label="Input long side cap (px)", low=16, high=4000, group="model", empty="architecture default"))
     scheduler: str = field(default="cosine", metadata=_opt(
         "learning-rate schedule, stepped once per epoch: 'cosine' = CosineAnnealingLR, 'step' = StepLR",
-        choices=SCHEDULERS))
-    epochs: int = field(default=10, metadata=_opt("number of epochs", low=1, high=100000))
-    lr: float = field(default=1e-4, metadata=_opt("AdamW learning rate", low=0.0, low_open=True, high=10.0))
-    weight_decay: float = field(default=5e-4, metadata=_opt("AdamW weight decay", low=0.0, high=10.0))
+        label="Scheduler", choices=SCHEDULERS))
+    epochs: int = field(default=10, metadata=_opt("number of epochs", label="Epochs", low=1, high=100000))
+    lr: float = field(default=1e-4, metadata=_opt(
+        "AdamW learning rate", label="Learning rate", low=0.0, low_open=True, high=10.0))
+    weight_decay: float = field(default=5e-4, metadata=_opt(
+        "AdamW weight decay", label="Weight decay", low=0.0, high=10.0))
     subset_fraction: float = field(default=0.1, metadata=_opt(
-        "fraction of the training set drawn afresh (at random) for each epoch", low=0.0, low_open=True, high=1.0))
-    batch_size: int = field(default=4, metadata=_opt("images per optimisation step (per process)", low=1, high=4096))
+        "fraction of the training set drawn afresh (at random) for each epoch",
+        label="Share of training set per epoch", low=0.0, low_open=True, high=1.0))
+    batch_size: int = field(default=4, metadata=_opt(
+        "images per optimisation step (per process)", label="Batch size", low=1, high=4096))
     t_max: int | None = field(default=None, metadata=_opt(
-        "CosineAnnealingLR T_max in epochs (default: --epochs)", low=1, high=100000, empty="= epochs"))
-    eta_min: float = field(default=1e-6, metadata=_opt("CosineAnnealingLR eta_min", low=0.0, high=10.0))
-    step_size: int = field(default=1, metadata=_opt("StepLR step_size in epochs", low=1, high=100000))
-    gamma: float = field(default=0.7, metadata=_opt("StepLR gamma", low=0.0, low_open=True, high=1.0))
+        "CosineAnnealingLR T_max in epochs (default: --epochs)", label="Cosine period T_max (epochs)",
+        low=1, high=100000, empty="= epochs"))
+    eta_min: float = field(default=1e-6, metadata=_opt(
+        "CosineAnnealingLR eta_min", label="Final learning rate (eta_min)", low=0.0, high=10.0))
+    step_size: int = field(default=1, metadata=_opt(
+        "StepLR step_size in epochs", label="Step every (epochs)", low=1, high=100000))
+    gamma: float = field(default=0.7, metadata=_opt(
+        "StepLR gamma", label="Step factor (gamma)", low=0.0, low_open=True, high=1.0))
     warmup_steps: int = field(default=0, metadata=_opt(
         "linear learning-rate warm-up over the first N optimisation steps (0 = none, as in the reference)",
-        low=0, high=10**7))
+        label="Warm-up steps", low=0, high=10**7))
     clip_grad_norm: float = field(default=0.0, metadata=_opt(
-        "clip the gradient norm to this value (0 = no clipping)", low=0.0, high=1e6))
+        "clip the gradient norm to this value (0 = no clipping)", label="Gradient clipping (max norm)",
+        low=0.0, high=1e6))
     device: str = field(default="auto", metadata=_opt(
-        "'auto' uses CUDA when present, else the CPU", choices=DEVICES, group="run"))
+        "'auto' uses CUDA when present, else the CPU", label="Device", choices=DEVICES, group="run"))
     amp: bool = field(default=True, metadata=_opt(
-        "mixed precision on CUDA (ignored on the CPU)", group="run"))
+        "mixed precision on CUDA (ignored on the CPU)", label="Mixed precision (CUDA)", group="run"))
     workers: int = field(default=-1, metadata=_opt(
-        "data-loading processes (-1 = automatic: 0 on the CPU, 4 on CUDA)", low=-1, high=64, group="run"))
+        "data-loading processes (-1 = automatic: 0 on the CPU, 4 on CUDA)", label="Data-loading processes",
+        low=-1, high=64, group="run"))
     seed: int = field(default=0, metadata=_opt(
-        "random seed: per-epoch subsets, augmentation and initialisation", low=0, high=2**31 - 1))
+        "random seed: per-epoch subsets, augmentation and initialisation", label="Random seed",
+        low=0, high=2**31 - 1))
     skip_invalid: bool = field(default=False, metadata=_opt(
-        "train on the valid part of a dataset with bad annotations instead of stopping", group="run"))
+        "train on the valid part of a dataset with bad annotations instead of stopping",
+        label="Skip bad annotations", group="run"))
     resume: bool = field(default=False, metadata=_opt(
-        "continue the run in --out from its last.pt at the next epoch", group="run"))
+        "continue the run in --out from its last.pt at the next epoch", label="Resume", group="run"))
 
     # -------------------------------------------------------------- checks
 
@@ -174,7 +187,7 @@ class TrainConfig:
         argv: list[str] = []
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            flag = "--" + f.name.replace("_", "-")
+            flag = cli_flag(f)
             if _base_type(f) is bool:
                 if value != f.default:
                     argv.append(flag if value else "--no-" + f.name.replace("_", "-"))
@@ -220,6 +233,11 @@ def _coerce(f: dataclasses.Field, value: Any) -> Any:
         raise ConfigError(f"{f.name}={value!r} is not a valid {kind.__name__}") from None
 
 
+def cli_flag(f: dataclasses.Field) -> str:
+    """The command-line flag of a config field (``lr`` -> ``--lr``, ``batch_size`` -> ``--batch-size``)."""
+    return "--" + f.name.replace("_", "-")
+
+
 def build_parser(prog: str = "python -m core.train") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
@@ -230,7 +248,7 @@ def build_parser(prog: str = "python -m core.train") -> argparse.ArgumentParser:
     for f in dataclasses.fields(TrainConfig):
         meta = f.metadata
         group = groups.setdefault(meta["group"], parser.add_argument_group(meta["group"]))
-        flag = "--" + f.name.replace("_", "-")
+        flag = cli_flag(f)
         kind = _base_type(f)
         kwargs: dict[str, Any] = {"help": meta["help"], "default": f.default, "dest": f.name}
         if kind is bool:

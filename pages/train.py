@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 import streamlit as st
 
-from core.config import (LONG_RUN_S, PRESETS, SCHEDULERS, ConfigError, TrainConfig, default_preset,
+from core.config import (LONG_RUN_S, PRESETS, SCHEDULERS, ConfigError, TrainConfig, cli_flag, default_preset,
                          estimated_seconds)
 from core.events import read_events, tail_text
 from core.launcher import RUN_NAME, LaunchError, run_dir_for, start_run, stop_run, wait_until_started
@@ -39,9 +39,9 @@ STATE_ICONS = {"running": ":material/play_circle:", "completed": ":material/chec
 
 
 def config_widget(field: dataclasses.Field, default, key: str):
-    meta, label = field.metadata, field.name.replace("_", " ")
+    meta, label = field.metadata, field.metadata["label"]
     kind = typing.get_type_hints(TrainConfig)[field.name]
-    help_text = meta["help"]
+    help_text = f"{meta['help']}  \n(`{cli_flag(field)}` on the command line)"
     if field.name == "weights":  # the shipped model and every run's best, or any path typed in
         options = ["auto", "none", *[shown_path(p) for p in list_checkpoints()]]
         if default not in options:
@@ -151,11 +151,14 @@ def run_header(selected: str, run_dir: str, status: dict, epochs: int) -> None:
             st.progress(0.0, "starting...")
         else:
             st.markdown(f"**{STATE_ICONS.get(state, '')} {state}** · {status['epochs_done']} epoch(s) finished")
-    with top[1]:
-        if state == "running" and st.button("Stop", key=f"stop-{selected}", type="secondary",
-                                            help="Ends the run at the next step; last.pt keeps the last finished epoch."):
-            stop_run(run_dir)
-            st.toast("Stop requested: the run ends at its next step.")
+    if state == "running":
+        # Asked once more: a stray click would end hours of training (it can be resumed, but not for free).
+        with top[1].popover("Stop", icon=":material/stop_circle:", key=f"stop-menu-{selected}"):
+            st.markdown(f"Stop **{selected}**? It ends at its next step; last.pt keeps the last finished "
+                        "epoch, and *Resume this run* continues from there.")
+            if st.button("Stop the run", key=f"stop-{selected}", type="primary"):
+                stop_run(run_dir)
+                st.toast("Stop requested: the run ends at its next step.")
     if state in ("failed", "died"):
         st.error(f"The run {state}: {status['message'] or 'see the log below'}")
     elif state == "stopped":
@@ -259,10 +262,12 @@ with st.expander("New run", expanded=not runs_at_start, icon=":material/add:"):
                            + ("a CUDA GPU." if cuda else "no GPU: the CPU preset trains in minutes, the reference in days."))
     start = dataclasses.replace(defaults, **PRESETS[preset])
     top = st.columns([2, 1, 1])
-    arch = top[0].selectbox("arch", list(ARCHITECTURES), index=list(ARCHITECTURES).index(start.arch),
-                            key=f"arch-{preset}", help=FIELDS["arch"].metadata["help"])
+    arch = top[0].selectbox(FIELDS["arch"].metadata["label"], list(ARCHITECTURES),
+                            index=list(ARCHITECTURES).index(start.arch), key=f"arch-{preset}",
+                            help=FIELDS["arch"].metadata["help"])
     top[0].caption(HINTS.get(arch, ""))
-    scheduler = top[1].selectbox("scheduler", list(SCHEDULERS), help=FIELDS["scheduler"].metadata["help"])
+    scheduler = top[1].selectbox(FIELDS["scheduler"].metadata["label"], list(SCHEDULERS),
+                                 help=FIELDS["scheduler"].metadata["help"])
     if "run_name" not in st.session_state:
         st.session_state["run_name"] = f"run-{datetime.datetime.now():%Y%m%d-%H%M%S}"
     run_name = top[2].text_input("Run name", key="run_name",

@@ -327,26 +327,28 @@ def test_train_form_refuses_bad_names_and_launches_a_run(app_dirs, tiny_data):
     _by_label(at.text_input, "Data folder").set_value(tiny_data)
     at.run()
     labels = {w.label for w in list(at.number_input) + list(at.selectbox) + list(at.checkbox) + list(at.text_input)}
-    for name in ("arch", "scheduler", "epochs", "lr", "weight decay", "subset fraction", "batch size", "device",
-                 "t max", "eta min"):
+    for name in ("Architecture", "Scheduler", "Epochs", "Learning rate", "Weight decay", "Batch size", "Device",
+                 "Share of training set per epoch", "Cosine period T_max (epochs)", "Final learning rate (eta_min)"):
         assert name in labels, name
-    assert "step size" not in labels and "gamma" not in labels, "StepLR's fields only with the step scheduler"
+    assert "Step every (epochs)" not in labels and "Step factor (gamma)" not in labels, \
+        "StepLR's fields only with the step scheduler"
+    assert "`--lr` on the command line" in _by_label(at.number_input, "Learning rate").help, "names its CLI flag"
     # No GPU here: the CPU preset is the default, and the reference recipe warns before it is launched.
     assert at.radio[0].value == "CPU quick: digitnet_fpn"
-    assert _by_label(at.selectbox, "arch").value == "digitnet_fpn"
-    assert _by_label(at.number_input, "lr").value == pytest.approx(1e-3)
+    assert _by_label(at.selectbox, "Architecture").value == "digitnet_fpn"
+    assert _by_label(at.number_input, "Learning rate").value == pytest.approx(1e-3)
     assert not at.warning
     at.radio[0].set_value("GPU reference recipe").run()
-    assert _by_label(at.selectbox, "arch").value == "fasterrcnn_resnet50_fpn_v2"
-    assert _by_label(at.number_input, "lr").value == pytest.approx(1e-4)
+    assert _by_label(at.selectbox, "Architecture").value == "fasterrcnn_resnet50_fpn_v2"
+    assert _by_label(at.number_input, "Learning rate").value == pytest.approx(1e-4)
     assert "no CUDA GPU" in at.warning[0].value
-    _by_label(at.selectbox, "device").set_value("cpu").run()
+    _by_label(at.selectbox, "Device").set_value("cpu").run()
     assert not at.warning, "16 images x 10% x 10 epochs at 0.06 images/s: minutes"
-    _by_label(at.number_input, "epochs").set_value(300).run()
+    _by_label(at.number_input, "Epochs").set_value(300).run()
     assert "hours on this machine's CPU" in at.warning[0].value
-    _by_label(at.selectbox, "scheduler").set_value("step").run()
+    _by_label(at.selectbox, "Scheduler").set_value("step").run()
     labels = {w.label for w in at.number_input}
-    assert {"step size", "gamma"} <= labels and "eta min" not in labels
+    assert {"Step every (epochs)", "Step factor (gamma)"} <= labels and "Final learning rate (eta_min)" not in labels
     at.radio[0].set_value("CPU quick: digitnet_fpn").run()
 
     _by_label(at.text_input, "Run name").set_value("../escape")
@@ -356,12 +358,12 @@ def test_train_form_refuses_bad_names_and_launches_a_run(app_dirs, tiny_data):
     assert not (runs.parent / "escape").exists()
 
     _by_label(at.text_input, "Run name").set_value("tiny-app")
-    _by_label(at.selectbox, "arch").set_value("digitnet_fpn")
-    _by_label(at.number_input, "min size").set_value(64)
-    _by_label(at.number_input, "max size").set_value(160)
-    _by_label(at.number_input, "epochs").set_value(1)
-    _by_label(at.number_input, "subset fraction").set_value(1.0)
-    _by_label(at.selectbox, "device").set_value("cpu")
+    _by_label(at.selectbox, "Architecture").set_value("digitnet_fpn")
+    _by_label(at.number_input, "Input short side (px)").set_value(64)
+    _by_label(at.number_input, "Input long side cap (px)").set_value(160)
+    _by_label(at.number_input, "Epochs").set_value(1)
+    _by_label(at.number_input, "Share of training set per epoch").set_value(1.0)
+    _by_label(at.selectbox, "Device").set_value("cpu")
     _by_label(at.button, "Launch training").click()
     at.run()
     assert not at.exception, at.exception

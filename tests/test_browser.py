@@ -228,12 +228,12 @@ def test_train_form_offers_the_preset_that_fits_the_machine(browser, app, tiny_d
     settle(page)
     _open_new_run(page)
     expect(page.get_by_role("radio", name="CPU quick: digitnet_fpn")).to_be_checked()
-    expect(page.get_by_text("eta min", exact=True)).to_be_visible()
+    expect(page.get_by_text("Final learning rate (eta_min)", exact=True)).to_be_visible()
     page.get_by_text("GPU reference recipe", exact=True).click()
     page.wait_for_selector("text=This machine has no CUDA GPU")
-    _pick(page, "scheduler", "step")
-    expect(page.get_by_text("step size", exact=True)).to_be_visible()
-    expect(page.get_by_text("eta min", exact=True)).to_have_count(0)
+    _pick(page, "Scheduler", "step")
+    expect(page.get_by_text("Step every (epochs)", exact=True)).to_be_visible()
+    expect(page.get_by_text("Final learning rate (eta_min)", exact=True)).to_have_count(0)
     page.get_by_text("CPU quick: digitnet_fpn", exact=True).click()
     settle(page)
     page.close()
@@ -258,11 +258,12 @@ def _launch(page, tiny_data, name, epochs):
     _fill(page, "Data folder", tiny_data)
     page.wait_for_selector("text=Run name")
     _fill(page, "Run name", name)
-    _pick(page, "arch", "digitnet_fpn")
-    _pick(page, "device", "cpu")
-    for label, value in (("min size", 64), ("max size", 160), ("epochs", epochs), ("subset fraction", 1.0),
-                         ("lr", 0.001)):
+    _pick(page, "Architecture", "digitnet_fpn")
+    _pick(page, "Device", "cpu")
+    for label, value in (("Input short side (px)", 64), ("Input long side cap (px)", 160), ("Epochs", epochs),
+                         ("Share of training set per epoch", 1.0), ("Learning rate", 0.001)):
         _fill(page, label, value)
+    _shot(page, "train-form.png")
     page.get_by_role("button", name="Launch training").click()
     page.wait_for_selector(f"text=Launched {name}")
 
@@ -315,6 +316,11 @@ def test_train_page_reattaches_after_a_refresh_and_stops_a_run(browser, app, tin
     page.wait_for_selector("text=/epoch 1\\/500 +lr/", timeout=120_000)  # a finished epoch: last.pt exists
     # The run's Stop, not Streamlit's own header button shown while a rerun is going.
     page.get_by_test_id("stMainBlockContainer").get_by_role("button", name="Stop").click()
+    # Asked once more before hours of training end.
+    confirm = page.get_by_role("button", name="Stop the run")
+    confirm.wait_for()
+    _shot(page, "train-stop.png")
+    confirm.click()
     page.wait_for_selector("text=/stopped by SIGTERM/", timeout=120_000)
     expect(picker).to_have_value(re.compile(r"long-run \(stopped\)$"), timeout=30_000)  # the label follows
     # The picker's label and the Resume button come from the same rerun; wait for the button as for the label.

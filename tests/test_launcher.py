@@ -111,10 +111,10 @@ def test_train_form_rejects_out_of_range_values(tmp_path, monkeypatch, tiny_data
     by_label["Data folder"].set_value(tiny_data)
     at.run()
     by_label = {w.label: w for w in list(at.text_input) + list(at.number_input)}
-    valid = {"lr": 1e-3, "epochs": 1, "subset fraction": 1.0, "batch size": 4}
-    cases = [("lr", -1.0, "lr=-1.0 must be > 0"), ("epochs", 0, "epochs=0 must be >= 1"),
-             ("subset fraction", 2.0, "subset_fraction=2.0 must be <= 1.0"),
-             ("batch size", 0, "batch_size=0 must be >= 1")]
+    valid = {"Learning rate": 1e-3, "Epochs": 1, "Share of training set per epoch": 1.0, "Batch size": 4}
+    cases = [("Learning rate", -1.0, "lr=-1.0 must be > 0"), ("Epochs", 0, "epochs=0 must be >= 1"),
+             ("Share of training set per epoch", 2.0, "subset_fraction=2.0 must be <= 1.0"),
+             ("Batch size", 0, "batch_size=0 must be >= 1")]
     for label, value, message in cases:
         widgets = {w.label: w for w in list(at.text_input) + list(at.number_input)}
         widgets["Run name"].set_value(f"case-{label.replace(' ', '-')}")
