@@ -64,11 +64,16 @@ def load_runs() -> tuple[list[Run], dict[str, str]]:
 
 
 def default_selection(runs: list[Run], newest: int = 2) -> list[str]:
-    """The shipped pair and the user's ``newest`` runs that have finished an epoch (by folder time)."""
+    """The shipped pair and ``newest`` of the user's runs that have finished an epoch: the newest run
+    of each scheduler first (a cosine run beside a step run is the comparison this page is for),
+    then the newest others (by folder time)."""
     shipped = [run.label for run in runs if run.source == "shipped"]
     own = sorted((run for run in runs if run.source == "runs" and run.history),
                  key=lambda run: os.path.getmtime(run.path), reverse=True)
-    return shipped + [run.label for run in own[:newest]]
+    one_per_scheduler = list({run.config.get("scheduler"): run for run in reversed(own)}.values())
+    one_per_scheduler.sort(key=own.index)
+    picked = [*one_per_scheduler, *(run for run in own if run not in one_per_scheduler)][:newest]
+    return shipped + [run.label for run in picked]
 
 
 def curves_frame(runs: list[Run]) -> pd.DataFrame:

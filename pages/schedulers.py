@@ -32,7 +32,8 @@ if not runs:
 labels = [run.label for run in runs]
 with st.sidebar:
     chosen = st.multiselect("Runs", labels, default=default_selection(runs) or labels[:2],
-                            help="Shipped curves first, then runs/ folders; your two newest runs are picked too.")
+                            help="Shipped curves first, then runs/ folders; your newest cosine and step runs are "
+                                 "picked too.")
     metric = st.selectbox("Metric", list(METRICS), format_func=lambda m: f"{m}: {METRICS[m]}")
     weight = st.slider("Smoothing", 0.0, 0.95, 0.0, 0.05, disabled=metric in UNSMOOTHED_METRICS,
                        help="Exponential moving average (as in TensorBoard); the raw curve stays as a faint line. "
