@@ -23,6 +23,7 @@
 # A bare GPU machine without network needs the missing packages as wheels in .whl/ (pycocotools==2.0.11 and
 # pillow==13.0.0 for its Python) and, without system fonts, .ttf files in .gpu/fonts (both git-ignored, carried).
 #
+# On an H100 (2026-11-27, one run, fp32, 12 workers): 133-140 training images/s; README "A second lent GPU".
 # On an H100 (2026-11-26, one 486 s call): 92 s to generate both sets, 83 training images/s per run, so each
 # run trained 2 epochs of 8,000 images; README "Which part of v4 costs real recall" has the results.
 # bench/gpu_step_profile.py found the compact model launch-bound there (282 images/s alone in float32, 217 with
