@@ -221,7 +221,7 @@ if len(files) > 1:
         "file": prediction.names,
         "image_id": prediction.image_ids,
         "number read": numbers,
-        "digits": [len(read_digits(d, reader)) if d is not None else 0 for d in prediction.detections],
+        "digits": [0 if number == "-1" else len(number) for number in numbers],
         "status": [f"error: {prediction.errors.get(n, 'unreadable')}" if d is None else "ok"
                    for n, d in zip(prediction.names, prediction.detections)],
     })
