@@ -19,6 +19,17 @@ LETTER_LABEL = "letter"
 INPUT_SIZES = ["auto", 128, 192, 256, 320, 384, 512, 640, 800]
 
 
+KEPT = "kept:"  # widget keys with this prefix keep their value while the user is on another page
+
+
+def keep_form_values(state) -> None:
+    """Streamlit drops a widget's value at the end of a run that does not draw it, so a form filled in
+    on one page came back empty from another. Re-saving the value each run, in the router, keeps it
+    (Streamlit's docs, "Working with widgets in multipage apps", option 3)."""
+    for key in [k for k in state if isinstance(k, str) and k.startswith(KEPT)]:
+        state[key] = state[key]
+
+
 def ensure_routed() -> None:
     """Leave Streamlit's legacy ``pages/`` mode if this page was opened first, by its URL.
 

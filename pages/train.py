@@ -3,6 +3,7 @@
 import dataclasses
 import datetime
 import json
+import math
 import os
 import typing
 
@@ -11,13 +12,13 @@ from plotly.subplots import make_subplots
 import streamlit as st
 
 from core.config import (LONG_RUN_S, PRESETS, SCHEDULERS, ConfigError, TrainConfig, cli_flag, default_preset,
-                         estimated_seconds)
+                         estimated_seconds, optimisation_steps)
 from core.events import read_events, tail_text
 from core.launcher import RUN_NAME, LaunchError, run_dir_for, start_run, stop_run, wait_until_started
 from core.model import ARCHITECTURES
 from core.runs import is_locked, list_checkpoints, read_config, read_history, run_status, runs_root
 from core.synth import SynthError, generate_dataset, usable_fonts
-from pages import ensure_routed, resolve, shown_path
+from pages import KEPT, ensure_routed, resolve, shown_path
 
 ensure_routed()
 
@@ -41,7 +42,7 @@ STATE_ICONS = {"running": ":material/play_circle:", "completed": ":material/chec
 def config_widget(field: dataclasses.Field, default, key: str):
     meta, label = field.metadata, field.metadata["label"]
     kind = typing.get_type_hints(TrainConfig)[field.name]
-    help_text = f"{meta['help']}  \n(`{cli_flag(field)}` on the command line)"
+    help_text = field_help(field.name)
     if field.name == "weights":  # the shipped model and every run's best, or any path typed in
         options = ["auto", "none", *[shown_path(p) for p in list_checkpoints()]]
         if default not in options:
@@ -53,13 +54,58 @@ def config_widget(field: dataclasses.Field, default, key: str):
         return st.selectbox(label, options, index=options.index(default), help=help_text, key=key)
     if kind is bool:
         return st.checkbox(label, value=default, help=help_text, key=key)
+    # The config's own range bounds the field, so - never steps a learning rate below zero (an open
+    # bound such as lr > 0 still reaches the config's check, which names it).
+    bounds = {"min_value": meta.get("low"), "max_value": meta.get("high")}
     if kind in (int, int | None):
         value = st.number_input(label, value=default, step=1, format="%d", help=help_text, key=key,
-                                placeholder=meta.get("empty") if default is None else None)
+                                placeholder=meta.get("empty") if default is None else None, **bounds)
         return None if value is None else int(value)
     if kind is float:
-        return st.number_input(label, value=float(default), format="%g", step=None, help=help_text, key=key)
+        bounds = {k: None if v is None else float(v) for k, v in bounds.items()}
+        return st.number_input(label, value=float(default), format="%g", step=fine_step(default), help=help_text,
+                               key=key, **bounds)
     return st.text_input(label, value=str(default), help=help_text, key=key)
+
+
+def form_warnings(preview: TrainConfig | None, train_images: int, cuda: bool, device: str | None, preset: str) -> None:
+    """What the form's values would do that the user may not mean: no GPU, hours of CPU, a warm-up
+    the run never finishes (its learning rate would never reach the one set)."""
+    if device == "cuda" and not cuda:
+        st.warning("This machine has no CUDA GPU: a run with device cuda stops at once. Pick device cpu or auto "
+                   "(and expect the reference to take days on a CPU), or the CPU preset.")
+    if preview is None:
+        return
+    seconds = estimated_seconds(preview, train_images, cuda, os.cpu_count() or 1)
+    if device != "cuda" and seconds is not None and seconds > LONG_RUN_S:
+        shorter = "Fewer epochs or a smaller share" + ("" if preset.startswith("CPU") else ", or the CPU preset,")
+        st.warning(f"As set, this run would take about {seconds / 3600:.0f} hours on this machine's CPU "
+                   f"({preview.epochs} epochs of {preview.subset_fraction:g} of the training set with {preview.arch}). "
+                   f"{shorter} make it shorter; it can also be stopped and resumed at any epoch.")
+    steps = optimisation_steps(preview, train_images) if train_images else 0
+    if steps and preview.warmup_steps > steps:
+        st.warning(f"Warm-up steps ({preview.warmup_steps}) outlast the whole run ({steps} optimisation steps of "
+                   f"{preview.batch_size} images): the learning rate would never reach {preview.lr:g}. Fewer warm-up "
+                   "steps, or more epochs or images.")
+
+
+def field_help(name: str, text: str | None = None) -> str:
+    """A field's tooltip: what it does (the config's help unless ``text``) and its command-line flag."""
+    return f"{text or FIELDS[name].metadata['help']}  \n(`{cli_flag(FIELDS[name])}` on the command line)"
+
+
+def form_fields(exc: Exception) -> str:
+    """The form's names of the fields a ConfigError blames (its message uses the config's names)."""
+    names = [FIELDS[name].metadata["label"] for name in getattr(exc, "fields", []) if name in FIELDS]
+    return f" (check: {', '.join(names)})" if names else ""
+
+
+def fine_step(value: float) -> float:
+    """A +/- step a tenth of the value's leading digit (0.001 -> 0.0001, 0.7 -> 0.01): Streamlit's own
+    0.01 turns a learning rate of 0.001 into -0.009 in one click."""
+    if value <= 0:
+        return 0.01
+    return 10.0 ** (math.floor(math.log10(value)) - 1)
 
 
 @st.cache_resource
@@ -231,16 +277,17 @@ runs_view()
 # ------------------------------------------------------------------ new run
 with st.expander("New run", expanded=not runs_at_start, icon=":material/add:"):
     defaults = TrainConfig()
-    data_dir = st.text_input("Data folder", value=defaults.data,
-                             help="Course layout: train/ and valid/ image folders with train.json and valid.json.")
+    data_dir = st.text_input("Data folder", value=defaults.data, key=f"{KEPT}data",
+                             help=field_help("data", "Course layout: train/ and valid/ image folders with "
+                                                     "train.json and valid.json."))
     missing = [f for f in ("train.json", "valid.json") if not os.path.isfile(os.path.join(resolve(data_dir), f))]
     if missing:
         st.warning(f"No dataset at `{data_dir}` yet ({' and '.join(missing)} missing). Generate a synthetic one:")
         columns = st.columns(4)
-        n_train = columns[0].number_input("train images", 1, 200_000, 2000, 100)
-        n_valid = columns[1].number_input("valid images", 1, 50_000, 300, 50)
-        n_test = columns[2].number_input("test images", 0, 50_000, 300, 50)
-        seed = columns[3].number_input("seed", 0, 2**31 - 1, 0, 1)
+        n_train = columns[0].number_input("train images", 1, 200_000, 2000, 100, key=f"{KEPT}gen-train")
+        n_valid = columns[1].number_input("valid images", 1, 50_000, 300, 50, key=f"{KEPT}gen-valid")
+        n_test = columns[2].number_input("test images", 0, 50_000, 300, 50, key=f"{KEPT}gen-test")
+        seed = columns[3].number_input("seed", 0, 2**31 - 1, 0, 1, key=f"{KEPT}gen-seed")
         if st.button("Generate synthetic dataset", type="primary"):
             bar = st.progress(0.0, "Generating...")
             try:
@@ -258,20 +305,22 @@ with st.expander("New run", expanded=not runs_at_start, icon=":material/add:"):
     cuda = torch_cuda_available()
     presets = list(PRESETS)
     preset = st.radio("Start from", presets, index=presets.index(default_preset(cuda)), horizontal=True,
+                      key=f"{KEPT}preset",
                       help="Fills the fields below with what fits the machine; this one has "
                            + ("a CUDA GPU." if cuda else "no GPU: the CPU preset trains in minutes, the reference in days."))
     start = dataclasses.replace(defaults, **PRESETS[preset])
     top = st.columns([2, 1, 1])
     arch = top[0].selectbox(FIELDS["arch"].metadata["label"], list(ARCHITECTURES),
-                            index=list(ARCHITECTURES).index(start.arch), key=f"arch-{preset}",
-                            help=FIELDS["arch"].metadata["help"])
+                            index=list(ARCHITECTURES).index(start.arch), key=f"{KEPT}arch-{preset}",
+                            help=field_help("arch"))
     top[0].caption(HINTS.get(arch, ""))
-    scheduler = top[1].selectbox(FIELDS["scheduler"].metadata["label"], list(SCHEDULERS),
-                                 help=FIELDS["scheduler"].metadata["help"])
-    if "run_name" not in st.session_state:
-        st.session_state["run_name"] = f"run-{datetime.datetime.now():%Y%m%d-%H%M%S}"
-    run_name = top[2].text_input("Run name", key="run_name",
-                                 help="Folder under runs/: letters, digits, '-', '_' and '.' only.")
+    scheduler = top[1].selectbox(FIELDS["scheduler"].metadata["label"], list(SCHEDULERS), key=f"{KEPT}scheduler",
+                                 help=field_help("scheduler"))
+    if f"{KEPT}run_name" not in st.session_state:
+        st.session_state[f"{KEPT}run_name"] = f"run-{datetime.datetime.now():%Y%m%d-%H%M%S}"
+    run_name = top[2].text_input("Run name", key=f"{KEPT}run_name",
+                                 help=field_help("out", f"Folder under {shown_path(runs_root())}/: letters, digits, "
+                                                        "'-', '_' and '.' only."))
 
     # Plain widgets, not a form: the warnings below follow every change before the launch.
     with st.container(border=True):
@@ -282,21 +331,14 @@ with st.expander("New run", expanded=not runs_at_start, icon=":material/add:"):
             columns = st.columns(4)
             for index, name in enumerate(names):
                 with columns[index % 4]:
-                    values[name] = config_widget(FIELDS[name], getattr(start, name), key=f"{name}-{preset}")
+                    values[name] = config_widget(FIELDS[name], getattr(start, name), key=f"{KEPT}{name}-{preset}")
 
     try:
         preview = TrainConfig.from_dict({**values, "data": resolve(values["data"]), "out": run_name or "?"})
-        seconds = estimated_seconds(preview, count_images(resolve(values["data"])), cuda, os.cpu_count() or 1)
+        train_images = count_images(resolve(values["data"]))
     except (ConfigError, OSError, ValueError):
-        seconds = None
-    if values.get("device") == "cuda" and not cuda:
-        st.warning("This machine has no CUDA GPU: a run with device cuda stops at once. Pick device cpu or auto "
-                   "(and expect the reference to take days on a CPU), or the CPU preset.")
-    elif seconds is not None and seconds > LONG_RUN_S:
-        st.warning(f"As set, this run would take about {seconds / 3600:.0f} hours on this machine's CPU "
-                   f"({preview.epochs} epochs of {preview.subset_fraction:g} of the training set with {preview.arch}). "
-                   "Fewer epochs, a smaller subset fraction or the CPU preset make it shorter; it can also be "
-                   "stopped and resumed at any epoch.")
+        preview, train_images = None, 0
+    form_warnings(preview, train_images, cuda, values.get("device"), preset)
 
     if st.button("Launch training", type="primary"):
         try:
@@ -304,7 +346,7 @@ with st.expander("New run", expanded=not runs_at_start, icon=":material/add:"):
             config = TrainConfig.from_dict({**values, "out": run_name or "?"})
             record = start_run(config, run_name)
         except (ConfigError, LaunchError, OSError) as exc:
-            st.error(f"Not launched: {exc}")
+            st.error(f"Not launched: {exc}{form_fields(exc)}")
         else:
             wait_until_started(record["run_dir"], timeout=20)
             st.session_state["active_run"] = run_name

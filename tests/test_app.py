@@ -337,7 +337,9 @@ def test_train_form_refuses_bad_names_and_launches_a_run(app_dirs, tiny_data):
     assert at.radio[0].value == "CPU quick: digitnet_fpn"
     assert _by_label(at.selectbox, "Architecture").value == "digitnet_fpn"
     assert _by_label(at.number_input, "Learning rate").value == pytest.approx(1e-3)
-    assert not at.warning
+    # 16 images, 10% a epoch, batch 16: 10 steps in all, inside the preset's 30 warm-up steps.
+    assert len(at.warning) == 1 and "Warm-up steps (30) outlast the whole run (10 optimisation steps" in \
+        at.warning[0].value
     at.radio[0].set_value("GPU reference recipe").run()
     assert _by_label(at.selectbox, "Architecture").value == "fasterrcnn_resnet50_fpn_v2"
     assert _by_label(at.number_input, "Learning rate").value == pytest.approx(1e-4)

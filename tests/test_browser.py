@@ -298,6 +298,29 @@ def test_train_page_launches_a_run_and_streams_its_log(browser, app, tiny_data):
     page.close()
 
 
+def test_train_form_keeps_its_values_while_the_user_is_on_another_page(browser, app, tiny_data):
+    url, _ = app
+    page = open_page(browser, url + "/train")
+    page.wait_for_selector("text=Train a detector")
+    settle(page)
+    _open_new_run(page)
+    _fill(page, "Data folder", tiny_data)
+    page.wait_for_selector("text=Run name")
+    _fill(page, "Run name", "keep-me")
+    _fill(page, "Epochs", 3)
+    settle(page)
+    page.get_by_role("link", name="Schedulers").click()
+    page.wait_for_selector("text=Compare learning-rate schedulers")
+    page.get_by_role("link", name="Train").click()
+    page.wait_for_selector("text=Train a detector")
+    settle(page)
+    _open_new_run(page)
+    expect(page.get_by_label("Data folder", exact=True)).to_have_value(tiny_data)
+    expect(page.get_by_label("Run name", exact=True)).to_have_value("keep-me")
+    expect(page.get_by_label("Epochs", exact=True)).to_have_value("3")
+    page.close()
+
+
 def test_train_page_reattaches_after_a_refresh_and_stops_a_run(browser, app, tiny_data):
     url, runs = app
     page = open_page(browser, url + "/train")

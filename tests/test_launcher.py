@@ -111,20 +111,30 @@ def test_train_form_rejects_out_of_range_values(tmp_path, monkeypatch, tiny_data
     by_label["Data folder"].set_value(tiny_data)
     at.run()
     by_label = {w.label: w for w in list(at.text_input) + list(at.number_input)}
-    valid = {"Learning rate": 1e-3, "Epochs": 1, "Share of training set per epoch": 1.0, "Batch size": 4}
-    cases = [("Learning rate", -1.0, "lr=-1.0 must be > 0"), ("Epochs", 0, "epochs=0 must be >= 1"),
-             ("Share of training set per epoch", 2.0, "subset_fraction=2.0 must be <= 1.0"),
-             ("Batch size", 0, "batch_size=0 must be >= 1")]
-    for label, value, message in cases:
+    # The config's ranges bound the fields, and +/- steps suit small values (Streamlit's 0.01 would step a
+    # learning rate of 0.001 to -0.009).
+    assert (by_label["Learning rate"].min, by_label["Learning rate"].step) == (0.0, pytest.approx(1e-4))
+    assert by_label["Epochs"].min == 1 and by_label["Batch size"].min == 1
+    assert by_label["Share of training set per epoch"].max == 1.0
+    assert by_label["Final learning rate (eta_min)"].step == pytest.approx(1e-7)
+    valid = {"Learning rate": 1e-3, "Share of training set per epoch": 1.0, "Final learning rate (eta_min)": 1e-6}
+    # Values inside the fields' bounds that the config still refuses: open bounds, and fields checked together.
+    cases = [("Learning rate", 0.0, "lr=0.0 must be > 0", "(check: Learning rate)"),
+             ("Share of training set per epoch", 0.0, "subset_fraction=0.0 must be > 0.0",
+              "(check: Share of training set per epoch)"),
+             ("Final learning rate (eta_min)", 0.01, "must not exceed lr=0.001",
+              "(check: Final learning rate (eta_min))")]
+    for label, value, message, named in cases:
         widgets = {w.label: w for w in list(at.text_input) + list(at.number_input)}
-        widgets["Run name"].set_value(f"case-{label.replace(' ', '-')}")
+        run_name = f"case-{label.split()[0]}"
+        widgets["Run name"].set_value(run_name)
         for name, good in valid.items():  # one bad value at a time
             widgets[name].set_value(value if name == label else good)
         next(b for b in at.button if b.label == "Launch training").click()
         at.run()
         errors = [e.value for e in at.error]
-        assert len(errors) == 1 and message in errors[0], (label, errors)
-        assert not os.path.exists(tmp_path / "runs" / f"case-{label.replace(' ', '-')}")
+        assert len(errors) == 1 and message in errors[0] and named in errors[0], (label, errors)
+        assert not os.path.exists(tmp_path / "runs" / run_name)
     widgets = {w.label: w for w in list(at.text_input)}
     widgets["Data folder"].set_value(str(tmp_path / "nowhere"))
     at.run()
