@@ -111,3 +111,16 @@ def tail_text(path: str, max_bytes: int = 20_000) -> str:
             return handle.read().decode("utf-8", errors="replace")
     except FileNotFoundError:
         return ""
+
+
+def latest_progress(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The run's ``progress`` events (with a loss) as its latest attempt left them: a resumed or
+    relaunched run redoes the epoch it was stopped in, so each ``start`` drops the earlier attempts'
+    events from its start epoch on (a live chart would otherwise draw that epoch twice)."""
+    kept: list[dict[str, Any]] = []
+    for event in events:
+        if event.get("event") == "start":
+            kept = [e for e in kept if e["epoch"] < event.get("start_epoch", 1)]
+        elif event.get("event") == "progress" and isinstance(event.get("loss"), (int, float)):
+            kept.append(event)
+    return kept

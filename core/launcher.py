@@ -57,7 +57,10 @@ def start_run(config: TrainConfig, name: str, root: str | None = None, python: s
     os.makedirs(run_dir, exist_ok=True)
     argv = [python or sys.executable, "-m", "core.train", *config.to_argv()]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    with open(os.path.join(run_dir, "stdout.log"), "ab") as out, open(os.path.join(run_dir, "stderr.log"), "ab") as err:
+    # A resume continues the run's output; a fresh launch under the name of an attempt that saved no
+    # epoch (checked above) starts it anew, so its log does not open with the old attempt's lines.
+    mode = "ab" if config.resume else "wb"
+    with open(os.path.join(run_dir, "stdout.log"), mode) as out, open(os.path.join(run_dir, "stderr.log"), mode) as err:
         process = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
                                    cwd=cwd or os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                    env=env, start_new_session=True, close_fds=True)

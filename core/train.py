@@ -482,7 +482,8 @@ def _write_best_report(cfg: TrainConfig, model: torch.nn.Module, valid_split, de
 
 
 def _stop_message(stop: StopFlag, out: str) -> str:
-    by = f"stopped by {stop.signal_name or 'request'}"
+    # The Train page's Stop and Ctrl-C both arrive as signals: say "on request", name the signal after.
+    by = "stopped on request" + (f" ({stop.signal_name})" if stop.signal_name else "")
     if os.path.exists(os.path.join(out, "last.pt")):
         return f"{by}; last.pt holds the last finished epoch"
     return f"{by} before any epoch finished; nothing was saved"

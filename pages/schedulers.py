@@ -79,7 +79,7 @@ figure.update_layout(hovermode="x unified", height=480, margin={"l": 10, "r": 10
                      xaxis_title="epoch", yaxis_title=metric)
 figure.update_xaxes(dtick=1 if frame["epoch"].max() <= 30 else None)
 if log_scale and metric in LOG_SCALE_METRICS:
-    figure.update_yaxes(type="log")
+    figure.update_yaxes(type="log", dtick="D2")  # ticks at 1, 2 and 5 of each decade: every one labelled, none overlap
 if metric == "lr":  # one notation on every tick (plotly would mix 0.001 with 100µ)
     figure.update_yaxes(exponentformat="e", showexponent="all", tickformat=".0e")
 st.plotly_chart(figure, key="curves")

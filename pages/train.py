@@ -13,7 +13,7 @@ import streamlit as st
 
 from core.config import (LONG_RUN_S, PRESETS, SCHEDULERS, ConfigError, TrainConfig, cli_flag, default_preset,
                          estimated_seconds, optimisation_steps)
-from core.events import read_events, tail_text
+from core.events import latest_progress, read_events, tail_text
 from core.launcher import RUN_NAME, LaunchError, run_dir_for, start_run, stop_run, wait_until_started
 from core.model import ARCHITECTURES
 from core.runs import is_locked, list_checkpoints, read_config, read_history, run_status, runs_root
@@ -151,7 +151,7 @@ def read_run(run_dir: str) -> tuple[dict, list[dict], str]:
 def live_figure(history: list[dict], events: list[dict], epochs: int) -> go.Figure:
     """Validation mAP per finished epoch (0-1, above) and the training loss as it streams in (below),
     on one epoch axis: two scales never share a plot, so a near-zero mAP looks near zero."""
-    progress = [e for e in events if e["event"] == "progress" and isinstance(e.get("loss"), (int, float))]
+    progress = latest_progress(events)
     figure = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08, row_heights=[0.5, 0.5])
     figure.add_trace(go.Scatter(x=[h["epoch"] for h in history], y=[h["mAP"] for h in history],
                                 name="validation mAP", mode="lines+markers", marker={"size": 9}), row=1, col=1)

@@ -113,6 +113,13 @@ def test_schedulers_page_shows_two_curves(browser, app):
     assert "cosine" in legend and "step" in legend
     assert page.locator(".js-plotly-plot .scatterlayer .trace").count() >= 2
     _shot(page, "schedulers.png")
+    # The learning rate opens on a log axis: one label per 1, 2 and 5 of each decade, never the 3-9 between
+    # them (plotly's own labels every minor tick there, and they overlap).
+    _pick(page, "Metric", "lr: learning rate")
+    page.wait_for_selector("text=learning rate")
+    labels = [t.strip() for t in page.locator(".js-plotly-plot .yaxislayer-above .ytick text").all_text_contents()]
+    assert labels and all(label.replace("\u2212", "-")[0] in "125" for label in labels), labels
+    _shot(page, "schedulers-lr.png")
     page.close()
 
 
@@ -344,7 +351,7 @@ def test_train_page_reattaches_after_a_refresh_and_stops_a_run(browser, app, tin
     confirm.wait_for()
     _shot(page, "train-stop.png")
     confirm.click()
-    page.wait_for_selector("text=/stopped by SIGTERM/", timeout=120_000)
+    page.wait_for_selector("text=/stopped on request \\(SIGTERM\\)/", timeout=120_000)
     expect(picker).to_have_value(re.compile(r"long-run \(stopped\)$"), timeout=30_000)  # the label follows
     # The picker's label and the Resume button come from the same rerun; wait for the button as for the label.
     expect(page.get_by_role("button", name="Resume this run")).to_have_count(1, timeout=30_000)

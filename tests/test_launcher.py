@@ -98,6 +98,13 @@ def test_a_crashed_run_shows_its_error(tmp_path, tiny_data):
     record = start_run(tiny_config(str(broken), "x"), "bad", str(tmp_path / "runs"))
     assert _wait(lambda: run_status(record["run_dir"])["state"] == "failed")
     assert "malformed JSON" in run_status(record["run_dir"])["message"]
+    # Launched again under its name (it saved no epoch): the new attempt's log starts clean.
+    logs = [os.path.join(record["run_dir"], name) for name in ("stdout.log", "stderr.log")]
+    assert any("malformed JSON" in open(path).read() for path in logs)
+    again = start_run(tiny_config(tiny_data, "x", epochs=1), "bad", str(tmp_path / "runs"))
+    assert _wait(lambda: run_status(again["run_dir"])["state"] == "completed")
+    assert not any("malformed JSON" in open(path).read() for path in logs)
+    assert "epoch 1/1" in open(logs[0]).read()
 
 
 def test_train_form_rejects_out_of_range_values(tmp_path, monkeypatch, tiny_data):

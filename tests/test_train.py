@@ -276,9 +276,9 @@ def test_the_stop_message_says_whether_an_epoch_was_saved(tmp_path):
     from core.train import StopFlag, _stop_message
 
     stop = StopFlag(requested=True, signal_name="SIGTERM")
-    assert _stop_message(stop, str(tmp_path)) == "stopped by SIGTERM before any epoch finished; nothing was saved"
+    assert _stop_message(stop, str(tmp_path)) == "stopped on request (SIGTERM) before any epoch finished; nothing was saved"
     (tmp_path / "last.pt").write_bytes(b"")
-    assert _stop_message(stop, str(tmp_path)) == "stopped by SIGTERM; last.pt holds the last finished epoch"
+    assert _stop_message(stop, str(tmp_path)) == "stopped on request (SIGTERM); last.pt holds the last finished epoch"
 
 
 def test_letter_boxed_data_trains_a_letter_class_that_is_never_read_as_a_digit(tmp_path, tiny_run, fonts):

@@ -1,0 +1,20 @@
+from core.events import latest_progress
+
+
+def _progress(epoch, step, loss=1.0):
+    return {"event": "progress", "epoch": epoch, "step": step, "total": 4, "loss": loss}
+
+
+def test_latest_progress_keeps_only_the_last_attempt_at_a_redone_epoch():
+    events = [{"event": "start", "start_epoch": 1}, _progress(1, 2), _progress(1, 4), {"event": "epoch", "epoch": 1},
+              _progress(2, 2, loss=9.0),  # stopped during epoch 2...
+              {"event": "start", "start_epoch": 2}, _progress(2, 2), _progress(2, 4)]  # ...which the resume redoes
+    kept = latest_progress(events)
+    assert [(e["epoch"], e["step"]) for e in kept] == [(1, 2), (1, 4), (2, 2), (2, 4)]
+    assert 9.0 not in [e["loss"] for e in kept]
+
+
+def test_latest_progress_after_a_relaunch_from_scratch_and_without_losses():
+    events = [{"event": "start", "start_epoch": 1}, _progress(1, 2, loss=5.0),
+              {"event": "start", "start_epoch": 1}, _progress(1, 1), {"event": "progress", "epoch": 1, "step": 2}]
+    assert [(e["step"], e["loss"]) for e in latest_progress(events)] == [(1, 1.0)]
