@@ -64,6 +64,15 @@ def boxed_picture(image: Image.Image, boxes, side: int) -> Image.Image:
     return picture
 
 
+def number_picture(image: Image.Image, digits, others, side: int, zoom: bool) -> Image.Image:
+    """``boxed_picture`` of the image, or with ``zoom`` of the part around its number when the number is
+    small in it (``focus``); ``others`` (letter boxes) are drawn but never decide the part."""
+    area = focus(image.size, digits) if zoom else None
+    if area is None:
+        return boxed_picture(image, [*digits, *others], side)
+    return boxed_picture(image.crop(area), in_area([*digits, *others], area), side)
+
+
 def focus(size: tuple[int, int], boxes) -> tuple[int, int, int, int] | None:
     """The part of an image worth showing when its boxes are small in it (a plate in a photo): the boxes
     with their height around them; None when they already fill a good part of the image."""

@@ -8,7 +8,7 @@ from PIL import Image
 
 from core.browse import page_of, read_split_table, select_images
 from core.data import DatasetError
-from pages import DIGIT_COLOURS, LETTER_LABEL, boxed_picture, ensure_routed, focus, in_area, pick_dataset
+from pages import DIGIT_COLOURS, LETTER_LABEL, boxed_picture, ensure_routed, focus, number_picture, pick_dataset
 
 ensure_routed()
 
@@ -39,11 +39,11 @@ def boxes_of(table, image_id: int) -> tuple[list, list]:
     return digits, letters
 
 
-def drawn(path: str, table, image_id: int, side: int = THUMB_SIDE) -> Image.Image:
-    """The picture with its long side at ``side`` px, each box in its digit's colour, letter boxes grey."""
-    digits, letters = boxes_of(table, image_id)
+def drawn(path: str, table, image_id: int, side: int = THUMB_SIDE, zoom: bool = False) -> Image.Image:
+    """The picture with its long side at ``side`` px, each box in its digit's colour, letter boxes grey;
+    with ``zoom``, only the part around its number when the number is small in it."""
     with Image.open(path) as handle:
-        return boxed_picture(handle, digits + letters, side)
+        return number_picture(handle, *boxes_of(table, image_id), side, zoom)
 
 
 def close_up(path: str, table, image_id: int) -> tuple[Image.Image, Image.Image | None]:
@@ -51,10 +51,9 @@ def close_up(path: str, table, image_id: int) -> tuple[Image.Image, Image.Image 
     digits, letters = boxes_of(table, image_id)
     with Image.open(path) as handle:
         whole = boxed_picture(handle, digits + letters, CLOSE_UP_SIDE)
-        area = focus(handle.size, digits)
-        if area is None:
+        if focus(handle.size, digits) is None:
             return whole, None
-        return whole, boxed_picture(handle.crop(area), in_area(digits + letters, area), CLOSE_UP_SIDE // 2)
+        return whole, number_picture(handle, digits, letters, CLOSE_UP_SIDE // 2, zoom=True)
 
 
 st.title("Browse a dataset")
@@ -110,7 +109,7 @@ with right:
                                  title="Image sizes").update_layout(height=300, yaxis_title="images"), key="sizes")
 
 st.subheader("Images")
-filters = st.columns([1, 1, 1, 2])
+filters = st.columns([1, 1, 1, 1, 2])
 digit = filters[0].selectbox("Holding digit", ["any", *range(10)])
 present_lengths = sorted(int(n) for n in table.images["digits"].unique())
 length = filters[1].selectbox("Number length", ["any", *present_lengths],
@@ -118,7 +117,10 @@ length = filters[1].selectbox("Number length", ["any", *present_lengths],
 chosen = select_images(table, None if digit == "any" else digit, None if length == "any" else length)
 pages = max(1, -(-len(chosen) // PER_PAGE))
 page = filters[2].number_input("Page", 1, pages, 1, 1, key=f"page-{split}-{digit}-{length}")
-filters[3].markdown(f"<br>{len(chosen):,} image(s), page {page} of {pages}", unsafe_allow_html=True)
+zoom = filters[3].toggle("Zoom in", value=True, key="zoom",
+                         help="A number small in its image (a plate in a photo, a crop on padding) is shown "
+                              "enlarged, with its surroundings cut; the close-up below shows the whole image.")
+filters[4].markdown(f"<br>{len(chosen):,} image(s), page {page} of {pages}", unsafe_allow_html=True)
 
 shown = page_of(chosen, int(page), PER_PAGE)
 if not len(shown):
@@ -128,7 +130,7 @@ for start in range(0, len(shown), COLUMNS):
     for column, row in zip(st.columns(COLUMNS), shown.iloc[start:start + COLUMNS].itertuples()):
         with column:
             try:
-                picture = drawn(os.path.join(table.image_dir, row.file_name), table, row.image_id)
+                picture = drawn(os.path.join(table.image_dir, row.file_name), table, row.image_id, zoom=zoom)
             except OSError as exc:
                 st.warning(f"#{row.image_id} {row.file_name}: {exc}")
                 continue

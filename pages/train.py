@@ -160,7 +160,7 @@ def live_figure(history: list[dict], events: list[dict], epochs: int) -> go.Figu
                                 mode="lines" if len(progress) > 20 else "lines+markers",  # a few steps: visible
                                 line={"color": "#888"}), row=2, col=1)
     figure.update_layout(height=380, margin={"l": 10, "r": 10, "t": 30, "b": 10}, hovermode="x unified",
-                         legend={"orientation": "h", "y": 1.1})
+                         legend={"orientation": "h", "y": 1.1}, showlegend=True)  # also before the first mAP
     figure.update_xaxes(range=[0, max(epochs, 1) + 0.1], dtick=max(1, epochs // 10))
     figure.update_xaxes(title="epoch", row=2, col=1)
     figure.update_yaxes(title="mAP", range=[0, 1], tickformat=".1f", row=1, col=1)

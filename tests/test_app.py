@@ -448,8 +448,8 @@ def test_data_page_opens_on_a_split_with_images_and_names_an_empty_one(app_dirs,
 
 
 def test_data_page_enlarges_a_small_number_in_its_close_up(app_dirs, tmp_path, monkeypatch):
-    """An SVHN-style crop centred on a large white canvas: the close-up adds the number enlarged."""
-    from pages import boxed_picture, focus
+    """An SVHN-style crop centred on a large white canvas: the grid zooms to it, the close-up adds it enlarged."""
+    from pages import boxed_picture, focus, number_picture
     folder = tmp_path / "data" / "padded"
     (folder / "test").mkdir(parents=True)
     canvas = Image.new("RGB", (226, 208), "white")
@@ -465,6 +465,12 @@ def test_data_page_enlarges_a_small_number_in_its_close_up(app_dirs, tmp_path, m
     assert not at.exception, at.exception
     assert len(at.get("image")) == 3, "the grid's picture, the close-up and the number enlarged"
     assert any("enlarged" in c.value for c in at.caption)
+    grid = at.get("image")[0].proto.imgs[0].url
+    at.toggle(key="zoom").set_value(False).run()
+    assert at.get("image")[0].proto.imgs[0].url != grid, "the toggle draws the grid's picture whole"
+    assert number_picture(canvas, [(106, 93, 120, 115, 7)], [], 220, zoom=True).size == (194, 220), \
+        "zoomed: the number and its height around it (59x67 px) at the thumbnail's side"
+    assert number_picture(canvas, [(106, 93, 120, 115, 7)], [], 220, zoom=False).size == (220, 202)
     assert focus((226, 208), [(106, 93, 120, 115, 7)]) == (84, 71, 143, 138), "the box with its height around it"
     assert focus((800, 600), [(300, 300, 340, 320, 1), (340, 300, 380, 320, 2)]) == (280, 280, 401, 341)
     assert focus((226, 208), [(20, 10, 200, 190, 7)]) is None, "a number that fills the image is shown whole"
