@@ -224,7 +224,8 @@ def average(sources: list[str], out: str) -> dict[str, Any]:
                                 for path, p in zip(sources, payloads)]
     payload["weights_note"] = f"uniform average of {len(sources)} checkpoints (averaged_from)"
     lineage = [str(c) for p in payloads for c in p.get("commands", [])]  # every source's recipe, once each
-    payload["commands"] = [*dict.fromkeys(lineage), "python -m core.checkpoint average " + " ".join([*sources, "--out", out])]
+    this = "python -m core.checkpoint average " + " ".join([*sources, "--out", out])
+    payload["commands"] = [*dict.fromkeys(lineage), this]
     save_checkpoint(out, payload)
     return describe(payload)
 

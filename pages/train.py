@@ -351,4 +351,5 @@ with st.expander("New run", expanded=not runs_at_start, icon=":material/add:"):
             wait_until_started(record["run_dir"], timeout=20)
             st.session_state["active_run"] = run_name
             st.session_state["flash"] = f"Launched {run_name} (pid {record['pid']}): it streams under Runs."
+            del st.session_state[f"{KEPT}run_name"]  # the next run gets a fresh name; its other settings stay
             st.rerun()

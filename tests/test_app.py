@@ -370,6 +370,8 @@ def test_train_form_refuses_bad_names_and_launches_a_run(app_dirs, tiny_data):
     at.run()
     assert not at.exception, at.exception
     assert any("Launched tiny-app" in s.value for s in at.success)
+    assert _by_label(at.text_input, "Run name").value.startswith("run-"), "the next run is offered a fresh name"
+    assert _by_label(at.number_input, "Epochs").value == 1, "the other settings stay"
     run_dir = runs / "tiny-app"
     deadline = time.time() + 120
     while time.time() < deadline and (is_locked(str(run_dir)) or run_status(str(run_dir))["state"] == "new"):
