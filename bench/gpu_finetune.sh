@@ -43,6 +43,7 @@ WEIGHTS=${WEIGHTS:-checkpoints/default.pt}
 LR=${LR:-4e-4}                     # AdamW peak learning rate (batch 32), cosine to 0
 PRECISION=${PRECISION:-amp}        # amp (float32 if it fails) or fp32
 PY=${PY:-python3}
+# EPOCHS (unset: sized from the first epoch to fit BUDGET_S): the run's length in epochs, fixed
 DEST=${OUT:-runs/gpu}
 WORK=${WORK:-runs/gpu-work}
 mkdir -p "$DEST" "$WORK"
@@ -105,8 +106,12 @@ grep -h "^epoch.*mAP" "$WORK"/train-*.log | tee -a "$LOG"
 
 # 4. Size the rest from the slowest run's first epoch, then continue them all.
 EPOCH_S=$($PY -c "import json; print(max(json.load(open('$WORK/run-' + n + '/history.json'))[0]['seconds'] for n in '$MIXES'.split()))")
-EPOCHS=$($PY -c "print(max(1, min(40, 1 + int(($(left) - $RESERVE_S - 25) / ($EPOCH_S * 1.1)))))")
-say "first epoch took $EPOCH_S s (slower run); continuing to $EPOCHS epochs with $(left) s left"
+if [ -n "${EPOCHS:-}" ]; then  # set: a fixed length (to repeat a run whatever the machine's speed)
+  say "first epoch took $EPOCH_S s (slower run); continuing to the $EPOCHS epochs asked for"
+else
+  EPOCHS=$($PY -c "print(max(1, min(40, 1 + int(($(left) - $RESERVE_S - 25) / ($EPOCH_S * 1.1)))))")
+  say "first epoch took $EPOCH_S s (slower run); continuing to $EPOCHS epochs with $(left) s left"
+fi
 if [ "$EPOCHS" -gt 1 ]; then
   RUNS=()
   for name in $MIXES; do train $name --resume --epochs "$EPOCHS" & RUNS+=($!); done

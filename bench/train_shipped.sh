@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Trains the shipped model and the stored scheduler curves on a 2-core CPU (about 5 hours),
-# then exports checkpoints/default.pt and copies the curves to checkpoints/curves/.
+# Trains the shipped model and the stored scheduler curves, then exports checkpoints/default.pt and copies
+# the curves to checkpoints/curves/. Steps 1-7 (the generator-v3 model, default.pt until 2026-11-27, and the
+# curves) take about 5 hours on a 2-core CPU; step 10 (today's default.pt: 514 fonts, generator v4, two GPU
+# fine-tunes, a weight average) needs root for the fonts and, for steps 10c-d, a CUDA GPU (DEVICE=cpu: hours).
 # Run it again after an interruption: finished steps are skipped, interrupted runs resume.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,13 +34,13 @@ finished runs/v3-finetune || $PY -m core.train --data $V3 --out runs/v3-finetune
     --warmup-steps 200 --clip-grad-norm 10 --seed 0 --epochs 16 --subset-fraction 0.0834 --scheduler cosine
 
 # 5. Task 2 reader (anchor and member scores of the one-line reader) from the synthetic validation split,
-#    held-out test scores, export (float16, inference only).
+#    held-out test scores, export (float16, inference only): the generator-v3 model, default.pt until 2026-11-27.
 $PY -m core.evaluate --ckpt runs/v3-finetune/best.pt --data $V3 --split valid --sweep-task2 \
     --json runs/v3-finetune/valid-metrics.json
 R=$($PY -c "import json; r = json.load(open('runs/v3-finetune/valid-metrics.json'))['task2_best_reader']; print(f\"{r['anchor']},{r['member']}\")")
 $PY -m core.evaluate --ckpt runs/v3-finetune/best.pt --data data/synth-v3-seed7 --split test --task2-reader "$R" \
     --json runs/v3-finetune/test-metrics.json
-$PY -m core.checkpoint export runs/v3-finetune/best.pt checkpoints/default.pt --task2-reader "$R" \
+$PY -m core.checkpoint export runs/v3-finetune/best.pt runs/v3-finetune/export.pt --task2-reader "$R" \
     --metrics-json runs/v3-finetune/test-metrics.json
 
 # 6. The scheduler comparison: the same configuration twice, 12 epochs of 2,500 images,
@@ -58,18 +60,58 @@ if [ "${WITH_V4_EXPERIMENT:-0}" = 1 ]; then
   V4=data/synth60k-v4
   [ -f $V4/train.json ] || $PY -m core.synth --out $V4 --train 60000 --valid 1000 --test 2000 --seed 4 --workers 2
   finished runs/v4-finetune || $PY -m core.train --data $V4 --out runs/v4-finetune $(resume runs/v4-finetune) \
-      --arch digitnet_fpn --weights checkpoints/default.pt --batch-size 16 --lr 3e-4 --weight-decay 5e-4 \
+      --arch digitnet_fpn --weights runs/v3-finetune/export.pt --batch-size 16 --lr 3e-4 --weight-decay 5e-4 \
       --warmup-steps 100 --clip-grad-norm 10 --seed 0 --epochs 12 --subset-fraction 0.0834 --scheduler cosine
 fi
 
-# 9. Experiment, not shipped: more fonts (scripts/fonts.sh, 514 font files instead of 38), generator v4, the
-#    shipped model fine-tuned 18 epochs. Dev set 0.346 / 75.4% (the v4 run above: 71.5%), photo plates 83.0%,
-#    digit-free 92.5%; see "More fonts" in the README. Needs root for the fonts.
-if [ "${WITH_FONTS_EXPERIMENT:-0}" = 1 ]; then
+# 9-10. Today's default.pt (README "A second lent GPU"). 9: more fonts (scripts/fonts.sh, 514 font files instead
+#    of 38), generator v4, the v3 model fine-tuned 18 epochs (alone: dev set 0.346 / 75.4%, photo plates 83.0%,
+#    digit-free 92.5%; README "More fonts"). Needs root for the fonts.
+if [ "${WITH_FONTS:-0}" = 1 ]; then
   bash scripts/fonts.sh
   F=data/synth60k-v4-fonts
   [ -f $F/train.json ] || $PY -m core.synth --out $F --train 60000 --valid 1000 --test 2000 --seed 5 --workers 2
   finished runs/fonts-finetune || $PY -m core.train --data $F --out runs/fonts-finetune $(resume runs/fonts-finetune) \
-      --arch digitnet_fpn --weights checkpoints/default.pt --batch-size 16 --lr 3e-4 --weight-decay 5e-4 \
+      --arch digitnet_fpn --weights runs/v3-finetune/export.pt --batch-size 16 --lr 3e-4 --weight-decay 5e-4 \
       --warmup-steps 100 --clip-grad-norm 10 --seed 0 --epochs 18 --subset-fraction 0.0834 --scheduler cosine
+
+  # 10a. 10 more CPU epochs of a 30-epoch cosine schedule (lr 2e-4), stopped once epoch 10 has finished, as the
+  #      original run was (its best.pt: epoch 10).
+  if [ ! -f runs/fonts-long/best.pt ] || [ "$($PY -c "import json; print(len(json.load(open('runs/fonts-long/history.json'))))")" -lt 10 ]; then
+    $PY -m core.train --data $F --out runs/fonts-long $(resume runs/fonts-long) --arch digitnet_fpn \
+        --weights runs/fonts-finetune/best.pt --batch-size 16 --lr 2e-4 --weight-decay 5e-4 --warmup-steps 100 \
+        --clip-grad-norm 10 --seed 1 --epochs 30 --subset-fraction 0.0834 --scheduler cosine &
+    TRAINING=$!
+    until [ -f runs/fonts-long/history.json ] && [ "$($PY -c "import json; print(len(json.load(open('runs/fonts-long/history.json'))))")" -ge 10 ]; do
+      kill -0 $TRAINING 2>/dev/null || break
+      sleep 20
+    done
+    kill -TERM $TRAINING 2>/dev/null || true
+    wait $TRAINING || true
+  fi
+  # 10b-c. Two fine-tunes on 50,000 new images (bench/gpu_finetune.sh: generates them, batch 32, float32): 2 epochs
+  #      of 12,500 at lr 3e-4 from fonts-long, then 1 epoch at lr 1.5e-4 from that (the H100 calls' lengths).
+  GPU="MIXES=default PRECISION=fp32 TRAIN_IMAGES=50000 EPOCH_IMAGES=12500 WORKERS=${WORKERS:-12} BUDGET_S=1000000 PY=$PY"
+  [ -f runs/gpu-fonts/best.pt ] || env $GPU WEIGHTS=runs/fonts-long/best.pt LR=3e-4 VALID_IMAGES=600 EPOCHS=2 \
+      WORK=runs/gpu-fonts-work OUT=runs/gpu-fonts-out bash bench/gpu_finetune.sh
+  [ -f runs/gpu-fonts/best.pt ] || { mkdir -p runs/gpu-fonts; cp runs/gpu-fonts-out/default-best.pt runs/gpu-fonts/best.pt; }
+  [ -f runs/gpu-fonts2/best.pt ] || env $GPU WEIGHTS=runs/gpu-fonts/best.pt LR=1.5e-4 VALID_IMAGES=300 EPOCHS=1 \
+      WORK=runs/gpu-fonts2-work OUT=runs/gpu-fonts2-out bash bench/gpu_finetune.sh
+  [ -f runs/gpu-fonts2/best.pt ] || { mkdir -p runs/gpu-fonts2; cp runs/gpu-fonts2-out/default-best.pt runs/gpu-fonts2/best.pt; }
+  # 10d. Their weight average with fonts-long, fine-tuned 3 epochs (seed 2), reader from the fonts data's valid split.
+  mkdir -p runs/soup3
+  [ -f runs/soup3/best.pt ] || $PY -m core.checkpoint average runs/fonts-long/best.pt runs/gpu-fonts/best.pt \
+      runs/gpu-fonts2/best.pt --out runs/soup3/best.pt
+  finished runs/soup-ft-s2 || $PY -m core.train --data $F --out runs/soup-ft-s2 $(resume runs/soup-ft-s2) \
+      --arch digitnet_fpn --weights runs/soup3/best.pt --batch-size 16 --lr 1e-4 --weight-decay 5e-4 \
+      --warmup-steps 50 --clip-grad-norm 10 --seed 2 --epochs 3 --subset-fraction 0.0834 --scheduler cosine
+  $PY -m core.evaluate --ckpt runs/soup-ft-s2/best.pt --data $F --split valid --sweep-task2 \
+      --json runs/soup-ft-s2/valid-metrics.json
+  R=$($PY -c "import json; r = json.load(open('runs/soup-ft-s2/valid-metrics.json'))['task2_best_reader']; print(f\"{r['anchor']},{r['member']}\")")
+  [ -f data/synth-v4-fonts-seed7/test.json ] || $PY -m core.synth --out data/synth-v4-fonts-seed7 --train 0 --valid 0 \
+      --test 2000 --seed 7 --workers 2
+  $PY -m core.evaluate --ckpt runs/soup-ft-s2/best.pt --data data/synth-v4-fonts-seed7 --split test --task2-reader "$R" \
+      --json runs/soup-ft-s2/test-metrics.json
+  $PY -m core.checkpoint export runs/soup-ft-s2/best.pt checkpoints/default.pt --task2-reader "$R" \
+      --metrics-json runs/soup-ft-s2/test-metrics.json
 fi
