@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Trains the shipped model and the stored scheduler curves, then exports checkpoints/default.pt and copies
-# the curves to checkpoints/curves/. Steps 1-7 (the generator-v3 model, default.pt until 2026-11-27, and the
-# curves) take about 5 hours on a 2-core CPU; step 10 (today's default.pt: 514 fonts, generator v4, two GPU
-# fine-tunes, a weight average) needs root for the fonts and, for steps 10c-d, a CUDA GPU (DEVICE=cpu: hours).
+# Trains the shipped model and the stored scheduler curves: steps 1-7 (about 5 hours on a 2-core CPU) the
+# generator-v3 model (default.pt until 2026-11-27, exported to runs/v3-finetune/export.pt) and the curves
+# (copied to checkpoints/curves/); with WITH_FONTS=1, steps 9-10 today's checkpoints/default.pt (514 fonts,
+# generator v4, two GPU fine-tunes, a weight average): root for the fonts, a CUDA GPU for 10b-c (DEVICE=cpu: hours).
 # Run it again after an interruption: finished steps are skipped, interrupted runs resume.
 set -euo pipefail
 cd "$(dirname "$0")/.."
