@@ -181,12 +181,12 @@ def _check_one_model(sources: list[str], payloads: list[dict[str, Any]]) -> None
 
     first = payloads[0]
     shapes = {k: tuple(v.shape) for k, v in first["model"].items()}
+    options = complete_model_kwargs(first["model_kwargs"])
     for path, payload in zip(sources[1:], payloads[1:]):
         for key, mine, theirs in (
                 ("arch", payload["arch"], first["arch"]),
                 ("class_names", payload["class_names"], first["class_names"]),
-                ("model_kwargs", complete_model_kwargs(payload["model_kwargs"]),
-                 complete_model_kwargs(first["model_kwargs"]))):
+                ("model_kwargs", complete_model_kwargs(payload["model_kwargs"]), options)):
             if mine != theirs:
                 raise CheckpointError(f"{path}: {key} {mine!r} differs from {sources[0]}'s {theirs!r}: "
                                       "only checkpoints of one model can be averaged")

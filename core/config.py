@@ -59,13 +59,17 @@ def estimated_seconds(cfg: "TrainConfig", train_images: int, cuda_available: boo
     if not on_cpu or speed is None:
         return None
     speed *= max(1, cpu_count) / CPU_REFERENCE_CORES
-    return cfg.epochs * max(1, round(train_images * cfg.subset_fraction)) / speed
+    return cfg.epochs * images_per_epoch(cfg, train_images) / speed
+
+
+def images_per_epoch(cfg: "TrainConfig", train_images: int) -> int:
+    """The size of each epoch's fresh subset (``core.data.epoch_subset`` draws it)."""
+    return max(1, int(round(train_images * cfg.subset_fraction)))
 
 
 def optimisation_steps(cfg: "TrainConfig", train_images: int) -> int:
     """Optimisation steps of the whole run in one process: each epoch's fresh subset, in batches."""
-    per_epoch = max(1, round(train_images * cfg.subset_fraction))
-    return cfg.epochs * math.ceil(per_epoch / cfg.batch_size)
+    return cfg.epochs * math.ceil(images_per_epoch(cfg, train_images) / cfg.batch_size)
 
 
 def _opt(help: str, *, label: str, choices=None, low=None, high=None, low_open=False, group="training", empty=None):

@@ -30,7 +30,7 @@ import torchvision
 from core import failpoints
 from core.checkpoint import (CheckpointError, atomic_write_text, load_checkpoint, remove_stale_temporaries,
                              save_checkpoint)
-from core.config import RESUMABLE_CHANGES, ConfigError, TrainConfig, parse_args
+from core.config import RESUMABLE_CHANGES, ConfigError, TrainConfig, images_per_epoch, parse_args
 from core.data import (DatasetError, DigitDataset, Problem, Split, collate, epoch_batches, load_split,
                        train_transforms)
 from core.evaluate import detect_split, score_detections
@@ -602,7 +602,7 @@ def _train(cfg: TrainConfig, state: dict[str, Any] | None, dist_info: Distribute
     policy = input_size_of(model)
     batch_keys = dataset.batch_keys(lambda h, w: policy.padded_size(h, w, model.transform.size_divisible))
     workers = cfg.workers if cfg.workers >= 0 else (4 if device.type == "cuda" else 0)
-    per_epoch = max(1, int(round(len(dataset) * cfg.subset_fraction)))
+    per_epoch = images_per_epoch(cfg, len(dataset))
     if log is not None:
         _announce(cfg, log, state is not None, progress, device, dist_info, use_amp, train_split, valid_split,
                   per_epoch, weights_note, model_kwargs)

@@ -64,13 +64,17 @@ def boxed_picture(image: Image.Image, boxes, side: int) -> Image.Image:
     return picture
 
 
+def around_number(image: Image.Image, digits, others, side: int) -> Image.Image | None:
+    """``boxed_picture`` of the part around the image's number when the number is small in it (``focus``),
+    else None; ``others`` (letter boxes) are drawn but never decide the part."""
+    area = focus(image.size, digits)
+    return None if area is None else boxed_picture(image.crop(area), in_area([*digits, *others], area), side)
+
+
 def number_picture(image: Image.Image, digits, others, side: int, zoom: bool) -> Image.Image:
-    """``boxed_picture`` of the image, or with ``zoom`` of the part around its number when the number is
-    small in it (``focus``); ``others`` (letter boxes) are drawn but never decide the part."""
-    area = focus(image.size, digits) if zoom else None
-    if area is None:
-        return boxed_picture(image, [*digits, *others], side)
-    return boxed_picture(image.crop(area), in_area([*digits, *others], area), side)
+    """``boxed_picture`` of the image, or with ``zoom`` of the part around its number when it is small in it."""
+    around = around_number(image, digits, others, side) if zoom else None
+    return around if around is not None else boxed_picture(image, [*digits, *others], side)
 
 
 def focus(size: tuple[int, int], boxes) -> tuple[int, int, int, int] | None:

@@ -8,7 +8,8 @@ from PIL import Image
 
 from core.browse import page_of, read_split_table, select_images
 from core.data import DatasetError
-from pages import DIGIT_COLOURS, LETTER_LABEL, boxed_picture, ensure_routed, focus, number_picture, pick_dataset
+from pages import (DIGIT_COLOURS, LETTER_LABEL, around_number, boxed_picture, ensure_routed, number_picture,
+                   pick_dataset)
 
 ensure_routed()
 
@@ -50,10 +51,8 @@ def close_up(path: str, table, image_id: int) -> tuple[Image.Image, Image.Image 
     """The picture large, and the part around its number enlarged when the number is small in it (else None)."""
     digits, letters = boxes_of(table, image_id)
     with Image.open(path) as handle:
-        whole = boxed_picture(handle, digits + letters, CLOSE_UP_SIDE)
-        if focus(handle.size, digits) is None:
-            return whole, None
-        return whole, number_picture(handle, digits, letters, CLOSE_UP_SIDE // 2, zoom=True)
+        return (boxed_picture(handle, digits + letters, CLOSE_UP_SIDE),
+                around_number(handle, digits, letters, CLOSE_UP_SIDE // 2))
 
 
 st.title("Browse a dataset")

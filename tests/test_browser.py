@@ -235,9 +235,7 @@ def test_a_large_photo_is_sent_reduced_and_names_keep_their_ids(browser, app, tm
 def test_train_form_offers_the_preset_that_fits_the_machine(browser, app, tiny_data):
     url, _ = app
     page = open_page(browser, url + "/train")
-    page.wait_for_selector("text=Train a detector")
-    settle(page)
-    _open_new_run(page)
+    _new_run_form(page)
     expect(page.get_by_role("radio", name="CPU quick: digitnet_fpn")).to_be_checked()
     expect(page.get_by_text("Final learning rate (eta_min)", exact=True)).to_be_visible()
     page.get_by_text("GPU reference recipe", exact=True).click()
@@ -248,6 +246,14 @@ def test_train_form_offers_the_preset_that_fits_the_machine(browser, app, tiny_d
     page.get_by_text("CPU quick: digitnet_fpn", exact=True).click()
     settle(page)
     page.close()
+
+
+def _new_run_form(page):
+    """The Train page once drawn, with its "New run" form unfolded."""
+    page.wait_for_selector("text=Train a detector")
+    page.wait_for_selector("text=New run")
+    settle(page)
+    _open_new_run(page)
 
 
 def _open_new_run(page):
@@ -312,9 +318,7 @@ def test_train_page_launches_a_run_and_streams_its_log(browser, app, tiny_data):
 def test_train_form_keeps_its_values_while_the_user_is_on_another_page(browser, app, tiny_data):
     url, _ = app
     page = open_page(browser, url + "/train")
-    page.wait_for_selector("text=Train a detector")
-    settle(page)
-    _open_new_run(page)
+    _new_run_form(page)
     _fill(page, "Data folder", tiny_data)
     page.wait_for_selector("text=Run name")
     _fill(page, "Run name", "keep-me")
@@ -323,9 +327,7 @@ def test_train_form_keeps_its_values_while_the_user_is_on_another_page(browser, 
     page.get_by_role("link", name="Schedulers").click()
     page.wait_for_selector("text=Compare learning-rate schedulers")
     page.get_by_role("link", name="Train").click()
-    page.wait_for_selector("text=Train a detector")
-    settle(page)
-    _open_new_run(page)
+    _new_run_form(page)
     expect(page.get_by_label("Data folder", exact=True)).to_have_value(tiny_data)
     expect(page.get_by_label("Run name", exact=True)).to_have_value("keep-me")
     expect(page.get_by_label("Epochs", exact=True)).to_have_value("3")
@@ -335,10 +337,7 @@ def test_train_form_keeps_its_values_while_the_user_is_on_another_page(browser, 
 def test_train_page_reattaches_after_a_refresh_and_stops_a_run(browser, app, tiny_data):
     url, runs = app
     page = open_page(browser, url + "/train")
-    page.wait_for_selector("text=Train a detector")
-    page.wait_for_selector("text=New run")
-    settle(page)
-    _open_new_run(page)  # the form is folded once runs exist
+    _new_run_form(page)  # folded once runs exist
     _launch(page, tiny_data, "long-run", epochs=500)
     page.wait_for_selector("text=/epoch \\d+\\/500/", timeout=120_000)
     # A browser refresh starts a new session: the page reattaches to the run still going.
