@@ -13,7 +13,16 @@
 #   MIXES=default PRECISION=fp32 WEIGHTS=runs/fonts-finetune/best.pt TRAIN_IMAGES=150000 bash bench/gpu_finetune.sh
 #   (device carry: .whl, .gpu, runs/fonts-finetune/best.pt)
 #
-# Both runs start from checkpoints/default.pt and use the same seed (the same images wherever both
+# Soup ingredients: several seeds of one start side by side (RUNS="MIX:SEED ..."; mixes generated once each; a run
+# of seed S is named MIX-sS). 2026-11-27, third lent GPU: two calls (485 s, then 291 s on the warm machine, which
+# kept /tmp/work's data), three runs each at 62-67 training images/s per run (about 195 together), README "A third
+# lent GPU":
+#   RUNS="default:1 neg:2 neg:3" DATA_SEED=31 PRECISION=fp32 WEIGHTS=runs/soup-ft-s2/best-lineage.pt LR=2e-4 \
+#     TRAIN_IMAGES=24000 VALID_IMAGES=300 EPOCH_IMAGES=3000 WORKERS=4 BUDGET_S=555 RESERVE_S=70 WORK=/tmp/work \
+#     bash bench/gpu_finetune.sh       # then RUNS="default:4 neg:5 default:6" EPOCHS=3 BUDGET_S=285 RESERVE_S=45
+#   (device carry: .whl, .gpu/fonts.tar.xz, runs/soup-ft-s2/best-lineage.pt)
+#
+# Without RUNS, both runs start from checkpoints/default.pt and use the same seed (the same images wherever both
 # mixes draw digits). Each trains one epoch first; its time sizes the rest of the run, which then
 # continues with --resume --epochs N (the cosine schedule is stretched to N), so the runs end
 # before the budget whatever the GPU's speed. Results land in $OUT (or runs/gpu): each run's
@@ -39,11 +48,20 @@ VALID_IMAGES=${VALID_IMAGES:-1000}
 EPOCH_IMAGES=${EPOCH_IMAGES:-8000}
 WORKERS=${WORKERS:-6}
 MIXES=${MIXES:-default light}      # generator mixes, one run each, side by side
+RUNS=${RUNS:-}                     # instead: "MIX:SEED ..." runs side by side, several per mix (soup ingredients)
+DATA_SEED=${DATA_SEED:-11}         # the generator's seed (a new one: images no earlier run has seen)
 WEIGHTS=${WEIGHTS:-checkpoints/default.pt}
 LR=${LR:-4e-4}                     # AdamW peak learning rate (batch 32), cosine to 0
 PRECISION=${PRECISION:-amp}        # amp (float32 if it fails) or fp32
 PY=${PY:-python3}
 # EPOCHS (unset: sized from the first epoch to fit BUDGET_S): the run's length in epochs, fixed
+if [ -n "$RUNS" ]; then  # the mixes are those the runs name, each generated once
+  MIXES=$(for run in $RUNS; do echo "${run%%:*}"; done | sort -u | tr '\n' ' ')
+else
+  RUNS=$(for mix in $MIXES; do printf '%s:0 ' "$mix"; done)
+fi
+run_name() { [ "${1##*:}" = 0 ] && echo "${1%%:*}" || echo "${1%%:*}-s${1##*:}"; }  # seed 0: the mix's name alone
+NAMES=$(for run in $RUNS; do run_name "$run"; done | tr '\n' ' ')
 DEST=${OUT:-runs/gpu}
 WORK=${WORK:-runs/gpu-work}
 mkdir -p "$DEST" "$WORK"
@@ -67,11 +85,11 @@ torchvision.__version__, 'pillow', PIL.__version__, 'numpy', numpy.__version__, 
   | tee -a "$LOG" || exit 1
 
 # 2. Data: the v4 mix and a lighter-negatives mix, same seed, all cores.
-declare -A MIX=([default]="" [light]="--digit-free 0.02 --words-alone 0.02")
+declare -A MIX=([default]="" [light]="--digit-free 0.02 --words-alone 0.02" [neg]="--digit-free 0.10 --words-alone 0.08")
 CORES=$(nproc)
 for name in $MIXES; do
   [ -f "$WORK/data-$name/train.json" ] || $PY -m core.synth --out "$WORK/data-$name" --train "$TRAIN_IMAGES" \
-      --valid "$VALID_IMAGES" --test 0 --seed 11 --workers "$CORES" ${MIX[$name]-} > "$WORK/synth-$name.log" 2>&1 &
+      --valid "$VALID_IMAGES" --test 0 --seed "$DATA_SEED" --workers "$CORES" ${MIX[$name]-} > "$WORK/synth-$name.log" 2>&1 &
 done
 wait
 for name in $MIXES; do
@@ -80,32 +98,32 @@ for name in $MIXES; do
 done
 
 FRACTION=$($PY -c "print(min(1.0, $EPOCH_IMAGES / $TRAIN_IMAGES))")
-train() {  # name, extra flags...
-  local name=$1; shift
-  $PY -m core.train --data "$WORK/data-$name" --out "$WORK/run-$name" --arch digitnet_fpn \
+train() {  # MIX:SEED, extra flags...
+  local mix=${1%%:*} seed=${1##*:} name; name=$(run_name "$1"); shift
+  $PY -m core.train --data "$WORK/data-$mix" --out "$WORK/run-$name" --arch digitnet_fpn \
     --weights "$WEIGHTS" --batch-size 32 --lr "$LR" --weight-decay 5e-4 --warmup-steps 100 \
-    --clip-grad-norm 10 --seed 0 --subset-fraction "$FRACTION" --scheduler cosine --device "$DEVICE" \
+    --clip-grad-norm 10 --seed "$seed" --subset-fraction "$FRACTION" --scheduler cosine --device "$DEVICE" \
     --workers "$WORKERS" "$@" >> "$WORK/train-$name.log" 2>&1
 }
 
-all_ran() { for name in $MIXES; do [ -f "$WORK/run-$name/last.pt" ] || return 1; done; }
-FIRST=${MIXES%% *}
+all_ran() { for name in $NAMES; do [ -f "$WORK/run-$name/last.pt" ] || return 1; done; }
+FIRST=${NAMES%% *}
 # 3. One epoch each, all at once; with mixed precision first (unless fp32), in float32 if that fails.
 AMP=$([ "$PRECISION" = fp32 ] && echo "--no-amp" || echo "")
-for name in $MIXES; do train $name --epochs 1 $AMP & done
+for run in $RUNS; do train "$run" --epochs 1 $AMP & done
 wait
 if ! all_ran && [ -z "$AMP" ]; then
   say "first epoch failed with AMP; again in float32:"; tail -15 "$WORK/train-$FIRST.log" | tee -a "$LOG"
-  for name in $MIXES; do rm -rf "$WORK/run-$name"; done
+  for name in $NAMES; do rm -rf "$WORK/run-$name"; done
   AMP="--no-amp"
-  for name in $MIXES; do train $name --epochs 1 $AMP & done
+  for run in $RUNS; do train "$run" --epochs 1 $AMP & done
   wait
 fi
 all_ran || { say "training failed:"; tail -30 "$WORK/train-$FIRST.log"; exit 1; }
 grep -h "^epoch.*mAP" "$WORK"/train-*.log | tee -a "$LOG"
 
 # 4. Size the rest from the slowest run's first epoch, then continue them all.
-EPOCH_S=$($PY -c "import json; print(max(json.load(open('$WORK/run-' + n + '/history.json'))[0]['seconds'] for n in '$MIXES'.split()))")
+EPOCH_S=$($PY -c "import json; print(max(json.load(open('$WORK/run-' + n + '/history.json'))[0]['seconds'] for n in '$NAMES'.split()))")
 if [ -n "${EPOCHS:-}" ]; then  # set: a fixed length (to repeat a run whatever the machine's speed)
   say "first epoch took $EPOCH_S s (slower run); continuing to the $EPOCHS epochs asked for"
 else
@@ -113,29 +131,32 @@ else
   say "first epoch took $EPOCH_S s (slower run); continuing to $EPOCHS epochs with $(left) s left"
 fi
 if [ "$EPOCHS" -gt 1 ]; then
-  RUNS=()
-  for name in $MIXES; do train $name --resume --epochs "$EPOCHS" & RUNS+=($!); done
+  PIDS=()
+  for run in $RUNS; do train "$run" --resume --epochs "$EPOCHS" & PIDS+=($!); done
   # Past the budget, a stop request ends each run at its next step; best.pt keeps the best finished
   # epoch. (Data workers inherit the trainer's handler, so the signal only sets their own flag.)
   ( sleep $(( $(left) - RESERVE_S )); pkill -TERM -f "core.train --data $WORK/data-" ) &
   WATCHDOG=$!
-  wait "${RUNS[@]}"
+  wait "${PIDS[@]}"
   kill $WATCHDOG 2>/dev/null
 fi
 grep -h "^epoch.*mAP\|core.train:" "$WORK"/train-*.log | tee -a "$LOG"
 
 # 5. Task 2 reader of each run on its own synthetic validation split (never on real images).
-for name in $MIXES; do
-  $PY -m core.evaluate --ckpt "$WORK/run-$name/best.pt" --data "$WORK/data-$name" --split valid --sweep-task2 \
+for run in $RUNS; do
+  mix=${run%%:*} name=$(run_name "$run")
+  $PY -m core.evaluate --ckpt "$WORK/run-$name/best.pt" --data "$WORK/data-$mix" --split valid --sweep-task2 \
     --device "$DEVICE" --json "$WORK/run-$name/valid-metrics.json" > "$WORK/valid-$name.log" 2>&1 &
 done
 wait
-for name in $MIXES; do
+for run in $RUNS; do
+  mix=${run%%:*} name=$(run_name "$run")
   say "$name valid: $(tail -3 "$WORK/valid-$name.log" | tr '\n' ' ')"
   cp "$WORK/run-$name/best.pt" "$DEST/$name-best.pt"
-  cp "$WORK/data-$name/synth.json" "$WORK/run-$name/synth.json"
+  cp "$WORK/data-$mix/synth.json" "$WORK/run-$name/synth.json"
 done
 PACK=(script.log)
-for name in $MIXES; do PACK+=(train-$name.log synth-$name.log valid-$name.log run-$name); done
+for mix in $MIXES; do PACK+=(synth-$mix.log); done
+for name in $NAMES; do PACK+=(train-$name.log valid-$name.log run-$name); done
 tar -czf "$DEST/gpu-runs.tar.gz" -C "$WORK" --exclude '*.pt' "${PACK[@]}"
 say "done; $(left) s of the budget left"

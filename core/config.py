@@ -103,7 +103,7 @@ class TrainConfig:
         label="Start from weights", group="model"))
     min_size: int | None = field(default=None, metadata=_opt(
         "fixed input short side in pixels for every image (default: the architecture's own: digitnet_fpn sees each "
-        "image near its own size, see core.model.InputSize; the reference uses 800)",
+        "image near its own size: small crops enlarged, large photos reduced; the reference uses 800)",
         label="Input short side (px)", low=16, high=2000, group="model", empty="architecture default"))
     max_size: int | None = field(default=None, metadata=_opt(
         "input long-side cap in pixels (default: the architecture's own; 1333 for the reference)",

@@ -124,9 +124,11 @@ def summary(runs: list[Run]) -> pd.DataFrame:
 
 
 def best_epochs(runs: list[Run]) -> dict[str, int]:
+    """Each run's epoch of highest validation mAP (the first of equals). A run that never scored above 0 has
+    none: its "best" would be epoch 1 by a tie, and such runs' stars piled up there."""
     out = {}
     for run in runs:
         scored = [h for h in run.history if h.get("mAP") is not None]
-        if scored:
+        if scored and max(h["mAP"] for h in scored) > 0:
             out[run.label] = max(scored, key=lambda h: h["mAP"])["epoch"]
     return out

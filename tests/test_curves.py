@@ -1,7 +1,7 @@
 import os
 import time
 
-from core.curves import Run, default_selection
+from core.curves import Run, best_epochs, default_selection
 
 
 def _run(tmp_path, name, scheduler, age_s, epochs=1):
@@ -23,3 +23,11 @@ def test_default_selection_pairs_the_newest_run_of_each_scheduler(tmp_path):
 def test_default_selection_with_one_scheduler_takes_the_newest_runs(tmp_path):
     runs = [_run(tmp_path, name, "step", age) for name, age in (("a", 30), ("b", 20), ("c", 10))]
     assert default_selection(runs) == ["c", "b"]
+
+
+def test_best_epoch_is_the_highest_map_and_none_for_a_run_that_never_scored():
+    history = [{"epoch": 1, "mAP": 0.2}, {"epoch": 2, "mAP": 0.5}, {"epoch": 3, "mAP": 0.5}, {"epoch": 4}]
+    learnt = Run("learnt", "runs", "x", {}, history)
+    stuck = Run("stuck", "runs", "y", {}, [{"epoch": 1, "mAP": 0.0}, {"epoch": 2, "mAP": 0.0}])
+    unscored = Run("unscored", "runs", "z", {}, [{"epoch": 1}])
+    assert best_epochs([learnt, stuck, unscored]) == {"learnt": 2}
