@@ -8,6 +8,7 @@ reads it, so a checkpoint from a stranger cannot run code.
 
 from __future__ import annotations
 
+import argparse
 import os
 import pickle
 import tempfile
@@ -139,9 +140,12 @@ def describe(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def export(src: str, out: str, half: bool = True, task2_threshold: float | None = None,
-           metrics_json: str | None = None, task2_reader: dict[str, Any] | None = None) -> dict[str, Any]:
+           metrics_json: str | None = None, task2_reader: dict[str, Any] | None = None,
+           look_closer: tuple[int, int, float, float, float] | None = None) -> dict[str, Any]:
     """Write a deployable copy of ``src``: inference-only, optionally float16, with extra metadata.
-    ``task2_reader`` (a ``NumberReader.as_dict()``) replaces any plain ``task2_threshold``."""
+    ``task2_reader`` (a ``NumberReader.as_dict()``) replaces any plain ``task2_threshold``;
+    ``look_closer`` (max short side, max long side, trigger, min score, small px; long side 0: off) sets
+    the model's closer look (``core.model.CloserLook``)."""
     import datetime
     import json
 
@@ -153,6 +157,15 @@ def export(src: str, out: str, half: bool = True, task2_threshold: float | None 
     # Every option written out, inference-time ones included (input size, second pass): the copy
     # reads images the same way whatever the defaults of a later version of the code.
     payload["model_kwargs"] = complete_model_kwargs(payload["model_kwargs"])
+    if look_closer is not None:
+        from core.model import ModelError, rebuild_model
+
+        keys = ("closer_max_short", "closer_max_long", "closer_trigger", "closer_min_score", "closer_small_px")
+        payload["model_kwargs"] = {**payload["model_kwargs"], **dict(zip(keys, look_closer))}
+        try:
+            rebuild_model(payload["model_kwargs"])  # the options are checked before anything is written
+        except ModelError as exc:
+            raise ValueError(f"--look-closer: {exc}") from None
     payload["exported_from"] = os.path.abspath(src)
     payload["exported"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     if task2_threshold is not None:
@@ -173,6 +186,19 @@ def export(src: str, out: str, half: bool = True, task2_threshold: float | None 
         payload.setdefault("evaluations", []).append({k: extra[k] for k in keep if k in extra})
     save_checkpoint(out, payload, half=half)
     return describe(payload)
+
+
+def _look_closer_option(text: str) -> tuple[int, int, float, float, float]:
+    if text == "off":
+        return 0, 0, 1.0, 1.0, 0
+    parts = text.split(",")
+    try:
+        if len(parts) != 5:
+            raise ValueError
+        return int(parts[0]), int(parts[1]), float(parts[2]), float(parts[3]), float(parts[4])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not SHORT,LONG,TRIGGER,MIN,SMALL_PX such as "
+                                         "640,896,0.85,0.98,10, or off") from None
 
 
 def _check_one_model(sources: list[str], payloads: list[dict[str, Any]]) -> None:
@@ -231,7 +257,6 @@ def average(sources: list[str], out: str) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
     import json
     import sys
 
@@ -250,6 +275,11 @@ def main(argv: list[str] | None = None) -> int:
                               "neighbours >= MEMBER (core.evaluate --sweep-task2 on valid prints the best)",
                          "plain Task 2 threshold to record instead (every digit scoring at least this)")
     exp.add_argument("--metrics-json", default=None, help="core.evaluate --json output to record (e.g. test split)")
+    exp.add_argument("--look-closer", type=_look_closer_option, default=None,
+                     metavar="SHORT,LONG,TRIGGER,MIN,SMALL_PX|off",
+                     help="read a large photo in which no digit scored TRIGGER again with its short side up to "
+                          "SHORT and long side up to LONG px, keeping that read when a digit there scores MIN and "
+                          "was under SMALL_PX tall at the first size (e.g. 640,896,0.85,0.98,10; 'off' removes it)")
     avg = sub.add_parser("average", help="write the weight average of checkpoints of one model (a model soup)")
     avg.add_argument("sources", nargs="+", help="two or more checkpoints of the same architecture and options")
     avg.add_argument("--out", required=True, help="where to write the average, e.g. runs/soup/best.pt")
@@ -264,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             reader = parse_reader(args.task2_reader).as_dict() if args.task2_reader else None
             meta = export(args.src, args.out, half=not args.float32, task2_threshold=args.task2_threshold,
-                          metrics_json=args.metrics_json, task2_reader=reader)
+                          metrics_json=args.metrics_json, task2_reader=reader, look_closer=args.look_closer)
             size = os.path.getsize(args.out) / 1e6
             print(f"wrote {args.out} ({size:.1f} MB, {meta['arch']}, epoch {meta.get('epoch')})")
     except (CheckpointError, OSError, ValueError) as exc:

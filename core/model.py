@@ -289,6 +289,66 @@ class RefinePolicy:
         return f"numbers with digits under {self.below_px:g} px at that size are read again from their crop"
 
 
+@dataclass(frozen=True)
+class CloserLook:
+    """Look again, closer, at a large photo where pass 1 found no sure digit: the whole image at a
+    larger input size (short side up to ``max_short``, long side up to ``max_long``), whose detections
+    replace pass 1's only when one of their digits scores at least ``min_score`` and was under
+    ``small_px`` tall at pass 1's size.
+
+    Pass 1 reduces a 1,280 px photo to a 512 px long side, where a 12 px digit is 5 px: too small to
+    find. Reading every photo at the larger size reads more walls as digits; looking closer only where
+    pass 1's best digit scored under ``trigger`` (the reader's anchor: pass 1 read no number), and
+    trusting only a sure digit that pass 1 saw too small to judge, finds small plates without them."""
+
+    max_short: int
+    max_long: int
+    trigger: float
+    min_score: float
+    small_px: float
+
+    def input_size(self, first: InputSize) -> InputSize:
+        return InputSize("auto", first.min_short, self.max_short, self.max_long)
+
+    def worth_it(self, first: InputSize, height: int, width: int) -> bool:
+        """Only where pass 1 reduced the image noticeably more than the closer look would."""
+        return self.input_size(first).scale(height, width) > 1.2 * first.scale(height, width)
+
+    def keeps(self, found: dict[str, list], first_scale: float) -> bool:
+        """Whether the closer look's detections replace pass 1's: a sure digit pass 1 saw too small."""
+        return any(score >= self.min_score and (box[3] - box[1]) * first_scale < self.small_px
+                   for score, box in zip(found["scores"], found["boxes"]))
+
+    def describe(self) -> str:
+        return (f"a photo where no digit scored {self.trigger:g} is looked at again with its long side up to "
+                f"{self.max_long} px (short side {self.max_short}), a digit there needing {self.min_score:g} "
+                f"and under {self.small_px:g} px at the first size")
+
+
+def closer_look_of(model: nn.Module) -> CloserLook | None:
+    return getattr(getattr(model, "module", model), "closer_look", None)
+
+
+def _closer_look(kw: dict[str, Any]) -> CloserLook | None:
+    """From the ``closer_*`` model kwargs (``closer_max_long`` 0, the default: no closer look)."""
+    look = CloserLook(int(kw.get("closer_max_short", 0)), int(kw.get("closer_max_long", 0)),
+                      float(kw.get("closer_trigger", 1.0)), float(kw.get("closer_min_score", 1.0)),
+                      float(kw.get("closer_small_px", 0)))
+    if look.max_long <= 0:
+        return None
+    if kw.get("size_policy") != "auto":
+        raise ModelError("a closer look (closer_max_long > 0) needs the auto input size")
+    if not kw["auto_max_short"] <= look.max_short <= look.max_long <= MAX_INPUT_SIDE:
+        raise ModelError(f"closer look: need auto_max_short {kw['auto_max_short']} <= closer_max_short "
+                         f"{look.max_short} <= closer_max_long {look.max_long} <= {MAX_INPUT_SIDE}")
+    for name in ("trigger", "min_score"):
+        if not 0.0 <= getattr(look, name) <= 1.0:
+            raise ModelError(f"closer_{name} {getattr(look, name)!r} must be a score between 0 and 1")
+    if look.small_px <= 0:
+        raise ModelError(f"closer_small_px {look.small_px!r} must be a positive digit height in px")
+    return look
+
+
 def refine_policy_of(model: nn.Module) -> RefinePolicy:
     # A model without one (the reference) reads once; its number region is where digits score >= 0.5.
     return getattr(getattr(model, "module", model), "refine_policy", RefinePolicy(0.0, 0.5))
@@ -354,6 +414,7 @@ def _install_input_size(model: FasterRCNN, kw: dict[str, Any]) -> None:
     if not 0 <= min_score <= 1:
         raise ModelError(f"refine_min_score {min_score!r} must be a score between 0 and 1")
     model.refine_policy = RefinePolicy(float(below), float(min_score))
+    model.closer_look = _closer_look(kw)
     if kw.get("size_policy", "fixed") == "fixed":
         _install_fixed_size(model, kw.get("test_min_size"))
         return
@@ -453,6 +514,12 @@ def _digitnet_defaults() -> dict[str, Any]:
         # locates; chosen on synthetic validation: Task 2 0.703 at 0.2, 0.680 at 0.4).
         refine_below_px=40,
         refine_min_score=0.2,
+        # Off unless a checkpoint asks for it (core.checkpoint export --look-closer): see CloserLook.
+        closer_max_short=0,
+        closer_max_long=0,
+        closer_trigger=1.0,
+        closer_min_score=1.0,
+        closer_small_px=0.0,
     )
 
 

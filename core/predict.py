@@ -28,8 +28,8 @@ from torchvision.transforms.v2 import functional as F
 
 from core.checkpoint import CheckpointError, describe, load_checkpoint
 from core.images import ImageDecodeError, decode_image, list_images, numeric_stem
-from core.model import (LETTER_LABEL, MAX_INPUT_SIDE, InputSize, ModelError, input_size_of, rebuild_model,
-                        refine_policy_of, resize_by)
+from core.model import (LETTER_LABEL, MAX_INPUT_SIDE, InputSize, ModelError, closer_look_of, input_size_of,
+                        rebuild_model, refine_policy_of, resize_by)
 
 DEFAULT_CHECKPOINT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints",
                                   "default.pt")
@@ -52,7 +52,9 @@ class LoadedModel:
 
     def inference_note(self, input_size: int | str | None = None) -> str:
         """How this model reads an image, in words (input size policy and second pass)."""
-        return f"{input_size_of(self.model, input_size).describe()}; {refine_policy_of(self.model).describe()}"
+        note = f"{input_size_of(self.model, input_size).describe()}; {refine_policy_of(self.model).describe()}"
+        closer = closer_look_of(self.model)
+        return note + (f"; {closer.describe()}" if closer and input_size in (None, "auto") else "")
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -118,8 +120,10 @@ def detect(loaded: LoadedModel | torch.nn.Module, images: Sequence[Image.Image |
     Pass 1 sees each image by the model's input size policy (or ``input_size``: "auto" or a short
     side in pixels). Pass 2, when the model's refine policy asks for it, reads a number whose
     digits were small at that size again from a crop of its region, at the size the model reads
-    best; its detections replace pass 1's inside the crop. Both are recorded in the checkpoint's
-    model kwargs, so core.predict, core.evaluate and the app read an image the same way.
+    best; its detections replace pass 1's inside the crop. With the checkpoint's own input size, a
+    model with a closer look (``core.model.CloserLook``) reads a large photo in which those passes
+    found no sure digit again at a larger size. All are recorded in the checkpoint's model kwargs,
+    so core.predict, core.evaluate and the app read an image the same way.
     """
     model = loaded.model if isinstance(loaded, LoadedModel) else loaded
     device = device or (loaded.device if isinstance(loaded, LoadedModel) else next(model.parameters()).device)
@@ -127,7 +131,27 @@ def detect(loaded: LoadedModel | torch.nn.Module, images: Sequence[Image.Image |
     tensors = [_to_tensor(im) for im in images]
     results = _detect_at(model, tensors, policy, batch_size, device)
     _read_small_numbers_again(model, tensors, results, policy, batch_size, device)
+    if input_size in (None, "auto"):  # a size asked for is the size read at
+        _look_closer(model, tensors, results, policy, batch_size, device)
     return results
+
+
+def _look_closer(model: torch.nn.Module, tensors: Sequence[torch.Tensor], results: list[dict[str, Any]],
+                 first: InputSize, batch_size: int, device: torch.device) -> None:
+    closer = closer_look_of(model)
+    if closer is None:
+        return
+    todo = [i for i, (tensor, found) in enumerate(zip(tensors, results))
+            if max(found["scores"], default=0.0) < closer.trigger and closer.worth_it(first, *tensor.shape[-2:])]
+    if not todo:
+        return
+    picked = [tensors[i] for i in todo]
+    size = closer.input_size(first)
+    again = _detect_at(model, picked, size, batch_size, device)
+    _read_small_numbers_again(model, picked, again, size, batch_size, device)
+    for index, found in zip(todo, again):
+        if closer.keeps(found, first.scale(*tensors[index].shape[-2:])):
+            results[index] = found
 
 
 def _detect_at(model: torch.nn.Module, tensors: Sequence[torch.Tensor], policy: InputSize, batch_size: int,

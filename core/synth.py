@@ -1173,9 +1173,11 @@ def render_sample(rng: random.Random, fonts: list[str], np_rng: np.random.Genera
 
 
 def render_photo_scene(rng: random.Random, fonts: list[str], np_rng: np.random.Generator,
-                       with_number: bool = True) -> tuple[Image.Image, list[tuple[int, int, int, int, int]]]:
-    """A 640-1280 px photo of a wall with a house-number plate at 10-35% of its width, or with no
-    digits at all: the scenes ``bench/photo_scenes.py`` scores (SVHN-convention boxes)."""
+                       with_number: bool = True, plate_width: tuple[float, float] = (0.10, 0.35),
+                       min_digit_px: float = 0) -> tuple[Image.Image, list[tuple[int, int, int, int, int]]]:
+    """A 640-1280 px photo of a wall with a house-number plate at ``plate_width`` of its width (digits at
+    least ``min_digit_px`` tall), or with no digits at all: the scenes ``bench/photo_scenes.py`` scores
+    (SVHN-convention boxes)."""
     if not with_number:
         width, height = _scene_size(rng, rng.uniform(640, SCENE_MAX_SIDE))
         scene = _scene_wall(rng, np_rng, width, height)
@@ -1188,7 +1190,7 @@ def render_photo_scene(rng: random.Random, fonts: list[str], np_rng: np.random.G
         if plate.image.size[0] >= 43:
             break
     sample = _in_scene(rng, np_rng, plate, fonts, BOX_CONVENTIONS["svhn"], long_side=(640, SCENE_MAX_SIDE),
-                       fraction=(0.10, 0.35), min_digit_px=0)
+                       fraction=plate_width, min_digit_px=min_digit_px)
     sample = _degrade(rng, np_rng, sample)
     return sample.image, sample.final_boxes()
 

@@ -1,6 +1,7 @@
 import json
 import os
 
+import pytest
 import torch
 
 from core.checkpoint import load_checkpoint, main as checkpoint_main
@@ -90,3 +91,27 @@ def test_average_refuses_checkpoints_of_different_models(tiny_run, tmp_path, cap
     assert "class_names" in capsys.readouterr().err and not out.exists()
     assert checkpoint_main(["average", f"{tiny_run}/best.pt", "--out", str(out)]) == 2
     assert "at least two" in capsys.readouterr().err and not out.exists()
+
+
+def test_export_sets_and_removes_the_closer_look(tiny_run, tmp_path, capsys):
+    from core.model import closer_look_of
+
+    shipped = os.path.join(os.path.dirname(os.path.dirname(__file__)), "checkpoints", "default.pt")  # auto size
+    plain, closer = tmp_path / "plain.pt", tmp_path / "closer.pt"
+    assert checkpoint_main(["export", shipped, str(plain), "--look-closer", "off"]) == 0
+    assert closer_look_of(load_model(str(plain), "cpu").model) is None
+    assert "looked at again" not in load_model(str(plain), "cpu").inference_note()
+    assert checkpoint_main(["export", str(plain), str(closer), "--look-closer", "700,1000,0.8,0.9,12"]) == 0
+    loaded = load_model(str(closer), "cpu")
+    look = closer_look_of(loaded.model)
+    assert (look.max_short, look.max_long, look.trigger, look.min_score, look.small_px) == \
+        (700, 1000, 0.8, 0.9, 12)
+    assert "looked at again" in loaded.inference_note() and "looked at again" not in loaded.inference_note(300)
+    for source, bad, why in ((shipped, "100,896,0.85,0.98,10", "closer_max_short 100"),
+                             (shipped, "640,896,0.85,1.5,10", "closer_min_score 1.5"),
+                             (f"{tiny_run}/best.pt", "640,896,0.85,0.98,10", "needs the auto input size")):
+        assert checkpoint_main(["export", source, str(tmp_path / "bad.pt"), "--look-closer", bad]) == 2
+        assert why in capsys.readouterr().err and not (tmp_path / "bad.pt").exists()
+    with pytest.raises(SystemExit):
+        checkpoint_main(["export", shipped, str(tmp_path / "bad.pt"), "--look-closer", "640,896"])
+    assert "SHORT,LONG,TRIGGER,MIN,SMALL_PX" in capsys.readouterr().err

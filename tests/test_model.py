@@ -148,3 +148,30 @@ def test_a_letter_class_model_grows_from_digits_only_weights(tmp_path):
     assert rebuilt.roi_heads.box_predictor.cls_score.out_features == 12, "the checkpoint's kwargs rebuild it"
     with pytest.raises(ModelError, match="num_classes=13"):
         build_model("digitnet_fpn", {"num_classes": 13}, weights="none")
+
+
+def test_the_closer_look_is_off_by_default_and_its_options_are_checked():
+    from core.model import InputSize, closer_look_of
+
+    assert closer_look_of(rebuild_model(resolve_model_kwargs("digitnet_fpn"))) is None
+    look = closer_look_of(rebuild_model(resolve_model_kwargs(
+        "digitnet_fpn", {"closer_max_short": 640, "closer_max_long": 896, "closer_trigger": 0.85,
+                         "closer_min_score": 0.98, "closer_small_px": 10})))
+    first = InputSize("auto", 128, 384, 512)
+    assert look.input_size(first) == InputSize("auto", 128, 640, 896)
+    assert look.worth_it(first, 720, 1280), "a photo pass 1 reduced to 512 px is looked at again at 896 px"
+    assert not look.worth_it(first, 208, 226), "an image pass 1 saw at its own size is not"
+    found = {"boxes": [[0, 0, 10, 24], [40, 0, 50, 30]], "scores": [0.99, 0.7], "digits": [1, 2]}
+    assert look.keeps(found, 0.4), "a sure digit 9.6 px tall at pass 1's size: too small there to judge"
+    assert not look.keeps(found, 0.5), "12 px at pass 1's size: pass 1 saw it and did not read it"
+    assert not look.keeps({**found, "scores": [0.97, 0.7]}, 0.4), "no sure digit"
+    for options, why in (({"closer_max_short": 300, "closer_max_long": 896}, "closer_max_short 300"),
+                         ({"closer_max_short": 640, "closer_max_long": 3000}, "<= 2000"),
+                         ({"closer_max_short": 640, "closer_max_long": 896, "closer_trigger": -0.1,
+                           "closer_small_px": 10}, "closer_trigger"),
+                         ({"closer_max_short": 640, "closer_max_long": 896}, "closer_small_px 0"),
+                         ({"closer_max_short": 640, "closer_max_long": 896, "closer_small_px": 10,
+                           "size_policy": "fixed"},
+                          "needs the auto input size")):
+        with pytest.raises(ModelError, match=why):
+            rebuild_model(resolve_model_kwargs("digitnet_fpn", options))

@@ -9,7 +9,8 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from core.data import load_split
-from core.model import InputSize, ModelError, input_size_of, rebuild_model, resize_by, resolve_model_kwargs
+from core.model import (InputSize, ModelError, closer_look_of, input_size_of, rebuild_model, resize_by,
+                        resolve_model_kwargs)
 from core.predict import (NumberReader, _digits_only, assign_image_ids, coco_results, image_ids_csv_bytes, detect, load_model,
                           main as predict_main, number_region, parse_input_size, parse_reader, pred_csv_bytes,
                           read_number, repeated_names)
@@ -341,6 +342,27 @@ def test_a_small_image_pasted_into_a_large_canvas_is_read_the_same(text):
         near = plate.size[1]  # the crop read in pass 2 reaches up to a digit height past the digits
         assert at[0] - near <= x0 and x1 <= at[0] + plate.size[0] + near, "the region read is where the plate is"
         assert at[1] - near <= y0 and y1 <= at[1] + plate.size[1] + near
+
+
+@pytest.mark.parametrize("text", ["274", "1093"])
+def test_a_small_plate_in_a_large_photo_is_found_by_the_closer_look(text):
+    """Digits 13 px tall in a 1,280 px photo are 5 px after pass 1's reduction to 512 px: pass 1 finds
+    nothing, and the closer look at 896 px reads the number."""
+    loaded = load_model(None, "cpu")
+    assert closer_look_of(loaded.model) is not None, "the shipped model looks closer"
+    plate = _plate(text, 18)
+    for canvas_size, at in (((1280, 960), (500, 400)), ((1280, 720), (100, 600)), ((960, 1280), (300, 900))):
+        canvas = Image.new("RGB", canvas_size, (255, 255, 255))
+        canvas.paste(plate, at)
+        found = detect(loaded, [canvas])[0]
+        assert read_number(found, loaded.reader) == text, canvas_size
+        x0, y0, x1, y1 = found["region"]
+        assert at[0] - 20 <= x0 and x1 <= at[0] + plate.size[0] + 20 and at[1] - 20 <= y0 <= y1 <= at[1] + 40
+        as_pass_1 = round(min(canvas_size) * input_size_of(loaded.model).scale(canvas_size[1], canvas_size[0]))
+        assert read_number(detect(loaded, [canvas], input_size=as_pass_1)[0], loaded.reader) == "-1", \
+            "a size asked for is the only size read at"
+    loaded.model.closer_look = None
+    assert read_number(detect(loaded, [canvas])[0], loaded.reader) == "-1", "pass 1 alone misses it"
 
 
 def test_joined_file_by_file_predictions_equal_one_call(tiny_run, tiny_data):

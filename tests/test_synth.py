@@ -368,3 +368,18 @@ def test_an_interrupted_generation_leaves_no_half_dataset(tmp_path, fonts):
     synth.generate_dataset(tmp_path / "d", {"train": 3, "valid": 1}, fonts=fonts, overwrite=True)
     assert sorted(os.listdir(tmp_path)) == ["d"]
     assert len(os.listdir(tmp_path / "d" / "train")) == 3
+
+
+def test_photo_scenes_place_the_plate_at_the_width_asked_for(fonts):
+    """Plates at 3-6% of the width; a digit floor, when asked for, enlarges a plate past that share."""
+    for index in range(1, 9):
+        for floor in (0, 14):
+            rng, np_rng = synth.sample_rngs(3, "photo-test", index)
+            image, boxes = synth.render_photo_scene(rng, fonts, np_rng, plate_width=(0.03, 0.06),
+                                                    min_digit_px=floor)
+            assert boxes and 640 <= max(image.size) <= synth.SCENE_MAX_SIDE
+            span = max(x + w for x, _, w, _, _ in boxes) - min(x for x, _, _, _, _ in boxes)
+            if floor == 0:
+                assert span <= 0.06 * image.size[0] + 1, "the digits lie within a plate at most 6% of the width"
+            else:
+                assert min(h for _, _, _, h, _ in boxes) >= floor, "boxes of digits at least as tall as the floor"
