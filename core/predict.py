@@ -51,7 +51,7 @@ class LoadedModel:
         return NumberReader.from_meta(self.meta)
 
     def inference_note(self, input_size: int | str | None = None) -> str:
-        """How this model reads an image, in words (input size policy and second pass)."""
+        """How this model reads an image, in words (input size policy, second pass, closer look)."""
         note = f"{input_size_of(self.model, input_size).describe()}; {refine_policy_of(self.model).describe()}"
         closer = closer_look_of(self.model)
         return note + (f"; {closer.describe()}" if closer and input_size in (None, "auto") else "")
