@@ -254,7 +254,8 @@ class InputSize:
     def describe(self) -> str:
         if self.mode == "fixed":
             return f"short side {self.min_short} px (long side <= {self.max_long})"
-        return f"auto: own size, short side {self.min_short}-{self.max_short} px, long side <= {self.max_long}"
+        return (f"auto: each image near its own size, enlarged to a short side of at least {self.min_short} px, "
+                f"reduced to a short side of at most {self.max_short} px and a long side of at most {self.max_long} px")
 
 
 def input_size_of(model: nn.Module, override: int | str | None = None) -> InputSize:
@@ -320,9 +321,10 @@ class CloserLook:
                    for score, box in zip(found["scores"], found["boxes"]))
 
     def describe(self) -> str:
-        return (f"a photo where no digit scored {self.trigger:g} is looked at again with its long side up to "
-                f"{self.max_long} px (short side {self.max_short}), a digit there needing {self.min_score:g} "
-                f"and under {self.small_px:g} px at the first size")
+        return (f"a photo in which no digit scored {self.trigger:g} is looked at again with its long side up to "
+                f"{self.max_long} px (short side up to {self.max_short} px); what that closer look finds is kept "
+                f"when a digit there scores {self.min_score:g} and was too small for the first look to judge "
+                f"(under {self.small_px:g} px tall there)")
 
 
 def closer_look_of(model: nn.Module) -> CloserLook | None:

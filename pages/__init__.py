@@ -97,7 +97,7 @@ def in_area(boxes, area: tuple[int, int, int, int]) -> list[tuple]:
 
 
 def input_size_label(size) -> str:
-    return "auto (the checkpoint's)" if size == "auto" else f"{size} px"
+    return "auto (recommended)" if size == "auto" else f"{size} px"
 
 
 def checkpoint_label(path: str) -> str:

@@ -46,7 +46,8 @@ def timing_caption(parts, times: list[float], asked_at: float, device) -> str:
     kept = [(p, t) for p, t in zip(parts, times) if t < asked_at]
     fresh_ok = sum(len(p.names) - len(p.errors) for p in fresh)
     seconds = sum(p.seconds for p in fresh)
-    now = (f"{fresh_ok} image(s) in {seconds:.2f} s · {seconds / fresh_ok * 1000:.0f} ms per image on {device}"
+    now = (f"{fresh_ok} image(s) in {seconds:.2f} s of model time (decoding and drawing not counted) · "
+           f"{seconds / fresh_ok * 1000:.0f} ms per image on {device}"
            if fresh_ok else "no image read")
     if not kept:
         return now
@@ -179,9 +180,12 @@ with st.sidebar:
     threshold = reader.member  # boxes drawn
     input_size = st.selectbox(
         "Input size", INPUT_SIZES, format_func=input_size_label,
-        help="How large the model sees each image (short side). auto is the checkpoint's own policy: "
-             + loaded.inference_note()
-             + ". A fixed size resizes every image's short side to it: larger finds smaller digits, slower.")
+        help="How large the model sees each image. **auto** (recommended) keeps each image near its own size: "
+             "small crops are enlarged, large photos reduced; a number found small is read again from a close-up "
+             "of it, and a large photo in which nothing sure was found gets a second, closer look at a larger "
+             "size. A **fixed size** resizes every image's short side to it and reads at that size only (no "
+             "closer look): larger finds smaller digits, but is slower and reads more walls and letters as "
+             "digits.\n\nIn detail, as this checkpoint records it: " + loaded.inference_note() + ".")
     use_camera = st.toggle("Take a photo", help="Use your camera instead of (or as well as) uploaded files.")
 
 uploads = st.file_uploader("Images of house numbers", type=UPLOAD_TYPES, accept_multiple_files=True,
@@ -257,7 +261,7 @@ for index, ((name, data), image_id, detection, number) in enumerate(
             x0, y0, x1, y1 = detection["region"]
             st.image(region_zoom(image, detection, read))
             st.caption(f"The number's region (dashed yellow), enlarged: {x1 - x0:.0f}x{y1 - y0:.0f} px at "
-                       f"({x0:.0f}, {y0:.0f}); small numbers are read a second time from it.")
+                       f"({x0:.0f}, {y0:.0f}).")
         rows = sorted(({"digit": d, "score": round(s, 3), "x": round(b[0], 1), "y": round(b[1], 1),
                         "w": round(b[2] - b[0], 1), "h": round(b[3] - b[1], 1), "read": i in read}
                        for i, (b, s, d) in enumerate(zip(detection["boxes"], detection["scores"],
