@@ -96,6 +96,25 @@ def in_area(boxes, area: tuple[int, int, int, int]) -> list[tuple]:
     return [(b[0] - area[0], b[1] - area[1], b[2] - area[0], b[3] - area[1], b[4]) for b in boxes]
 
 
+LABEL_WITH_SCORE_PX = 44  # a box at least this wide on screen has room for "7 0.93"
+DIGIT_LABEL_PX = 14  # and this wide for "7": narrower digits share one label, the whole number
+
+
+def number_labels(boxes, digits, scores, on_screen: float) -> list[tuple[float, float, str]]:
+    """Where to write the number read over the picture, as (x, y, text) at boxes' top-left corners.
+    ``boxes`` (screen-scaled xyxy) are the digits read, left to right; ``on_screen``: screen px per
+    picture px. Each digit gets its label; with its score when the box has room. A number too small
+    on screen for one label per digit (a plate far off in a photo) gets one label, the whole number
+    above its first digit: per-digit labels would pile up on it and hide it."""
+    widths = [(b[2] - b[0]) * on_screen for b in boxes]
+    if not boxes:
+        return []
+    if min(widths) < DIGIT_LABEL_PX:
+        return [(boxes[0][0], min(b[1] for b in boxes), "<b>" + "".join(str(d) for d in digits) + "</b>")]
+    return [(b[0], b[1], f"<b>{d}</b> {s:.2f}" if w >= LABEL_WITH_SCORE_PX else f"<b>{d}</b>")
+            for b, d, s, w in zip(boxes, digits, scores, widths)]
+
+
 def input_size_label(size) -> str:
     return "auto (recommended)" if size == "auto" else f"{size} px"
 

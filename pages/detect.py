@@ -15,7 +15,7 @@ from core.images import decode_image
 from core.predict import (NumberReader, image_ids_csv_bytes, join_predictions, load_model, pred_csv_bytes,
                           pred_json_bytes, predict_images, read_digits, repeated_names)
 from core.runs import list_checkpoints
-from pages import DIGIT_COLOURS, INPUT_SIZES, checkpoint_label, ensure_routed, input_size_label
+from pages import DIGIT_COLOURS, INPUT_SIZES, checkpoint_label, ensure_routed, input_size_label, number_labels
 
 ensure_routed()
 
@@ -94,7 +94,6 @@ def region_zoom(image, detection: dict, read: set[int], width: int = 320):
     return crop
 
 
-LABEL_WITH_SCORE_PX = 44  # a box at least this wide on screen has room for "7 0.93"
 FIGURE_WIDTH_PX = 560  # about the picture column: 3/5 of the wide layout beside the sidebar
 
 
@@ -131,13 +130,14 @@ def detection_figure(image, detection: dict, threshold: float, read: set[int]) -
             line={"color": colour, "width": 2} if in_number else {"color": colour, "width": 1, "dash": "dot"},
             text=f"digit {digit} · score {score:.2f}" + ("" if in_number else " · not part of the number read"),
             hoverinfo="text", name=f"digit {digit}", showlegend=False))
-        if not in_number:
-            continue
-        # A label with its score is about 40 px wide: on a small number it would cover the next digit's
-        # label, so narrow boxes show the digit alone (the score stays in the hover and the table).
-        label = f"<b>{digit}</b> {score:.2f}" if (x1 - x0) * on_screen >= LABEL_WITH_SCORE_PX else f"<b>{digit}</b>"
-        figure.add_annotation(x=x0, y=y0, text=label, showarrow=False, xanchor="left",
-                              yanchor="bottom", font={"color": "white", "size": 12}, bgcolor=colour, opacity=0.9)
+    # The scores stay in the hover and the table when a label has no room for them.
+    order = sorted(read, key=lambda i: detection["boxes"][i][0] + detection["boxes"][i][2])
+    labels = number_labels([scaled(detection["boxes"][i]) for i in order], [detection["digits"][i] for i in order],
+                           [detection["scores"][i] for i in order], on_screen)
+    for (x, y, text), index in zip(labels, order):
+        colour = DIGIT_COLOURS[detection["digits"][index] % 10] if len(labels) == len(order) else "#333333"
+        figure.add_annotation(x=x, y=y, text=text, showarrow=False, xanchor="left", yanchor="bottom",
+                              font={"color": "white", "size": 12}, bgcolor=colour, opacity=0.9)
     figure.update_layout(margin={"l": 0, "r": 0, "t": 18, "b": 0}, height=display_height, dragmode=False)
     figure.update_xaxes(visible=False, range=[0, width])
     figure.update_yaxes(visible=False, range=[height, 0], scaleanchor="x")

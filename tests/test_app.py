@@ -644,3 +644,13 @@ def test_paths_outside_the_project_are_shown_whole():
     assert shown_path(os.path.join(ROOT, "runs", "a", "best.pt")) == os.path.join("runs", "a", "best.pt")
     sibling = ROOT.rstrip(os.sep) + "-data"  # shares the project's name as a prefix
     assert shown_path(os.path.join(sibling, "letters")) == os.path.join(sibling, "letters")
+
+
+def test_labels_of_a_number_too_small_on_screen_do_not_pile_up():
+    from pages import number_labels
+
+    boxes, digits, scores = [[10, 20, 40, 60], [42, 21, 72, 60]], [2, 5], [0.99, 0.91]
+    assert number_labels(boxes, digits, scores, 2.0) == [(10, 20, "<b>2</b> 0.99"), (42, 21, "<b>5</b> 0.91")]
+    assert number_labels(boxes, digits, scores, 1.0) == [(10, 20, "<b>2</b>"), (42, 21, "<b>5</b>")]
+    assert number_labels(boxes, digits, scores, 0.3) == [(10, 20, "<b>25</b>")], "9 px wide: one label, the number"
+    assert number_labels([], [], [], 1.0) == []
