@@ -272,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     exp.add_argument("out", help="where to write it, e.g. checkpoints/default.pt")
     exp.add_argument("--float32", action="store_true", help="keep float32 weights (default: float16 storage)")
     add_reader_arguments(exp, "Task 2 reader to record: the line of digits around one scoring >= ANCHOR, its "
-                              "neighbours >= MEMBER (core.evaluate --sweep-task2 on valid prints the best)",
+                              "neighbours >= MEMBER, a number of one digit >= SINGLE (core.evaluate --sweep-task2 "
+                              "on valid prints the best ANCHOR,MEMBER)",
                          "plain Task 2 threshold to record instead (every digit scoring at least this)")
     exp.add_argument("--metrics-json", default=None, help="core.evaluate --json output to record (e.g. test split)")
     exp.add_argument("--look-closer", type=_look_closer_option, default=None,

@@ -304,18 +304,26 @@ class NumberReader:
     false digit on a wall seldom has a sure neighbour. With ``one_line`` only the anchor's
     line of digits is read (see ``_line_around``), so letters and texture elsewhere in a photo add no
     digits. ``one_line=False`` with ``anchor == member`` is the plain threshold: every digit scoring at
-    least it, left to right (what a checkpoint without a recorded reader gets).
+    least it, left to right (what a checkpoint without a recorded reader gets). ``single``, when set, is
+    the score a number of one digit needs: a lone letter, ring or post on a wall is read as a digit far
+    more often than a whole line of them is.
     """
 
     anchor: float = TASK2_THRESHOLD
     member: float = TASK2_THRESHOLD
     one_line: bool = True
+    single: float | None = None
 
     def __post_init__(self) -> None:
-        for name in ("anchor", "member"):
+        for name in ("anchor", "member", "single"):
             value = getattr(self, name)
+            if name == "single" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
                 raise ValueError(f"Task 2 reader: {name} {value!r} is not a score between 0 and 1")
+        if self.single is not None and self.single < self.anchor:
+            raise ValueError(f"Task 2 reader: single {self.single} is below anchor {self.anchor}; a number of "
+                             "one digit needs at least the anchor")
         if self.member > self.anchor:
             raise ValueError(f"Task 2 reader: member {self.member} is above anchor {self.anchor}; the digits "
                              "beside the most confident one cannot need a higher score than it")
@@ -340,40 +348,47 @@ class NumberReader:
             threshold = meta.get("task2_threshold")
             return cls.plain(TASK2_THRESHOLD if threshold is None else threshold)
         fields = set(recorded) if isinstance(recorded, dict) else set()
-        if not {"anchor", "member"} <= fields <= {"anchor", "member", "one_line"}:
-            raise ValueError(f"task2_reader {recorded!r} is not a dict of anchor, member and one_line")
+        if not {"anchor", "member"} <= fields <= {"anchor", "member", "one_line", "single"}:
+            raise ValueError(f"task2_reader {recorded!r} is not a dict of anchor, member, one_line and single")
         return cls(**recorded)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"anchor": self.anchor, "member": self.member, "one_line": self.one_line}
+        out = {"anchor": self.anchor, "member": self.member, "one_line": self.one_line}
+        return out if self.single is None else {**out, "single": self.single}
 
     def describe(self) -> str:
         if not self.one_line and self.anchor == self.member:
-            return f"every digit scoring >= {self.anchor:.2f}"
-        where = "the line of digits around it" if self.one_line else "every other digit"
-        return f"a number needs one digit scoring >= {self.anchor:.2f}, then {where} scoring >= {self.member:.2f}"
+            text = f"every digit scoring >= {self.anchor:.2f}"
+        else:
+            where = "the line of digits around it" if self.one_line else "every other digit"
+            text = (f"a number needs one digit scoring >= {self.anchor:.2f}, then {where} scoring "
+                    f">= {self.member:.2f}")
+        return text if self.single is None else f"{text}; a number of one digit needs >= {self.single:.2f}"
 
 
 def parse_reader(text: str) -> NumberReader:
-    """``"A"`` (anchor = member = A) or ``"A,M"``, one line, from a CLI value."""
+    """``"A"`` (anchor = member = A), ``"A,M"`` or ``"A,M,S"`` (S: a one-digit number's score), one line,
+    from a CLI value."""
+    usage = f"Task 2 reader {text!r} must be ANCHOR, ANCHOR,MEMBER or ANCHOR,MEMBER,SINGLE (scores such as 0.7,0.6)"
     try:
         scores = [float(part) for part in text.split(",")]
     except ValueError:
-        raise ValueError(f"Task 2 reader {text!r} must be ANCHOR or ANCHOR,MEMBER (scores such as 0.7,0.6)") from None
-    if len(scores) not in (1, 2):
-        raise ValueError(f"Task 2 reader {text!r} must be ANCHOR or ANCHOR,MEMBER (scores such as 0.7,0.6)")
-    return NumberReader(scores[0], scores[-1])
+        raise ValueError(usage) from None
+    if len(scores) not in (1, 2, 3):
+        raise ValueError(usage)
+    return NumberReader(scores[0], scores[min(1, len(scores) - 1)], single=scores[2] if len(scores) == 3 else None)
 
 
 def add_reader_arguments(parser: argparse.ArgumentParser,
                          reader_help: str = "read the line of digits around one scoring >= ANCHOR, its neighbours "
-                                            ">= MEMBER (default: the checkpoint's reader)",
+                                            ">= MEMBER; a number of one digit needs SINGLE (default: the "
+                                            "checkpoint's reader)",
                          threshold_help: str = "plain threshold instead: every digit scoring at least this, "
                                                "wherever it is") -> None:
     """``--task2-reader`` and ``--task2-threshold``, one or the other: the same in core.predict and
     core.evaluate (which read with them) and core.checkpoint export (which records them)."""
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--task2-reader", default=None, metavar="ANCHOR[,MEMBER]", help=reader_help)
+    group.add_argument("--task2-reader", default=None, metavar="ANCHOR[,MEMBER[,SINGLE]]", help=reader_help)
     group.add_argument("--task2-threshold", type=float, default=None, help=threshold_help)
 
 
@@ -403,6 +418,8 @@ def read_digits(detection: dict[str, list], reader: NumberReader | float = TASK2
     if not kept or scores[kept[0]] < reader.anchor:
         return []
     digits = _line_around(boxes, kept, kept[0]) if reader.one_line else kept
+    if len(digits) == 1 and reader.single is not None and scores[digits[0]] < reader.single:
+        return []
     return sorted(digits, key=lambda i: (boxes[i][0] + boxes[i][2]) / 2)
 
 

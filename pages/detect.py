@@ -174,7 +174,9 @@ with st.sidebar:
                             "Boxes below it are not drawn.")
     if member > anchor:
         st.caption(f"The second score ({member:.2f}) is above the first: {anchor:.2f} is used for both.")
-    reader = NumberReader(anchor, min(member, anchor), recorded.one_line)
+    # The checkpoint's score for a one-digit number stays while it is above the anchor picked here.
+    single = recorded.single if recorded.single is not None and recorded.single > anchor else None
+    reader = NumberReader(anchor, min(member, anchor), recorded.one_line, single)
     st.caption(f"Task 2 reader: {reader.describe()}"
                + ("" if recorded.one_line else " (as this checkpoint records: no line rule)"))
     threshold = reader.member  # boxes drawn

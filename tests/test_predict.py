@@ -77,9 +77,24 @@ def test_anchor_and_member_scores():
     assert read_number(lonely, NumberReader(0.9, 0.5)) == "-1" and read_number(lonely, 0.5) == "6"
 
 
+def test_a_number_of_one_digit_needs_its_own_score():
+    lone = _dets(_box(0, 0, 40, 0, 0.93), _box(300, 200, 20, 4, 0.4))  # a ring on a wall, and a weak stray
+    pair = _dets(_box(0, 0, 40, 1, 0.93), _box(24, 0, 40, 8, 0.7))
+    reader = NumberReader(0.85, 0.6, single=0.95)
+    assert read_number(lone, NumberReader(0.85, 0.6)) == "0" and read_number(lone, reader) == "-1"
+    assert read_number(pair, reader) == "18", "a line of two digits needs only the anchor"
+    assert read_number(_dets(_box(0, 0, 40, 7, 0.97)), reader) == "7", "a sure lone digit is still read"
+    assert "one digit needs >= 0.95" in reader.describe()
+    assert NumberReader.from_meta({"task2_reader": reader.as_dict()}) == reader
+    assert "single" not in NumberReader(0.85, 0.6).as_dict(), "readers without it record what they did before"
+    with pytest.raises(ValueError, match="single 0.8 is below anchor 0.85"):
+        NumberReader(0.85, 0.6, single=0.8)
+
+
 def test_reader_values_are_checked_and_parsed():
     assert parse_reader("0.7,0.6") == NumberReader(0.7, 0.6) and parse_reader("0.8") == NumberReader(0.8, 0.8)
-    for bad in ("x", "0.7,0.6,0.5", "0.6,0.7", "1.5"):
+    assert parse_reader("0.85,0.6,0.9") == NumberReader(0.85, 0.6, single=0.9)
+    for bad in ("x", "0.7,0.6,0.5", "0.6,0.7", "1.5", "0.7,0.6,0.9,0.9"):
         with pytest.raises(ValueError, match="reader"):
             parse_reader(bad)
     assert NumberReader.from_meta({}) == NumberReader.plain(0.5)
