@@ -32,7 +32,7 @@ def font_list_tag(fonts: list[str]) -> str:
 
 
 def render(out: str, scenes: int, empty: int, seed: int, fonts: list[str],
-           plate_width: tuple[float, float] = (0.10, 0.35), min_digit_px: float = 0) -> None:
+           plate_width: tuple[float, float] = synth.PHOTO_PLATE_WIDTH, min_digit_px: float = 0) -> None:
     """``out/test`` + ``test.json``: plates; ``out/valid`` + ``valid.json``: digit-free photos."""
     if os.path.isfile(os.path.join(out, "valid.json")):
         return
@@ -71,7 +71,7 @@ def plate_width(text: str) -> tuple[float, float]:
 
 def scene_tag(args: argparse.Namespace) -> str:
     """The folder-name part of non-default plate sizes (the default scenes keep their old folder)."""
-    if args.plate_width == (0.10, 0.35) and args.min_digit_px == 0:
+    if args.plate_width == synth.PHOTO_PLATE_WIDTH and args.min_digit_px == 0:
         return ""
     return f"-w{args.plate_width[0]:g}-{args.plate_width[1]:g}-d{args.min_digit_px:g}"
 
@@ -82,7 +82,7 @@ def main() -> None:
     parser.add_argument("--scenes", type=int, default=200)
     parser.add_argument("--empty", type=int, default=200)
     parser.add_argument("--seed", type=int, default=2026)
-    parser.add_argument("--plate-width", type=plate_width, default=(0.10, 0.35), metavar="LO,HI",
+    parser.add_argument("--plate-width", type=plate_width, default=synth.PHOTO_PLATE_WIDTH, metavar="LO,HI",
                         help="the plate's width as a share of the photo's (default 0.10,0.35; 0.03,0.10: small "
                              "plates, as on a phone photo of a whole house front)")
     parser.add_argument("--min-digit-px", type=float, default=0,

@@ -1172,8 +1172,11 @@ def render_sample(rng: random.Random, fonts: list[str], np_rng: np.random.Genera
     return sample.image, sample.final_boxes(letters=letter_boxes)
 
 
+PHOTO_PLATE_WIDTH = (0.10, 0.35)  # the photo-scene benchmark's plates, as a share of the photo's width
+
+
 def render_photo_scene(rng: random.Random, fonts: list[str], np_rng: np.random.Generator,
-                       with_number: bool = True, plate_width: tuple[float, float] = (0.10, 0.35),
+                       with_number: bool = True, plate_width: tuple[float, float] = PHOTO_PLATE_WIDTH,
                        min_digit_px: float = 0) -> tuple[Image.Image, list[tuple[int, int, int, int, int]]]:
     """A 640-1280 px photo of a wall with a house-number plate at ``plate_width`` of its width (digits at
     least ``min_digit_px`` tall), or with no digits at all: the scenes ``bench/photo_scenes.py`` scores
