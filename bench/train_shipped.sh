@@ -112,10 +112,18 @@ if [ "${WITH_FONTS:-0}" = 1 ]; then
       --test 2000 --seed 7 --workers 2
   # 10e. The closer look at large photos, chosen on rendered seed-99 validation scenes (README "How the model reads
   #      an image"); the held-out test is scored as the exported model reads it.
+  # 10f. Views: the read that is kept is made at 0.8x, 1x and 1.25x and fused (README "Reading at several sizes"),
+  #      chosen on the same validation sets; fused scores are lower, so the reader is picked again as they read.
   LOOK=640,896,0.85,0.98,10
-  $PY -m core.checkpoint export runs/soup-ft-s2/best.pt runs/soup-ft-s2/export.pt --task2-reader "$R" --look-closer $LOOK
+  VIEWS=0.8,1,1.25
+  $PY -m core.checkpoint export runs/soup-ft-s2/best.pt runs/soup-ft-s2/export.pt --look-closer $LOOK --views $VIEWS
+  $PY -m core.evaluate --ckpt runs/soup-ft-s2/export.pt --data $F --split valid --sweep-task2 \
+      --json runs/soup-ft-s2/valid-views-metrics.json
+  R=$($PY -c "import json; r = json.load(open('runs/soup-ft-s2/valid-views-metrics.json'))['task2_best_reader']; print(f\"{r['anchor']},{r['member']}\")")
+  $PY -m core.checkpoint export runs/soup-ft-s2/best.pt runs/soup-ft-s2/export.pt --task2-reader "$R" \
+      --look-closer $LOOK --views $VIEWS
   $PY -m core.evaluate --ckpt runs/soup-ft-s2/export.pt --data data/synth-v4-fonts-seed7 --split test \
       --json runs/soup-ft-s2/test-metrics.json
   $PY -m core.checkpoint export runs/soup-ft-s2/best.pt checkpoints/default.pt --task2-reader "$R" --look-closer $LOOK \
-      --metrics-json runs/soup-ft-s2/test-metrics.json
+      --views $VIEWS --metrics-json runs/soup-ft-s2/test-metrics.json
 fi

@@ -141,11 +141,13 @@ def describe(payload: dict[str, Any]) -> dict[str, Any]:
 
 def export(src: str, out: str, half: bool = True, task2_threshold: float | None = None,
            metrics_json: str | None = None, task2_reader: dict[str, Any] | None = None,
-           look_closer: tuple[int, int, float, float, float] | None = None) -> dict[str, Any]:
+           look_closer: tuple[int, int, float, float, float] | None = None,
+           views: tuple[float, ...] | None = None) -> dict[str, Any]:
     """Write a deployable copy of ``src``: inference-only, optionally float16, with extra metadata.
     ``task2_reader`` (a ``NumberReader.as_dict()``) replaces any plain ``task2_threshold``;
     ``look_closer`` (max short side, max long side, trigger, min score, small px; long side 0: off) sets
-    the model's closer look (``core.model.CloserLook``)."""
+    the model's closer look (``core.model.CloserLook``); ``views`` the multiples of its input size at
+    which it reads each image (``(1.0,)``: once; ``core.predict.fuse_views``)."""
     import datetime
     import json
 
@@ -158,14 +160,10 @@ def export(src: str, out: str, half: bool = True, task2_threshold: float | None 
     # reads images the same way whatever the defaults of a later version of the code.
     payload["model_kwargs"] = complete_model_kwargs(payload["model_kwargs"])
     if look_closer is not None:
-        from core.model import ModelError, rebuild_model
-
         keys = ("closer_max_short", "closer_max_long", "closer_trigger", "closer_min_score", "closer_small_px")
-        payload["model_kwargs"] = {**payload["model_kwargs"], **dict(zip(keys, look_closer))}
-        try:
-            rebuild_model(payload["model_kwargs"])  # the options are checked before anything is written
-        except ModelError as exc:
-            raise ValueError(f"--look-closer: {exc}") from None
+        _set_model_options(payload, dict(zip(keys, look_closer)), "--look-closer")
+    if views is not None:
+        _set_model_options(payload, {"view_scales": [float(v) for v in views]}, "--views")
     payload["exported_from"] = os.path.abspath(src)
     payload["exported"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     if task2_threshold is not None:
@@ -176,7 +174,10 @@ def export(src: str, out: str, half: bool = True, task2_threshold: float | None 
     if task2_reader is not None:
         from core.predict import NumberReader  # predict imports this module
 
-        payload["task2_reader"] = NumberReader(**task2_reader).as_dict()
+        reader = NumberReader(**task2_reader).as_dict()
+        if reader != payload.get("task2_reader"):  # where training picked its own reader says nothing of this one
+            payload.pop("task2_reader_picked_on", None)
+        payload["task2_reader"] = reader
         payload.pop("task2_threshold", None)
     if metrics_json:
         with open(metrics_json, encoding="utf-8") as handle:
@@ -186,6 +187,27 @@ def export(src: str, out: str, half: bool = True, task2_threshold: float | None 
         payload.setdefault("evaluations", []).append({k: extra[k] for k in keep if k in extra})
     save_checkpoint(out, payload, half=half)
     return describe(payload)
+
+
+def _set_model_options(payload: dict[str, Any], options: dict[str, Any], flag: str) -> None:
+    """Inference-time model options, checked by building the model before anything is written."""
+    from core.model import ModelError, rebuild_model
+
+    payload["model_kwargs"] = {**payload["model_kwargs"], **options}
+    try:
+        rebuild_model(payload["model_kwargs"])
+    except ModelError as exc:
+        raise ValueError(f"{flag}: {exc}") from None
+
+
+def _views_option(text: str) -> tuple[float, ...]:
+    if text == "off":
+        return (1.0,)
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of multiples of the input size such as "
+                                         "0.8,1,1.25 (or 'off')") from None
 
 
 def _look_closer_option(text: str) -> tuple[int, int, float, float, float]:
@@ -281,6 +303,9 @@ def main(argv: list[str] | None = None) -> int:
                      help="read a large photo in which no digit scored TRIGGER again with its short side up to "
                           "SHORT and long side up to LONG px, keeping that read when a digit there scores MIN and "
                           "was under SMALL_PX tall at the first size (e.g. 640,896,0.85,0.98,10; 'off' removes it)")
+    exp.add_argument("--views", type=_views_option, default=None, metavar="SCALES|off",
+                     help="read each image at these multiples of its input size and fuse what the views find box "
+                          "by box (e.g. 0.8,1,1.25; 1 must be among them; 'off' reads once)")
     avg = sub.add_parser("average", help="write the weight average of checkpoints of one model (a model soup)")
     avg.add_argument("sources", nargs="+", help="two or more checkpoints of the same architecture and options")
     avg.add_argument("--out", required=True, help="where to write the average, e.g. runs/soup/best.pt")
@@ -295,7 +320,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             reader = parse_reader(args.task2_reader).as_dict() if args.task2_reader else None
             meta = export(args.src, args.out, half=not args.float32, task2_threshold=args.task2_threshold,
-                          metrics_json=args.metrics_json, task2_reader=reader, look_closer=args.look_closer)
+                          metrics_json=args.metrics_json, task2_reader=reader, look_closer=args.look_closer,
+                          views=args.views)
             size = os.path.getsize(args.out) / 1e6
             print(f"wrote {args.out} ({size:.1f} MB, {meta['arch']}, epoch {meta.get('epoch')})")
     except (CheckpointError, OSError, ValueError) as exc:

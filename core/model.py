@@ -100,6 +100,7 @@ def _build_resnet50_fpn_v2(kw: dict[str, Any], weights: str | None) -> tuple[nn.
         if not default_anchors:
             _replace_rpn_head(model, anchor_generator, conv_depth=2)
         _install_fixed_size(model, None)
+        _install_views(model, kw)
         _freeze_backbone_layers(model, 5 if kw["trainable_backbone_layers"] is None else kw["trainable_backbone_layers"])
         return model, note
 
@@ -211,6 +212,9 @@ def _resnet50_defaults() -> dict[str, Any]:
         box_detections_per_img=100,
         box_score_thresh=0.05,
         trainable_backbone_layers=None,  # 3 with pretrained weights, 5 from scratch (torchvision's rule)
+        # One view unless a checkpoint asks for more (core.checkpoint export --views): see core.predict.fuse_views.
+        view_scales=[1.0],
+        view_fuse_iou=0.55,
     )
 
 
@@ -233,21 +237,23 @@ class InputSize:
     max_short: int
     max_long: int
 
-    def scale(self, height: int, width: int) -> float:
+    def scale(self, height: int, width: int, view: float = 1.0) -> float:
+        """The resize factor of an image of ``height`` x ``width``; ``view``: a multiple of the
+        policy's size (one of a model's :func:`view_scales_of`), never past ``MAX_INPUT_SIDE``."""
         short, long = min(height, width), max(height, width)
         if self.mode == "fixed":
             target = self.min_short
         else:
             target = min(max(short, self.min_short), self.max_short)
-        return min(target / short, self.max_long / long, MAX_INPUT_SIDE / long)
+        return min(view * min(target / short, self.max_long / long), MAX_INPUT_SIDE / long)
 
-    def padded_size(self, height: int, width: int, size_divisible: int = 32) -> tuple[int, int]:
-        """The padded size at which the model sees an image of ``height`` x ``width``.
+    def padded_size(self, height: int, width: int, size_divisible: int = 32, view: float = 1.0) -> tuple[int, int]:
+        """The padded size at which the model sees an image of ``height`` x ``width`` (at ``view``).
 
         Mirrors :func:`resize_by` (``interpolate`` with ``recompute_scale_factor``: each side is
         floor(side x scale)) and the transform's padding to ``size_divisible``.
         """
-        scale = self.scale(height, width)
+        scale = self.scale(height, width, view)
         out_h, out_w = (height, width) if scale == 1.0 else (math.floor(height * scale), math.floor(width * scale))
         return math.ceil(out_h / size_divisible) * size_divisible, math.ceil(out_w / size_divisible) * size_divisible
 
@@ -351,6 +357,36 @@ def _closer_look(kw: dict[str, Any]) -> CloserLook | None:
     return look
 
 
+VIEW_SCALE_RANGE = (0.5, 2.0)
+
+
+def view_scales_of(model: nn.Module) -> tuple[float, ...]:
+    """The multiples of its input size at which ``model`` reads each image; ``(1.0,)``: once."""
+    return getattr(getattr(model, "module", model), "view_scales", (1.0,))
+
+
+def _view_scales(kw: dict[str, Any]) -> tuple[float, ...]:
+    """From the ``view_scales`` model kwarg: distinct multiples of the input size, 1.0 among them."""
+    scales = tuple(float(v) for v in kw.get("view_scales", [1.0]))
+    low, high = VIEW_SCALE_RANGE
+    if 1.0 not in scales or len(set(scales)) != len(scales) or not all(low <= v <= high for v in scales):
+        raise ModelError(f"view_scales {list(scales)!r} must be distinct multiples of the input size in "
+                         f"{low:g}..{high:g}, 1.0 among them")
+    fuse_iou = kw.get("view_fuse_iou", 0.55)
+    if not 0.0 < fuse_iou < 1.0:
+        raise ModelError(f"view_fuse_iou {fuse_iou!r} must be an IoU between 0 and 1")
+    return scales
+
+
+def _install_views(model: nn.Module, kw: dict[str, Any]) -> None:
+    model.view_scales = _view_scales(kw)
+    model.view_fuse_iou = float(kw.get("view_fuse_iou", 0.55))
+
+
+def view_fuse_iou_of(model: nn.Module) -> float:
+    return getattr(getattr(model, "module", model), "view_fuse_iou", 0.55)
+
+
 def refine_policy_of(model: nn.Module) -> RefinePolicy:
     # A model without one (the reference) reads once; its number region is where digits score >= 0.5.
     return getattr(getattr(model, "module", model), "refine_policy", RefinePolicy(0.0, 0.5))
@@ -417,6 +453,7 @@ def _install_input_size(model: FasterRCNN, kw: dict[str, Any]) -> None:
         raise ModelError(f"refine_min_score {min_score!r} must be a score between 0 and 1")
     model.refine_policy = RefinePolicy(float(below), float(min_score))
     model.closer_look = _closer_look(kw)
+    _install_views(model, kw)
     if kw.get("size_policy", "fixed") == "fixed":
         _install_fixed_size(model, kw.get("test_min_size"))
         return
@@ -522,6 +559,9 @@ def _digitnet_defaults() -> dict[str, Any]:
         closer_trigger=1.0,
         closer_min_score=1.0,
         closer_small_px=0.0,
+        # One view unless a checkpoint asks for more (core.checkpoint export --views): see core.predict.fuse_views.
+        view_scales=[1.0],
+        view_fuse_iou=0.55,
     )
 
 

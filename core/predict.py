@@ -29,7 +29,7 @@ from torchvision.transforms.v2 import functional as F
 from core.checkpoint import CheckpointError, describe, load_checkpoint
 from core.images import ImageDecodeError, decode_image, list_images, numeric_stem
 from core.model import (LETTER_LABEL, MAX_INPUT_SIDE, InputSize, ModelError, closer_look_of, input_size_of,
-                        rebuild_model, refine_policy_of, resize_by)
+                        rebuild_model, refine_policy_of, resize_by, view_fuse_iou_of, view_scales_of)
 
 DEFAULT_CHECKPOINT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints",
                                   "default.pt")
@@ -51,8 +51,12 @@ class LoadedModel:
         return NumberReader.from_meta(self.meta)
 
     def inference_note(self, input_size: int | str | None = None) -> str:
-        """How this model reads an image, in words (input size policy, second pass, closer look)."""
+        """How this model reads an image, in words (input size policy, views, second pass, closer look)."""
         note = f"{input_size_of(self.model, input_size).describe()}; {refine_policy_of(self.model).describe()}"
+        views = view_scales_of(self.model)
+        if len(views) > 1:
+            note += (f"; the read that is kept (that crop, or else the whole image) is made at "
+                     f"{', '.join(f'{v:g}x' for v in sorted(views))} that size and fused box by box")
         closer = closer_look_of(self.model)
         return note + (f"; {closer.describe()}" if closer and input_size in (None, "auto") else "")
 
@@ -120,7 +124,9 @@ def detect(loaded: LoadedModel | torch.nn.Module, images: Sequence[Image.Image |
     Pass 1 sees each image by the model's input size policy (or ``input_size``: "auto" or a short
     side in pixels). Pass 2, when the model's refine policy asks for it, reads a number whose
     digits were small at that size again from a crop of its region, at the size the model reads
-    best; its detections replace pass 1's inside the crop. With the checkpoint's own input size, a
+    best; its detections replace pass 1's inside the crop. A model with several views reads that
+    crop (or, where none is cut, the whole image) at each of them and fuses what they find
+    (:func:`fuse_views`). With the checkpoint's own input size, a
     model with a closer look (``core.model.CloserLook``) reads a large photo in which those passes
     found no sure digit again at a larger size. All are recorded in the checkpoint's model kwargs,
     so core.predict, core.evaluate and the app read an image the same way.
@@ -129,8 +135,7 @@ def detect(loaded: LoadedModel | torch.nn.Module, images: Sequence[Image.Image |
     device = device or (loaded.device if isinstance(loaded, LoadedModel) else next(model.parameters()).device)
     policy = input_size_of(model, input_size)
     tensors = [_to_tensor(im) for im in images]
-    results = _detect_at(model, tensors, policy, batch_size, device)
-    _read_small_numbers_again(model, tensors, results, policy, batch_size, device)
+    results = _read(model, tensors, policy, batch_size, device)
     if input_size in (None, "auto"):  # a size asked for is the size read at
         _look_closer(model, tensors, results, policy, batch_size, device)
     return results
@@ -147,22 +152,53 @@ def _look_closer(model: torch.nn.Module, tensors: Sequence[torch.Tensor], result
         return
     picked = [tensors[i] for i in todo]
     size = closer.input_size(first)
-    again = _detect_at(model, picked, size, batch_size, device)
-    _read_small_numbers_again(model, picked, again, size, batch_size, device)
+    again = _read(model, picked, size, batch_size, device)
     for index, found in zip(todo, again):
         if closer.keeps(found, first.scale(*tensors[index].shape[-2:])):
             results[index] = found
 
 
+def _read(model: torch.nn.Module, tensors: Sequence[torch.Tensor], policy: InputSize, batch_size: int,
+          device: torch.device) -> list[dict[str, Any]]:
+    """Pass 1 locates each number at ``policy``'s size, once; the read that is kept sees every one of
+    the model's views (:func:`fuse_views`): pass 2's crop of a small number, or else the whole image
+    again at the other view scales, fused with pass 1. Locating at every view as well would cost two
+    more reads of each image for no better number (README "Reading at several sizes")."""
+    views = view_scales_of(model)
+    results = _detect_at(model, tensors, policy, batch_size, device)
+    cropped = _read_small_numbers_again(model, tensors, results, policy, batch_size, device, views)
+    others = [v for v in views if v != 1.0]
+    rest = [i for i in range(len(tensors)) if i not in cropped]
+    if not others or not rest:
+        return results
+    per_view = [_detect_view(model, [tensors[i] for i in rest], policy, v, batch_size, device) for v in others]
+    min_score = refine_policy_of(model).min_score
+    for k, i in enumerate(rest):
+        fused = fuse_views([results[i]] + [found[k] for found in per_view], view_fuse_iou_of(model))
+        region = number_region(fused, min_score)
+        results[i] = {**fused, "region": region[0] if region else None}
+    return results
+
+
 def _detect_at(model: torch.nn.Module, tensors: Sequence[torch.Tensor], policy: InputSize, batch_size: int,
-               device: torch.device) -> list[dict[str, Any]]:
-    """One pass. Only images the model sees at the same padded size share a batch: padding an
+               device: torch.device, views: Sequence[float] = (1.0,)) -> list[dict[str, Any]]:
+    """One pass: each image read at each of ``views`` (multiples of ``policy``'s size), what the
+    views find fused."""
+    found = [_detect_view(model, tensors, policy, view, batch_size, device) for view in views]
+    if len(views) == 1:
+        return found[0]
+    return [fuse_views(per_image, view_fuse_iou_of(model)) for per_image in zip(*found)]
+
+
+def _detect_view(model: torch.nn.Module, tensors: Sequence[torch.Tensor], policy: InputSize, view: float,
+                 batch_size: int, device: torch.device) -> list[dict[str, Any]]:
+    """One view. Only images the model sees at the same padded size share a batch: padding an
     image up to a larger neighbour changes its features near the border, and with them its
     scores, so an image's detections would depend on what it was uploaded with."""
     divisible = getattr(getattr(model, "transform", None), "size_divisible", 32)
     groups: dict[tuple[int, int], list[int]] = {}
     for index, tensor in enumerate(tensors):
-        groups.setdefault(policy.padded_size(*tensor.shape[-2:], divisible), []).append(index)
+        groups.setdefault(policy.padded_size(*tensor.shape[-2:], divisible, view), []).append(index)
     results: list[dict[str, Any] | None] = [None] * len(tensors)
     was_training = model.training
     model.eval()
@@ -170,7 +206,7 @@ def _detect_at(model: torch.nn.Module, tensors: Sequence[torch.Tensor], policy: 
         for members in groups.values():
             for start in range(0, len(members), batch_size):
                 chunk = members[start:start + batch_size]
-                resized = [resize_by(tensors[i], policy.scale(*tensors[i].shape[-2:])) for i in chunk]
+                resized = [resize_by(tensors[i], policy.scale(*tensors[i].shape[-2:], view)) for i in chunk]
                 outputs = model([r.to(device) for r in resized])
                 for i, r, out in zip(chunk, resized, outputs):
                     sy = tensors[i].shape[-2] / r.shape[-2]
@@ -185,6 +221,38 @@ def _detect_at(model: torch.nn.Module, tensors: Sequence[torch.Tensor], policy: 
     finally:
         model.train(was_training)
     return results  # type: ignore[return-value]
+
+
+def fuse_views(views: Sequence[dict[str, list]], iou: float) -> dict[str, list]:
+    """One image's detections from several views, as one: weighted box fusion.
+
+    Going down the scores, a box joins the surest cluster of its digit whose first box it overlaps
+    by at least ``iou``, one box per view; otherwise it starts a cluster. A cluster's box is its
+    boxes' score-weighted mean and its score their sum over the number of views, so a digit that
+    only one view sees (a ring read as "0" at one size) loses score, and boxes that disagree by a
+    few pixels settle between them.
+    """
+    boxes = torch.tensor([b for v in views for b in v["boxes"]], dtype=torch.float64).reshape(-1, 4)
+    scores = [s for v in views for s in v["scores"]]
+    digits = [d for v in views for d in v["digits"]]
+    view_of = [k for k, v in enumerate(views) for _ in v["scores"]]
+    overlaps = box_iou(boxes, boxes).numpy()
+    clusters: list[list[int]] = []  # each starts with its leader, the surest box
+    for i in sorted(range(len(scores)), key=lambda k: -scores[k]):
+        home = next((group for group in clusters
+                     if digits[group[0]] == digits[i] and overlaps[group[0], i] >= iou
+                     and all(view_of[m] != view_of[i] for m in group)), None)
+        if home is None:
+            clusters.append([i])
+        else:
+            home.append(i)
+    fused = []
+    for group in clusters:
+        weights = torch.tensor([scores[m] for m in group], dtype=torch.float64)
+        box = (weights[:, None] * boxes[group]).sum(0) / weights.sum().clamp_min(1e-12)
+        fused.append((float(weights.sum()) / len(views), box.tolist(), digits[group[0]]))
+    fused.sort(key=lambda row: -row[0])
+    return {"boxes": [b for _, b, _ in fused], "scores": [s for s, _, _ in fused], "digits": [d for _, _, d in fused]}
 
 
 LETTER_COVERS_IOU = 0.5  # a digit box this much on a surer letter's box is that letter read as a digit
@@ -245,7 +313,10 @@ REGION_MARGIN = {"x": 0.7, "y": 0.3}
 
 
 def _read_small_numbers_again(model: torch.nn.Module, tensors: Sequence[torch.Tensor], results: list[dict[str, Any]],
-                              policy: InputSize, batch_size: int, device: torch.device) -> None:
+                              policy: InputSize, batch_size: int, device: torch.device,
+                              views: Sequence[float] = (1.0,)) -> set[int]:
+    """Pass 2: the crops read, at each of ``views``, in place of pass 1's detections inside them;
+    returns the images read again."""
     refine = refine_policy_of(model)
     crops, where = [], []
     for index, (tensor, detection) in enumerate(zip(tensors, results)):
@@ -265,9 +336,9 @@ def _read_small_numbers_again(model: torch.nn.Module, tensors: Sequence[torch.Te
         crops.append(tensor[:, rect[1]:rect[3], rect[0]:rect[2]])
         where.append((index, rect))
     if not crops:
-        return
+        return set()
     for (index, (cx0, cy0, cx1, cy1)), again in zip(where, _detect_at(model, crops, input_size_of(model),
-                                                                     batch_size, device)):
+                                                                     batch_size, device, views)):
         first = results[index]
         outside = [k for k, b in enumerate(first["boxes"])
                    if not (cx0 <= (b[0] + b[2]) / 2 <= cx1 and cy0 <= (b[1] + b[3]) / 2 <= cy1)]
@@ -278,6 +349,7 @@ def _read_small_numbers_again(model: torch.nn.Module, tensors: Sequence[torch.Te
             "digits": again["digits"] + [first["digits"][k] for k in outside],
             "region": [float(cx0), float(cy0), float(cx1), float(cy1)],
         }
+    return {index for index, _ in where}
 
 
 # ------------------------------------------------------------------ Task 2

@@ -185,9 +185,8 @@ with st.sidebar:
         help="How large the model sees each image. **auto** (recommended) keeps each image near its own size: "
              "small crops are enlarged, large photos reduced; a number found small is read again from a close-up "
              "of it, and a large photo in which nothing sure was found gets a second, closer look at a larger "
-             "size. A **fixed size** resizes every image's short side to it and reads at that size only (no "
-             "closer look): larger finds smaller digits, but is slower and reads more walls and letters as "
-             "digits.\n\nIn detail, as this checkpoint records it: " + loaded.inference_note() + ".")
+             "size. A **fixed size** resizes every image's short side to it, with no closer look: larger finds "
+             "smaller digits, but is slower and reads more walls and letters as digits.\n\nIn detail, as this checkpoint records it: " + loaded.inference_note() + ".")
     use_camera = st.toggle("Take a photo", help="Use your camera instead of (or as well as) uploaded files.")
 
 uploads = st.file_uploader("Images of house numbers", type=UPLOAD_TYPES, accept_multiple_files=True,

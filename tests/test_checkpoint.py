@@ -115,3 +115,33 @@ def test_export_sets_and_removes_the_closer_look(tiny_run, tmp_path, capsys):
     with pytest.raises(SystemExit):
         checkpoint_main(["export", shipped, str(tmp_path / "bad.pt"), "--look-closer", "640,896"])
     assert "SHORT,LONG,TRIGGER,MIN,SMALL_PX" in capsys.readouterr().err
+
+
+def test_export_sets_and_removes_the_views(tiny_run, tmp_path, capsys):
+    from core.model import view_scales_of
+
+    views, plain = tmp_path / "views.pt", tmp_path / "plain.pt"
+    assert checkpoint_main(["export", f"{tiny_run}/best.pt", str(views), "--views", "0.8,1,1.25"]) == 0
+    loaded = load_model(str(views), "cpu")
+    assert view_scales_of(loaded.model) == (0.8, 1.0, 1.25)
+    assert "made at 0.8x, 1x, 1.25x that size" in loaded.inference_note()
+    assert checkpoint_main(["export", str(views), str(plain), "--views", "off"]) == 0
+    assert view_scales_of(load_model(str(plain), "cpu").model) == (1.0,)
+    assert "made at" not in load_model(str(plain), "cpu").inference_note()
+    for bad, why in (("0.8,1.25", "1.0 among them"), ("1,5", r"0.5..2")):
+        assert checkpoint_main(["export", str(views), str(tmp_path / "bad.pt"), "--views", bad]) == 2
+        assert why in capsys.readouterr().err and not (tmp_path / "bad.pt").exists()
+    with pytest.raises(SystemExit):
+        checkpoint_main(["export", str(views), str(tmp_path / "bad.pt"), "--views", "0.8;1"])
+    assert "0.8,1,1.25" in capsys.readouterr().err
+
+
+def test_export_keeps_where_the_reader_was_picked_only_for_that_reader(tiny_run, tmp_path):
+    run = load_model(f"{tiny_run}/best.pt", "cpu")
+    assert run.meta["task2_reader_picked_on"]["split"] == "valid"
+    own, other = tmp_path / "own.pt", tmp_path / "other.pt"
+    own_reader = ",".join(str(run.reader.as_dict()[k]) for k in ("anchor", "member"))
+    assert checkpoint_main(["export", f"{tiny_run}/best.pt", str(own), "--task2-reader", own_reader]) == 0
+    assert load_model(str(own), "cpu").meta["task2_reader_picked_on"] == run.meta["task2_reader_picked_on"]
+    assert checkpoint_main(["export", f"{tiny_run}/best.pt", str(other), "--task2-reader", "0.97,0.2"]) == 0
+    assert "task2_reader_picked_on" not in load_model(str(other), "cpu").meta

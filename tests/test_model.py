@@ -175,3 +175,22 @@ def test_the_closer_look_is_off_by_default_and_its_options_are_checked():
                           "needs the auto input size")):
         with pytest.raises(ModelError, match=why):
             rebuild_model(resolve_model_kwargs("digitnet_fpn", options))
+
+
+def test_one_view_by_default_and_the_view_options_are_checked():
+    from core.model import InputSize, view_scales_of
+
+    assert view_scales_of(rebuild_model(resolve_model_kwargs("digitnet_fpn"))) == (1.0,)
+    assert view_scales_of(rebuild_model(resolve_model_kwargs("digitnet_fpn", {"view_scales": [0.8, 1, 1.25]}))) \
+        == (0.8, 1.0, 1.25)
+    policy = InputSize("auto", 128, 384, 512)
+    assert policy.scale(720, 1280, 1.25) == pytest.approx(1.25 * policy.scale(720, 1280))
+    assert InputSize("fixed", 1500, 1500, 2000).scale(1000, 1900, 2.0) == pytest.approx(2000 / 1900), \
+        "no view past the largest input side"
+    assert policy.padded_size(208, 226, 32, 1.25) == (288, 288)
+    for options, why in (({"view_scales": [0.8, 1.25]}, "1.0 among them"),
+                         ({"view_scales": [1.0, 1.0]}, "distinct"),
+                         ({"view_scales": [1.0, 3.0]}, r"0.5\.\.2"),
+                         ({"view_fuse_iou": 1.5}, "view_fuse_iou 1.5")):
+        with pytest.raises(ModelError, match=why):
+            rebuild_model(resolve_model_kwargs("digitnet_fpn", options))

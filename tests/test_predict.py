@@ -404,3 +404,54 @@ def test_letters_are_dropped_with_the_digit_boxes_on_a_surer_letter():
     assert kept_boxes.tolist() == [[20.5, 0, 30, 20], [40, 0, 50, 20]]
     digits_only = _digits_only(boxes[1:2], scores[1:2], labels[1:2])
     assert digits_only[2].tolist() == [9], "a model without letters is read as before"
+
+
+def test_views_fuse_box_by_box():
+    from core.predict import fuse_views
+
+    one = {"boxes": [[0, 0, 10, 20], [30, 0, 40, 20]], "scores": [0.9, 0.6], "digits": [1, 2]}
+    assert fuse_views([one], 0.55) == {"boxes": one["boxes"], "scores": one["scores"], "digits": one["digits"]}
+    twice = fuse_views([one, copy.deepcopy(one)], 0.55)
+    assert twice["boxes"] == one["boxes"] and twice["scores"] == pytest.approx(one["scores"])
+    # A digit the other view sees a pixel to the right; a "0" only one view sees (a ring at one size).
+    other = {"boxes": [[1, 0, 11, 20], [60, 0, 70, 20]], "scores": [0.3, 0.9], "digits": [1, 0]}
+    fused = fuse_views([one, other], 0.55)
+    by_digit = {d: (b, s) for b, s, d in zip(fused["boxes"], fused["scores"], fused["digits"])}
+    assert by_digit[1][1] == pytest.approx((0.9 + 0.3) / 2)
+    assert by_digit[1][0] == pytest.approx([0.25, 0, 10.25, 20]), "boxes weighted by their scores"
+    assert by_digit[0][1] == pytest.approx(0.45) and by_digit[2][1] == pytest.approx(0.3), "seen once: half"
+    assert fused["scores"] == sorted(fused["scores"], reverse=True)
+    # Another digit on the same glyph, or a second box of the same view, starts a cluster of its own.
+    same_view = {"boxes": [[0, 0, 10, 20], [0, 1, 10, 21]], "scores": [0.9, 0.8], "digits": [1, 1]}
+    assert len(fuse_views([same_view, {"boxes": [[0, 0, 10, 20]], "scores": [0.7], "digits": [7]}], 0.55)["scores"]) \
+        == 3
+    assert fuse_views([{"boxes": [], "scores": [], "digits": []}] * 3, 0.55) == {"boxes": [], "scores": [],
+                                                                                "digits": []}
+
+
+def test_a_model_with_views_locates_once_and_reads_at_each_view_scale():
+    from core.model import RefinePolicy
+
+    loaded = load_model(None, "cpu")
+    seen = []
+    hook = loaded.model.transform.register_forward_pre_hook(lambda _, args: seen.extend(
+        tuple(image.shape[-2:]) for image in args[0]))
+    canvas = Image.new("RGB", (640, 480), (255, 255, 255))
+    canvas.paste(_plate("274", 26), (40, 300))
+    try:
+        loaded.model.view_scales = (1.0,)
+        detect(loaded, [canvas])
+        once = list(seen)
+        assert len(once) == 2, "pass 1, then pass 2 on the plate's crop"
+        loaded.model.view_scales = (1.0, 1.5)
+        seen.clear()
+        found = detect(loaded, [canvas])[0]
+        assert read_number(found, loaded.reader) == "274"
+        assert seen[:2] == once, "located once, at the input size"
+        assert seen[2] == pytest.approx((once[1][0] * 1.5, once[1][1] * 1.5), abs=1), "the crop read again at 1.5x"
+        loaded.model.refine_policy = RefinePolicy(0.0, 0.2)  # one pass: the whole image is what is read
+        seen.clear()
+        detect(loaded, [canvas])
+        assert seen == [once[0], (round(once[0][0] * 1.5), round(once[0][1] * 1.5))]
+    finally:
+        hook.remove()
