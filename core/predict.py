@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 from PIL import Image
 from torchvision.ops import box_iou
@@ -232,27 +233,31 @@ def fuse_views(views: Sequence[dict[str, list]], iou: float) -> dict[str, list]:
     only one view sees (a ring read as "0" at one size) loses score, and boxes that disagree by a
     few pixels settle between them.
     """
-    boxes = torch.tensor([b for v in views for b in v["boxes"]], dtype=torch.float64).reshape(-1, 4)
-    scores = [s for v in views for s in v["scores"]]
-    digits = [d for v in views for d in v["digits"]]
-    view_of = [k for k, v in enumerate(views) for _ in v["scores"]]
-    overlaps = box_iou(boxes, boxes).numpy()
-    clusters: list[list[int]] = []  # each starts with its leader, the surest box
-    for i in sorted(range(len(scores)), key=lambda k: -scores[k]):
-        home = next((group for group in clusters
-                     if digits[group[0]] == digits[i] and overlaps[group[0], i] >= iou
-                     and all(view_of[m] != view_of[i] for m in group)), None)
-        if home is None:
-            clusters.append([i])
-        else:
-            home.append(i)
-    fused = []
-    for group in clusters:
-        weights = torch.tensor([scores[m] for m in group], dtype=torch.float64)
-        box = (weights[:, None] * boxes[group]).sum(0) / weights.sum().clamp_min(1e-12)
-        fused.append((float(weights.sum()) / len(views), box.tolist(), digits[group[0]]))
-    fused.sort(key=lambda row: -row[0])
-    return {"boxes": [b for _, b, _ in fused], "scores": [s for s, _, _ in fused], "digits": [d for _, _, d in fused]}
+    boxes = np.array([b for v in views for b in v["boxes"]], dtype=np.float64).reshape(-1, 4)
+    scores = np.array([s for v in views for s in v["scores"]], dtype=np.float64)
+    digits = np.array([d for v in views for d in v["digits"]], dtype=np.int64)
+    view_of = np.array([k for k, v in enumerate(views) for _ in v["scores"]], dtype=np.int64)
+    order = np.argsort(-scores, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    joins = (box_iou(torch.from_numpy(boxes), torch.from_numpy(boxes)).numpy() >= iou) & (digits[:, None] == digits)
+    cluster = np.full(len(scores), -1)  # each box's cluster, named by its leader: its surest box
+    has_view = np.zeros((len(scores), len(views)), dtype=bool)  # per leader, the views its cluster holds
+    for i in order:
+        open_leaders = np.flatnonzero((cluster == np.arange(len(scores))) & joins[:, i] & ~has_view[:, view_of[i]])
+        leader = open_leaders[np.argmin(rank[open_leaders])] if len(open_leaders) else i
+        cluster[i] = leader
+        has_view[leader, view_of[i]] = True
+    leaders = order[cluster[order] == order]  # surest first
+    weight = np.zeros(len(scores))
+    np.add.at(weight, cluster, scores)
+    weighted = np.zeros_like(boxes)
+    np.add.at(weighted, cluster, scores[:, None] * boxes)
+    fused_boxes = weighted[leaders] / np.maximum(weight[leaders], 1e-12)[:, None]
+    fused_scores = weight[leaders] / len(views)
+    keep = np.argsort(-fused_scores, kind="stable")
+    return {"boxes": fused_boxes[keep].tolist(), "scores": fused_scores[keep].tolist(),
+            "digits": digits[leaders][keep].tolist()}
 
 
 LETTER_COVERS_IOU = 0.5  # a digit box this much on a surer letter's box is that letter read as a digit
