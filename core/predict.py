@@ -56,8 +56,9 @@ class LoadedModel:
         note = f"{input_size_of(self.model, input_size).describe()}; {refine_policy_of(self.model).describe()}"
         views = view_scales_of(self.model)
         if len(views) > 1:
-            note += (f"; the read that is kept (that crop, or else the whole image) is made at "
-                     f"{', '.join(f'{v:g}x' for v in sorted(views))} that size and fused box by box")
+            kept = "the read that is kept (that crop, or else the whole image)" \
+                if refine_policy_of(self.model).below_px > 0 else "each image"
+            note += f"; {kept} is read at {', '.join(f'{v:g}x' for v in sorted(views))} that size and fused box by box"
         closer = closer_look_of(self.model)
         return note + (f"; {closer.describe()}" if closer and input_size in (None, "auto") else "")
 

@@ -118,16 +118,19 @@ def test_export_sets_and_removes_the_closer_look(tiny_run, tmp_path, capsys):
 
 
 def test_export_sets_and_removes_the_views(tiny_run, tmp_path, capsys):
-    from core.model import view_scales_of
+    from core.model import RefinePolicy, view_scales_of
 
     views, plain = tmp_path / "views.pt", tmp_path / "plain.pt"
     assert checkpoint_main(["export", f"{tiny_run}/best.pt", str(views), "--views", "0.8,1,1.25"]) == 0
     loaded = load_model(str(views), "cpu")
     assert view_scales_of(loaded.model) == (0.8, 1.0, 1.25)
-    assert "made at 0.8x, 1x, 1.25x that size" in loaded.inference_note()
+    assert "the read that is kept (that crop, or else the whole image) is read at 0.8x, 1x, 1.25x that size" \
+        in loaded.inference_note()
+    loaded.model.refine_policy = RefinePolicy(0.0, 0.5)
+    assert "one pass; each image is read at 0.8x, 1x, 1.25x" in loaded.inference_note()
     assert checkpoint_main(["export", str(views), str(plain), "--views", "off"]) == 0
     assert view_scales_of(load_model(str(plain), "cpu").model) == (1.0,)
-    assert "made at" not in load_model(str(plain), "cpu").inference_note()
+    assert "1.25x" not in load_model(str(plain), "cpu").inference_note()
     for bad, why in (("0.8,1.25", "1.0 among them"), ("1,5", r"0.5..2")):
         assert checkpoint_main(["export", str(views), str(tmp_path / "bad.pt"), "--views", bad]) == 2
         assert why in capsys.readouterr().err and not (tmp_path / "bad.pt").exists()
