@@ -501,6 +501,16 @@ def read_digits(detection: dict[str, list], reader: NumberReader | float = TASK2
     return sorted(digits, key=lambda i: (boxes[i][0] + boxes[i][2]) / 2)
 
 
+def read_region(detection: dict[str, list], reader: NumberReader | float = TASK2_THRESHOLD) -> list[float] | None:
+    """The box around the digits ``reader`` reads (None when it reads none): where the number read is,
+    which the crop pass 2 read (``detection["region"]``) need not be when a surer digit lies outside it."""
+    digits = read_digits(detection, reader)
+    if not digits:
+        return None
+    boxes = [detection["boxes"][i] for i in digits]
+    return [min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes)]
+
+
 def read_number(detection: dict[str, list], reader: NumberReader | float = TASK2_THRESHOLD) -> str:
     """The whole number as a digit string, ``"-1"`` when no digit is read."""
     digits = [str(detection["digits"][i]) for i in read_digits(detection, reader)]

@@ -1,5 +1,6 @@
 """The app's pages; ``streamlit_app.py`` routes to them with ``st.navigation``."""
 
+import math
 import os
 
 import streamlit as st
@@ -111,7 +112,8 @@ def number_labels(boxes, digits, scores, on_screen: float) -> list[tuple[float, 
         return []
     if min(widths) < DIGIT_LABEL_PX:
         return [(boxes[0][0], min(b[1] for b in boxes), "<b>" + "".join(str(d) for d in digits) + "</b>")]
-    return [(b[0], b[1], f"<b>{d}</b> {s:.2f}" if w >= LABEL_WITH_SCORE_PX else f"<b>{d}</b>")
+    # Scores cut, not rounded, to two places: 0.795 shown as "0.80" would seem to pass a 0.80 slider it fails.
+    return [(b[0], b[1], f"<b>{d}</b> {math.floor(s * 100) / 100:.2f}" if w >= LABEL_WITH_SCORE_PX else f"<b>{d}</b>")
             for b, d, s, w in zip(boxes, digits, scores, widths)]
 
 

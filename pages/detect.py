@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw
 from core.checkpoint import CheckpointError
 from core.images import decode_image
 from core.predict import (NumberReader, image_ids_csv_bytes, join_predictions, load_model, pred_csv_bytes,
-                          pred_json_bytes, predict_images, read_digits, repeated_names)
+                          pred_json_bytes, predict_images, read_digits, read_region, repeated_names)
 from core.runs import list_checkpoints
 from pages import DIGIT_COLOURS, INPUT_SIZES, checkpoint_label, ensure_routed, input_size_label, number_labels
 
@@ -78,10 +78,10 @@ def describe_checkpoint(meta: dict) -> str:
     return " · ".join(parts)
 
 
-def region_zoom(image, detection: dict, read: set[int], width: int = 320):
-    """The number's region enlarged, with the boxes read in it: in a photo the plate is a few pixels."""
-    x0, y0, x1, y1 = detection["region"]
-    pad = 0.15 * (y1 - y0)
+def region_zoom(image, region: list[float], detection: dict, read: set[int], width: int = 320):
+    """A close-up of the number read, with its boxes: in a photo the plate is a few pixels."""
+    x0, y0, x1, y1 = region
+    pad = 0.5 * (y1 - y0)  # about a digit height of what is around it
     box = (max(0, int(x0 - pad)), max(0, int(y0 - pad)), min(image.size[0], int(x1 + pad) + 1),
            min(image.size[1], int(y1 + pad) + 1))
     k = width / max(1, box[2] - box[0])
@@ -97,9 +97,11 @@ def region_zoom(image, detection: dict, read: set[int], width: int = 320):
 FIGURE_WIDTH_PX = 560  # about the picture column: 3/5 of the wide layout beside the sidebar
 
 
-def detection_figure(image, detection: dict, threshold: float, read: set[int]) -> go.Figure:
+def detection_figure(image, detection: dict, threshold: float, read: set[int], region: list[float] | None
+                     ) -> go.Figure:
     """The picture with every box scoring ``threshold`` or more: the digits of the number read (``read``)
-    bold and labelled, the others thin and dotted, labelled only on hover (they would cover the number's labels)."""
+    bold and labelled, the others thin and dotted, labelled only on hover (they would cover the number's labels);
+    ``region``, the number read, framed dashed."""
     shown = image.copy()
     shown.thumbnail((DISPLAY_SIDE, DISPLAY_SIDE))
     width, height = shown.size
@@ -111,13 +113,13 @@ def detection_figure(image, detection: dict, threshold: float, read: set[int]) -
     display_height = int(min(520, max(180, 640 * height / max(width, 1))))
     on_screen = min(FIGURE_WIDTH_PX / max(width, 1), display_height / max(height, 1))  # screen px per picture px
     figure = go.Figure(go.Image(z=np.asarray(shown), hoverinfo="skip"))
-    region = detection.get("region")
-    if region is not None and read:  # with no number read, a region would point at nothing
-        x0, y0, x1, y1 = scaled(region)
+    if region is not None:
+        pad = 0.3 * (region[3] - region[1])
+        x0, y0, x1, y1 = scaled((region[0] - pad, region[1] - pad, region[2] + pad, region[3] + pad))
         figure.add_trace(go.Scatter(
             x=[x0, x1, x1, x0, x0], y=[y0, y0, y1, y1, y0], mode="lines", line={"color": "#ffd400", "width": 2,
                                                                                "dash": "dash"},
-            hoverinfo="text", text="number region: where the number was read", name="region", showlegend=False))
+            hoverinfo="text", text="the number read", name="region", showlegend=False))
     for index, (box, score, digit) in enumerate(zip(detection["boxes"], detection["scores"], detection["digits"])):
         if score < threshold:
             continue
@@ -186,7 +188,8 @@ with st.sidebar:
              "small crops are enlarged, large photos reduced; a number found small is read again from a close-up "
              "of it, and a large photo in which nothing sure was found gets a second, closer look at a larger "
              "size. A **fixed size** resizes every image's short side to it, with no closer look: larger finds "
-             "smaller digits, but is slower and reads more walls and letters as digits.\n\nIn detail, as this checkpoint records it: " + loaded.inference_note() + ".")
+             "smaller digits in a photo, but is slower, reads more walls and letters as digits, and can lose the "
+             "digits of a small image enlarged that much.\n\nIn detail, as this checkpoint records it: " + loaded.inference_note() + ".")
     use_camera = st.toggle("Take a photo", help="Use your camera instead of (or as well as) uploaded files.")
 
 uploads = st.file_uploader("Images of house numbers", type=UPLOAD_TYPES, accept_multiple_files=True,
@@ -254,15 +257,16 @@ for index, ((name, data), image_id, detection, number) in enumerate(
     with picture:
         st.markdown(f"**{name}** · image_id {image_id} · {image.size[0]}x{image.size[1]} px")
         read = set(read_digits(detection, reader))
-        st.plotly_chart(detection_figure(image, detection, threshold, read), key=f"figure-{index}",
+        region = read_region(detection, reader)
+        st.plotly_chart(detection_figure(image, detection, threshold, read, region), key=f"figure-{index}",
                         config={"displayModeBar": False})
     with details:
         st.metric("Number read", number if number != "-1" else "no digit (-1)")
-        if detection.get("region") is not None and number != "-1":
-            x0, y0, x1, y1 = detection["region"]
-            st.image(region_zoom(image, detection, read))
-            st.caption(f"The number's region (dashed yellow), enlarged: {x1 - x0:.0f}x{y1 - y0:.0f} px at "
-                       f"({x0:.0f}, {y0:.0f}).")
+        if region is not None:
+            x0, y0, x1, y1 = region
+            st.image(region_zoom(image, region, detection, read))
+            st.caption(f"The number's region (dashed yellow), close up: its digits span {x1 - x0:.0f}x{y1 - y0:.0f} "
+                       f"px at ({x0:.0f}, {y0:.0f}) of the image.")
         rows = sorted(({"digit": d, "score": round(s, 3), "x": round(b[0], 1), "y": round(b[1], 1),
                         "w": round(b[2] - b[0], 1), "h": round(b[3] - b[1], 1), "read": i in read}
                        for i, (b, s, d) in enumerate(zip(detection["boxes"], detection["scores"],

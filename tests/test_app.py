@@ -654,3 +654,4 @@ def test_labels_of_a_number_too_small_on_screen_do_not_pile_up():
     assert number_labels(boxes, digits, scores, 1.0) == [(10, 20, "<b>2</b>"), (42, 21, "<b>5</b>")]
     assert number_labels(boxes, digits, scores, 0.3) == [(10, 20, "<b>25</b>")], "9 px wide: one label, the number"
     assert number_labels([], [], [], 1.0) == []
+    assert number_labels(boxes[:1], [2], [0.795], 2.0) == [(10, 20, "<b>2</b> 0.79")], "never shown above its score"

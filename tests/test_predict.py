@@ -455,3 +455,16 @@ def test_a_model_with_views_locates_once_and_reads_at_each_view_scale():
         assert seen == [once[0], (round(once[0][0] * 1.5), round(once[0][1] * 1.5))]
     finally:
         hook.remove()
+
+
+def test_the_region_read_is_around_the_digits_the_reader_reads():
+    from core.predict import read_region
+
+    # A sure "0" on a sign outside the crop pass 2 read, and a number with one fainter digit.
+    det = {"boxes": [[100, 10, 110, 30], [0, 50, 10, 70], [12, 50, 22, 70]], "digits": [0, 2, 7],
+           "scores": [0.95, 0.9, 0.65], "region": [-5, 45, 27, 75]}
+    assert read_region(det, NumberReader(0.9, 0.6)) == [100, 10, 110, 30], "the surest digit's line, not the crop"
+    det["scores"][0] = 0.5
+    assert read_region(det, NumberReader(0.9, 0.6)) == [0, 50, 22, 70]
+    assert read_region(det, NumberReader(0.9, 0.7)) == [0, 50, 10, 70], "a slider that drops a digit shrinks it"
+    assert read_region(det, NumberReader(0.95, 0.6)) is None
