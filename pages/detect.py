@@ -210,7 +210,7 @@ with st.spinner(f"Reading {len(files)} image(s)…"):  # cached files return at 
     results = [run_model(choice, os.path.getmtime(choice), name, data, input_size) for name, data in files]
 prediction = join_predictions([part for part, _ in results], reader, [data for _, data in files])
 st.caption(timing_caption([part for part, _ in results], [ran_at for _, ran_at in results], asked_at,
-                          loaded.device))
+                          loaded.device) + f" · input size {'auto' if input_size == 'auto' else f'{input_size} px'}")
 readable = sum(d is not None for d in prediction.detections)
 for name, reason in prediction.errors.items():
     st.error(f"**{name}**: {reason}. " + ("The other files were read; this one's row in pred.csv reads -1."

@@ -89,7 +89,7 @@ def test_upload_shows_the_number_read(app_dirs, tiny_run, tiny_data):
     expected = read_number(predict_images(loaded, [("3.png", _png(path))]).detections[0], loaded.reader)
     shown = at.metric[0].value
     assert shown == (expected if expected != "-1" else "no digit (-1)")
-    assert any("ms per image" in c.value for c in at.caption)
+    assert any("ms per image" in c.value and c.value.endswith("input size auto") for c in at.caption)
 
 
 def test_a_letter_class_checkpoint_says_so_and_reads_digits_only(app_dirs, tiny_run, tiny_data):
