@@ -189,7 +189,8 @@ with st.sidebar:
              "of it, and a large photo in which nothing sure was found gets a second, closer look at a larger "
              "size. A **fixed size** resizes every image's short side to it, with no closer look: larger finds "
              "smaller digits in a photo, but is slower, reads more walls and letters as digits, and can lose the "
-             "digits of a small image enlarged that much.\n\nIn detail, as this checkpoint records it: " + loaded.inference_note() + ".")
+             "digits of a small image enlarged that much.\n\nIn detail, as this checkpoint records it: "
+             + loaded.inference_note() + ".")
     use_camera = st.toggle("Take a photo", help="Use your camera instead of (or as well as) uploaded files.")
 
 uploads = st.file_uploader("Images of house numbers", type=UPLOAD_TYPES, accept_multiple_files=True,
