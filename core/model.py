@@ -214,7 +214,7 @@ def _resnet50_defaults() -> dict[str, Any]:
         trainable_backbone_layers=None,  # 3 with pretrained weights, 5 from scratch (torchvision's rule)
         # One view unless a checkpoint asks for more (core.checkpoint export --views): see core.predict.fuse_views.
         view_scales=[1.0],
-        view_fuse_iou=0.55,
+        view_fuse_iou=VIEW_FUSE_IOU,
     )
 
 
@@ -358,6 +358,7 @@ def _closer_look(kw: dict[str, Any]) -> CloserLook | None:
 
 
 VIEW_SCALE_RANGE = (0.5, 2.0)
+VIEW_FUSE_IOU = 0.55  # weighted box fusion's usual overlap for boxes of one object
 
 
 def view_scales_of(model: nn.Module) -> tuple[float, ...]:
@@ -365,26 +366,22 @@ def view_scales_of(model: nn.Module) -> tuple[float, ...]:
     return getattr(getattr(model, "module", model), "view_scales", (1.0,))
 
 
-def _view_scales(kw: dict[str, Any]) -> tuple[float, ...]:
-    """From the ``view_scales`` model kwarg: distinct multiples of the input size, 1.0 among them."""
+def view_fuse_iou_of(model: nn.Module) -> float:
+    return getattr(getattr(model, "module", model), "view_fuse_iou", VIEW_FUSE_IOU)
+
+
+def _install_views(model: nn.Module, kw: dict[str, Any]) -> None:
+    """From the ``view_scales`` (distinct multiples of the input size, 1.0 among them) and
+    ``view_fuse_iou`` model kwargs."""
     scales = tuple(float(v) for v in kw.get("view_scales", [1.0]))
     low, high = VIEW_SCALE_RANGE
     if 1.0 not in scales or len(set(scales)) != len(scales) or not all(low <= v <= high for v in scales):
         raise ModelError(f"view_scales {list(scales)!r} must be distinct multiples of the input size in "
                          f"{low:g}..{high:g}, 1.0 among them")
-    fuse_iou = kw.get("view_fuse_iou", 0.55)
+    fuse_iou = kw.get("view_fuse_iou", VIEW_FUSE_IOU)
     if not 0.0 < fuse_iou < 1.0:
         raise ModelError(f"view_fuse_iou {fuse_iou!r} must be an IoU between 0 and 1")
-    return scales
-
-
-def _install_views(model: nn.Module, kw: dict[str, Any]) -> None:
-    model.view_scales = _view_scales(kw)
-    model.view_fuse_iou = float(kw.get("view_fuse_iou", 0.55))
-
-
-def view_fuse_iou_of(model: nn.Module) -> float:
-    return getattr(getattr(model, "module", model), "view_fuse_iou", 0.55)
+    model.view_scales, model.view_fuse_iou = scales, float(fuse_iou)
 
 
 def refine_policy_of(model: nn.Module) -> RefinePolicy:
@@ -561,7 +558,7 @@ def _digitnet_defaults() -> dict[str, Any]:
         closer_small_px=0.0,
         # One view unless a checkpoint asks for more (core.checkpoint export --views): see core.predict.fuse_views.
         view_scales=[1.0],
-        view_fuse_iou=0.55,
+        view_fuse_iou=VIEW_FUSE_IOU,
     )
 
 

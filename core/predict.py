@@ -53,11 +53,11 @@ class LoadedModel:
 
     def inference_note(self, input_size: int | str | None = None) -> str:
         """How this model reads an image, in words (input size policy, views, second pass, closer look)."""
-        note = f"{input_size_of(self.model, input_size).describe()}; {refine_policy_of(self.model).describe()}"
+        refine = refine_policy_of(self.model)
+        note = f"{input_size_of(self.model, input_size).describe()}; {refine.describe()}"
         views = view_scales_of(self.model)
         if len(views) > 1:
-            kept = "the read that is kept (that crop, or else the whole image)" \
-                if refine_policy_of(self.model).below_px > 0 else "each image"
+            kept = "the read that is kept (that crop, or else the whole image)" if refine.below_px > 0 else "each image"
             note += f"; {kept} is read at {', '.join(f'{v:g}x' for v in sorted(views))} that size and fused box by box"
         closer = closer_look_of(self.model)
         return note + (f"; {closer.describe()}" if closer and input_size in (None, "auto") else "")
@@ -174,9 +174,9 @@ def _read(model: torch.nn.Module, tensors: Sequence[torch.Tensor], policy: Input
     if not others or not rest:
         return results
     per_view = [_detect_view(model, [tensors[i] for i in rest], policy, v, batch_size, device) for v in others]
-    min_score = refine_policy_of(model).min_score
+    min_score, fuse_iou = refine_policy_of(model).min_score, view_fuse_iou_of(model)
     for k, i in enumerate(rest):
-        fused = fuse_views([results[i]] + [found[k] for found in per_view], view_fuse_iou_of(model))
+        fused = fuse_views([results[i]] + [found[k] for found in per_view], fuse_iou)
         region = number_region(fused, min_score)
         results[i] = {**fused, "region": region[0] if region else None}
     return results
@@ -306,10 +306,13 @@ def number_region(detection: dict[str, list], min_score: float) -> tuple[list[fl
     if not keep:
         return None
     members = [boxes[i] for i in _line_around(boxes, keep, max(keep, key=lambda i: scores[i]))]
-    region = [min(b[0] for b in members), min(b[1] for b in members),
-              max(b[2] for b in members), max(b[3] for b in members)]
     heights = sorted(b[3] - b[1] for b in members)
-    return region, heights[len(heights) // 2]
+    return enclosing_box(members), heights[len(heights) // 2]
+
+
+def enclosing_box(boxes: Sequence[Sequence[float]]) -> list[float]:
+    """The smallest xyxy box holding all of ``boxes`` (at least one)."""
+    return [min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes)]
 
 
 # Around the region's boxes, in digit heights: above and below as the training crops are framed; left and right
@@ -505,10 +508,7 @@ def read_region(detection: dict[str, list], reader: NumberReader | float = TASK2
     """The box around the digits ``reader`` reads (None when it reads none): where the number read is,
     which the crop pass 2 read (``detection["region"]``) need not be when a surer digit lies outside it."""
     digits = read_digits(detection, reader)
-    if not digits:
-        return None
-    boxes = [detection["boxes"][i] for i in digits]
-    return [min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes)]
+    return enclosing_box([detection["boxes"][i] for i in digits]) if digits else None
 
 
 def read_number(detection: dict[str, list], reader: NumberReader | float = TASK2_THRESHOLD) -> str:
