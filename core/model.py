@@ -215,6 +215,7 @@ def _resnet50_defaults() -> dict[str, Any]:
         # One view unless a checkpoint asks for more (core.checkpoint export --views): see core.predict.fuse_views.
         view_scales=[1.0],
         view_fuse_iou=VIEW_FUSE_IOU,
+        view_photos="once",
     )
 
 
@@ -370,9 +371,20 @@ def view_fuse_iou_of(model: nn.Module) -> float:
     return getattr(getattr(model, "module", model), "view_fuse_iou", VIEW_FUSE_IOU)
 
 
+# How a model with several views reads an image its input size reduces (a photo): "once" locates the number at the
+# policy's size and reads only the kept read at every view, like any image; "confirm" reads a photo whose surest digit
+# stands alone again, whole at every view (locate, read the crop), and fuses those readings, so a ring or a letter
+# that one view locates must be found at the other sizes too (README "Reading at several sizes").
+VIEW_PHOTOS = ("once", "confirm")
+
+
+def view_photos_of(model: nn.Module) -> str:
+    return getattr(getattr(model, "module", model), "view_photos", "once")
+
+
 def _install_views(model: nn.Module, kw: dict[str, Any]) -> None:
-    """From the ``view_scales`` (distinct multiples of the input size, 1.0 among them) and
-    ``view_fuse_iou`` model kwargs."""
+    """From the ``view_scales`` (distinct multiples of the input size, 1.0 among them),
+    ``view_fuse_iou`` and ``view_photos`` model kwargs."""
     scales = tuple(float(v) for v in kw.get("view_scales", [1.0]))
     low, high = VIEW_SCALE_RANGE
     if 1.0 not in scales or len(set(scales)) != len(scales) or not all(low <= v <= high for v in scales):
@@ -381,7 +393,10 @@ def _install_views(model: nn.Module, kw: dict[str, Any]) -> None:
     fuse_iou = kw.get("view_fuse_iou", VIEW_FUSE_IOU)
     if not 0.0 < fuse_iou < 1.0:
         raise ModelError(f"view_fuse_iou {fuse_iou!r} must be an IoU between 0 and 1")
-    model.view_scales, model.view_fuse_iou = scales, float(fuse_iou)
+    photos = kw.get("view_photos", "once")
+    if photos not in VIEW_PHOTOS:
+        raise ModelError(f"view_photos {photos!r} must be one of {', '.join(VIEW_PHOTOS)}")
+    model.view_scales, model.view_fuse_iou, model.view_photos = scales, float(fuse_iou), photos
 
 
 def refine_policy_of(model: nn.Module) -> RefinePolicy:
@@ -559,6 +574,7 @@ def _digitnet_defaults() -> dict[str, Any]:
         # One view unless a checkpoint asks for more (core.checkpoint export --views): see core.predict.fuse_views.
         view_scales=[1.0],
         view_fuse_iou=VIEW_FUSE_IOU,
+        view_photos="once",
     )
 
 

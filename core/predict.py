@@ -30,7 +30,8 @@ from torchvision.transforms.v2 import functional as F
 from core.checkpoint import CheckpointError, describe, load_checkpoint
 from core.images import ImageDecodeError, decode_image, list_images, numeric_stem
 from core.model import (LETTER_LABEL, MAX_INPUT_SIDE, InputSize, ModelError, closer_look_of, input_size_of,
-                        rebuild_model, refine_policy_of, resize_by, view_fuse_iou_of, view_scales_of)
+                        rebuild_model, refine_policy_of, resize_by, view_fuse_iou_of, view_photos_of,
+                        view_scales_of)
 
 DEFAULT_CHECKPOINT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints",
                                   "default.pt")
@@ -59,6 +60,9 @@ class LoadedModel:
         if len(views) > 1:
             kept = "the read that is kept (that crop, or else the whole image)" if refine.below_px > 0 else "each image"
             note += f"; {kept} is read at {', '.join(f'{v:g}x' for v in sorted(views))} that size and fused box by box"
+            if view_photos_of(self.model) == "confirm":
+                note += ("; a photo that size reduces whose surest digit stands alone is located and read whole at "
+                         "each view, then fused")
         closer = closer_look_of(self.model)
         return note + (f"; {closer.describe()}" if closer and input_size in (None, "auto") else "")
 
@@ -162,11 +166,29 @@ def _look_closer(model: torch.nn.Module, tensors: Sequence[torch.Tensor], result
 
 def _read(model: torch.nn.Module, tensors: Sequence[torch.Tensor], policy: InputSize, batch_size: int,
           device: torch.device) -> list[dict[str, Any]]:
-    """Pass 1 locates each number at ``policy``'s size, once; the read that is kept sees every one of
-    the model's views (:func:`fuse_views`): pass 2's crop of a small number, or else the whole image
-    again at the other view scales, fused with pass 1. Locating at every view as well would cost two
-    more reads of each image for no better number (README "Reading at several sizes")."""
+    """Each image read by the model's views, located once (:func:`_read_located_once`). When the model's
+    ``view_photos`` is "confirm", an image ``policy`` reduces (a photo) whose surest digit stands alone is read
+    again whole at every view (:func:`_read_whole_at_each_view`), and that reading is kept: most walls read as
+    a number are one ring or letter read as a digit, and one view alone locates it."""
     views = view_scales_of(model)
+    results = _read_located_once(model, tensors, policy, batch_size, device, views)
+    if len(views) == 1 or view_photos_of(model) != "confirm":
+        return results
+    lone = [i for i, (tensor, found) in enumerate(zip(tensors, results))
+            if policy.scale(*tensor.shape[-2:]) < 1.0 and len(read_digits(found, NumberReader.lone_check())) == 1]
+    if lone:
+        again = _read_whole_at_each_view(model, [tensors[i] for i in lone], policy, batch_size, device, views)
+        for i, found in zip(lone, again):
+            results[i] = found
+    return results
+
+
+def _read_located_once(model: torch.nn.Module, tensors: Sequence[torch.Tensor], policy: InputSize, batch_size: int,
+                       device: torch.device, views: Sequence[float]) -> list[dict[str, Any]]:
+    """Pass 1 locates each number at ``policy``'s size, once; the read that is kept sees every one of
+    ``views``: pass 2's crop of a small number, or else the whole image again at the other view scales,
+    fused with pass 1. Locating at every view as well would cost two more reads of each image for no
+    better number (README "Reading at several sizes")."""
     results = _detect_at(model, tensors, policy, batch_size, device)
     cropped = _read_small_numbers_again(model, tensors, results, policy, batch_size, device, views)
     others = [v for v in views if v != 1.0]
@@ -174,12 +196,31 @@ def _read(model: torch.nn.Module, tensors: Sequence[torch.Tensor], policy: Input
     if not others or not rest:
         return results
     per_view = [_detect_view(model, [tensors[i] for i in rest], policy, v, batch_size, device) for v in others]
-    min_score, fuse_iou = refine_policy_of(model).min_score, view_fuse_iou_of(model)
     for k, i in enumerate(rest):
-        fused = fuse_views([results[i]] + [found[k] for found in per_view], fuse_iou)
-        region = number_region(fused, min_score)
-        results[i] = {**fused, "region": region[0] if region else None}
+        results[i] = _fused(model, [results[i]] + [found[k] for found in per_view])
     return results
+
+
+def _read_whole_at_each_view(model: torch.nn.Module, tensors: Sequence[torch.Tensor], policy: InputSize,
+                             batch_size: int, device: torch.device, views: Sequence[float]) -> list[dict[str, Any]]:
+    """Every view makes the whole reading, pass 1 at that multiple of ``policy``'s size and pass 2 at that
+    multiple of the crop's, and the views' results are fused: a ring or a letter that one view locates
+    and reads close up as a digit is seldom located at the other sizes, so it keeps a third of its score.
+    (For every photo it costs plates whose small digits the smallest view cannot locate: README "Reading
+    at several sizes".)"""
+    per_view = []
+    for view in views:
+        found = _detect_view(model, tensors, policy, view, batch_size, device)
+        _read_small_numbers_again(model, tensors, found, policy, batch_size, device, (view,), located_at=view)
+        per_view.append(found)
+    return [_fused(model, list(found)) for found in zip(*per_view)]
+
+
+def _fused(model: torch.nn.Module, views: list[dict[str, Any]]) -> dict[str, Any]:
+    """One image's views fused, with the number region of the result."""
+    fused = fuse_views(views, view_fuse_iou_of(model))
+    region = number_region(fused, refine_policy_of(model).min_score)
+    return {**fused, "region": region[0] if region else None}
 
 
 def _detect_at(model: torch.nn.Module, tensors: Sequence[torch.Tensor], policy: InputSize, batch_size: int,
@@ -323,9 +364,9 @@ REGION_MARGIN = {"x": 0.7, "y": 0.3}
 
 def _read_small_numbers_again(model: torch.nn.Module, tensors: Sequence[torch.Tensor], results: list[dict[str, Any]],
                               policy: InputSize, batch_size: int, device: torch.device,
-                              views: Sequence[float] = (1.0,)) -> set[int]:
-    """Pass 2: the crops read, at each of ``views``, in place of pass 1's detections inside them;
-    returns the images read again."""
+                              views: Sequence[float] = (1.0,), located_at: float = 1.0) -> set[int]:
+    """Pass 2: the crops read, at each of ``views``, in place of pass 1's detections inside them
+    (``located_at``: the view pass 1 read at); returns the images read again."""
     refine = refine_policy_of(model)
     crops, where = [], []
     for index, (tensor, detection) in enumerate(zip(tensors, results)):
@@ -335,7 +376,7 @@ def _read_small_numbers_again(model: torch.nn.Module, tensors: Sequence[torch.Te
             continue
         (x0, y0, x1, y1), digit_h = found
         height, width = tensor.shape[-2:]
-        if digit_h * policy.scale(height, width) >= refine.below_px:
+        if digit_h * policy.scale(height, width, located_at) >= refine.below_px:
             continue
         pad_x, pad_y = REGION_MARGIN["x"] * digit_h, REGION_MARGIN["y"] * digit_h
         rect = (max(0, math.floor(x0 - pad_x)), max(0, math.floor(y0 - pad_y)),
@@ -410,6 +451,12 @@ class NumberReader:
                              "beside the most confident one cannot need a higher score than it")
         if not isinstance(self.one_line, bool):
             raise ValueError(f"Task 2 reader: one_line {self.one_line!r} is not true or false")
+
+    @classmethod
+    def lone_check(cls) -> NumberReader:
+        """The reader that asks whether a photo's surest digit stands alone (``view_photos`` "confirm"):
+        fixed, so detections do not depend on the Task 2 reader they are later read with."""
+        return cls(TASK2_THRESHOLD, TASK2_THRESHOLD)
 
     @classmethod
     def plain(cls, threshold: float) -> NumberReader:

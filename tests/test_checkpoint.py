@@ -137,6 +137,15 @@ def test_export_sets_and_removes_the_views(tiny_run, tmp_path, capsys):
     with pytest.raises(SystemExit):
         checkpoint_main(["export", str(views), str(tmp_path / "bad.pt"), "--views", "0.8;1"])
     assert "0.8,1,1.25" in capsys.readouterr().err
+    confirm = tmp_path / "confirm.pt"
+    assert checkpoint_main(["export", str(views), str(confirm), "--view-photos", "confirm"]) == 0
+    again = load_model(str(confirm), "cpu")
+    assert again.model.view_photos == "confirm" and "stands alone is located and read whole" in again.inference_note()
+    assert again.meta["exported_from"] == os.path.abspath(f"{tiny_run}/best.pt"), \
+        "an export of an export names the training run"
+    assert checkpoint_main(["export", str(views), str(tmp_path / "bad.pt"), "--view-photos", "all"]) == 2
+    assert "--view-photos: view_photos 'all' must be one of once, confirm" in capsys.readouterr().err
+    assert not (tmp_path / "bad.pt").exists()
 
 
 def test_export_keeps_where_the_reader_was_picked_only_for_that_reader(tiny_run, tmp_path):
