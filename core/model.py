@@ -374,7 +374,7 @@ def view_fuse_iou_of(model: nn.Module) -> float:
 # How a model with several views reads an image its input size reduces (a photo): "once" locates the number at the
 # policy's size and reads only the kept read at every view, like any image; "confirm" reads a photo whose surest digit
 # stands alone again, whole at every view (locate, read the crop), and fuses those readings, so a ring or a letter
-# that one view locates must be found at the other sizes too (README "Reading at several sizes").
+# that one view locates must be found at the other sizes too (README "Confirming a lone digit in a photo").
 VIEW_PHOTOS = ("once", "confirm")
 
 

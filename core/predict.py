@@ -169,7 +169,7 @@ def _read(model: torch.nn.Module, tensors: Sequence[torch.Tensor], policy: Input
     """Each image read by the model's views, located once (:func:`_read_located_once`). When the model's
     ``view_photos`` is "confirm", an image ``policy`` reduces (a photo) whose surest digit stands alone is read
     again whole at every view (:func:`_read_whole_at_each_view`), and that reading is kept: most walls read as
-    a number are one ring or letter read as a digit, and one view alone locates it."""
+    a number are one ring or letter read as a digit that only one view locates."""
     views = view_scales_of(model)
     results = _read_located_once(model, tensors, policy, batch_size, device, views)
     if len(views) == 1 or view_photos_of(model) != "confirm":
@@ -206,8 +206,8 @@ def _read_whole_at_each_view(model: torch.nn.Module, tensors: Sequence[torch.Ten
     """Every view makes the whole reading, pass 1 at that multiple of ``policy``'s size and pass 2 at that
     multiple of the crop's, and the views' results are fused: a ring or a letter that one view locates
     and reads close up as a digit is seldom located at the other sizes, so it keeps a third of its score.
-    (For every photo it costs plates whose small digits the smallest view cannot locate: README "Reading
-    at several sizes".)"""
+    Only lone digits are read so: made for every photo, it loses plates whose small digits the smallest
+    view cannot locate (README "Confirming a lone digit in a photo")."""
     per_view = []
     for view in views:
         found = _detect_view(model, tensors, policy, view, batch_size, device)
