@@ -168,8 +168,9 @@ def _read(model: torch.nn.Module, tensors: Sequence[torch.Tensor], policy: Input
           device: torch.device) -> list[dict[str, Any]]:
     """Each image read by the model's views, located once (:func:`_read_located_once`). When the model's
     ``view_photos`` is "confirm", an image ``policy`` reduces (a photo) whose surest digit stands alone is read
-    again whole at every view (:func:`_read_whole_at_each_view`), and that reading is kept: most walls read as
-    a number are one ring or letter read as a digit that only one view locates."""
+    again whole at every view (:func:`_read_whole_at_each_view`), and that reading is kept unless it is surer
+    (:func:`confirmed`): most walls read as a number are one ring or letter read as a digit that only one view
+    locates."""
     views = view_scales_of(model)
     results = _read_located_once(model, tensors, policy, batch_size, device, views)
     if len(views) == 1 or view_photos_of(model) != "confirm":
@@ -179,8 +180,15 @@ def _read(model: torch.nn.Module, tensors: Sequence[torch.Tensor], policy: Input
     if lone:
         again = _read_whole_at_each_view(model, [tensors[i] for i in lone], policy, batch_size, device, views)
         for i, found in zip(lone, again):
-            results[i] = found
+            results[i] = confirmed(results[i], found)
     return results
+
+
+def confirmed(first: dict[str, Any], again: dict[str, Any]) -> dict[str, Any]:
+    """The reading kept after a photo's lone digit was read again at every view: the new one, unless it is
+    surer than the first. A confirmation may take confidence away, never add it: a ring the first reading
+    scored 0.6 (read as nothing) that two other sizes see clearly must not become a "0"."""
+    return first if max(again["scores"], default=0.0) > max(first["scores"], default=0.0) else again
 
 
 def _read_located_once(model: torch.nn.Module, tensors: Sequence[torch.Tensor], policy: InputSize, batch_size: int,

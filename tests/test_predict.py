@@ -500,6 +500,19 @@ def test_a_photo_whose_surest_digit_stands_alone_is_read_whole_at_each_view_when
         hook.remove()
 
 
+def test_a_confirmation_takes_confidence_away_but_never_adds_it():
+    from core.predict import confirmed
+
+    first = {"boxes": [[10, 10, 20, 30]], "scores": [0.95], "digits": [0], "region": [10, 10, 20, 30]}
+    ring_at_one_size = {"boxes": [[10, 10, 20, 30]], "scores": [0.33], "digits": [0], "region": [10, 10, 20, 30]}
+    assert confirmed(first, ring_at_one_size) is ring_at_one_size, "seen at one size only: its fused score is kept"
+    nothing = {"boxes": [], "scores": [], "digits": [], "region": None}
+    assert confirmed(first, nothing) is nothing
+    doubtful = {**first, "scores": [0.6]}  # read as nothing by the shipped reader
+    clearer = {**first, "scores": [0.86]}  # two other sizes see it clearly
+    assert confirmed(doubtful, clearer) is doubtful, "a confirmation never makes a doubtful digit surer"
+
+
 def test_the_region_read_is_around_the_digits_the_reader_reads():
     from core.predict import read_region
 
