@@ -115,7 +115,8 @@ if [ "${WITH_FONTS:-0}" = 1 ]; then
   # 10f. Views: the read that is kept is made at 0.8x, 1x and 1.25x and fused (README "Reading at several sizes"),
   #      chosen on the same validation sets; fused scores are lower, so the reader is picked again as they read.
   # 10g. A photo whose surest digit stands alone is read again, located and read at every view, and the readings
-  #      fused (--view-photos confirm; README "Reading at several sizes"), chosen on the same validation sets.
+  #      fused (--view-photos confirm; README "Confirming a lone digit in a photo"), chosen on the same validation
+  #      sets.
   LOOK=640,896,0.85,0.98,10
   VIEWS="--views 0.8,1,1.25 --view-photos confirm"
   $PY -m core.checkpoint export runs/soup-ft-s2/best.pt runs/soup-ft-s2/export.pt --look-closer $LOOK $VIEWS
