@@ -9,7 +9,8 @@ The reference is fasterrcnn_resnet50_fpn_v2 at torchvision's defaults (min_size 
 max_size 1333, 1000 test proposals), timed on the first ``--reference-images`` of each set (it
 takes seconds per image on a CPU). It is untrained here (no weights can be downloaded), so its
 mAP only shows the code path; its speed is what matters. Everything runs one image at a time
-(latency), in the same process, one after the other, on the same images.
+(latency), in the same process, one after the other, on the same images. Both are made cheap to run the
+same way (core.model.prepare_for_inference: BatchNorms folded, channels-last weights).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from core import synth
 from core.data import load_split
 from core.evaluate import coco_metrics
 from core.images import decode_image
-from core.model import build_model
+from core.model import build_model, prepare_for_inference
 from core.predict import coco_results, detect, load_model, pick_device
 
 PHOTO_SIZE = (1280, 720)
@@ -87,7 +88,7 @@ def _load_models(ckpt: str, device, skip_reference: bool):
         return shipped, None
     torch.manual_seed(0)
     reference, _, note = build_model("fasterrcnn_resnet50_fpn_v2", weights="auto")
-    reference.eval().to(device)
+    reference = prepare_for_inference(reference.to(device))  # made as cheap to run as load_model makes ours
     print(f"  reference: {note}", flush=True)
     return shipped, reference
 

@@ -13,7 +13,9 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torchvision.models import resnet as tv_resnet
+from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
@@ -714,3 +716,49 @@ def rebuild_model(model_kwargs: dict[str, Any]) -> nn.Module:
     kwargs = complete_model_kwargs(model_kwargs)
     model, _, _ = build_model(kwargs["arch"], kwargs, weights="none")
     return model
+
+
+# Conv2d -> BatchNorm2d pairs a block's forward applies in turn, by attribute name: torchvision's ResNet blocks.
+_BLOCK_CONV_BN_PAIRS = {
+    tv_resnet.BasicBlock: (("conv1", "bn1"), ("conv2", "bn2")),
+    tv_resnet.Bottleneck: (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3")),
+}
+
+
+def prepare_for_inference(model: nn.Module) -> nn.Module:
+    """``model`` in eval mode, made cheaper to run without changing what it finds: each BatchNorm that
+    directly follows a convolution is folded into that convolution's weights, and the weights are stored
+    channels-last, the layout oneDNN's CPU convolutions compute in (otherwise every convolution reorders
+    its input and output). On a 2-core CPU the shipped model reads a dev-set image about a sixth faster;
+    scores move by about 1e-6 (README "Latency").
+
+    Only pairs known to run in sequence are folded: neighbours in an ``nn.Sequential`` or in an
+    ``IntermediateLayerGetter`` (a ResNet's stem), and torchvision's ResNet blocks. A module that applies
+    a BatchNorm to something else is left alone. The result is for inference only: folded statistics can
+    no longer be trained or saved as a checkpoint."""
+    model.eval()
+    with torch.no_grad():
+        for module in list(model.modules()):
+            if isinstance(module, (nn.Sequential, IntermediateLayerGetter)):
+                _fold_in_order(module)
+            for conv_name, bn_name in _BLOCK_CONV_BN_PAIRS.get(type(module), ()):
+                conv, bn = getattr(module, conv_name), getattr(module, bn_name)
+                if _foldable(conv, bn):
+                    setattr(module, conv_name, fuse_conv_bn_eval(conv, bn))
+                    setattr(module, bn_name, nn.Identity())
+    return model.to(memory_format=torch.channels_last)
+
+
+def _fold_in_order(sequence: nn.Module) -> None:
+    """Neighbouring Conv2d -> BatchNorm2d in a container whose forward applies its children in order."""
+    names = list(sequence._modules)
+    for conv_name, bn_name in zip(names, names[1:]):
+        conv, bn = sequence._modules[conv_name], sequence._modules[bn_name]
+        if _foldable(conv, bn):
+            sequence._modules[conv_name] = fuse_conv_bn_eval(conv, bn)
+            sequence._modules[bn_name] = nn.Identity()
+
+
+def _foldable(conv: Any, bn: Any) -> bool:
+    return (type(conv) is nn.Conv2d and type(bn) is nn.BatchNorm2d and bn.track_running_stats
+            and bn.running_mean is not None and bn.num_features == conv.out_channels)

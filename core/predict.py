@@ -30,8 +30,8 @@ from torchvision.transforms.v2 import functional as F
 from core.checkpoint import CheckpointError, describe, load_checkpoint
 from core.images import ImageDecodeError, decode_image, list_images, numeric_stem
 from core.model import (LETTER_LABEL, MAX_INPUT_SIDE, InputSize, ModelError, closer_look_of, input_size_of,
-                        rebuild_model, refine_policy_of, resize_by, view_fuse_iou_of, view_photos_of,
-                        view_scales_of)
+                        prepare_for_inference, rebuild_model, refine_policy_of, resize_by, view_fuse_iou_of,
+                        view_photos_of, view_scales_of)
 
 DEFAULT_CHECKPOINT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints",
                                   "default.pt")
@@ -97,8 +97,7 @@ def load_model(path: str | None = None, device: str | torch.device = "auto") -> 
             f"{path}: the weights do not fit architecture {payload.get('arch')!r} "
             f"(a checkpoint of another architecture or a damaged file): {' '.join(first)[:300]}") from None
     device = device if isinstance(device, torch.device) else pick_device(device)
-    model.eval().to(device)
-    return LoadedModel(model, describe(payload), device, path)
+    return LoadedModel(prepare_for_inference(model.to(device)), describe(payload), device, path)
 
 
 def _to_tensor(image: Image.Image | torch.Tensor) -> torch.Tensor:

@@ -197,3 +197,60 @@ def test_one_view_by_default_and_the_view_options_are_checked():
                          ({"view_photos": "twice"}, "view_photos 'twice' must be one of once, confirm")):
         with pytest.raises(ModelError, match=why):
             rebuild_model(resolve_model_kwargs("digitnet_fpn", options))
+
+
+def _with_trained_statistics(model: torch.nn.Module) -> torch.nn.Module:
+    """Random BatchNorm statistics and affine terms: fresh ones (mean 0, var 1) fold into a no-op."""
+    generator = torch.Generator().manual_seed(3)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            n = module.num_features
+            module.running_mean.copy_(torch.randn(n, generator=generator) * 0.3)
+            module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
+            module.weight.data.copy_(torch.rand(n, generator=generator) + 0.5)
+            module.bias.data.copy_(torch.randn(n, generator=generator) * 0.2)
+    return model.eval()
+
+
+@pytest.mark.parametrize("arch, overrides", [
+    ("fasterrcnn_resnet50_fpn_v2", {"min_size": 128, "max_size": 256}),
+    ("digitnet_fpn", {}),
+])
+def test_a_model_prepared_for_inference_finds_what_it_found_before(arch, overrides):
+    torch.manual_seed(0)
+    model = _with_trained_statistics(build_model(arch, overrides, weights="none")[0])
+    image = torch.rand(3, 96, 120)
+    with torch.inference_mode():
+        features_before = model.backbone(image[None])
+        [before] = model([image])
+    prepared = model_mod.prepare_for_inference(model)
+    assert not [name for name, m in prepared.named_modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    stem = next(m for m in prepared.modules() if isinstance(m, torch.nn.Conv2d))
+    assert stem.weight.is_contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        features_after = prepared.backbone(image[None])
+        [after] = prepared([image])
+    for key, expected in features_before.items():  # random weights make features of any magnitude
+        assert (features_after[key] - expected).abs().max() <= 1e-4 * expected.abs().max(), key
+    assert torch.equal(before["labels"], after["labels"])
+    assert torch.allclose(before["scores"], after["scores"], atol=1e-4)
+    assert torch.allclose(before["boxes"], after["boxes"], atol=0.1)  # sub-pixel; a wrong fold moves them far
+
+
+def test_only_batchnorms_known_to_follow_their_convolution_are_folded():
+    class SideBySide(torch.nn.Module):  # conv then bn by name, but the bn normalises the input, not the conv's output
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.bn1 = torch.nn.Conv2d(4, 4, 3, padding=1), torch.nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            return self.conv1(x) + self.bn1(x)
+
+    model = _with_trained_statistics(torch.nn.Sequential(SideBySide(), torch.nn.Conv2d(4, 6, 1),
+                                                         torch.nn.BatchNorm2d(6)))
+    x = torch.rand(1, 4, 8, 8)
+    before = model(x)
+    prepared = model_mod.prepare_for_inference(model)
+    assert isinstance(prepared[0].bn1, torch.nn.BatchNorm2d), "a block not known to chain them keeps its bn"
+    assert isinstance(prepared[2], torch.nn.Identity), "a Sequential's conv -> bn is folded"
+    assert torch.allclose(prepared(x), before, atol=1e-5)
