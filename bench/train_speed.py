@@ -23,7 +23,7 @@ from core.synth import generate_dataset, usable_fonts
 def measure(arch, overrides, batch_size, steps, dataset, device, warmup=2):
     torch.manual_seed(0)
     model, _, _ = build_model(arch, overrides, weights="none")
-    model.to(device).train()
+    model.to(device, memory_format=torch.channels_last).train()  # as core.train lays it out
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=5e-4)
     batches = epoch_batches(dataset.aspect_ratios(), 1.0, batch_size, seed=0, epoch=1)[: steps + warmup]
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, collate_fn=collate)
