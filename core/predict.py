@@ -124,7 +124,9 @@ def detect(loaded: LoadedModel | torch.nn.Module, images: Sequence[Image.Image |
            batch_size: int = 8, device: torch.device | None = None,
            input_size: int | str | None = None) -> list[dict[str, Any]]:
     """Detections per image: ``boxes`` (xyxy, original pixels), ``scores``, ``digits`` (0..9) and
-    ``region``, the box around the number read (None when no digit locates one).
+    ``region``, the box around the number read (None when no digit locates one); ``read_again``, where
+    present, says in words why and how the image was read a second time (a photo's lone digit confirmed,
+    a closer look) and what it changed.
 
     Pass 1 sees each image by the model's input size policy (or ``input_size``: "auto" or a short
     side in pixels). Pass 2, when the model's refine policy asks for it, reads a number whose
@@ -160,7 +162,10 @@ def _look_closer(model: torch.nn.Module, tensors: Sequence[torch.Tensor], result
     again = _read(model, picked, size, batch_size, device)
     for index, found in zip(todo, again):
         if closer.keeps(found, first.scale(*tensors[index].shape[-2:])):
-            results[index] = found
+            best = max(results[index]["scores"], default=0.0)
+            results[index] = {**found, "read_again": (
+                f"no digit scored {closer.trigger:g} at first (best {best:.2f}), so it was looked at again, closer "
+                f"(long side up to {closer.max_long} px)")}
 
 
 def _read(model: torch.nn.Module, tensors: Sequence[torch.Tensor], policy: InputSize, batch_size: int,
@@ -179,7 +184,11 @@ def _read(model: torch.nn.Module, tensors: Sequence[torch.Tensor], policy: Input
     if lone:
         again = _read_whole_at_each_view(model, [tensors[i] for i in lone], policy, batch_size, device, views)
         for i, found in zip(lone, again):
+            first = max(results[i]["scores"], default=0.0)
             results[i] = confirmed(results[i], found)
+            results[i]["read_again"] = (
+                f"its lone digit was read again, whole, at {', '.join(f'{v:g}x' for v in sorted(views))} to confirm "
+                f"it: best score {first:.2f} -> {max(results[i]['scores'], default=0.0):.2f}")
     return results
 
 

@@ -263,6 +263,8 @@ for index, ((name, data), image_id, detection, number) in enumerate(
                         config={"displayModeBar": False})
     with details:
         st.metric("Number read", number if number != "-1" else "no digit (-1)")
+        if detection.get("read_again"):
+            st.caption(f"Read twice: {detection['read_again']}.")
         if region is not None:
             x0, y0, x1, y1 = region
             st.image(region_zoom(image, region, detection, read))

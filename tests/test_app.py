@@ -157,6 +157,33 @@ def test_shipped_model_reads_a_clear_house_number(app_dirs, tmp_path):
     assert at.metric[0].value == "274"
 
 
+def test_a_photo_read_twice_says_why(app_dirs):
+    """The shipped model confirms a photo's lone digit at every view; the page says so, and what it changed."""
+    _, ckpts = app_dirs
+    shutil.copy(os.path.join(ROOT, "checkpoints", "default.pt"), ckpts / "default.pt")
+    from PIL import ImageDraw, ImageFont
+
+    photo = Image.new("RGB", (640, 480), (255, 255, 255))  # reduced by the input size policy: a photo
+    plate = Image.new("RGB", (40, 50), (232, 230, 220))
+    ImageDraw.Draw(plate).text((7, 6), "7", font=ImageFont.load_default(size=34), fill=(25, 25, 35))
+    photo.paste(plate, (40, 300))
+    crop = photo.crop((30, 290, 90, 360))  # the same plate seen at its own size: read once
+    at = _app()
+    at.file_uploader[0].set_value([(name, _png_bytes(image), "image/png")
+                                   for name, image in (("photo.png", photo), ("crop.png", crop))])
+    at.run()
+    assert not at.exception, at.exception
+    assert [m.value for m in at.metric] == ["7", "7"]
+    twice = [c.value for c in at.caption if c.value.startswith("Read twice: ")]
+    assert len(twice) == 1 and "its lone digit was read again, whole, at 0.8x, 1x, 1.25x" in twice[0]
+
+
+def _png_bytes(image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
 def test_batch_with_a_corrupt_file_still_runs_the_others(app_dirs, tiny_run, tiny_data):
     runs, _ = app_dirs
     _install_tiny(runs, tiny_run)

@@ -3,6 +3,7 @@ import csv
 import io
 import json
 import os
+import re
 
 import pytest
 from PIL import Image
@@ -378,6 +379,7 @@ def test_a_small_plate_in_a_large_photo_is_found_by_the_closer_look(text):
         canvas.paste(plate, at)
         found = detect(loaded, [canvas])[0]
         assert read_number(found, loaded.reader) == text, canvas_size
+        assert "looked at again, closer (long side up to 896 px)" in found["read_again"]
         x0, y0, x1, y1 = found["region"]
         assert at[0] - 20 <= x0 and x1 <= at[0] + plate.size[0] + 20 and at[1] - 20 <= y0 <= y1 <= at[1] + 40
         as_pass_1 = round(min(canvas_size) * input_size_of(loaded.model).scale(canvas_size[1], canvas_size[0]))
@@ -485,6 +487,7 @@ def test_a_photo_whose_surest_digit_stands_alone_is_read_whole_at_each_view_when
         loaded.model.view_photos = "once"
         lone_once, number_once, crop_once = reads(photo("7")), reads(photo("274")), reads(_plate("7", 26))
         assert lone_once[0] == "7" and number_once[0] == "274" and crop_once[0] == "7"
+        assert "read_again" not in detect(loaded, [photo("7")])[0], "read once: nothing to say"
         loaded.model.view_photos = "confirm"
         assert reads(photo("274")) == number_once, "a number of several digits: located once, as before"
         assert reads(_plate("7", 26)) == crop_once, "not a photo (seen at its own size): located once"
@@ -496,6 +499,9 @@ def test_a_photo_whose_surest_digit_stands_alone_is_read_whole_at_each_view_when
         assert sizes[5] == pytest.approx((pass_1[0] * 1.5, pass_1[1] * 1.5), abs=32), "pass 1 again at 1.5x"
         assert sizes[6] == pytest.approx((crop[0] * 1.5, crop[1] * 1.5), abs=32), "and its own crop at 1.5x"
         assert "stands alone is located and read whole at each view" in loaded.inference_note()
+        assert re.fullmatch(r"its lone digit was read again, whole, at 1x, 1\.5x to confirm it: best score "
+                            r"[01]\.\d\d -> [01]\.\d\d", detect(loaded, [photo("7")])[0]["read_again"])
+        assert "read_again" not in detect(loaded, [photo("274")])[0]
     finally:
         hook.remove()
 
