@@ -184,12 +184,18 @@ def _read(model: torch.nn.Module, tensors: Sequence[torch.Tensor], policy: Input
     if lone:
         again = _read_whole_at_each_view(model, [tensors[i] for i in lone], policy, batch_size, device, views)
         for i, found in zip(lone, again):
-            first = max(results[i]["scores"], default=0.0)
-            results[i] = confirmed(results[i], found)
-            results[i]["read_again"] = (
-                f"its lone digit was read again, whole, at {', '.join(f'{v:g}x' for v in sorted(views))} to confirm "
-                f"it: best score {first:.2f} -> {max(results[i]['scores'], default=0.0):.2f}")
+            first = results[i]
+            results[i] = confirmed(first, found)
+            results[i]["read_again"] = _confirmation_note(views, first, results[i])
     return results
+
+
+def _confirmation_note(views: Sequence[float], first: dict[str, Any], kept: dict[str, Any]) -> str:
+    done = f"its lone digit was read again, whole, at {', '.join(f'{v:g}x' for v in sorted(views))} to confirm it"
+    best, now = max(first["scores"], default=0.0), max(kept["scores"], default=0.0)
+    if kept is first:
+        return f"{done}: the sizes agree (best score {best:.2f})"
+    return f"{done}: the sizes are less sure (best score {best:.2f} -> {now:.2f})"
 
 
 def confirmed(first: dict[str, Any], again: dict[str, Any]) -> dict[str, Any]:

@@ -499,15 +499,16 @@ def test_a_photo_whose_surest_digit_stands_alone_is_read_whole_at_each_view_when
         assert sizes[5] == pytest.approx((pass_1[0] * 1.5, pass_1[1] * 1.5), abs=32), "pass 1 again at 1.5x"
         assert sizes[6] == pytest.approx((crop[0] * 1.5, crop[1] * 1.5), abs=32), "and its own crop at 1.5x"
         assert "stands alone is located and read whole at each view" in loaded.inference_note()
-        assert re.fullmatch(r"its lone digit was read again, whole, at 1x, 1\.5x to confirm it: best score "
-                            r"[01]\.\d\d -> [01]\.\d\d", detect(loaded, [photo("7")])[0]["read_again"])
+        assert re.fullmatch(r"its lone digit was read again, whole, at 1x, 1\.5x to confirm it: the sizes (agree "
+                            r"\(best score [01]\.\d\d\)|are less sure \(best score [01]\.\d\d -> [01]\.\d\d\))",
+                            detect(loaded, [photo("7")])[0]["read_again"])
         assert "read_again" not in detect(loaded, [photo("274")])[0]
     finally:
         hook.remove()
 
 
 def test_a_confirmation_takes_confidence_away_but_never_adds_it():
-    from core.predict import confirmed
+    from core.predict import _confirmation_note, confirmed
 
     first = {"boxes": [[10, 10, 20, 30]], "scores": [0.95], "digits": [0], "region": [10, 10, 20, 30]}
     ring_at_one_size = {"boxes": [[10, 10, 20, 30]], "scores": [0.33], "digits": [0], "region": [10, 10, 20, 30]}
@@ -517,6 +518,12 @@ def test_a_confirmation_takes_confidence_away_but_never_adds_it():
     doubtful = {**first, "scores": [0.6]}  # read as nothing by the shipped reader
     clearer = {**first, "scores": [0.86]}  # two other sizes see it clearly
     assert confirmed(doubtful, clearer) is doubtful, "a confirmation never makes a doubtful digit surer"
+    views = (1.25, 0.8, 1.0)  # what the page shows of each outcome (detect's read_again)
+    assert _confirmation_note(views, first, ring_at_one_size) == (
+        "its lone digit was read again, whole, at 0.8x, 1x, 1.25x to confirm it: the sizes are less sure "
+        "(best score 0.95 -> 0.33)")
+    agreed = _confirmation_note(views, doubtful, confirmed(doubtful, clearer))
+    assert agreed.endswith("the sizes agree (best score 0.60)")
 
 
 def test_the_region_read_is_around_the_digits_the_reader_reads():
