@@ -538,8 +538,8 @@ def _build_model(cfg: TrainConfig, state: dict[str, Any] | None, device: torch.d
         model = rebuild_model(model_kwargs)
         model.load_state_dict(state["model"])
         weights_note = state.get("weights_note", "")
-    # Channels-last is the layout oneDNN's CPU convolutions (and tensor cores) compute in: without it every
-    # convolution reorders its input and output, and a CPU training step takes about 1.3x as long.
+    # Channels-last is the layout oneDNN's CPU convolutions compute in: without it every convolution reorders
+    # its input and output, and a 2-core CPU training step takes about 1.3x as long (README "Made cheap to run").
     return model.to(device, memory_format=torch.channels_last), model_kwargs, weights_note
 
 
