@@ -55,7 +55,7 @@ def main() -> None:
                      fonts=usable_fonts(), overwrite=True)
     dataset = DigitDataset(load_split(data, "train").records, train_transforms())
     model, _, _ = build_model("digitnet_fpn", {}, weights=args.weights)
-    model.to(device).train()
+    model.to(device, memory_format=torch.channels_last).train()  # as core.train lays it out
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     print(f"device {device}, {torch.get_num_threads()} threads, torch {torch.__version__}", flush=True)
     for batch_size in batch_sizes:

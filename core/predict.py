@@ -163,9 +163,11 @@ def _look_closer(model: torch.nn.Module, tensors: Sequence[torch.Tensor], result
     for index, found in zip(todo, again):
         if closer.keeps(found, first.scale(*tensors[index].shape[-2:])):
             best = max(results[index]["scores"], default=0.0)
-            results[index] = {**found, "read_again": (
-                f"no digit scored {closer.trigger:g} at first (best {best:.2f}), so it was looked at again, closer "
-                f"(long side up to {closer.max_long} px)")}
+            note = (f"no digit scored {closer.trigger:g} at first (best {best:.2f}), so it was looked at again, "
+                    f"closer (long side up to {closer.max_long} px)")
+            if found.get("read_again"):  # the closer reading confirmed a lone digit too
+                note += f"; there, {found['read_again']}"
+            results[index] = {**found, "read_again": note}
 
 
 def _read(model: torch.nn.Module, tensors: Sequence[torch.Tensor], policy: InputSize, batch_size: int,
@@ -193,7 +195,7 @@ def _read(model: torch.nn.Module, tensors: Sequence[torch.Tensor], policy: Input
 def _confirmation_note(views: Sequence[float], first: dict[str, Any], kept: dict[str, Any]) -> str:
     done = f"its lone digit was read again, whole, at {', '.join(f'{v:g}x' for v in sorted(views))} to confirm it"
     best, now = max(first["scores"], default=0.0), max(kept["scores"], default=0.0)
-    if kept is first:
+    if now >= best:  # the first reading kept, or the sizes' fused score as high
         return f"{done}: the sizes agree (best score {best:.2f})"
     return f"{done}: the sizes are less sure (best score {best:.2f} -> {now:.2f})"
 

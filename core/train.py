@@ -543,9 +543,21 @@ def _build_model(cfg: TrainConfig, state: dict[str, Any] | None, device: torch.d
     return model.to(device, memory_format=torch.channels_last), model_kwargs, weights_note
 
 
+def _lay_out_like_params(optimizer: torch.optim.Optimizer) -> None:
+    """Each per-parameter state tensor (Adam's moments) in its parameter's memory layout. A checkpoint saved
+    before training went channels-last holds them contiguous, and on CUDA a mixed layout sends every step to
+    the optimizer's slow one-tensor-at-a-time path."""
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            for key, value in optimizer.state.get(param, {}).items():
+                if torch.is_tensor(value) and value.shape == param.shape and value.stride() != param.stride():
+                    optimizer.state[param][key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
+
+
 def _restore(cfg: TrainConfig, state: dict[str, Any], optimizer, scheduler, scaler, is_main: bool, say) -> _Progress:
     """Optimizer, schedule and scaler state of a resumed run, and where its epochs go on."""
     optimizer.load_state_dict(state["optimizer"])
+    _lay_out_like_params(optimizer)
     scheduler.load_state_dict(state["scheduler"])
     if cfg.scheduler == "cosine" and cfg.t_max is None and scheduler.T_max != cfg.epochs:
         retarget_cosine(optimizer, scheduler, cfg.epochs)

@@ -524,6 +524,7 @@ def test_a_confirmation_takes_confidence_away_but_never_adds_it():
         "(best score 0.95 -> 0.33)")
     agreed = _confirmation_note(views, doubtful, confirmed(doubtful, clearer))
     assert agreed.endswith("the sizes agree (best score 0.60)")
+    assert _confirmation_note(views, first, {**first}).endswith("the sizes agree (best score 0.95)"), "a tie agrees"
 
 
 def test_the_region_read_is_around_the_digits_the_reader_reads():

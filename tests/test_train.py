@@ -307,3 +307,26 @@ def test_letter_boxed_data_trains_a_letter_class_that_is_never_read_as_a_digit(t
     assert any((out["labels"] == 11).any() for out in raw), "the model itself finds letters"
     detections = detect_split(loaded.model, valid, torch.device("cpu"))
     assert all(0 <= digit <= 9 for d in detections for digit in d["digits"]), "a letter is never a digit"
+
+
+def test_training_lays_the_model_out_channels_last_and_a_resumed_optimizer_follows():
+    cfg = TrainConfig(out="x", arch="digitnet_fpn")
+    model, _, _ = train_mod._build_model(cfg, None, torch.device("cpu"), letters=False)
+    conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+
+    # Adam's moments as a checkpoint saved before the change holds them: contiguous.
+    old_layout = torch.nn.Conv2d(3, 8, 3)
+    saved = torch.optim.AdamW(old_layout.parameters())
+    old_layout(torch.rand(1, 3, 8, 8)).sum().backward()
+    saved.step()
+    model = torch.nn.Conv2d(3, 8, 3).to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(model.parameters())
+    optimizer.load_state_dict(saved.state_dict())
+    moments = optimizer.state[model.weight]
+    assert moments["exp_avg"].stride() != model.weight.stride(), "loading keeps the saved layout"
+    expected = moments["exp_avg"].clone()
+    train_mod._lay_out_like_params(optimizer)
+    moments = optimizer.state[model.weight]
+    assert moments["exp_avg"].stride() == moments["exp_avg_sq"].stride() == model.weight.stride()
+    assert torch.equal(moments["exp_avg"], expected), "same values, new layout"
