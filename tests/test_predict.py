@@ -538,3 +538,19 @@ def test_the_region_read_is_around_the_digits_the_reader_reads():
     assert read_region(det, NumberReader(0.9, 0.6)) == [0, 50, 22, 70]
     assert read_region(det, NumberReader(0.9, 0.7)) == [0, 50, 10, 70], "a slider that drops a digit shrinks it"
     assert read_region(det, NumberReader(0.95, 0.6)) is None
+
+
+def test_detect_leaves_the_models_mode_as_it_found_it_and_never_switches_an_eval_model(tiny_run, monkeypatch):
+    import torch
+
+    loaded = load_model(f"{tiny_run}/best.pt", "cpu")
+    image = torch.rand(3, 80, 120)
+    switches = []
+    real_train = type(loaded.model).train
+    monkeypatch.setattr(loaded.model, "train", lambda mode=True: switches.append(mode) or real_train(loaded.model, mode))
+    expected = detect(loaded, [image])
+    assert switches == [] and not loaded.model.training, "an eval model is read as it is (each switch walks it all)"
+    loaded.model.train()
+    switches.clear()
+    assert detect(loaded.model, [image], device=torch.device("cpu")) == expected, "a training model is read in eval"
+    assert loaded.model.training and switches, "and handed back in training mode (core.train validates so)"
