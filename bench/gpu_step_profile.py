@@ -21,7 +21,8 @@ from PIL import Image
 from torch.profiler import ProfilerActivity, profile
 
 from common import ROOT  # noqa: F401  (puts the repository on sys.path)
-from core.data import DigitDataset, collate, load_split, train_transforms
+from core.batches import DigitDataset, collate, train_transforms
+from core.data import load_split
 from core.model import build_model
 from core.predict import detect
 from core.synth import generate_dataset, usable_fonts

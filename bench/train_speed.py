@@ -14,7 +14,8 @@ import time
 import torch
 
 from common import ROOT, median_ms
-from core.data import DigitDataset, collate, epoch_batches, load_split, train_transforms
+from core.batches import DigitDataset, collate, epoch_batches, train_transforms
+from core.data import load_split
 from core.model import build_model
 from core.predict import pick_device
 from core.synth import generate_dataset, usable_fonts

@@ -63,7 +63,7 @@ def estimated_seconds(cfg: "TrainConfig", train_images: int, cuda_available: boo
 
 
 def images_per_epoch(cfg: "TrainConfig", train_images: int) -> int:
-    """The size of each epoch's fresh subset (``core.data.epoch_subset`` draws it)."""
+    """The size of each epoch's fresh subset (``core.batches.epoch_subset`` draws it)."""
     return max(1, int(round(train_images * cfg.subset_fraction)))
 
 

@@ -28,11 +28,11 @@ import torch.distributed as dist
 import torchvision
 
 from core import failpoints
+from core.batches import DigitDataset, collate, epoch_batches, train_transforms
 from core.checkpoint import (CheckpointError, atomic_write_text, load_checkpoint, remove_stale_temporaries,
                              save_checkpoint)
 from core.config import RESUMABLE_CHANGES, ConfigError, TrainConfig, images_per_epoch, parse_args
-from core.data import (DatasetError, DigitDataset, Problem, Split, collate, epoch_batches, load_split,
-                       train_transforms)
+from core.data import DatasetError, Problem, Split, load_split
 from core.evaluate import detect_split, score_detections
 from core.events import EventLog, ProgressBar
 from core.model import (NUM_CLASSES, WITH_LETTER_CLASS, ModelError, build_model, class_names,
