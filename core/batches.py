@@ -19,6 +19,7 @@ from torchvision.transforms.v2 import functional as F
 
 from core.data import LETTER_ID, DatasetError, ImageRecord, Problem
 
+
 def train_transforms() -> v2.Compose:
     """Colour, contrast, greyscale and small geometric jitter; never flips (digits are not mirror-symmetric)."""
     return v2.Compose([
