@@ -739,9 +739,7 @@ def prepare_for_inference(model: nn.Module) -> nn.Module:
     model.eval()
     with torch.no_grad():
         for module in list(model.modules()):
-            if isinstance(module, (nn.Sequential, IntermediateLayerGetter)):
-                _fold_in_order(module)
-            for conv_name, bn_name in _BLOCK_CONV_BN_PAIRS.get(type(module), ()):
+            for conv_name, bn_name in _conv_bn_pairs(module):
                 conv, bn = getattr(module, conv_name), getattr(module, bn_name)
                 if _foldable(conv, bn):
                     setattr(module, conv_name, fuse_conv_bn_eval(conv, bn))
@@ -749,14 +747,13 @@ def prepare_for_inference(model: nn.Module) -> nn.Module:
     return model.to(memory_format=torch.channels_last)
 
 
-def _fold_in_order(sequence: nn.Module) -> None:
-    """Neighbouring Conv2d -> BatchNorm2d in a container whose forward applies its children in order."""
-    names = list(sequence._modules)
-    for conv_name, bn_name in zip(names, names[1:]):
-        conv, bn = sequence._modules[conv_name], sequence._modules[bn_name]
-        if _foldable(conv, bn):
-            sequence._modules[conv_name] = fuse_conv_bn_eval(conv, bn)
-            sequence._modules[bn_name] = nn.Identity()
+def _conv_bn_pairs(module: nn.Module) -> list[tuple[str, str]]:
+    """Child names that may be a Conv2d -> BatchNorm2d applied in turn: neighbours in a container whose forward
+    applies its children in order, or a torchvision ResNet block's known pairs."""
+    if isinstance(module, (nn.Sequential, IntermediateLayerGetter)):
+        names = list(module._modules)
+        return list(zip(names, names[1:]))
+    return list(_BLOCK_CONV_BN_PAIRS.get(type(module), ()))
 
 
 def _foldable(conv: Any, bn: Any) -> bool:

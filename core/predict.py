@@ -59,7 +59,7 @@ class LoadedModel:
         views = view_scales_of(self.model)
         if len(views) > 1:
             kept = "the read that is kept (that crop, or else the whole image)" if refine.below_px > 0 else "each image"
-            note += f"; {kept} is read at {', '.join(f'{v:g}x' for v in sorted(views))} that size and fused box by box"
+            note += f"; {kept} is read at {_sizes_in_words(views)} that size and fused box by box"
             if view_photos_of(self.model) == "confirm":
                 note += ("; a photo that size reduces whose surest digit stands alone is located and read whole at "
                          "each view, then fused")
@@ -192,8 +192,12 @@ def _read(model: torch.nn.Module, tensors: Sequence[torch.Tensor], policy: Input
     return results
 
 
+def _sizes_in_words(views: Sequence[float]) -> str:
+    return ', '.join(f'{v:g}x' for v in sorted(views))
+
+
 def _confirmation_note(views: Sequence[float], first: dict[str, Any], kept: dict[str, Any]) -> str:
-    done = f"its lone digit was read again, whole, at {', '.join(f'{v:g}x' for v in sorted(views))} to confirm it"
+    done = f"its lone digit was read again, whole, at {_sizes_in_words(views)} to confirm it"
     best, now = max(first["scores"], default=0.0), max(kept["scores"], default=0.0)
     if now >= best:  # the first reading kept, or the sizes' fused score as high
         return f"{done}: the sizes agree (best score {best:.2f})"

@@ -20,6 +20,19 @@ def tiny_config(data: str, out: str, **overrides) -> TrainConfig:
     return TrainConfig(**values).validate()
 
 
+def assert_same_detections(expected, found, score_tol: float, box_tol: float) -> None:
+    """Each found detection matches one expected detection, one to one, in any order: random weights score many
+    boxes alike, and which of two equal scores comes first can differ between CPUs. Detections are
+    ``(score, box, *rest)`` tuples; ``rest`` (a label) must be equal, score and box coordinates within the tolerances."""
+    left = [(score, list(box), tuple(rest)) for score, box, *rest in expected]
+    assert len(found) == len(left)
+    for score, box, *rest in found:
+        match = next((k for k, (s, b, r) in enumerate(left) if r == tuple(rest) and abs(s - score) <= score_tol
+                      and max(abs(x - y) for x, y in zip(box, b)) <= box_tol), None)
+        assert match is not None, (score, box, rest)
+        left.pop(match)
+
+
 @pytest.fixture(scope="session")
 def fonts():
     return synth.usable_fonts()

@@ -45,6 +45,12 @@ def _png(path):
     return open(path, "rb").read()
 
 
+def _png_bytes(image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
 def _by_label(widgets, label):
     return next(w for w in widgets if w.label == label)
 
@@ -148,10 +154,8 @@ def test_shipped_model_reads_a_clear_house_number(app_dirs, tmp_path):
     image = Image.new("RGB", (150, 70), (235, 235, 225))
     font = ImageFont.load_default(size=48)  # Pillow's own font: present on every machine
     ImageDraw.Draw(image).text((18, 8), "274", font=font, fill=(20, 20, 30))
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
     at = _app()
-    at.file_uploader[0].set_value(("5.png", buffer.getvalue(), "image/png"))
+    at.file_uploader[0].set_value(("5.png", _png_bytes(image), "image/png"))
     at.run()
     assert not at.exception, at.exception
     assert at.metric[0].value == "274"
@@ -177,12 +181,6 @@ def test_a_photo_read_twice_says_why(app_dirs):
     twice = [c.value for c in at.caption if c.value.startswith("Read twice: ")]
     assert len(twice) == 1 and twice[0].startswith(
         "Read twice: its lone digit was read again, whole, at 0.8x, 1x, 1.25x to confirm it: the sizes")
-
-
-def _png_bytes(image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 def test_batch_with_a_corrupt_file_still_runs_the_others(app_dirs, tiny_run, tiny_data):

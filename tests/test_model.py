@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from conftest import assert_same_detections
 from core import model as model_mod
 from core.model import ARCHITECTURES, ModelError, build_model, rebuild_model, resolve_model_kwargs
 
@@ -232,19 +233,12 @@ def test_a_model_prepared_for_inference_finds_what_it_found_before(arch, overrid
         [after] = prepared([image])
     for key, expected in features_before.items():  # random weights make features of any magnitude
         assert (features_after[key] - expected).abs().max() <= 1e-4 * expected.abs().max(), key
-    _assert_same_detections(before, after)
+    # Same class, score within 1e-4, box within a tenth of a pixel (a wrong fold moves them far).
+    assert_same_detections(_as_tuples(before), _as_tuples(after), score_tol=1e-4, box_tol=0.1)
 
 
-def _assert_same_detections(before: dict, after: dict) -> None:
-    """Each detection found again, one to one, in any order (an untrained model's near-equal scores may swap):
-    same class, score within 1e-4, box within a tenth of a pixel (a wrong fold moves them far)."""
-    assert len(before["scores"]) == len(after["scores"])
-    unmatched = list(range(len(after["scores"])))
-    for box, score, label in zip(before["boxes"], before["scores"], before["labels"]):
-        match = next((j for j in unmatched if after["labels"][j] == label and abs(after["scores"][j] - score) < 1e-4
-                      and (after["boxes"][j] - box).abs().max() < 0.1), None)
-        assert match is not None, (box, score, label)
-        unmatched.remove(match)
+def _as_tuples(detections: dict) -> list[tuple]:
+    return list(zip(detections["scores"].tolist(), detections["boxes"].tolist(), detections["labels"].tolist()))
 
 
 def test_only_batchnorms_known_to_follow_their_convolution_are_folded():

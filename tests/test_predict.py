@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 from pycocotools.coco import COCO
 
+from conftest import assert_same_detections
 from core.data import load_split
 from core.model import (InputSize, ModelError, closer_look_of, input_size_of, rebuild_model, resize_by,
                         resolve_model_kwargs)
@@ -284,14 +285,8 @@ def test_checkpoints_from_before_the_size_policy_read_as_they_did():
             expected = reference([image])[0]
         found = detect(model, [image])[0]
         assert found["scores"] == pytest.approx(expected["scores"].tolist(), abs=1e-5)
-        # Random weights score many boxes alike, and which of two equal scores comes first can differ
-        # between CPUs: each box must match one expected box, in any order.
-        left = list(zip(expected["scores"].tolist(), expected["boxes"].tolist()))
-        for score, box in zip(found["scores"], found["boxes"]):
-            match = next(k for k, (s, b) in enumerate(left)
-                         if abs(s - score) <= 1e-5 and max(abs(x - y) for x, y in zip(box, b)) <= 1e-3)
-            left.pop(match)
-        assert not left
+        assert_same_detections(list(zip(expected["scores"].tolist(), expected["boxes"].tolist())),
+                               list(zip(found["scores"], found["boxes"])), score_tol=1e-5, box_tol=1e-3)
 
 
 def test_number_region_is_the_confident_digits_on_one_line():
