@@ -1,10 +1,18 @@
-"""Where a digitnet_fpn training step and an inference pass spend their time on a GPU.
+"""Where a digitnet_fpn training step and an inference pass spend their time on a GPU, and whether the
+CPU's layout choices pay there too.
 
     python bench/gpu_step_profile.py [--images 640] [--weights checkpoints/default.pt]
 
-Batches are loaded into memory first, so the figures are the model's alone (no data loading):
-training images/s at batch 32 and 64 with and without AMP, the torch profiler's top operators
-for three AMP steps, and detection ms/image with the app's reader (core.predict.detect).
+Batches are loaded into memory first, so the figures are the model's alone (no data loading). Each
+comparison runs its two sides alternately, step by step, in one process (like for like on a noisy
+machine) and prints both medians and their ratio:
+- training images/s at batch 32 and 64, float32 and AMP: weights contiguous against channels-last
+  (core.train lays them out channels-last, which is 1.3x faster on a 2-core CPU);
+- AdamW steps with Adam's moments laid out like their channels-last parameters against contiguous
+  moments (what a checkpoint saved before the layout change resumes with; core.train._lay_out_like_params);
+- detection ms/image with the app's reader (core.predict.detect): the model as built against
+  core.model.prepare_for_inference (BatchNorm folded, channels-last), as core.predict.load_model serves it;
+then the torch profiler's top operators for three float32 steps of the layout core.train uses.
 On a machine without CUDA it runs on the CPU with batch 4 (a dry run of the script).
 """
 
@@ -15,6 +23,7 @@ import os
 import statistics
 import tempfile
 import time
+from typing import Callable
 
 import torch
 from PIL import Image
@@ -23,7 +32,7 @@ from torch.profiler import ProfilerActivity, profile
 from common import ROOT  # noqa: F401  (puts the repository on sys.path)
 from core.batches import DigitDataset, collate, train_transforms
 from core.data import load_split
-from core.model import build_model
+from core.model import build_model, prepare_for_inference
 from core.predict import detect
 from core.synth import generate_dataset, usable_fonts
 
@@ -44,6 +53,89 @@ def train_step(model, optimizer, scaler, images, targets, device, amp: bool) -> 
     scaler.update()
 
 
+def alternate(sides: dict[str, Callable[[int], None]], rounds: int, device: torch.device,
+              warmup: int = 2) -> dict[str, float]:
+    """Median seconds of each side's call, the sides called in turn ``rounds`` times (the first
+    ``warmup`` rounds not counted: cuDNN plans and the allocator settle there)."""
+    times: dict[str, list[float]] = {name: [] for name in sides}
+    for i in range(rounds):
+        for name, call in sides.items():
+            sync(device)
+            start = time.perf_counter()
+            call(i)
+            sync(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t[warmup:]) for name, t in times.items()}
+
+
+def report(title: str, medians: dict[str, float], per: int, unit: str) -> None:
+    (a, ta), (b, tb) = medians.items()
+    if unit == "images/s":
+        print(f"{title}: {a} {per / ta:.0f}, {b} {per / tb:.0f} images/s ({b} {ta / tb:.2f}x)", flush=True)
+    else:
+        print(f"{title}: {a} {ta / per * 1000:.1f}, {b} {tb / per * 1000:.1f} ms/{unit} ({b} {ta / tb:.2f}x)",
+              flush=True)
+
+
+def compare_training_layouts(weights, batches_by_size, device) -> None:
+    for batch_size, batches in batches_by_size.items():
+        for amp in (False, True) if device.type == "cuda" else (False,):  # CPU float16 autocast: minutes
+            sides = {}
+            for layout in (torch.contiguous_format, torch.channels_last):
+                model, _, _ = build_model("digitnet_fpn", {}, weights=weights)
+                model.to(device, memory_format=layout).train()
+                optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+                scaler = torch.amp.GradScaler(device.type, enabled=amp)
+                name = "channels-last" if layout is torch.channels_last else "contiguous"
+                sides[name] = (lambda i, m=model, o=optimizer, s=scaler:
+                               train_step(m, o, s, *batches[i % len(batches)], device, amp))
+            report(f"train, batch {batch_size}, {'AMP' if amp else 'float32'}",
+                   alternate(sides, len(batches), device), batch_size, "images/s")
+
+
+def compare_optimizer_state_layouts(weights, batch, device) -> None:
+    """One real backward gives the gradients; then only optimizer.step() is timed."""
+    sides = {}
+    for moments in ("like the parameters", "contiguous"):
+        model, _, _ = build_model("digitnet_fpn", {}, weights=weights)
+        model.to(device, memory_format=torch.channels_last).train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        train_step(model, optimizer, torch.amp.GradScaler(device.type, enabled=False), *batch, device, False)
+        if moments == "contiguous":
+            for state in optimizer.state.values():
+                for key, value in state.items():
+                    if torch.is_tensor(value) and value.dim() == 4:
+                        state[key] = value.contiguous()
+        sides[f"moments {moments}"] = lambda i, o=optimizer: o.step()
+    report("AdamW step (channels-last weights)", alternate(sides, 30, device, warmup=5), 1, "step")
+
+
+def compare_inference(weights, pictures, device) -> None:
+    built, _, _ = build_model("digitnet_fpn", {}, weights=weights)
+    prepared, _, _ = build_model("digitnet_fpn", {}, weights=weights)
+    built.to(device).eval()
+    prepare_for_inference(prepared.to(device))
+    chunks = [pictures[i:i + 25] for i in range(0, len(pictures), 25)]
+    sides = {"as built": lambda i: detect(built, chunks[i % len(chunks)], 32, device),
+             "prepared": lambda i: detect(prepared, chunks[i % len(chunks)], 32, device)}
+    with torch.inference_mode():
+        report("detect", alternate(sides, 2 * len(chunks), device, warmup=len(chunks)), 25, "image")
+
+
+def profile_steps(weights, batch, device) -> None:
+    model, _, _ = build_model("digitnet_fpn", {}, weights=weights)
+    model.to(device, memory_format=torch.channels_last).train()  # as core.train lays it out
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    scaler = torch.amp.GradScaler(device.type, enabled=False)
+    train_step(model, optimizer, scaler, *batch, device, amp=False)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for _ in range(3):
+            train_step(model, optimizer, scaler, *batch, device, amp=False)
+        sync(device)
+    print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=15, max_name_column_width=60))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=640, help="synthetic training images to render")
@@ -55,40 +147,18 @@ def main() -> None:
     generate_dataset(data, {"train": args.images, "valid": 0}, seed=3, workers=os.cpu_count() or 1,
                      fonts=usable_fonts(), overwrite=True)
     dataset = DigitDataset(load_split(data, "train").records, train_transforms())
-    model, _, _ = build_model("digitnet_fpn", {}, weights=args.weights)
-    model.to(device, memory_format=torch.channels_last).train()  # as core.train lays it out
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    print(f"device {device}, {torch.get_num_threads()} threads, torch {torch.__version__}", flush=True)
+    name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
+    print(f"device {name}, {torch.get_num_threads()} threads, torch {torch.__version__}", flush=True)
+    batches_by_size = {}
     for batch_size in batch_sizes:
         loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, collate_fn=collate,
                                              num_workers=min(8, os.cpu_count() or 1))
-        batches = [b for _, b in zip(range(10), loader)]
-        for amp in (True, False):
-            scaler = torch.amp.GradScaler(device.type, enabled=amp)
-            times = []
-            for images, targets in batches:
-                start = time.perf_counter()
-                train_step(model, optimizer, scaler, images, targets, device, amp)
-                sync(device)
-                times.append(time.perf_counter() - start)
-            step = statistics.median(times[2:])
-            print(f"batch {batch_size} amp {amp}: median step {step * 1000:.0f} ms = {batch_size / step:.0f} images/s",
-                  flush=True)
-    scaler = torch.amp.GradScaler(device.type)
-    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])) as prof:
-        for _ in range(3):
-            train_step(model, optimizer, scaler, *batches[0], device, amp=True)
-        sync(device)
-    print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=20, max_name_column_width=60))
-    model.eval()
-    pictures = [Image.open(r.path).convert("RGB") for r in dataset.records[:200]]
-    start = time.perf_counter()
-    detect(model, pictures, 32, device)
-    sync(device)
-    print(f"detect: {(time.perf_counter() - start) / len(pictures) * 1000:.1f} ms/image over {len(pictures)} images")
-    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])) as prof:
-        detect(model, pictures[:64], 32, device)
-    print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=12, max_name_column_width=60))
+        batches_by_size[batch_size] = [b for _, b in zip(range(10), loader)]
+    first = batches_by_size[batch_sizes[0]][0]
+    compare_training_layouts(args.weights, batches_by_size, device)
+    compare_optimizer_state_layouts(args.weights, first, device)
+    compare_inference(args.weights, [Image.open(r.path).convert("RGB") for r in dataset.records[:200]], device)
+    profile_steps(args.weights, first, device)
 
 
 if __name__ == "__main__":
