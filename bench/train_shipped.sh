@@ -58,7 +58,7 @@ done
 #    v3 model. (The run was started with --epochs 20 and resumed at epoch 4 with --epochs 12.)
 if [ "${WITH_V4_EXPERIMENT:-0}" = 1 ]; then
   V4=data/synth60k-v4
-  [ -f $V4/train.json ] || $PY -m core.synth --out $V4 --train 60000 --valid 1000 --test 2000 --seed 4 --workers 2
+  [ -f $V4/train.json ] || $PY -m core.synth --out $V4 --train 60000 --valid 1000 --test 2000 --seed 4 --workers 2 --boxes svhn-v4
   finished runs/v4-finetune || $PY -m core.train --data $V4 --out runs/v4-finetune $(resume runs/v4-finetune) \
       --arch digitnet_fpn --weights runs/v3-finetune/export.pt --batch-size 16 --lr 3e-4 --weight-decay 5e-4 \
       --warmup-steps 100 --clip-grad-norm 10 --seed 0 --epochs 12 --subset-fraction 0.0834 --scheduler cosine
@@ -70,7 +70,7 @@ fi
 if [ "${WITH_FONTS:-0}" = 1 ]; then
   bash scripts/fonts.sh
   F=data/synth60k-v4-fonts
-  [ -f $F/train.json ] || $PY -m core.synth --out $F --train 60000 --valid 1000 --test 2000 --seed 5 --workers 2
+  [ -f $F/train.json ] || $PY -m core.synth --out $F --train 60000 --valid 1000 --test 2000 --seed 5 --workers 2 --boxes svhn-v4
   finished runs/fonts-finetune || $PY -m core.train --data $F --out runs/fonts-finetune $(resume runs/fonts-finetune) \
       --arch digitnet_fpn --weights runs/v3-finetune/export.pt --batch-size 16 --lr 3e-4 --weight-decay 5e-4 \
       --warmup-steps 100 --clip-grad-norm 10 --seed 0 --epochs 18 --subset-fraction 0.0834 --scheduler cosine
@@ -109,7 +109,7 @@ if [ "${WITH_FONTS:-0}" = 1 ]; then
       --json runs/soup-ft-s2/valid-metrics.json
   R=$($PY -c "import json; r = json.load(open('runs/soup-ft-s2/valid-metrics.json'))['task2_best_reader']; print(f\"{r['anchor']},{r['member']}\")")
   [ -f data/synth-v4-fonts-seed7/test.json ] || $PY -m core.synth --out data/synth-v4-fonts-seed7 --train 0 --valid 0 \
-      --test 2000 --seed 7 --workers 2
+      --test 2000 --seed 7 --workers 2 --boxes svhn-v4
   # 10e. The closer look at large photos, chosen on rendered seed-99 validation scenes (README "How the model reads
   #      an image"); the held-out test is scored as the exported model reads it.
   # 10f. Views: the read that is kept is made at 0.8x, 1x and 1.25x and fused (README "Reading at several sizes"),
@@ -126,7 +126,19 @@ if [ "${WITH_FONTS:-0}" = 1 ]; then
   $PY -m core.checkpoint export runs/soup-ft-s2/best.pt runs/soup-ft-s2/export.pt --task2-reader "$R" \
       --look-closer $LOOK $VIEWS
   $PY -m core.evaluate --ckpt runs/soup-ft-s2/export.pt --data data/synth-v4-fonts-seed7 --split test \
+      --json runs/soup-ft-s2/test-v4-metrics.json
+  # 10h. The digits of the number read share one box height, as SVHN boxes a number (--line-heights shared; README
+  #      "One box height per number"), chosen on generator v5's validation split (the same images as $F's valid,
+  #      v5 boxes); the held-out test is generator v5's seed-7 split.
+  V5=data/synth-v5-fonts-valid
+  [ -f $V5/valid.json ] || $PY -m core.synth --out $V5 --train 0 --valid 1000 --test 0 --seed 5 --workers 2
+  [ -f data/synth-v5-fonts-seed7/test.json ] || $PY -m core.synth --out data/synth-v5-fonts-seed7 --train 0 --valid 0 \
+      --test 2000 --seed 7 --workers 2
+  $PY -m core.checkpoint export runs/soup-ft-s2/best.pt runs/soup-ft-s2/export.pt --task2-reader "$R" \
+      --look-closer $LOOK $VIEWS --line-heights shared
+  $PY -m core.evaluate --ckpt runs/soup-ft-s2/export.pt --data $V5 --split valid
+  $PY -m core.evaluate --ckpt runs/soup-ft-s2/export.pt --data data/synth-v5-fonts-seed7 --split test \
       --json runs/soup-ft-s2/test-metrics.json
   $PY -m core.checkpoint export runs/soup-ft-s2/best.pt checkpoints/default.pt --task2-reader "$R" --look-closer $LOOK \
-      $VIEWS --metrics-json runs/soup-ft-s2/test-metrics.json
+      $VIEWS --line-heights shared --metrics-json runs/soup-ft-s2/test-metrics.json
 fi

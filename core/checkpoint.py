@@ -142,13 +142,16 @@ def describe(payload: dict[str, Any]) -> dict[str, Any]:
 def export(src: str, out: str, half: bool = True, task2_threshold: float | None = None,
            metrics_json: str | None = None, task2_reader: dict[str, Any] | None = None,
            look_closer: tuple[int, int, float, float, float] | None = None,
-           views: tuple[float, ...] | None = None, view_photos: str | None = None) -> dict[str, Any]:
+           views: tuple[float, ...] | None = None, view_photos: str | None = None,
+           line_heights: str | None = None) -> dict[str, Any]:
     """Write a deployable copy of ``src``: inference-only, optionally float16, with extra metadata.
     ``task2_reader`` (a ``NumberReader.as_dict()``) replaces any plain ``task2_threshold``;
     ``look_closer`` (max short side, max long side, trigger, min score, small px; long side 0: off) sets
     the model's closer look (``core.model.CloserLook``); ``views`` the multiples of its input size at
     which it reads each image (``(1.0,)``: once; ``core.predict.fuse_views``); ``view_photos`` how
-    those views read an image its input size reduces ("once" or "confirm", ``core.model.VIEW_PHOTOS``)."""
+    those views read an image its input size reduces ("once" or "confirm", ``core.model.VIEW_PHOTOS``);
+    ``line_heights`` whether the digits of the number read share one box height ("own" or "shared",
+    ``core.model.LINE_HEIGHTS``)."""
     import datetime
     import json
 
@@ -167,6 +170,8 @@ def export(src: str, out: str, half: bool = True, task2_threshold: float | None 
         _set_model_options(payload, {"view_scales": [float(v) for v in views]}, "--views")
     if view_photos is not None:
         _set_model_options(payload, {"view_photos": view_photos}, "--view-photos")
+    if line_heights is not None:
+        _set_model_options(payload, {"line_heights": line_heights}, "--line-heights")
     # An export of an export (a new inference option on the shipped file) names the training checkpoint the
     # weights came from, not the copy in between.
     payload["exported_from"] = payload.get("exported_from") or os.path.abspath(src)
@@ -315,6 +320,9 @@ def main(argv: list[str] | None = None) -> int:
                      help="how the views read an image the input size reduces (a photo): 'once' locates the number "
                           "at one size and reads it at every view; 'confirm' also reads a photo whose surest digit "
                           "stands alone again, located and read at every view, and fuses those readings")
+    exp.add_argument("--line-heights", default=None, metavar="own|shared",
+                     help="'shared': the digits of the number read share their median box height, each keeping "
+                          "its centre, as SVHN's annotators boxed a number; 'own': each digit's box as found")
     avg = sub.add_parser("average", help="write the weight average of checkpoints of one model (a model soup)")
     avg.add_argument("sources", nargs="+", help="two or more checkpoints of the same architecture and options")
     avg.add_argument("--out", required=True, help="where to write the average, e.g. runs/soup/best.pt")
@@ -330,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
             reader = parse_reader(args.task2_reader).as_dict() if args.task2_reader else None
             meta = export(args.src, args.out, half=not args.float32, task2_threshold=args.task2_threshold,
                           metrics_json=args.metrics_json, task2_reader=reader, look_closer=args.look_closer,
-                          views=args.views, view_photos=args.view_photos)
+                          views=args.views, view_photos=args.view_photos, line_heights=args.line_heights)
             size = os.path.getsize(args.out) / 1e6
             print(f"wrote {args.out} ({size:.1f} MB, {meta['arch']}, epoch {meta.get('epoch')})")
     except (CheckpointError, OSError, ValueError) as exc:

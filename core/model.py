@@ -103,6 +103,7 @@ def _build_resnet50_fpn_v2(kw: dict[str, Any], weights: str | None) -> tuple[nn.
             _replace_rpn_head(model, anchor_generator, conv_depth=2)
         _install_fixed_size(model, None)
         _install_views(model, kw)
+        _install_line_heights(model, kw)
         _freeze_backbone_layers(model, 5 if kw["trainable_backbone_layers"] is None else kw["trainable_backbone_layers"])
         return model, note
 
@@ -218,6 +219,7 @@ def _resnet50_defaults() -> dict[str, Any]:
         view_scales=[1.0],
         view_fuse_iou=VIEW_FUSE_IOU,
         view_photos="once",
+        line_heights="own",
     )
 
 
@@ -401,6 +403,23 @@ def _install_views(model: nn.Module, kw: dict[str, Any]) -> None:
     model.view_scales, model.view_fuse_iou, model.view_photos = scales, float(fuse_iou), photos
 
 
+# How the boxes of the number read are drawn: "own", each digit's box as the model found it; "shared", the digits
+# of that line share their median height, each box keeping its centre, as SVHN's annotators boxed every number
+# (core.predict.share_line_height; README "One box height per number").
+LINE_HEIGHTS = ("own", "shared")
+
+
+def line_heights_of(model: nn.Module) -> str:
+    return getattr(getattr(model, "module", model), "line_heights", "own")
+
+
+def _install_line_heights(model: nn.Module, kw: dict[str, Any]) -> None:
+    value = kw.get("line_heights", "own")
+    if value not in LINE_HEIGHTS:
+        raise ModelError(f"line_heights {value!r} must be one of {', '.join(LINE_HEIGHTS)}")
+    model.line_heights = value
+
+
 def refine_policy_of(model: nn.Module) -> RefinePolicy:
     # A model without one (the reference) reads once; its number region is where digits score >= 0.5.
     return getattr(getattr(model, "module", model), "refine_policy", RefinePolicy(0.0, 0.5))
@@ -468,6 +487,7 @@ def _install_input_size(model: FasterRCNN, kw: dict[str, Any]) -> None:
     model.refine_policy = RefinePolicy(float(below), float(min_score))
     model.closer_look = _closer_look(kw)
     _install_views(model, kw)
+    _install_line_heights(model, kw)
     if kw.get("size_policy", "fixed") == "fixed":
         _install_fixed_size(model, kw.get("test_min_size"))
         return
@@ -577,6 +597,7 @@ def _digitnet_defaults() -> dict[str, Any]:
         view_scales=[1.0],
         view_fuse_iou=VIEW_FUSE_IOU,
         view_photos="once",
+        line_heights="own",
     )
 
 

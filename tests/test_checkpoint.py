@@ -121,7 +121,7 @@ def test_export_sets_and_removes_the_closer_look(tiny_run, tmp_path, capsys):
     assert "SHORT,LONG,TRIGGER,MIN,SMALL_PX" in capsys.readouterr().err
 
 
-def test_export_sets_and_removes_the_views(tiny_run, tmp_path, capsys):
+def test_export_sets_and_removes_the_views_and_sets_line_heights(tiny_run, tmp_path, capsys):
     from core.model import RefinePolicy, view_scales_of
 
     views, plain = tmp_path / "views.pt", tmp_path / "plain.pt"
@@ -149,6 +149,15 @@ def test_export_sets_and_removes_the_views(tiny_run, tmp_path, capsys):
         "an export of an export names the training run"
     assert checkpoint_main(["export", str(views), str(tmp_path / "bad.pt"), "--view-photos", "all"]) == 2
     assert "--view-photos: view_photos 'all' must be one of once, confirm" in capsys.readouterr().err
+    assert not (tmp_path / "bad.pt").exists()
+    shared = tmp_path / "shared.pt"
+    assert checkpoint_main(["export", str(confirm), str(shared), "--line-heights", "shared"]) == 0
+    again = load_model(str(shared), "cpu")
+    assert again.model.line_heights == "shared" and again.model.view_photos == "confirm"
+    assert "share one box height" in again.inference_note()
+    assert load_model(str(confirm), "cpu").model.line_heights == "own", "a checkpoint before the option: own boxes"
+    assert checkpoint_main(["export", str(views), str(tmp_path / "bad.pt"), "--line-heights", "tall"]) == 2
+    assert "--line-heights: line_heights 'tall' must be one of own, shared" in capsys.readouterr().err
     assert not (tmp_path / "bad.pt").exists()
 
 

@@ -179,11 +179,14 @@ def test_the_closer_look_is_off_by_default_and_its_options_are_checked():
 
 
 def test_one_view_by_default_and_the_view_options_are_checked():
-    from core.model import InputSize, view_photos_of, view_scales_of
+    from core.model import InputSize, line_heights_of, view_photos_of, view_scales_of
 
     assert view_scales_of(rebuild_model(resolve_model_kwargs("digitnet_fpn"))) == (1.0,)
     assert view_photos_of(rebuild_model(resolve_model_kwargs("digitnet_fpn"))) == "once"
     assert view_photos_of(rebuild_model(resolve_model_kwargs("digitnet_fpn", {"view_photos": "confirm"}))) == "confirm"
+    assert line_heights_of(rebuild_model(resolve_model_kwargs("digitnet_fpn"))) == "own"
+    assert line_heights_of(rebuild_model(resolve_model_kwargs("fasterrcnn_resnet50_fpn_v2",
+                                                              {"line_heights": "shared"}))) == "shared"
     assert view_scales_of(rebuild_model(resolve_model_kwargs("digitnet_fpn", {"view_scales": [0.8, 1, 1.25]}))) \
         == (0.8, 1.0, 1.25)
     policy = InputSize("auto", 128, 384, 512)
@@ -195,7 +198,8 @@ def test_one_view_by_default_and_the_view_options_are_checked():
                          ({"view_scales": [1.0, 1.0]}, "distinct"),
                          ({"view_scales": [1.0, 3.0]}, r"0.5\.\.2"),
                          ({"view_fuse_iou": 1.5}, "view_fuse_iou 1.5"),
-                         ({"view_photos": "twice"}, "view_photos 'twice' must be one of once, confirm")):
+                         ({"view_photos": "twice"}, "view_photos 'twice' must be one of once, confirm"),
+                         ({"line_heights": "tall"}, "line_heights 'tall' must be one of own, shared")):
         with pytest.raises(ModelError, match=why):
             rebuild_model(resolve_model_kwargs("digitnet_fpn", options))
 

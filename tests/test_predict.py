@@ -14,8 +14,8 @@ from core.data import load_split
 from core.model import (InputSize, ModelError, closer_look_of, input_size_of, rebuild_model, resize_by,
                         resolve_model_kwargs)
 from core.predict import (NumberReader, _digits_only, assign_image_ids, coco_results, image_ids_csv_bytes, detect, load_model,
-                          main as predict_main, number_region, parse_input_size, parse_reader, pred_csv_bytes,
-                          read_number, repeated_names)
+                          main as predict_main, number_region, parse_input_size, parse_reader, pred_csv_bytes, read_digits,
+                          read_number, repeated_names, share_line_height)
 
 
 def _det(*items):
@@ -68,6 +68,36 @@ def test_one_line_reader_keeps_a_number_with_a_digit_gap_and_stops_at_a_wider_on
     gap_of = lambda k: _dets(_box(0, 0, 40, 1, 0.9), _box(22 + k * 40, 0, 40, 2, 0.9))
     assert read_number(gap_of(0.9), NumberReader(0.5, 0.5)) == "12"
     assert read_number(gap_of(1.2), NumberReader(0.5, 0.5)) == "1"
+
+
+def test_the_digits_of_the_number_read_share_their_median_height_and_nothing_else_moves():
+    det = _dets(_box(100, 50, 40, 4, 0.95), _box(124, 48, 46, 2, 0.9), _box(150, 52, 36, 7, 0.6),
+                _box(160, 53, 34, 1, 0.4),  # under 0.5: not part of the number
+                _box(400, 300, 20, 9, 0.8))  # another line
+    shared = share_line_height(det)
+    assert [b[3] - b[1] for b in shared["boxes"][:3]] == pytest.approx([40, 40, 40]), "the median of 40, 46, 36"
+    for before, after in zip(det["boxes"][:3], shared["boxes"][:3]):
+        assert (after[1] + after[3]) / 2 == pytest.approx((before[1] + before[3]) / 2), "each keeps its centre"
+        assert (after[0], after[2]) == (before[0], before[2]), "and its width"
+    assert shared["boxes"][3:] == det["boxes"][3:]
+    assert (shared["scores"], shared["digits"]) == (det["scores"], det["digits"])
+    assert read_number(shared, NumberReader(0.5, 0.5)) == read_number(det, NumberReader(0.5, 0.5)) == "427"
+    assert det["boxes"][1] == [124, 48, 124 + 0.55 * 46, 94], "the detection passed in is left as it was"
+    lone = _dets(_box(0, 0, 40, 5, 0.9), _box(300, 0, 20, 6, 0.9))
+    assert share_line_height(lone) == lone, "a lone digit keeps its own box"
+
+
+def test_a_model_that_shares_line_heights_reads_the_same_digits_with_one_height():
+    loaded = load_model(None, "cpu")
+    plates = [_plate("274", 30), _plate("58", 40)]
+    own = detect(loaded, plates)
+    loaded.model.line_heights = "shared"
+    shared = detect(loaded, plates)
+    assert shared == [share_line_height(found) for found in own]
+    for found in shared:
+        line = read_digits(found, NumberReader(0.5, 0.5))
+        assert len(line) >= 2 and len({round(found["boxes"][i][3] - found["boxes"][i][1], 6) for i in line}) == 1
+    assert any(a["boxes"] != b["boxes"] for a, b in zip(own, shared)), "the model's own heights differ"
 
 
 def test_anchor_and_member_scores():

@@ -118,6 +118,33 @@ def test_svhn_boxes_have_the_measured_margins_and_the_same_images(fonts):
     assert np.percentile(one_widths, 10) > 0.36 and np.median(other_widths) > np.median(one_widths)
 
 
+def test_svhn_boxes_of_a_number_share_one_height_on_the_same_images(fonts):
+    """SVHN's annotators gave every digit of a number one box height; generator v4's per-digit margins did not."""
+    def spreads(convention):
+        images, out = [], []
+        for index in range(1, 80):
+            image, boxes = synth.generate_sample(9, "train", index, fonts, boxes=convention)
+            images.append(image.tobytes())
+            heights = [h for x, y, w, h, _ in boxes if y > 0 and y + h < image.size[1]]  # not cut by the border
+            if len(heights) >= 2:
+                out.append(max(heights) - min(heights))
+        return images, np.array(out)
+
+    images, shared = spreads("svhn")
+    images_own, own = spreads("svhn-v4")
+    assert images == images_own, "the same random draws: only the boxes differ"
+    assert len(shared) > 30 and np.mean(shared <= 2) > 0.9, "one height, give or take rounding to whole pixels"
+    assert np.mean(own <= 2) < np.mean(shared <= 2) - 0.2
+
+
+def test_one_height_per_line_keeps_centres_and_lines_apart():
+    boxes = [(0, 10, 8, 30), (10, 8, 18, 34), (20, 12, 28, 28), (0, 100, 8, 110)]
+    out = synth._one_height_per_line(boxes)
+    assert [y1 - y0 for _, y0, _, y1 in out] == [20, 20, 20, 10]
+    assert [(y0 + y1) / 2 for _, y0, _, y1 in out] == [20, 21, 20, 105]
+    assert [(x0, x1) for x0, _, x1, _ in out] == [(x0, x1) for x0, _, x1, _ in boxes]
+
+
 def test_digits_touching_or_cut_by_the_border_are_labelled(fonts):
     touching = 0
     for index in range(1, 200):
