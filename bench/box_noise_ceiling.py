@@ -42,6 +42,7 @@ def perfect_detections(data: str, split_name: str, records) -> list[dict[str, li
         if image.size != (record.width, record.height):
             raise SystemExit(f"image {record.image_id} renders at {image.size}, not as in {data}: another "
                              "generator version")
+        ink = [box for box in ink if box[4] != synth.LETTER]  # letters are never scored
         boxes = convention.mean_number_boxes([(x, y, x + w, y + h) for x, y, w, h, _ in ink])
         boxes = [[max(0.0, x0), max(0.0, y0), min(image.size[0], x1), min(image.size[1], y1)]
                  for x0, y0, x1, y1 in boxes]

@@ -65,7 +65,7 @@ def alternate(sides: dict[str, Callable[[int], None]], rounds: int, device: torc
             call(i)
             sync(device)
             times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t[warmup:]) for name, t in times.items()}
+    return {name: statistics.median(t[warmup:] or t) for name, t in times.items()}
 
 
 def report(title: str, medians: dict[str, float], per: int, unit: str) -> None:

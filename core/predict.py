@@ -39,6 +39,7 @@ DEFAULT_CHECKPOINT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspat
 TASK2_THRESHOLD = 0.5
 DUPLICATE_IOU = 0.45  # two boxes overlapping this much are one digit read twice
 DUPLICATE_COVER = 0.8  # or one box mostly inside another
+BORDER_PX = 0.5  # a box this close to the image's edge is cut by it
 
 
 @dataclass
@@ -152,24 +153,37 @@ def detect(loaded: LoadedModel | torch.nn.Module, images: Sequence[Image.Image |
     if input_size in (None, "auto"):  # a size asked for is the size read at
         _look_closer(model, tensors, results, policy, batch_size, device)
     if line_heights_of(model) == "shared":
-        results = [share_line_height(found) for found in results]
+        results = [share_line_height(found, tensor.shape[-2]) for tensor, found in zip(tensors, results)]
     return results
 
 
-def share_line_height(detection: dict[str, Any]) -> dict[str, Any]:
+def share_line_height(detection: dict[str, Any], image_height: float) -> dict[str, Any]:
     """``detection`` with the boxes of its number (the line of digits around the surest one, each scoring
-    >= 0.5) at their median height, each keeping its vertical centre: SVHN's annotators gave every digit
-    of a number the same box height (all 1,560 digit pairs of the dev set), which a model that boxes
-    each digit on its own misses by a little each time. The line is found with a fixed reader, so the
-    boxes do not depend on the Task 2 reader they are later read with."""
+    >= 0.5) at their median height: SVHN's annotators gave every digit of a number the same box height
+    (all 1,560 digit pairs of the dev set), which a model that boxes each digit on its own misses by a
+    little each time. A box keeps its vertical centre; one the image's top or bottom edge cuts is not
+    measured and keeps the edge it does see, as SVHN's boxes run past the border and are clipped. The
+    line is found with a fixed reader, so the boxes do not depend on the Task 2 reader they are later
+    read with."""
     line = read_digits(detection, NumberReader(TASK2_THRESHOLD, TASK2_THRESHOLD))
-    if len(line) < 2:
-        return detection
     boxes = [list(box) for box in detection["boxes"]]
-    height = statistics.median(boxes[i][3] - boxes[i][1] for i in line)
+    cut_top = {i for i in line if boxes[i][1] <= BORDER_PX}
+    cut_bottom = {i for i in line if boxes[i][3] >= image_height - BORDER_PX}
+    whole = [i for i in line if i not in cut_top | cut_bottom]
+    if len(line) < 2 or not whole:
+        return detection
+    height = statistics.median(boxes[i][3] - boxes[i][1] for i in whole)
     for i in line:
-        centre = (boxes[i][1] + boxes[i][3]) / 2
-        boxes[i][1], boxes[i][3] = centre - height / 2, centre + height / 2
+        y0, y1 = boxes[i][1], boxes[i][3]
+        if i in cut_top and i in cut_bottom:
+            continue
+        if i in cut_top:
+            y0 = y1 - height
+        elif i in cut_bottom:
+            y1 = y0 + height
+        else:
+            y0, y1 = (y0 + y1 - height) / 2, (y0 + y1 + height) / 2
+        boxes[i][1], boxes[i][3] = max(0.0, y0), min(float(image_height), y1)
     return {**detection, "boxes": boxes}
 
 

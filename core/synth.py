@@ -404,7 +404,7 @@ class BoxConvention:
     bottom: float = 0.0
     min_width: float = 0.0
     jitter: float = 0.0
-    one_height: bool = False  # the digits of one line of a number share a box height
+    one_height: bool = False  # the digits of one number share a box height
 
     def apply(self, rng: random.Random, box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
         # Every convention draws the same random numbers, so one seed gives the same images in
@@ -420,8 +420,8 @@ class BoxConvention:
 
     def number_boxes(self, rng: random.Random, boxes: list[tuple[float, float, float, float]]
                      ) -> list[tuple[float, float, float, float]]:
-        """The boxes of one number's digits (ink boxes in, annotated boxes out). With ``one_height`` a line's
-        boxes share their median height, but a box never cuts its own ink (a font's tall or descending digit)."""
+        """The boxes of one number's digits (ink boxes in, annotated boxes out). With ``one_height`` they share
+        their median height, but a box never cuts its own ink (a font's tall or descending digit)."""
         return self._per_number([self.apply(rng, box) for box in boxes], boxes)
 
     def mean_number_boxes(self, boxes: list[tuple[float, float, float, float]]
@@ -433,7 +433,7 @@ class BoxConvention:
                     ink: list[tuple[float, float, float, float]]) -> list[tuple[float, float, float, float]]:
         if not self.one_height:
             return drawn
-        shared = _one_height_per_line(drawn)
+        shared = _one_height(drawn)
         return [(x0, min(y0, i[1]), x1, max(y1, i[3])) for (x0, y0, x1, y1), i in zip(shared, ink)]
 
 
@@ -451,38 +451,20 @@ def _grown(box: tuple[float, float, float, float], left: float, top: float, righ
     return x0, y0, x1, y1
 
 
-def _one_height_per_line(boxes: list[tuple[float, float, float, float]]) -> list[tuple[float, float, float, float]]:
-    """Each line of ``boxes`` (centres within half a box height) at the median height of its boxes, each box
-    keeping its vertical centre: how SVHN's annotators boxed a number."""
-    out = list(boxes)
-    for line in _lines(boxes):
-        height = float(np.median([boxes[i][3] - boxes[i][1] for i in line]))
-        for i in line:
-            x0, y0, x1, y1 = boxes[i]
-            centre = (y0 + y1) / 2
-            out[i] = (x0, centre - height / 2, x1, centre + height / 2)
-    return out
-
-
-def _lines(boxes: list[tuple[float, ...]]) -> list[list[int]]:
-    """Indices of ``boxes`` grouped into lines, top to bottom: a box joins the line whose first box's centre is
-    within half that box's height of its own."""
-    lines: list[list[int]] = []
-    for i in sorted(range(len(boxes)), key=lambda i: boxes[i][1] + boxes[i][3]):
-        centre = (boxes[i][1] + boxes[i][3]) / 2
-        first = boxes[lines[-1][0]] if lines else None
-        if first is not None and abs((first[1] + first[3]) / 2 - centre) < (first[3] - first[1]) / 2:
-            lines[-1].append(i)
-        else:
-            lines.append([i])
-    return lines
+def _one_height(boxes: list[tuple[float, float, float, float]]) -> list[tuple[float, float, float, float]]:
+    """``boxes`` (one number's, drawn on one baseline) at the median height of them all, each keeping its vertical
+    centre: how SVHN's annotators boxed a number, tilted or not."""
+    if not boxes:
+        return []
+    height = float(np.median([y1 - y0 for _, y0, _, y1 in boxes]))
+    return [(x0, (y0 + y1 - height) / 2, x1, (y0 + y1 + height) / 2) for x0, y0, x1, y1 in boxes]
 
 
 # Measured on 1,732 real SVHN boxes (bench/box_convention.py on the real dev set): the ink fills a
 # median 83% of the box height, with 0.11 of the ink height above it, 0.08 below, 0.07 left and 0.05
 # right, the same from 12 px to 60 px digits; a "1" box is 0.44 as wide as it is tall (others 0.58-0.63).
 # Every digit of a number has the same box height: all 1,560 digit pairs of the dev set and all 102 of a
-# format-1 train digitStruct.mat (tops follow a tilted number there), so a line shares its height (generator v5).
+# format-1 train digitStruct.mat (tops follow a tilted number there), so a number shares its height (generator v5).
 BOX_CONVENTIONS = {
     "svhn": BoxConvention("svhn", left=0.067, top=0.109, right=0.050, bottom=0.080, min_width=0.44, jitter=0.04,
                           one_height=True),

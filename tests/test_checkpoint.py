@@ -155,7 +155,11 @@ def test_export_sets_and_removes_the_views_and_sets_line_heights(tiny_run, tmp_p
     again = load_model(str(shared), "cpu")
     assert again.model.line_heights == "shared" and again.model.view_photos == "confirm"
     assert "share one box height" in again.inference_note()
-    assert load_model(str(confirm), "cpu").model.line_heights == "own", "a checkpoint before the option: own boxes"
+    before = load_checkpoint(str(confirm))
+    del before["model_kwargs"]["line_heights"]
+    torch.save(before, tmp_path / "before.pt")
+    assert load_model(str(tmp_path / "before.pt"), "cpu").model.line_heights == "own", \
+        "a checkpoint saved before the option: each digit's own box"
     assert checkpoint_main(["export", str(views), str(tmp_path / "bad.pt"), "--line-heights", "tall"]) == 2
     assert "--line-heights: line_heights 'tall' must be one of own, shared" in capsys.readouterr().err
     assert not (tmp_path / "bad.pt").exists()

@@ -74,7 +74,7 @@ def test_the_digits_of_the_number_read_share_their_median_height_and_nothing_els
     det = _dets(_box(100, 50, 40, 4, 0.95), _box(124, 48, 46, 2, 0.9), _box(150, 52, 36, 7, 0.6),
                 _box(160, 53, 34, 1, 0.4),  # under 0.5: not part of the number
                 _box(400, 300, 20, 9, 0.8))  # another line
-    shared = share_line_height(det)
+    shared = share_line_height(det, 480)
     assert [b[3] - b[1] for b in shared["boxes"][:3]] == pytest.approx([40, 40, 40]), "the median of 40, 46, 36"
     for before, after in zip(det["boxes"][:3], shared["boxes"][:3]):
         assert (after[1] + after[3]) / 2 == pytest.approx((before[1] + before[3]) / 2), "each keeps its centre"
@@ -84,19 +84,35 @@ def test_the_digits_of_the_number_read_share_their_median_height_and_nothing_els
     assert read_number(shared, NumberReader(0.5, 0.5)) == read_number(det, NumberReader(0.5, 0.5)) == "427"
     assert det["boxes"][1] == [124, 48, 124 + 0.55 * 46, 94], "the detection passed in is left as it was"
     lone = _dets(_box(0, 0, 40, 5, 0.9), _box(300, 0, 20, 6, 0.9))
-    assert share_line_height(lone) == lone, "a lone digit keeps its own box"
+    assert share_line_height(lone, 480) == lone, "a lone digit keeps its own box"
+    assert share_line_height(_dets(), 480) == _dets()
+
+
+def test_a_digit_cut_by_the_image_edge_keeps_the_edge_it_sees_and_is_not_measured():
+    # A 50 px tall image: "3" cut at the top (its box starts at 0), "8" cut at the bottom, "5" and "6" whole.
+    det = _dets(_box(0, 0, 30, 3, 0.9), _box(20, 20, 30, 8, 0.9), _box(40, 5, 40, 5, 0.95), _box(64, 4, 42, 6, 0.9))
+    three, eight, five, six = share_line_height(det, 50)["boxes"]
+    assert (five[1], five[3]) == (4.5, 45.5) and (six[1], six[3]) == (4.5, 45.5), "the whole ones' median: 41"
+    assert (three[1], three[3]) == (0.0, 30), "cut at the top: its bottom edge kept, 41 px up, clipped"
+    assert (eight[1], eight[3]) == (20, 50.0), "cut at the bottom: its top edge kept"
+    stretched = share_line_height(_dets(_box(0, 2, 30, 1, 0.95), _box(20, 10, 40, 2, 0.9)), 60)
+    assert stretched["boxes"][0][1] == 0.0, "a box re-centred past the edge is clipped to the image"
+    assert stretched["boxes"][1][1:4:2] == [12.5, 47.5]
 
 
 def test_a_model_that_shares_line_heights_reads_the_same_digits_with_one_height():
     loaded = load_model(None, "cpu")
     plates = [_plate("274", 30), _plate("58", 40)]
+    loaded.model.line_heights = "own"
     own = detect(loaded, plates)
     loaded.model.line_heights = "shared"
     shared = detect(loaded, plates)
-    assert shared == [share_line_height(found) for found in own]
-    for found in shared:
-        line = read_digits(found, NumberReader(0.5, 0.5))
-        assert len(line) >= 2 and len({round(found["boxes"][i][3] - found["boxes"][i][1], 6) for i in line}) == 1
+    for plate, mine, theirs in zip(plates, own, shared):
+        expected = share_line_height(mine, plate.size[1])
+        assert theirs["digits"] == expected["digits"] and theirs["scores"] == expected["scores"]
+        assert theirs["boxes"] == [pytest.approx(box) for box in expected["boxes"]]
+        line = read_digits(theirs, NumberReader(0.5, 0.5))
+        assert len(line) >= 2 and len({round(theirs["boxes"][i][3] - theirs["boxes"][i][1], 4) for i in line}) == 1
     assert any(a["boxes"] != b["boxes"] for a, b in zip(own, shared)), "the model's own heights differ"
 
 

@@ -119,30 +119,38 @@ def test_svhn_boxes_have_the_measured_margins_and_the_same_images(fonts):
 
 
 def test_svhn_boxes_of_a_number_share_one_height_on_the_same_images(fonts):
-    """SVHN's annotators gave every digit of a number one box height; generator v4's per-digit margins did not."""
-    def spreads(convention):
-        images, out = [], []
-        for index in range(1, 80):
-            image, boxes = synth.generate_sample(9, "train", index, fonts, boxes=convention)
-            images.append(image.tobytes())
+    """SVHN's annotators gave every digit of a number one box height, tilted or not; generator v4's per-digit
+    margins did not."""
+    def render(convention):
+        return [synth.generate_sample(9, "train", index, fonts, boxes=convention) for index in range(1, 80)]
+
+    def spreads(samples):
+        out = []
+        for image, boxes in samples:
             heights = [h for x, y, w, h, _ in boxes if y > 0 and y + h < image.size[1]]  # not cut by the border
             if len(heights) >= 2:
                 out.append(max(heights) - min(heights))
-        return images, np.array(out)
+        return np.array(out)
 
-    images, shared = spreads("svhn")
-    images_own, own = spreads("svhn-v4")
-    assert images == images_own, "the same random draws: only the boxes differ"
-    assert len(shared) > 30 and np.mean(shared <= 2) > 0.9, "one height, give or take rounding to whole pixels"
-    assert np.mean(own <= 2) < np.mean(shared <= 2) - 0.2
+    shared, own = render("svhn"), render("svhn-v4")
+    assert [image.tobytes() for image, _ in shared] == [image.tobytes() for image, _ in own], "the same draws"
+    assert [[b[0], b[2], b[4]] for _, boxes in shared for b in boxes] == \
+        [[b[0], b[2], b[4]] for _, boxes in own for b in boxes], "only the heights differ"
+    shared_spread, own_spread = spreads(shared), spreads(own)
+    # Whole pixels: a box's top is floored and its bottom ceiled, so equal heights differ by at most 1 px, except
+    # where a box grew to keep a font's taller or descending digit's ink, or where what comes after the labels
+    # (a crop edge through a box, a plate tilted into a scene) changed one (about one number in seven).
+    assert len(shared_spread) > 30 and np.mean(shared_spread <= 1) > 0.8
+    assert np.mean(own_spread <= 1) < np.mean(shared_spread <= 1) - 0.3
 
 
-def test_one_height_per_line_keeps_centres_and_lines_apart():
-    boxes = [(0, 10, 8, 30), (10, 8, 18, 34), (20, 12, 28, 28), (0, 100, 8, 110)]
-    out = synth._one_height_per_line(boxes)
-    assert [y1 - y0 for _, y0, _, y1 in out] == [20, 20, 20, 10]
-    assert [(y0 + y1) / 2 for _, y0, _, y1 in out] == [20, 21, 20, 105]
+def test_one_height_keeps_centres_and_widths():
+    boxes = [(0, 10, 8, 30), (10, 8, 18, 34), (20, 12, 28, 28)]
+    out = synth._one_height(boxes)
+    assert [y1 - y0 for _, y0, _, y1 in out] == [20, 20, 20]
+    assert [(y0 + y1) / 2 for _, y0, _, y1 in out] == [20, 21, 20]
     assert [(x0, x1) for x0, _, x1, _ in out] == [(x0, x1) for x0, _, x1, _ in boxes]
+    assert synth._one_height([]) == []
 
 
 def test_digits_touching_or_cut_by_the_border_are_labelled(fonts):
@@ -376,6 +384,7 @@ def test_cli_writes_the_layout(tmp_path):
     manifest = json.load(open(tmp_path / "d" / "synth.json"))
     assert manifest["seed"] == 4 and manifest["counts"] == {"train": 3, "valid": 2, "test": 1}
     assert manifest["version"] == synth.GENERATOR_VERSION and manifest["boxes"]["name"] == "svhn"
+    assert manifest["boxes"]["one_height"] is True
     assert synth.main(["--out", str(tmp_path / "t"), "--train", "1", "--valid", "0", "--test", "0",
                        "--boxes", "tight"]) == 0
     assert json.load(open(tmp_path / "t" / "synth.json"))["boxes"]["name"] == "tight"
