@@ -681,3 +681,10 @@ def test_labels_of_a_number_too_small_on_screen_do_not_pile_up():
     assert number_labels(boxes, digits, scores, 0.3) == [(10, 20, "<b>25</b>")], "9 px wide: one label, the number"
     assert number_labels([], [], [], 1.0) == []
     assert number_labels(boxes[:1], [2], [0.795], 2.0) == [(10, 20, "<b>2</b> 0.79")], "never shown above its score"
+
+
+def test_the_frame_round_the_number_read_stays_inside_the_picture():
+    from pages.detect import framed
+
+    assert framed([100, 50, 200, 90], (400, 300)) == pytest.approx((88, 38, 212, 102)), "0.3 of its height clear"
+    assert framed([100, 3, 689, 291], (741, 350)) == pytest.approx((13.6, 0, 741, 350)), "clipped to the image"
