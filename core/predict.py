@@ -169,14 +169,14 @@ def share_line_height(detection: dict[str, Any], image_height: float) -> dict[st
     boxes = [list(box) for box in detection["boxes"]]
     cut_top = {i for i in line if boxes[i][1] <= BORDER_PX}
     cut_bottom = {i for i in line if boxes[i][3] >= image_height - BORDER_PX}
-    whole = [i for i in line if i not in cut_top | cut_bottom]
+    whole = [i for i in line if i not in cut_top and i not in cut_bottom]
     if len(line) < 2 or not whole:
         return detection
     height = statistics.median(boxes[i][3] - boxes[i][1] for i in whole)
     for i in line:
-        y0, y1 = boxes[i][1], boxes[i][3]
         if i in cut_top and i in cut_bottom:
             continue
+        y0, y1 = boxes[i][1], boxes[i][3]
         if i in cut_top:
             y0 = y1 - height
         elif i in cut_bottom:

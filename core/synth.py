@@ -465,12 +465,12 @@ def _one_height(boxes: list[tuple[float, float, float, float]]) -> list[tuple[fl
 # right, the same from 12 px to 60 px digits; a "1" box is 0.44 as wide as it is tall (others 0.58-0.63).
 # Every digit of a number has the same box height: all 1,560 digit pairs of the dev set and all 102 of a
 # format-1 train digitStruct.mat (tops follow a tilted number there), so a number shares its height (generator v5).
+_SVHN = BoxConvention("svhn", left=0.067, top=0.109, right=0.050, bottom=0.080, min_width=0.44, jitter=0.04,
+                      one_height=True)
 BOX_CONVENTIONS = {
-    "svhn": BoxConvention("svhn", left=0.067, top=0.109, right=0.050, bottom=0.080, min_width=0.44, jitter=0.04,
-                          one_height=True),
-    # Generator v4's boxes (each digit's margins on their own), to reproduce its splits.
-    "svhn-v4": BoxConvention("svhn-v4", left=0.067, top=0.109, right=0.050, bottom=0.080, min_width=0.44,
-                             jitter=0.04),
+    "svhn": _SVHN,
+    # Generator v4's boxes (the same margins, each digit's on its own), to reproduce its splits.
+    "svhn-v4": dataclasses.replace(_SVHN, name="svhn-v4", one_height=False),
     "tight": BoxConvention("tight"),
 }
 

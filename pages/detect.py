@@ -78,12 +78,18 @@ def describe_checkpoint(meta: dict) -> str:
     return " · ".join(parts)
 
 
+def framed(region: list[float], size: tuple[int, int], margin: float = 0.3) -> tuple[float, float, float, float]:
+    """``region`` with ``margin`` of its height around it, inside the picture: the frame drawn round the number
+    read (a frame past the edge is not drawn, and a number that fills the image would lose it) and its close-up."""
+    pad = margin * (region[3] - region[1])
+    return (max(0.0, region[0] - pad), max(0.0, region[1] - pad), min(float(size[0]), region[2] + pad),
+            min(float(size[1]), region[3] + pad))
+
+
 def region_zoom(image, region: list[float], detection: dict, read: set[int], width: int = 320):
     """A close-up of the number read, with its boxes: in a photo the plate is a few pixels."""
-    x0, y0, x1, y1 = region
-    pad = 0.5 * (y1 - y0)  # about a digit height of what is around it
-    box = (max(0, int(x0 - pad)), max(0, int(y0 - pad)), min(image.size[0], int(x1 + pad) + 1),
-           min(image.size[1], int(y1 + pad) + 1))
+    x0, y0, x1, y1 = framed(region, image.size, 0.5)  # about a digit height of what is around it
+    box = (int(x0), int(y0), min(image.size[0], int(x1) + 1), min(image.size[1], int(y1) + 1))
     k = width / max(1, box[2] - box[0])
     crop = image.crop(box).resize((width, max(1, round((box[3] - box[1]) * k))), Image.LANCZOS)
     draw = ImageDraw.Draw(crop)
@@ -92,14 +98,6 @@ def region_zoom(image, region: list[float], detection: dict, read: set[int], wid
             draw.rectangle(((bx0 - box[0]) * k, (by0 - box[1]) * k, (bx1 - box[0]) * k, (by1 - box[1]) * k),
                            outline=DIGIT_COLOURS[digit % 10], width=2)
     return crop
-
-
-def framed(region: list[float], size: tuple[int, int]) -> tuple[float, float, float, float]:
-    """The frame drawn round the number read: 0.3 of its height clear of the digits, inside the picture (a frame
-    past the edge is not drawn, and a number that fills the image would lose it)."""
-    pad = 0.3 * (region[3] - region[1])
-    return (max(0.0, region[0] - pad), max(0.0, region[1] - pad), min(float(size[0]), region[2] + pad),
-            min(float(size[1]), region[3] + pad))
 
 
 FIGURE_WIDTH_PX = 560  # about the picture column: 3/5 of the wide layout beside the sidebar
