@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image
@@ -50,12 +51,19 @@ def ink_extent(grey: np.ndarray) -> tuple[int, int, int, int] | None:
     return int(col_idx[0]), int(row_idx[0]), int(col_idx[-1]) + 1, int(row_idx[-1]) + 1
 
 
-def measure(data: str, split: str) -> dict[str, np.ndarray]:
-    sides = {"left": [], "top": [], "right": [], "bottom": [], "height": [], "ink_h_over_box_h": []}
-    for record in load_split(data, split).records:
-        grey = np.asarray(Image.open(record.path).convert("L"), dtype=np.float32)
-        for x0, y0, x1, y1 in record.boxes:
+SIDES = ("left", "top", "right", "bottom")
+
+
+def measure_boxes(pairs: Iterable[tuple[np.ndarray, Sequence[Sequence[float]]]], inner_only: bool = False
+                  ) -> dict[str, np.ndarray]:
+    """Margins of every box of ``(grey image, [(x0, y0, x1, y1), ...])`` pairs whose ink can be found;
+    ``inner_only`` skips boxes that reach the image's edge (clipped there: no margin on that side)."""
+    sides: dict[str, list[float]] = {k: [] for k in SIDES + ("height", "ink_h_over_box_h")}
+    for grey, boxes in pairs:
+        for x0, y0, x1, y1 in boxes:
             bx0, by0, bx1, by1 = int(round(x0)), int(round(y0)), int(round(x1)), int(round(y1))
+            if inner_only and (bx0 < 1 or by0 < 1 or bx1 > grey.shape[1] - 1 or by1 > grey.shape[0] - 1):
+                continue
             extent = ink_extent(grey[by0:by1, bx0:bx1])
             if extent is None:
                 continue
@@ -70,6 +78,21 @@ def measure(data: str, split: str) -> dict[str, np.ndarray]:
     return {k: np.asarray(v) for k, v in sides.items()}
 
 
+def dataset_pairs(data: str, split: str) -> Iterator[tuple[np.ndarray, list]]:
+    for record in load_split(data, split).records:
+        yield np.asarray(Image.open(record.path).convert("L"), dtype=np.float32), record.boxes
+
+
+def measure(data: str, split: str, inner_only: bool = False) -> dict[str, np.ndarray]:
+    return measure_boxes(dataset_pairs(data, split), inner_only)
+
+
+def in_ink_heights(m: dict[str, np.ndarray]) -> dict[str, float]:
+    """The median margins as fractions of the ink height: the unit of ``core.synth.BoxConvention``."""
+    ratio = float(np.median(m["ink_h_over_box_h"]))
+    return {side: float(np.median(m[side])) / ratio for side in SIDES}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True)
@@ -81,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def row(label: str, mask: np.ndarray) -> str:
         cells = [f"{np.median(m[s][mask]):.3f} [{np.percentile(m[s][mask], 25):.3f}, {np.percentile(m[s][mask], 75):.3f}]"
-                 for s in ("left", "top", "right", "bottom", "ink_h_over_box_h")]
+                 for s in SIDES + ("ink_h_over_box_h",)]
         return f"{label:<14} n={int(mask.sum()):<5} " + "  ".join(cells)
 
     print(f"{'':<22} {'left':<22}{'top':<22}{'right':<22}{'bottom':<22}ink height / box height")
@@ -90,9 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         mask = (m["height"] >= lo) & (m["height"] < hi)
         if mask.sum() >= 10:
             print(row(f"h {lo}-{hi} px", mask))
-    ratio = float(np.median(m["ink_h_over_box_h"]))
     print("as a fraction of the ink height (core.synth.BoxConvention's unit): " + "  ".join(
-        f"{side} {np.median(m[side]) / ratio:.3f}" for side in ("left", "top", "right", "bottom")))
+        f"{side} {value:.3f}" for side, value in in_ink_heights(m).items()))
     return 0
 
 

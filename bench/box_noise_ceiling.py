@@ -2,7 +2,7 @@
 per-box jitter (each margin drawn around its mean, as SVHN's annotators drew them), and no detector
 can guess a random margin (generator v5: the digits of a number share one height, as in SVHN).
 
-    python bench/box_noise_ceiling.py --data data/synth-v5-fonts-seed7 --split test [--ckpt FILE]
+    python bench/box_noise_ceiling.py --data data/synth-v6-seed7 --split test [--ckpt FILE]
 
 Renders the split's images again with ink-tight boxes (same seed, fonts and negatives: the same
 images), boxes each digit's ink with the convention's mean margins, and scores those boxes (score 1,
@@ -52,7 +52,7 @@ def perfect_detections(data: str, split_name: str, records) -> list[dict[str, li
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", default=f"{ROOT}/data/synth-v5-fonts-seed7")
+    parser.add_argument("--data", default=f"{ROOT}/data/synth-v6-seed7")
     parser.add_argument("--split", default="test")
     parser.add_argument("--ckpt", default=None, help="also score this checkpoint against both sets of boxes")
     args = parser.parse_args()

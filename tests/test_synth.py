@@ -91,7 +91,8 @@ def test_tight_boxes_are_each_glyphs_ink(fonts, index):
 
 def test_svhn_boxes_have_the_measured_margins_and_the_same_images(fonts):
     """The default convention draws each box around the ink with SVHN's margins (measured on real
-    SVHN by bench/box_convention.py); a seed gives the same image in either convention."""
+    SVHN through bench/box_convention.py's ink finder, calibrated by bench/calibrate_convention.py); a seed
+    gives the same image in either convention."""
     convention = synth.BOX_CONVENTIONS["svhn"]
     margins = {"left": [], "top": [], "right": [], "bottom": []}
     one_widths, other_widths = [], []
@@ -112,7 +113,7 @@ def test_svhn_boxes_have_the_measured_margins_and_the_same_images(fonts):
     for side, values in margins.items():
         assert len(values) > 60
         # Rounding to whole pixels adds up to a pixel per side: digits at least 40 px tall, within 0.025
-        # (so a convention without a left or right margin, 0.067 and 0.050, fails).
+        # (so a convention without a left or right margin, 0.096 and 0.070, fails).
         assert abs(np.median(values) - getattr(convention, side)) < 0.025, (side, np.median(values))
     # A "1" gets a box at least about as wide as SVHN's (0.44 of its height), narrower than other digits'.
     assert np.percentile(one_widths, 10) > 0.36 and np.median(other_widths) > np.median(one_widths)
@@ -132,7 +133,7 @@ def test_svhn_boxes_of_a_number_share_one_height_on_the_same_images(fonts):
                 out.append(max(heights) - min(heights))
         return np.array(out)
 
-    shared, own = render("svhn"), render("svhn-v4")
+    shared, own = render("svhn-v5"), render("svhn-v4")
     assert [image.tobytes() for image, _ in shared] == [image.tobytes() for image, _ in own], "the same draws"
     assert [[b[0], b[2], b[4]] for _, boxes in shared for b in boxes] == \
         [[b[0], b[2], b[4]] for _, boxes in own for b in boxes], "only the heights differ"
@@ -142,6 +143,27 @@ def test_svhn_boxes_of_a_number_share_one_height_on_the_same_images(fonts):
     # (a crop edge through a box, a plate tilted into a scene) changed one (about one number in seven).
     assert len(shared_spread) > 30 and np.mean(shared_spread <= 1) > 0.8
     assert np.mean(own_spread <= 1) < np.mean(shared_spread <= 1) - 0.3
+
+
+def test_generator_v6_boxes_hold_v5_boxes_on_the_same_images(fonts):
+    """Generator v6 draws SVHN's margins as calibrated through the ink finder (0.096 / 0.136 / 0.070 / 0.100 of the
+    ink height), larger than v5's raw reading of them (0.067 / 0.109 / 0.050 / 0.080); images and digits stay."""
+    grown = []
+    for index in range(1, 60):
+        v6_image, v6 = synth.generate_sample(6, "train", index, fonts, boxes="svhn")
+        v5_image, v5 = synth.generate_sample(6, "train", index, fonts, boxes="svhn-v5")
+        assert v6_image.tobytes() == v5_image.tobytes() and [b[4] for b in v6] == [b[4] for b in v5]
+        width, height = v6_image.size
+        for (x, y, w, h, _), (x5, y5, w5, h5, _) in zip(v6, v5):
+            assert x <= x5 and y <= y5 and x + w >= x5 + w5 and y + h >= y5 + h5, "a v6 box holds the v5 box"
+            if min(x, y) > 0 and x + w < width and y + h < height and h5 >= 30:  # not clipped, measurable
+                grown.append((h / h5, w - w5, h5))
+    heights, extra_width, v5_heights = (np.array(v) for v in zip(*grown))
+    assert len(grown) > 40
+    # Box height over ink: (1 + 0.136 + 0.100) / (1 + 0.109 + 0.080) = 1.040 (whole pixels and jitter aside).
+    assert 1.02 < np.median(heights) < 1.06, np.median(heights)
+    # Width: (0.096 + 0.070) - (0.067 + 0.050) = 0.049 ink heights more, about 0.041 of the v5 box height.
+    assert 0.02 < np.median(extra_width / v5_heights) < 0.07, np.median(extra_width / v5_heights)
 
 
 def test_one_height_keeps_centres_and_widths():
