@@ -143,7 +143,7 @@ def export(src: str, out: str, half: bool = True, task2_threshold: float | None 
            metrics_json: str | None = None, task2_reader: dict[str, Any] | None = None,
            look_closer: tuple[int, int, float, float, float] | None = None,
            views: tuple[float, ...] | None = None, view_photos: str | None = None,
-           line_heights: str | None = None) -> dict[str, Any]:
+           line_heights: str | None = None, follow_line: float | None = None) -> dict[str, Any]:
     """Write a deployable copy of ``src``: inference-only, optionally float16, with extra metadata.
     ``task2_reader`` (a ``NumberReader.as_dict()``) replaces any plain ``task2_threshold``;
     ``look_closer`` (max short side, max long side, trigger, min score, small px; long side 0: off) sets
@@ -151,7 +151,8 @@ def export(src: str, out: str, half: bool = True, task2_threshold: float | None 
     which it reads each image (``(1.0,)``: once; ``core.predict.fuse_views``); ``view_photos`` how
     those views read an image its input size reduces ("once" or "confirm", ``core.model.VIEW_PHOTOS``);
     ``line_heights`` whether the digits of the number read share one box height ("own" or "shared",
-    ``core.model.LINE_HEIGHTS``)."""
+    ``core.model.LINE_HEIGHTS``); ``follow_line`` how many digit heights a second-pass crop grows where the
+    number read in it runs to its edge (0: never; ``core.model.RefinePolicy.follow``)."""
     import datetime
     import json
 
@@ -172,6 +173,8 @@ def export(src: str, out: str, half: bool = True, task2_threshold: float | None 
         _set_model_options(payload, {"view_photos": view_photos}, "--view-photos")
     if line_heights is not None:
         _set_model_options(payload, {"line_heights": line_heights}, "--line-heights")
+    if follow_line is not None:
+        _set_model_options(payload, {"refine_follow": float(follow_line)}, "--follow-line")
     # An export of an export (a new inference option on the shipped file) names the training checkpoint the
     # weights came from, not the copy in between.
     payload["exported_from"] = payload.get("exported_from") or os.path.abspath(src)
@@ -231,6 +234,15 @@ def _look_closer_option(text: str) -> tuple[int, int, float, float, float]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not SHORT,LONG,TRIGGER,MIN,SMALL_PX such as "
                                          "640,896,0.85,0.98,10, or off") from None
+
+
+def _follow_line(text: str) -> float:
+    if text == "off":
+        return 0.0
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of digit heights such as 2 (or 'off')") from None
 
 
 def _check_one_model(sources: list[str], payloads: list[dict[str, Any]]) -> None:
@@ -323,6 +335,10 @@ def main(argv: list[str] | None = None) -> int:
     exp.add_argument("--line-heights", default=None, metavar="own|shared",
                      help="'shared': the digits of the number read share their median box height, each keeping "
                           "its centre, as SVHN's annotators boxed a number; 'own': each digit's box as found")
+    exp.add_argument("--follow-line", default=None, metavar="HEIGHTS|off", type=_follow_line,
+                     help="a second-pass crop whose number runs to its left or right side grows this many digit "
+                          "heights that way and is read again, so digits the first pass missed at the end of a "
+                          "number are read (e.g. 2; 'off' never)")
     avg = sub.add_parser("average", help="write the weight average of checkpoints of one model (a model soup)")
     avg.add_argument("sources", nargs="+", help="two or more checkpoints of the same architecture and options")
     avg.add_argument("--out", required=True, help="where to write the average, e.g. runs/soup/best.pt")
@@ -338,7 +354,8 @@ def main(argv: list[str] | None = None) -> int:
             reader = parse_reader(args.task2_reader).as_dict() if args.task2_reader else None
             meta = export(args.src, args.out, half=not args.float32, task2_threshold=args.task2_threshold,
                           metrics_json=args.metrics_json, task2_reader=reader, look_closer=args.look_closer,
-                          views=args.views, view_photos=args.view_photos, line_heights=args.line_heights)
+                          views=args.views, view_photos=args.view_photos, line_heights=args.line_heights,
+                          follow_line=args.follow_line)
             size = os.path.getsize(args.out) / 1e6
             print(f"wrote {args.out} ({size:.1f} MB, {meta['arch']}, epoch {meta.get('epoch')})")
     except (CheckpointError, OSError, ValueError) as exc:

@@ -294,11 +294,16 @@ class RefinePolicy:
 
     below_px: float
     min_score: float
+    follow: float = 0.0  # digit heights a crop grows by where the number read there runs to its edge; 0: never
 
     def describe(self) -> str:
         if self.below_px <= 0:
             return "one pass"
-        return f"numbers with digits under {self.below_px:g} px at that size are read again from their crop"
+        text = f"numbers with digits under {self.below_px:g} px at that size are read again from their crop"
+        if self.follow > 0:
+            text += (f" (a crop whose number runs to its side grows {self.follow:g} digit heights that way and is "
+                     "read again)")
+        return text
 
 
 @dataclass(frozen=True)
@@ -482,9 +487,12 @@ def _install_fixed_size(model: FasterRCNN, test_min_size: int | None) -> None:
 
 def _install_input_size(model: FasterRCNN, kw: dict[str, Any]) -> None:
     below, min_score = kw.get("refine_below_px", 0), kw.get("refine_min_score", 1.0)
+    follow = kw.get("refine_follow", 0.0)
     if not 0 <= min_score <= 1:
         raise ModelError(f"refine_min_score {min_score!r} must be a score between 0 and 1")
-    model.refine_policy = RefinePolicy(float(below), float(min_score))
+    if isinstance(follow, bool) or not isinstance(follow, (int, float)) or not 0 <= follow <= 10:
+        raise ModelError(f"refine_follow {follow!r} must be 0 (off) to 10 digit heights")
+    model.refine_policy = RefinePolicy(float(below), float(min_score), float(follow))
     model.closer_look = _closer_look(kw)
     _install_views(model, kw)
     _install_line_heights(model, kw)
@@ -587,6 +595,8 @@ def _digitnet_defaults() -> dict[str, Any]:
         # locates; chosen on synthetic validation: Task 2 0.703 at 0.2, 0.680 at 0.4).
         refine_below_px=40,
         refine_min_score=0.2,
+        # Off unless a checkpoint asks for it (core.checkpoint export --follow-line): see RefinePolicy.follow.
+        refine_follow=0.0,
         # Off unless a checkpoint asks for it (core.checkpoint export --look-closer): see CloserLook.
         closer_max_short=0,
         closer_max_long=0,

@@ -30,9 +30,9 @@ from torchvision.transforms.v2 import functional as F
 
 from core.checkpoint import CheckpointError, describe, load_checkpoint
 from core.images import ImageDecodeError, decode_image, list_images, numeric_stem
-from core.model import (LETTER_LABEL, MAX_INPUT_SIDE, InputSize, ModelError, closer_look_of, input_size_of,
-                        line_heights_of, prepare_for_inference, rebuild_model, refine_policy_of, resize_by,
-                        view_fuse_iou_of, view_photos_of, view_scales_of)
+from core.model import (LETTER_LABEL, MAX_INPUT_SIDE, InputSize, ModelError, RefinePolicy, closer_look_of,
+                        input_size_of, line_heights_of, prepare_for_inference, rebuild_model, refine_policy_of,
+                        resize_by, view_fuse_iou_of, view_photos_of, view_scales_of)
 
 DEFAULT_CHECKPOINT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints",
                                   "default.pt")
@@ -456,8 +456,10 @@ def _read_small_numbers_again(model: torch.nn.Module, tensors: Sequence[torch.Te
         where.append((index, rect))
     if not crops:
         return set()
-    for (index, (cx0, cy0, cx1, cy1)), again in zip(where, _detect_at(model, crops, input_size_of(model),
-                                                                     batch_size, device, views)):
+    read = _detect_at(model, crops, input_size_of(model), batch_size, device, views)
+    if refine.follow > 0:
+        where, read = _follow_the_line(model, tensors, where, read, refine, batch_size, device, views)
+    for (index, (cx0, cy0, cx1, cy1)), again in zip(where, read):
         first = results[index]
         outside = [k for k, b in enumerate(first["boxes"])
                    if not (cx0 <= (b[0] + b[2]) / 2 <= cx1 and cy0 <= (b[1] + b[3]) / 2 <= cy1)]
@@ -469,6 +471,45 @@ def _read_small_numbers_again(model: torch.nn.Module, tensors: Sequence[torch.Te
             "region": [float(cx0), float(cy0), float(cx1), float(cy1)],
         }
     return {index for index, _ in where}
+
+
+def _follow_the_line(model: torch.nn.Module, tensors: Sequence[torch.Tensor], where: list[tuple[int, tuple]],
+                     read: list[dict[str, Any]], refine: RefinePolicy, batch_size: int, device: torch.device,
+                     views: Sequence[float]) -> tuple[list[tuple[int, tuple]], list[dict[str, Any]]]:
+    """Pass 2's crops whose number runs to their left or right side, grown ``refine.follow`` digit heights
+    that way and read again: pass 1, at a size where the digits are a few pixels tall, may have located
+    only part of the number, and the crop around that part cuts the rest off."""
+    grown = {}
+    for k, ((index, rect), again) in enumerate(zip(where, read)):
+        width = tensors[index].shape[-1]
+        bigger = grown_crop(rect, number_region(again, refine.min_score), width, refine.follow)
+        if bigger != rect:
+            grown[k] = bigger
+    if not grown:
+        return where, read
+    crops = [tensors[where[k][0]][:, y0:y1, x0:x1] for k, (x0, y0, x1, y1) in grown.items()]
+    for k, again in zip(grown, _detect_at(model, crops, input_size_of(model), batch_size, device, views)):
+        where[k], read[k] = (where[k][0], grown[k]), again
+    return where, read
+
+
+# A number whose outer digit lies within this many digit heights of its crop's side runs to that side.
+FOLLOW_EDGE = 0.25
+
+
+def grown_crop(rect: tuple[int, int, int, int], region: tuple[list[float], float] | None, image_width: int,
+               follow: float) -> tuple[int, int, int, int]:
+    """``rect`` (x0, y0, x1, y1 in the image) grown ``follow`` digit heights on each side its number's
+    ``region`` (crop coordinates, from :func:`number_region`) runs to, within the image; ``rect`` itself
+    where the number stays clear of both sides, touches only the image's edge, or none was read."""
+    if region is None:
+        return rect
+    (rx0, _, rx1, _), digit_h = region
+    x0, y0, x1, y1 = rect
+    edge, step = FOLLOW_EDGE * digit_h, math.ceil(follow * digit_h)
+    new_x0 = max(0, x0 - step) if x0 > 0 and rx0 <= edge else x0
+    new_x1 = min(image_width, x1 + step) if x1 < image_width and rx1 >= (x1 - x0) - edge else x1
+    return new_x0, y0, new_x1, y1
 
 
 # ------------------------------------------------------------------ Task 2

@@ -122,7 +122,7 @@ def test_export_sets_and_removes_the_closer_look(tiny_run, tmp_path, capsys):
 
 
 def test_export_sets_and_removes_the_views_and_sets_line_heights(tiny_run, tmp_path, capsys):
-    from core.model import RefinePolicy, view_scales_of
+    from core.model import RefinePolicy, refine_policy_of, view_scales_of
 
     views, plain = tmp_path / "views.pt", tmp_path / "plain.pt"
     assert checkpoint_main(["export", f"{tiny_run}/best.pt", str(views), "--views", "0.8,1,1.25"]) == 0
@@ -162,6 +162,20 @@ def test_export_sets_and_removes_the_views_and_sets_line_heights(tiny_run, tmp_p
         "a checkpoint saved before the option: each digit's own box"
     assert checkpoint_main(["export", str(views), str(tmp_path / "bad.pt"), "--line-heights", "tall"]) == 2
     assert "--line-heights: line_heights 'tall' must be one of own, shared" in capsys.readouterr().err
+    assert not (tmp_path / "bad.pt").exists()
+    assert refine_policy_of(again.model).follow == 0.0, "a crop grows only where a checkpoint asks"
+    followed = tmp_path / "followed.pt"
+    assert checkpoint_main(["export", str(shared), str(followed), "--follow-line", "2"]) == 0
+    again = load_model(str(followed), "cpu")
+    assert refine_policy_of(again.model).follow == 2.0 and again.model.line_heights == "shared"
+    assert "grows 2 digit heights that way and is read again" in again.inference_note()
+    assert checkpoint_main(["export", str(followed), str(plain), "--follow-line", "off"]) == 0
+    assert refine_policy_of(load_model(str(plain), "cpu").model).follow == 0.0
+    assert checkpoint_main(["export", str(views), str(tmp_path / "bad.pt"), "--follow-line", "40"]) == 2
+    assert "refine_follow 40.0 must be 0 (off) to 10 digit heights" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        checkpoint_main(["export", str(views), str(tmp_path / "bad.pt"), "--follow-line", "wide"])
+    assert "'wide' is not a number of digit heights" in capsys.readouterr().err
     assert not (tmp_path / "bad.pt").exists()
 
 

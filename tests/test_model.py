@@ -199,7 +199,8 @@ def test_one_view_by_default_and_the_view_options_are_checked():
                          ({"view_scales": [1.0, 3.0]}, r"0.5\.\.2"),
                          ({"view_fuse_iou": 1.5}, "view_fuse_iou 1.5"),
                          ({"view_photos": "twice"}, "view_photos 'twice' must be one of once, confirm"),
-                         ({"line_heights": "tall"}, "line_heights 'tall' must be one of own, shared")):
+                         ({"line_heights": "tall"}, "line_heights 'tall' must be one of own, shared"),
+                         ({"refine_follow": 40}, "refine_follow 40 must be 0 .off. to 10 digit heights")):
         with pytest.raises(ModelError, match=why):
             rebuild_model(resolve_model_kwargs("digitnet_fpn", options))
 

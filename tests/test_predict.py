@@ -430,6 +430,25 @@ def test_a_small_plate_in_a_large_photo_is_found_by_the_closer_look(text):
     assert read_number(detect(loaded, [canvas])[0], loaded.reader) == "-1", "pass 1 alone misses it"
 
 
+def test_a_crop_grows_only_towards_the_side_its_number_runs_to():
+    from core.predict import grown_crop
+
+    rect, width = (100, 50, 160, 90), 400  # a 60 px wide crop in a 400 px wide image
+    digit_h = 20.0
+    clear = ([14.0, 6.0, 46.0, 26.0], digit_h)  # 14 px from both sides: more than a quarter of a digit height
+    assert grown_crop(rect, clear, width, 2.0) == rect
+    assert grown_crop(rect, None, width, 2.0) == rect, "nothing read: nothing to follow"
+    runs_right = ([14.0, 6.0, 58.0, 26.0], digit_h)  # its last digit is cut by the crop's right side
+    assert grown_crop(rect, runs_right, width, 2.0) == (100, 50, 200, 90), "40 px (2 digit heights) to the right"
+    runs_left = ([1.0, 6.0, 40.0, 26.0], digit_h)
+    assert grown_crop(rect, runs_left, width, 2.0) == (60, 50, 160, 90)
+    both = ([0.0, 6.0, 60.0, 26.0], digit_h)
+    assert grown_crop(rect, both, width, 1.5) == (70, 50, 190, 90)
+    assert grown_crop((0, 50, 60, 90), both, width, 2.0) == (0, 50, 100, 90), "the image's edge is no crop side"
+    assert grown_crop((350, 50, 400, 90), ([0.0, 6.0, 50.0, 26.0], digit_h), width, 2.0) == (310, 50, 400, 90)
+    assert grown_crop((10, 50, 70, 90), runs_left, width, 2.0) == (0, 50, 70, 90), "clipped to the image"
+
+
 def test_joined_file_by_file_predictions_equal_one_call(tiny_run, tiny_data):
     from core.predict import join_predictions, predict_images
 
