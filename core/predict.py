@@ -481,16 +481,15 @@ def _follow_the_line(model: torch.nn.Module, tensors: Sequence[torch.Tensor], wh
     only part of the number, and the crop around that part cuts the rest off."""
     grown = {}
     for k, ((index, rect), again) in enumerate(zip(where, read)):
-        width = tensors[index].shape[-1]
-        bigger = grown_crop(rect, number_region(again, refine.min_score), width, refine.follow)
+        bigger = grown_crop(rect, number_region(again, refine.min_score), tensors[index].shape[-1], refine.follow)
         if bigger != rect:
             grown[k] = bigger
     if not grown:
         return where, read
     crops = [tensors[where[k][0]][:, y0:y1, x0:x1] for k, (x0, y0, x1, y1) in grown.items()]
-    for k, again in zip(grown, _detect_at(model, crops, input_size_of(model), batch_size, device, views)):
-        where[k], read[k] = (where[k][0], grown[k]), again
-    return where, read
+    again = dict(zip(grown, _detect_at(model, crops, input_size_of(model), batch_size, device, views)))
+    return ([(index, grown.get(k, rect)) for k, (index, rect) in enumerate(where)],
+            [again.get(k, found) for k, found in enumerate(read)])
 
 
 # A number whose outer digit lies within this many digit heights of its crop's side runs to that side.

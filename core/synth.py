@@ -1196,13 +1196,13 @@ def render_sample(rng: random.Random, fonts: list[str], np_rng: np.random.Genera
     (1, 2, ... left to right) covers each pixel with at least half ink, for checking boxes, and
     ``digits`` and ``letters``: what was drawn (slivers of other signs aside).
     """
-    if not isinstance(boxes, BoxConvention) and boxes not in BOX_CONVENTIONS:
+    convention = boxes if isinstance(boxes, BoxConvention) else BOX_CONVENTIONS.get(boxes)
+    if convention is None:
         raise SynthError(f"unknown box convention {boxes!r}; choose {', '.join(BOX_CONVENTIONS)}")
     if np_rng is None:
         np_rng = np.random.default_rng(rng.getrandbits(64))
     negative = rng.random()
     drawn = ([], "")
-    convention = boxes if isinstance(boxes, BoxConvention) else BOX_CONVENTIONS[boxes]
     if negative < negatives.digit_free:
         sample = _without_digits(rng, np_rng, fonts, convention)
     else:
