@@ -316,13 +316,18 @@ class CloserLook:
     Pass 1 reduces a 1,280 px photo to a 512 px long side, where a 12 px digit is 5 px: too small to
     find. Reading every photo at the larger size reads more walls as digits; looking closer only where
     pass 1's best digit scored under ``trigger`` (the reader's anchor: pass 1 read no number), and
-    trusting only a sure digit that pass 1 saw too small to judge, finds small plates without them."""
+    trusting only a sure digit that pass 1 saw too small to judge, finds small plates without them.
+
+    ``follow``: digit heights by which a crop of the closer look's second pass grows where the number read in it
+    runs to the crop's side (0: never). The closer look's own pass 1 sees the digits under ``small_px`` tall
+    and may locate one digit of four; the crop round that digit cuts the rest off."""
 
     max_short: int
     max_long: int
     trigger: float
     min_score: float
     small_px: float
+    follow: float = 0.0
 
     def input_size(self, first: InputSize) -> InputSize:
         return InputSize("auto", first.min_short, self.max_short, self.max_long)
@@ -337,10 +342,14 @@ class CloserLook:
                    for score, box in zip(found["scores"], found["boxes"]))
 
     def describe(self) -> str:
-        return (f"a photo in which no digit scored {self.trigger:g} is looked at again with its long side up to "
+        text = (f"a photo in which no digit scored {self.trigger:g} is looked at again with its long side up to "
                 f"{self.max_long} px (short side up to {self.max_short} px); what that closer look finds is kept "
                 f"when a digit there scores {self.min_score:g} and was too small for the first look to judge "
                 f"(under {self.small_px:g} px tall there)")
+        if self.follow > 0:
+            text += (f"; there, a crop whose number runs to its side grows {self.follow:g} digit heights that way "
+                     "and is read again")
+        return text
 
 
 def closer_look_of(model: nn.Module) -> CloserLook | None:
@@ -351,7 +360,7 @@ def _closer_look(kw: dict[str, Any]) -> CloserLook | None:
     """From the ``closer_*`` model kwargs (``closer_max_long`` 0, the default: no closer look)."""
     look = CloserLook(int(kw.get("closer_max_short", 0)), int(kw.get("closer_max_long", 0)),
                       float(kw.get("closer_trigger", 1.0)), float(kw.get("closer_min_score", 1.0)),
-                      float(kw.get("closer_small_px", 0)))
+                      float(kw.get("closer_small_px", 0)), _follow_heights(kw, "closer_follow"))
     if look.max_long <= 0:
         return None
     if kw.get("size_policy") != "auto":
@@ -485,14 +494,19 @@ def _install_fixed_size(model: FasterRCNN, test_min_size: int | None) -> None:
     _install_transform(model, InputSize("fixed", sizes[-1], sizes[-1], int(model.transform.max_size)), sizes)
 
 
+def _follow_heights(kw: dict[str, Any], key: str) -> float:
+    """A follow-the-line setting (``refine_follow``, ``closer_follow``): digit heights, 0 (off) to 10."""
+    follow = kw.get(key, 0.0)
+    if isinstance(follow, bool) or not isinstance(follow, (int, float)) or not 0 <= follow <= 10:
+        raise ModelError(f"{key} {follow!r} must be 0 (off) to 10 digit heights")
+    return float(follow)
+
+
 def _install_input_size(model: FasterRCNN, kw: dict[str, Any]) -> None:
     below, min_score = kw.get("refine_below_px", 0), kw.get("refine_min_score", 1.0)
-    follow = kw.get("refine_follow", 0.0)
     if not 0 <= min_score <= 1:
         raise ModelError(f"refine_min_score {min_score!r} must be a score between 0 and 1")
-    if isinstance(follow, bool) or not isinstance(follow, (int, float)) or not 0 <= follow <= 10:
-        raise ModelError(f"refine_follow {follow!r} must be 0 (off) to 10 digit heights")
-    model.refine_policy = RefinePolicy(float(below), float(min_score), float(follow))
+    model.refine_policy = RefinePolicy(float(below), float(min_score), _follow_heights(kw, "refine_follow"))
     model.closer_look = _closer_look(kw)
     _install_views(model, kw)
     _install_line_heights(model, kw)
@@ -603,6 +617,7 @@ def _digitnet_defaults() -> dict[str, Any]:
         closer_trigger=1.0,
         closer_min_score=1.0,
         closer_small_px=0.0,
+        closer_follow=0.0,
         # One view unless a checkpoint asks for more (core.checkpoint export --views): see core.predict.fuse_views.
         view_scales=[1.0],
         view_fuse_iou=VIEW_FUSE_IOU,

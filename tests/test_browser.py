@@ -82,28 +82,28 @@ def test_upload_shows_boxes_and_the_number(browser, app, tmp_path):
 
 
 def test_a_photo_shows_the_number_region_it_was_read_in(browser, app, tmp_path):
-    """A street photo with a small plate (44 px digits in a 1149x1149 photo): the page reads it and draws the
-    region the number was read in."""
+    """A street photo with a small plate (28 px digits in a 551x980 photo, 11-13 px wide on screen): the page
+    reads it and draws the region the number was read in."""
     from core import synth
 
     url, _ = app
     # Pillow's own font only, so the scene is the same on every machine (it depends on the fonts installed).
-    rng, np_rng = synth.sample_rngs(31, "browser-photo", 9)
+    rng, np_rng = synth.sample_rngs(31, "browser-photo", 17)
     photo, boxes = synth.render_photo_scene(rng, [synth.BUILTIN_FONT], np_rng)
-    assert photo.size == (1149, 1149) and "".join(str(b[4]) for b in sorted(boxes)) == "2546"
+    assert photo.size == (551, 980) and "".join(str(b[4]) for b in sorted(boxes)) == "3695"
     path = tmp_path / "photo.jpg"
     photo.convert("RGB").save(path, quality=90)
     page = open_page(browser, url)
     page.wait_for_selector("text=Detect house numbers")
     page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(path))
     page.wait_for_selector('[data-testid="stMetricValue"]')
-    expect(page.get_by_test_id("stMetricValue").first).to_have_text("2546")
+    expect(page.get_by_test_id("stMetricValue").first).to_have_text("3695")
     page.wait_for_selector("text=The number's region (dashed yellow)")
     page.locator(".js-plotly-plot").first.wait_for()
     labels = page.locator(".js-plotly-plot").first.locator(".annotation-text").evaluate_all(
         "els => els.map(e => e.textContent)")
     # The plate's digits are about 12 px wide on screen: one label per digit would pile up on the plate.
-    assert labels == ["2546"], f"a number too small on screen gets one label, the number: {labels}"
+    assert labels == ["3695"], f"a number too small on screen gets one label, the number: {labels}"
     _shot(page, "detect-photo.png")
     page.close()
 

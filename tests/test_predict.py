@@ -430,6 +430,23 @@ def test_a_small_plate_in_a_large_photo_is_found_by_the_closer_look(text):
     assert read_number(detect(loaded, [canvas])[0], loaded.reader) == "-1", "pass 1 alone misses it"
 
 
+def test_the_closer_look_grows_a_crop_that_cut_its_number_off():
+    """At the closer look's size a 13 px digit is 9 px: its first pass may locate one digit of "1093", and the
+    crop round that digit cuts the rest off. The shipped model's closer look grows such a crop (CloserLook.follow)."""
+    import dataclasses
+
+    loaded = load_model(None, "cpu")
+    look = closer_look_of(loaded.model)
+    assert look.follow == 2.0
+    canvas = Image.new("RGB", (960, 1280), (255, 255, 255))
+    canvas.paste(_plate("1093", 18), (300, 900))
+    found = detect(loaded, [canvas])[0]
+    assert read_number(found, loaded.reader) == "1093" and found["region"][2] >= 300 + 40, "the whole plate read"
+    loaded.model.closer_look = dataclasses.replace(look, follow=0.0)
+    cut = detect(loaded, [canvas])[0]
+    assert read_number(cut, loaded.reader) != "1093" and cut["region"][2] < 300 + 40, "the crop round the 1 alone"
+
+
 def test_a_crop_grows_only_towards_the_side_its_number_runs_to():
     from core.predict import grown_crop
 
