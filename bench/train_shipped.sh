@@ -2,7 +2,8 @@
 # Trains the shipped model and the stored scheduler curves: steps 1-7 (about 5 hours on a 2-core CPU) the
 # generator-v3 model (default.pt until 2026-11-27, exported to runs/v3-finetune/export.pt) and the curves
 # (copied to checkpoints/curves/); with WITH_FONTS=1, steps 9-10 today's checkpoints/default.pt (514 fonts,
-# generator v4, two GPU fine-tunes, a weight average): root for the fonts, a CUDA GPU for 10b-c (DEVICE=cpu: hours).
+# generator v4, two GPU fine-tunes, a weight average, then generator v6 on a GPU): root for the fonts, a CUDA GPU for
+# 10b-c and 10i (DEVICE=cpu: hours).
 # Run it again after an interruption: finished steps are skipped, interrupted runs resume.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -156,7 +157,11 @@ if [ "${WITH_FONTS:-0}" = 1 ]; then
   $PY -m core.checkpoint export runs/gpu14/best.pt runs/gpu14/export.pt $C
   $PY -m core.evaluate --ckpt runs/gpu14/export.pt --data data/synth-v6-seed7 --split test \
       --json runs/gpu14/test-v6-seed7.json
-  # A candidate, not default.pt: a closer-look test of the shipped model fails with it (README "A fifth lent GPU").
-  $PY -m core.checkpoint export runs/gpu14/best.pt checkpoints/candidates/v6-finetune.pt $C \
-      --metrics-json runs/gpu14/test-v6-seed7.json
+  # default.pt since the fifteenth session: C, whose closer look grows a crop that cut its number off (the sixth
+  # --look-closer value; README "The shipped model"). The fourteenth session kept C without it as a candidate.
+  $PY -m core.checkpoint export runs/gpu14/best.pt runs/gpu14/export-g.pt $C --look-closer $LOOK,2
+  $PY -m core.evaluate --ckpt runs/gpu14/export-g.pt --data data/synth-v6-seed7 --split test \
+      --json runs/gpu14/test-v6-seed7-g.json
+  $PY -m core.checkpoint export runs/gpu14/best.pt checkpoints/default.pt $C --look-closer $LOOK,2 \
+      --metrics-json runs/gpu14/test-v6-seed7-g.json
 fi
