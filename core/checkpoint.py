@@ -141,12 +141,13 @@ def describe(payload: dict[str, Any]) -> dict[str, Any]:
 
 def export(src: str, out: str, half: bool = True, task2_threshold: float | None = None,
            metrics_json: str | None = None, task2_reader: dict[str, Any] | None = None,
-           look_closer: tuple[int, int, float, float, float, float] | None = None,
+           look_closer: tuple[int, int, float, float, float, float, float] | None = None,
            views: tuple[float, ...] | None = None, view_photos: str | None = None,
            line_heights: str | None = None, follow_line: float | None = None) -> dict[str, Any]:
     """Write a deployable copy of ``src``: inference-only, optionally float16, with extra metadata.
     ``task2_reader`` (a ``NumberReader.as_dict()``) replaces any plain ``task2_threshold``;
-    ``look_closer`` (max short side, max long side, trigger, min score, small px, follow heights; long side 0: off) sets
+    ``look_closer`` (max short side, max long side, trigger, min score, small px, follow heights, locating score;
+    long side 0: off) sets
     the model's closer look (``core.model.CloserLook``); ``views`` the multiples of its input size at
     which it reads each image (``(1.0,)``: once; ``core.predict.fuse_views``); ``view_photos`` how
     those views read an image its input size reduces ("once" or "confirm", ``core.model.VIEW_PHOTOS``);
@@ -166,7 +167,7 @@ def export(src: str, out: str, half: bool = True, task2_threshold: float | None 
     payload["model_kwargs"] = complete_model_kwargs(payload["model_kwargs"])
     if look_closer is not None:
         keys = ("closer_max_short", "closer_max_long", "closer_trigger", "closer_min_score", "closer_small_px",
-                "closer_follow")
+                "closer_follow", "closer_locate")
         _set_model_options(payload, dict(zip(keys, look_closer)), "--look-closer")
     if views is not None:
         _set_model_options(payload, {"view_scales": [float(v) for v in views]}, "--views")
@@ -224,18 +225,18 @@ def _views_option(text: str) -> tuple[float, ...]:
                                          "0.8,1,1.25 (or 'off')") from None
 
 
-def _look_closer_option(text: str) -> tuple[int, int, float, float, float, float]:
+def _look_closer_option(text: str) -> tuple[int, int, float, float, float, float, float]:
     if text == "off":
-        return 0, 0, 1.0, 1.0, 0.0, 0.0
+        return 0, 0, 1.0, 1.0, 0.0, 0.0, 0.0
     parts = text.split(",")
     try:
-        if len(parts) not in (5, 6):
+        if not 5 <= len(parts) <= 7:
             raise ValueError
-        follow = float(parts[5]) if len(parts) == 6 else 0.0
-        return int(parts[0]), int(parts[1]), float(parts[2]), float(parts[3]), float(parts[4]), follow
+        follow, locate = (float(p) for p in (parts[5:] + ["0", "0"])[:2])
+        return int(parts[0]), int(parts[1]), float(parts[2]), float(parts[3]), float(parts[4]), follow, locate
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not SHORT,LONG,TRIGGER,MIN,SMALL_PX[,FOLLOW] such as "
-                                         "640,896,0.85,0.98,10,2, or off") from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not SHORT,LONG,TRIGGER,MIN,SMALL_PX[,FOLLOW[,LOCATE]] such "
+                                         "as 640,896,0.85,0.98,10,2, or off") from None
 
 
 def _follow_line(text: str) -> float:
@@ -323,12 +324,13 @@ def main(argv: list[str] | None = None) -> int:
                          "plain Task 2 threshold to record instead (every digit scoring at least this)")
     exp.add_argument("--metrics-json", default=None, help="core.evaluate --json output to record (e.g. test split)")
     exp.add_argument("--look-closer", type=_look_closer_option, default=None,
-                     metavar="SHORT,LONG,TRIGGER,MIN,SMALL_PX[,FOLLOW]|off",
+                     metavar="SHORT,LONG,TRIGGER,MIN,SMALL_PX[,FOLLOW[,LOCATE]]|off",
                      help="read a large photo in which no digit scored TRIGGER again with its short side up to "
                           "SHORT and long side up to LONG px, keeping that read when a digit there scores MIN and "
                           "was under SMALL_PX tall at the first size; FOLLOW (default 0: never): there, a crop whose "
-                          "number runs to its side grows FOLLOW digit heights that way and is read again "
-                          "(e.g. 640,896,0.85,0.98,10,2; 'off' removes it)")
+                          "number runs to its side grows FOLLOW digit heights that way and is read again; LOCATE "
+                          "(default 0: as the first look): the score at which a digit found there locates a number "
+                          "to read again from its crop (e.g. 640,896,0.85,0.98,10,2; 'off' removes it)")
     exp.add_argument("--views", type=_views_option, default=None, metavar="SCALES|off",
                      help="read each image at these multiples of its input size and fuse what the views find box "
                           "by box (e.g. 0.8,1,1.25; 1 must be among them; 'off' reads once)")

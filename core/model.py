@@ -320,7 +320,9 @@ class CloserLook:
 
     ``follow``: digit heights by which a crop of the closer look's second pass grows where the number read in it
     runs to the crop's side (0: never). The closer look's own pass 1 sees the digits under ``small_px`` tall
-    and may locate one digit of four; the crop round that digit cuts the rest off."""
+    and may locate one digit of four; the crop round that digit cuts the rest off. ``locate``: the score at
+    which a detection of that pass 1 locates a number for the second pass (0: the first look's
+    ``RefinePolicy.min_score``); at 9 px a plate's digits may score no more than 0.1-0.2 there."""
 
     max_short: int
     max_long: int
@@ -328,9 +330,15 @@ class CloserLook:
     min_score: float
     small_px: float
     follow: float = 0.0
+    locate: float = 0.0
 
     def input_size(self, first: InputSize) -> InputSize:
         return InputSize("auto", first.min_short, self.max_short, self.max_long)
+
+    def refine_policy(self, first: RefinePolicy) -> RefinePolicy:
+        """How the closer look's second pass reads its crops: as the first look's, growing them by the larger
+        of the two ``follow`` settings, located at ``locate`` where set."""
+        return replace(first, follow=max(first.follow, self.follow), min_score=self.locate or first.min_score)
 
     def worth_it(self, first: InputSize, height: int, width: int) -> bool:
         """Only where pass 1 reduced the image noticeably more than the closer look would."""
@@ -346,6 +354,8 @@ class CloserLook:
                 f"{self.max_long} px (short side up to {self.max_short} px); what that closer look finds is kept "
                 f"when a digit there scores {self.min_score:g} and was too small for the first look to judge "
                 f"(under {self.small_px:g} px tall there)")
+        if self.locate > 0:
+            text += f"; there, a digit scoring {self.locate:g} locates a number to read again from its crop"
         if self.follow > 0:
             text += (f"; there, a crop whose number runs to its side grows {self.follow:g} digit heights that way "
                      "and is read again")
@@ -360,7 +370,8 @@ def _closer_look(kw: dict[str, Any]) -> CloserLook | None:
     """From the ``closer_*`` model kwargs (``closer_max_long`` 0, the default: no closer look)."""
     look = CloserLook(int(kw.get("closer_max_short", 0)), int(kw.get("closer_max_long", 0)),
                       float(kw.get("closer_trigger", 1.0)), float(kw.get("closer_min_score", 1.0)),
-                      float(kw.get("closer_small_px", 0)), _follow_heights(kw, "closer_follow"))
+                      float(kw.get("closer_small_px", 0)), _follow_heights(kw, "closer_follow"),
+                      float(kw.get("closer_locate", 0.0)))
     if look.max_long <= 0:
         return None
     if kw.get("size_policy") != "auto":
@@ -368,7 +379,7 @@ def _closer_look(kw: dict[str, Any]) -> CloserLook | None:
     if not kw["auto_max_short"] <= look.max_short <= look.max_long <= MAX_INPUT_SIDE:
         raise ModelError(f"closer look: need auto_max_short {kw['auto_max_short']} <= closer_max_short "
                          f"{look.max_short} <= closer_max_long {look.max_long} <= {MAX_INPUT_SIDE}")
-    for name in ("trigger", "min_score"):
+    for name in ("trigger", "min_score", "locate"):
         if not 0.0 <= getattr(look, name) <= 1.0:
             raise ModelError(f"closer_{name} {getattr(look, name)!r} must be a score between 0 and 1")
     if look.small_px <= 0:
@@ -618,6 +629,7 @@ def _digitnet_defaults() -> dict[str, Any]:
         closer_min_score=1.0,
         closer_small_px=0.0,
         closer_follow=0.0,
+        closer_locate=0.0,
         # One view unless a checkpoint asks for more (core.checkpoint export --views): see core.predict.fuse_views.
         view_scales=[1.0],
         view_fuse_iou=VIEW_FUSE_IOU,

@@ -30,7 +30,7 @@ from torchvision.transforms.v2 import functional as F
 
 from core.checkpoint import CheckpointError, describe, load_checkpoint
 from core.images import ImageDecodeError, decode_image, list_images, numeric_stem
-from core.model import (LETTER_LABEL, MAX_INPUT_SIDE, InputSize, ModelError, closer_look_of,
+from core.model import (LETTER_LABEL, MAX_INPUT_SIDE, InputSize, ModelError, RefinePolicy, closer_look_of,
                         input_size_of, line_heights_of, prepare_for_inference, rebuild_model, refine_policy_of,
                         resize_by, view_fuse_iou_of, view_photos_of, view_scales_of)
 
@@ -149,7 +149,7 @@ def detect(loaded: LoadedModel | torch.nn.Module, images: Sequence[Image.Image |
     device = device or (loaded.device if isinstance(loaded, LoadedModel) else next(model.parameters()).device)
     policy = input_size_of(model, input_size)
     tensors = [_to_tensor(im) for im in images]
-    results = _read(model, tensors, policy, batch_size, device, refine_policy_of(model).follow)
+    results = _read(model, tensors, policy, batch_size, device, refine_policy_of(model))
     if input_size in (None, "auto"):  # a size asked for is the size read at
         _look_closer(model, tensors, results, policy, batch_size, device)
     if line_heights_of(model) == "shared":
@@ -198,8 +198,7 @@ def _look_closer(model: torch.nn.Module, tensors: Sequence[torch.Tensor], result
         return
     picked = [tensors[i] for i in todo]
     size = closer.input_size(first)
-    # The closer look's pass 1 sees its digits under closer.small_px tall and may locate part of a number.
-    again = _read(model, picked, size, batch_size, device, max(closer.follow, refine_policy_of(model).follow))
+    again = _read(model, picked, size, batch_size, device, closer.refine_policy(refine_policy_of(model)))
     for index, found in zip(todo, again):
         if closer.keeps(found, first.scale(*tensors[index].shape[-2:])):
             best = max(results[index]["scores"], default=0.0)
@@ -211,22 +210,22 @@ def _look_closer(model: torch.nn.Module, tensors: Sequence[torch.Tensor], result
 
 
 def _read(model: torch.nn.Module, tensors: Sequence[torch.Tensor], policy: InputSize, batch_size: int,
-          device: torch.device, follow: float) -> list[dict[str, Any]]:
-    """Each image read by the model's views, located once (:func:`_read_located_once`; ``follow``: digit
-    heights a second-pass crop grows where its number runs to its side, :func:`_follow_the_line`). When the model's
+          device: torch.device, refine: RefinePolicy) -> list[dict[str, Any]]:
+    """Each image read by the model's views, located once (:func:`_read_located_once`; ``refine``: how its
+    second pass reads a small number's crop). When the model's
     ``view_photos`` is "confirm", an image ``policy`` reduces (a photo) whose surest digit stands alone is read
     again whole at every view (:func:`_read_whole_at_each_view`), and that reading is kept unless it is surer
     (:func:`confirmed`): most walls read as a number are one ring or letter read as a digit that only one view
     locates."""
     views = view_scales_of(model)
-    results = _read_located_once(model, tensors, policy, batch_size, device, views, follow)
+    results = _read_located_once(model, tensors, policy, batch_size, device, views, refine)
     if len(views) == 1 or view_photos_of(model) != "confirm":
         return results
     lone = [i for i, (tensor, found) in enumerate(zip(tensors, results))
             if policy.scale(*tensor.shape[-2:]) < 1.0 and len(read_digits(found, NumberReader.lone_check())) == 1]
     if lone:
         again = _read_whole_at_each_view(model, [tensors[i] for i in lone], policy, batch_size, device, views,
-                                         follow)
+                                         refine)
         for i, found in zip(lone, again):
             first = results[i]
             results[i] = confirmed(first, found)
@@ -254,26 +253,26 @@ def confirmed(first: dict[str, Any], again: dict[str, Any]) -> dict[str, Any]:
 
 
 def _read_located_once(model: torch.nn.Module, tensors: Sequence[torch.Tensor], policy: InputSize, batch_size: int,
-                       device: torch.device, views: Sequence[float], follow: float) -> list[dict[str, Any]]:
+                       device: torch.device, views: Sequence[float], refine: RefinePolicy) -> list[dict[str, Any]]:
     """Pass 1 locates each number at ``policy``'s size, once; the read that is kept sees every one of
     ``views``: pass 2's crop of a small number, or else the whole image again at the other view scales,
     fused with pass 1. Locating at every view as well would cost two more reads of each image for no
     better number (README "Reading at several sizes")."""
     results = _detect_at(model, tensors, policy, batch_size, device)
-    cropped = _read_small_numbers_again(model, tensors, results, policy, batch_size, device, follow, views)
+    cropped = _read_small_numbers_again(model, tensors, results, policy, batch_size, device, refine, views)
     others = [v for v in views if v != 1.0]
     rest = [i for i in range(len(tensors)) if i not in cropped]
     if not others or not rest:
         return results
     per_view = [_detect_view(model, [tensors[i] for i in rest], policy, v, batch_size, device) for v in others]
     for k, i in enumerate(rest):
-        results[i] = _fused(model, [results[i]] + [found[k] for found in per_view])
+        results[i] = _fused(model, [results[i]] + [found[k] for found in per_view], refine)
     return results
 
 
 def _read_whole_at_each_view(model: torch.nn.Module, tensors: Sequence[torch.Tensor], policy: InputSize,
                              batch_size: int, device: torch.device, views: Sequence[float],
-                             follow: float) -> list[dict[str, Any]]:
+                             refine: RefinePolicy) -> list[dict[str, Any]]:
     """Every view makes the whole reading, pass 1 at that multiple of ``policy``'s size and pass 2 at that
     multiple of the crop's, and the views' results are fused: a ring or a letter that one view locates
     and reads close up as a digit is seldom located at the other sizes, so it keeps a third of its score.
@@ -282,16 +281,16 @@ def _read_whole_at_each_view(model: torch.nn.Module, tensors: Sequence[torch.Ten
     per_view = []
     for view in views:
         found = _detect_view(model, tensors, policy, view, batch_size, device)
-        _read_small_numbers_again(model, tensors, found, policy, batch_size, device, follow, (view,),
+        _read_small_numbers_again(model, tensors, found, policy, batch_size, device, refine, (view,),
                                   located_at=view)
         per_view.append(found)
-    return [_fused(model, list(found)) for found in zip(*per_view)]
+    return [_fused(model, list(found), refine) for found in zip(*per_view)]
 
 
-def _fused(model: torch.nn.Module, views: list[dict[str, Any]]) -> dict[str, Any]:
+def _fused(model: torch.nn.Module, views: list[dict[str, Any]], refine: RefinePolicy) -> dict[str, Any]:
     """One image's views fused, with the number region of the result."""
     fused = fuse_views(views, view_fuse_iou_of(model))
-    region = number_region(fused, refine_policy_of(model).min_score)
+    region = number_region(fused, refine.min_score)
     return {**fused, "region": region[0] if region else None}
 
 
@@ -437,12 +436,10 @@ REGION_MARGIN = {"x": 0.7, "y": 0.3}
 
 
 def _read_small_numbers_again(model: torch.nn.Module, tensors: Sequence[torch.Tensor], results: list[dict[str, Any]],
-                              policy: InputSize, batch_size: int, device: torch.device, follow: float,
+                              policy: InputSize, batch_size: int, device: torch.device, refine: RefinePolicy,
                               views: Sequence[float] = (1.0,), located_at: float = 1.0) -> set[int]:
-    """Pass 2: the crops read, at each of ``views``, in place of pass 1's detections inside them
-    (``located_at``: the view pass 1 read at; ``follow``: :func:`_follow_the_line`); returns the images read
-    again."""
-    refine = refine_policy_of(model)
+    """Pass 2 (``refine``): the crops read, at each of ``views``, in place of pass 1's detections inside them
+    (``located_at``: the view pass 1 read at); returns the images read again."""
     crops, where = [], []
     for index, (tensor, detection) in enumerate(zip(tensors, results)):
         found = number_region(detection, refine.min_score)
@@ -463,9 +460,8 @@ def _read_small_numbers_again(model: torch.nn.Module, tensors: Sequence[torch.Te
     if not crops:
         return set()
     read = _detect_at(model, crops, input_size_of(model), batch_size, device, views)
-    if follow > 0:
-        where, read = _follow_the_line(model, tensors, where, read, refine.min_score, follow, batch_size, device,
-                                       views)
+    if refine.follow > 0:
+        where, read = _follow_the_line(model, tensors, where, read, refine, batch_size, device, views)
     for (index, (cx0, cy0, cx1, cy1)), again in zip(where, read):
         first = results[index]
         outside = [k for k, b in enumerate(first["boxes"])
@@ -481,15 +477,14 @@ def _read_small_numbers_again(model: torch.nn.Module, tensors: Sequence[torch.Te
 
 
 def _follow_the_line(model: torch.nn.Module, tensors: Sequence[torch.Tensor], where: list[tuple[int, tuple]],
-                     read: list[dict[str, Any]], min_score: float, follow: float, batch_size: int,
-                     device: torch.device, views: Sequence[float]
-                     ) -> tuple[list[tuple[int, tuple]], list[dict[str, Any]]]:
-    """Pass 2's crops whose number runs to their left or right side, grown ``follow`` digit heights
+                     read: list[dict[str, Any]], refine: RefinePolicy, batch_size: int, device: torch.device,
+                     views: Sequence[float]) -> tuple[list[tuple[int, tuple]], list[dict[str, Any]]]:
+    """Pass 2's crops whose number runs to their left or right side, grown ``refine.follow`` digit heights
     that way and read again: pass 1, at a size where the digits are a few pixels tall, may have located
     only part of the number, and the crop around that part cuts the rest off."""
     grown = {}
     for k, ((index, rect), again) in enumerate(zip(where, read)):
-        bigger = grown_crop(rect, number_region(again, min_score), tensors[index].shape[-1], follow)
+        bigger = grown_crop(rect, number_region(again, refine.min_score), tensors[index].shape[-1], refine.follow)
         if bigger != rect:
             grown[k] = bigger
     if not grown:

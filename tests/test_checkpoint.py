@@ -98,7 +98,7 @@ def test_average_refuses_checkpoints_of_different_models(tiny_run, tmp_path, cap
 
 
 def test_export_sets_and_removes_the_closer_look(tiny_run, tmp_path, capsys):
-    from core.model import closer_look_of
+    from core.model import RefinePolicy, closer_look_of, refine_policy_of
 
     shipped = os.path.join(os.path.dirname(os.path.dirname(__file__)), "checkpoints", "default.pt")  # auto size
     plain, closer = tmp_path / "plain.pt", tmp_path / "closer.pt"
@@ -108,8 +108,10 @@ def test_export_sets_and_removes_the_closer_look(tiny_run, tmp_path, capsys):
     assert checkpoint_main(["export", str(plain), str(closer), "--look-closer", "700,1000,0.8,0.9,12"]) == 0
     loaded = load_model(str(closer), "cpu")
     look = closer_look_of(loaded.model)
-    assert (look.max_short, look.max_long, look.trigger, look.min_score, look.small_px, look.follow) == \
-        (700, 1000, 0.8, 0.9, 12, 0.0), "five values: the closer look's crops do not grow"
+    assert (look.max_short, look.max_long, look.trigger, look.min_score, look.small_px, look.follow, look.locate) == \
+        (700, 1000, 0.8, 0.9, 12, 0.0, 0.0), "five values: the closer look's crops do not grow"
+    assert look.refine_policy(refine_policy_of(loaded.model)) == refine_policy_of(loaded.model), \
+        "and its second pass reads them as the first look's does"
     assert "looked at again" in loaded.inference_note() and "looked at again" not in loaded.inference_note(300)
     assert "there, a crop whose number runs" not in loaded.inference_note()
     following = tmp_path / "following.pt"
@@ -117,17 +119,25 @@ def test_export_sets_and_removes_the_closer_look(tiny_run, tmp_path, capsys):
     loaded = load_model(str(following), "cpu")
     assert closer_look_of(loaded.model).follow == 2.5
     assert "there, a crop whose number runs to its side grows 2.5 digit heights" in loaded.inference_note()
+    assert "locates a number" not in loaded.inference_note()
+    assert checkpoint_main(["export", str(closer), str(following), "--look-closer", "700,1000,0.8,0.9,12,2,0.1"]) == 0
+    loaded = load_model(str(following), "cpu")
+    first = refine_policy_of(loaded.model)
+    assert closer_look_of(loaded.model).refine_policy(first) == RefinePolicy(first.below_px, 0.1, 2.0), \
+        "the closer look locates at its own score and grows its crops"
+    assert "there, a digit scoring 0.1 locates a number to read again" in loaded.inference_note()
     for source, bad, why in ((shipped, "100,896,0.85,0.98,10", "closer_max_short 100"),
                              (shipped, "640,896,0.85,1.5,10", "closer_min_score 1.5"),
                              (shipped, "640,896,0.85,0.98,10,12", "closer_follow 12.0 must be 0 (off) to 10"),
+                             (shipped, "640,896,0.85,0.98,10,2,1.5", "closer_locate 1.5 must be a score"),
                              (f"{tiny_run}/best.pt", "640,896,0.85,0.98,10", "needs the auto input size")):
         assert checkpoint_main(["export", source, str(tmp_path / "bad.pt"), "--look-closer", bad]) == 2
         assert why in capsys.readouterr().err and not (tmp_path / "bad.pt").exists()
     with pytest.raises(SystemExit):
         checkpoint_main(["export", shipped, str(tmp_path / "bad.pt"), "--look-closer", "640,896"])
-    assert "SHORT,LONG,TRIGGER,MIN,SMALL_PX[,FOLLOW]" in capsys.readouterr().err
+    assert "SHORT,LONG,TRIGGER,MIN,SMALL_PX[,FOLLOW[,LOCATE]]" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        checkpoint_main(["export", shipped, str(tmp_path / "bad.pt"), "--look-closer", "640,896,0.85,0.98,10,2,1"])
+        checkpoint_main(["export", shipped, str(tmp_path / "bad.pt"), "--look-closer", "640,896,0.85,0.98,10,2,0.1,1"])
     assert "is not SHORT,LONG" in capsys.readouterr().err
 
 

@@ -166,7 +166,7 @@ def test_the_closer_look_is_off_by_default_and_its_options_are_checked():
     assert look.keeps(found, 0.4), "a sure digit 9.6 px tall at pass 1's size: too small there to judge"
     assert not look.keeps(found, 0.5), "12 px at pass 1's size: pass 1 saw it and did not read it"
     assert not look.keeps({**found, "scores": [0.97, 0.7]}, 0.4), "no sure digit"
-    assert look.follow == 0.0, "the closer look's crops grow only where a checkpoint asks"
+    assert look.follow == 0.0 and look.locate == 0.0, "the closer look reads its crops as the first look unless asked"
     for options, why in (({"closer_max_short": 300, "closer_max_long": 896}, "closer_max_short 300"),
                          ({"closer_max_short": 640, "closer_max_long": 3000}, "<= 2000"),
                          ({"closer_max_short": 640, "closer_max_long": 896, "closer_trigger": -0.1,
