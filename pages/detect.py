@@ -286,5 +286,7 @@ for index, ((name, data), image_id, detection, number) in enumerate(
                 "read": st.column_config.CheckboxColumn(
                     "read", help="Part of the number read (not: a weaker box on the same digit, or a digit "
                              "off the number's line)")})
-        else:
-            st.caption(f"No detection scores {threshold:.2f} or more.")
+        if number == "-1":  # say why, in the reader's own terms: the boxes shown may score less than it needs
+            best = max(detection["scores"], default=0.0)
+            shown = "" if rows else f"no detection scores {threshold:.2f} or more, and "
+            st.caption(f"No number read: {shown}the surest digit scores {best:.2f}; {reader.describe()}.")

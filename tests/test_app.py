@@ -288,6 +288,16 @@ def test_reader_sliders_read_again_without_running_the_model(app_dirs, tiny_run,
         assert at.metric[0].value == (expected if expected != "-1" else "no digit (-1)"), (anchor, member)
         assert any(reader.describe() in c.value for c in at.sidebar.caption), "the sidebar says how numbers are read"
         assert any("is above the first" in c.value for c in at.sidebar.caption) == (member > anchor)
+        why = [c.value for c in at.main.caption if c.value.startswith("No number read")]
+        assert len(why) == (expected == "-1"), "a number not read is explained beside it"
+    best = max(detection["scores"])
+    for member, shown in ((best / 2, ""), (0.9, "no detection scores 0.90 or more, and ")):
+        at.slider[0].set_value(1.0)  # a score no digit reaches: the number goes, and the page says why
+        at.slider[1].set_value(member).run()
+        assert at.metric[0].value == "no digit (-1)"
+        rule = NumberReader(1.0, at.slider[1].value, loaded.reader.one_line).describe()
+        want = f"No number read: {shown}the surest digit scores {best:.2f}; {rule}."
+        assert want in [c.value for c in at.main.caption], [c.value for c in at.main.caption]
     assert len(calls) == runs_before
 
 
