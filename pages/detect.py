@@ -238,8 +238,13 @@ if len(files) > 1:
         "digits": [0 if number == "-1" else len(number) for number in numbers],
         "status": [f"error: {prediction.errors.get(n, 'unreadable')}" if d is None else "ok"
                    for n, d in zip(prediction.names, prediction.detections)],
+        # Each file is read on its own (run_model), so its part's time is that file's.
+        "ms": [None if d is None else round(part.seconds * 1000)
+               for (part, _), d in zip(results, prediction.detections)],
     })
-    st.dataframe(table, hide_index=True, width="stretch")
+    st.dataframe(table, hide_index=True, width="stretch", column_config={"ms": st.column_config.NumberColumn(
+        "ms", help="Model time for this file when it was read (a file kept from an earlier read shows that "
+                   "read's time); decoding and drawing not counted.")})
     mapping = image_ids_csv_bytes(prediction.names, prediction.image_ids)
     columns = st.columns(3)
     columns[0].download_button("Download pred.json (Task 1)", pred_json_bytes(prediction.coco()), "pred.json",

@@ -198,6 +198,8 @@ def test_batch_with_a_corrupt_file_still_runs_the_others(app_dirs, tiny_run, tin
     table = at.dataframe[0].value
     assert list(table["file"]) == ["1.png", "bad.png", "2.png"]
     assert table["status"].tolist()[1].startswith("error")
+    ms = table["ms"].tolist()
+    assert ms[0] > 0 and ms[2] > 0 and ms[1] != ms[1], "each readable file's own model time; none for bad.png"
     assert len(at.metric) == 2, "one result block per readable image"
     downloads = {b.label for b in at.get("download_button")}
     assert downloads == {"Download pred.json (Task 1)", "Download pred.csv (Task 2)", "Download image_ids.csv"}
