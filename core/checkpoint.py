@@ -143,7 +143,8 @@ def export(src: str, out: str, half: bool = True, task2_threshold: float | None 
            metrics_json: str | None = None, task2_reader: dict[str, Any] | None = None,
            look_closer: tuple[int, int, float, float, float, float, float] | None = None,
            views: tuple[float, ...] | None = None, view_photos: str | None = None,
-           line_heights: str | None = None, follow_line: float | None = None) -> dict[str, Any]:
+           line_heights: str | None = None, follow_line: float | None = None,
+           crop_views: str | None = None) -> dict[str, Any]:
     """Write a deployable copy of ``src``: inference-only, optionally float16, with extra metadata.
     ``task2_reader`` (a ``NumberReader.as_dict()``) replaces any plain ``task2_threshold``;
     ``look_closer`` (max short side, max long side, trigger, min score, small px, follow heights, locating score;
@@ -153,7 +154,8 @@ def export(src: str, out: str, half: bool = True, task2_threshold: float | None 
     those views read an image its input size reduces ("once" or "confirm", ``core.model.VIEW_PHOTOS``);
     ``line_heights`` whether the digits of the number read share one box height ("own" or "shared",
     ``core.model.LINE_HEIGHTS``); ``follow_line`` how many digit heights a second-pass crop grows where the
-    number read in it runs to its edge (0: never; ``core.model.RefinePolicy.follow``)."""
+    number read in it runs to its edge (0: never; ``core.model.RefinePolicy.follow``); ``crop_views`` whether a
+    second-pass crop's views are read apart or in one batch ("apart" or "batched", ``core.model.CROP_VIEWS``)."""
     import datetime
     import json
 
@@ -175,6 +177,8 @@ def export(src: str, out: str, half: bool = True, task2_threshold: float | None 
         _set_model_options(payload, {"view_photos": view_photos}, "--view-photos")
     if line_heights is not None:
         _set_model_options(payload, {"line_heights": line_heights}, "--line-heights")
+    if crop_views is not None:
+        _set_model_options(payload, {"crop_views": crop_views}, "--crop-views")
     if follow_line is not None:
         _set_model_options(payload, {"refine_follow": float(follow_line)}, "--follow-line")
     # An export of an export (a new inference option on the shipped file) names the training checkpoint the
@@ -338,6 +342,9 @@ def main(argv: list[str] | None = None) -> int:
                      help="how the views read an image the input size reduces (a photo): 'once' locates the number "
                           "at one size and reads it at every view; 'confirm' also reads a photo whose surest digit "
                           "stands alone again, located and read at every view, and fuses those readings")
+    exp.add_argument("--crop-views", default=None, metavar="apart|batched",
+                     help="'batched': a second-pass crop's views are read in one forward pass, padded to the "
+                          "largest (faster on a CPU; the smaller views' scores can move); 'apart': one pass each")
     exp.add_argument("--line-heights", default=None, metavar="own|shared",
                      help="'shared': the digits of the number read share their median box height, each keeping "
                           "its centre, as SVHN's annotators boxed a number; 'own': each digit's box as found")
@@ -361,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
             meta = export(args.src, args.out, half=not args.float32, task2_threshold=args.task2_threshold,
                           metrics_json=args.metrics_json, task2_reader=reader, look_closer=args.look_closer,
                           views=args.views, view_photos=args.view_photos, line_heights=args.line_heights,
-                          follow_line=args.follow_line)
+                          follow_line=args.follow_line, crop_views=args.crop_views)
             size = os.path.getsize(args.out) / 1e6
             print(f"wrote {args.out} ({size:.1f} MB, {meta['arch']}, epoch {meta.get('epoch')})")
     except (CheckpointError, OSError, ValueError) as exc:

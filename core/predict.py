@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import csv
 import hashlib
 import io
@@ -31,8 +32,8 @@ from torchvision.transforms.v2 import functional as F
 from core.checkpoint import CheckpointError, describe, load_checkpoint
 from core.images import ImageDecodeError, decode_image, list_images, numeric_stem
 from core.model import (LETTER_LABEL, MAX_INPUT_SIDE, InputSize, ModelError, RefinePolicy, closer_look_of,
-                        input_size_of, line_heights_of, prepare_for_inference, rebuild_model, refine_policy_of,
-                        resize_by, view_fuse_iou_of, view_photos_of, view_scales_of)
+                        crop_views_of, input_size_of, line_heights_of, prepare_for_inference, rebuild_model,
+                        refine_policy_of, resize_by, view_fuse_iou_of, view_photos_of, view_scales_of)
 
 DEFAULT_CHECKPOINT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints",
                                   "default.pt")
@@ -62,6 +63,8 @@ class LoadedModel:
         if len(views) > 1:
             kept = "the read that is kept (that crop, or else the whole image)" if refine.below_px > 0 else "each image"
             note += f"; {kept} is read at {_sizes_in_words(views)} that size and fused box by box"
+            if refine.below_px > 0 and crop_views_of(self.model) == "batched":
+                note += " (a crop's sizes in one batch, padded to the largest)"
             if view_photos_of(self.model) == "confirm":
                 note += ("; a photo that size reduces whose surest digit stands alone is located and read whole at "
                          "each view, then fused")
@@ -297,11 +300,60 @@ def _fused(model: torch.nn.Module, views: list[dict[str, Any]], refine: RefinePo
 def _detect_at(model: torch.nn.Module, tensors: Sequence[torch.Tensor], policy: InputSize, batch_size: int,
                device: torch.device, views: Sequence[float] = (1.0,)) -> list[dict[str, Any]]:
     """One pass: each image read at each of ``views`` (multiples of ``policy``'s size), what the
-    views find fused."""
+    views find fused. A model whose ``crop_views`` is "batched" reads one image's views in one batch."""
+    if len(views) > 1 and crop_views_of(model) == "batched":
+        found = _detect_views_together(model, tensors, policy, views, batch_size, device)
+        return [fuse_views(per_image, view_fuse_iou_of(model)) for per_image in found]
     found = [_detect_view(model, tensors, policy, view, batch_size, device) for view in views]
     if len(views) == 1:
         return found[0]
     return [fuse_views(per_image, view_fuse_iou_of(model)) for per_image in zip(*found)]
+
+
+def _detect_views_together(model: torch.nn.Module, tensors: Sequence[torch.Tensor], policy: InputSize,
+                           views: Sequence[float], batch_size: int,
+                           device: torch.device) -> list[list[dict[str, list]]]:
+    """Each image at each of ``views``, its views in one batch (``core.model.CROP_VIEWS``). The batch is padded to
+    the largest view's size, so only images whose largest views pad to the same size share one: what an image
+    reads never depends on what it was read with. ``batch_size`` counts images at one view, as elsewhere."""
+    divisible = getattr(getattr(model, "transform", None), "size_divisible", 32)
+    groups: dict[tuple[int, int], list[int]] = {}
+    for index, tensor in enumerate(tensors):
+        groups.setdefault(policy.padded_size(*tensor.shape[-2:], divisible, max(views)), []).append(index)
+    results: list[list[dict[str, list]]] = [[] for _ in tensors]
+    per_batch = max(1, batch_size // len(views))
+    with _in_eval_mode(model):
+        for members in groups.values():
+            for start in range(0, len(members), per_batch):
+                chunk = members[start:start + per_batch]
+                resized = [[resize_by(tensors[i], policy.scale(*tensors[i].shape[-2:], view)) for view in views]
+                           for i in chunk]
+                outputs = iter(model([r.to(device) for sizes in resized for r in sizes]))
+                for i, sizes in zip(chunk, resized):
+                    results[i] = [_in_image_pixels(tensors[i], r, next(outputs)) for r in sizes]
+    return results
+
+
+@contextlib.contextmanager
+def _in_eval_mode(model: torch.nn.Module):
+    was_training = model.training
+    if was_training:  # switching walks every submodule (a few percent of a dev image when done on every read)
+        model.eval()
+    try:
+        yield
+    finally:
+        if was_training:
+            model.train()
+
+
+def _in_image_pixels(tensor: torch.Tensor, resized: torch.Tensor, output: dict[str, torch.Tensor]) -> dict[str, list]:
+    """The digits of one model output, in the pixels of the image ``resized`` was made from."""
+    sy = tensor.shape[-2] / resized.shape[-2]
+    sx = tensor.shape[-1] / resized.shape[-1]
+    boxes, scores, labels = _digits_only(output["boxes"].float().cpu(), output["scores"].float().cpu(),
+                                         output["labels"].cpu())
+    return {"boxes": (boxes * torch.tensor([sx, sy, sx, sy])).tolist(), "scores": scores.tolist(),
+            "digits": (labels - 1).tolist()}
 
 
 def _detect_view(model: torch.nn.Module, tensors: Sequence[torch.Tensor], policy: InputSize, view: float,
@@ -314,28 +366,14 @@ def _detect_view(model: torch.nn.Module, tensors: Sequence[torch.Tensor], policy
     for index, tensor in enumerate(tensors):
         groups.setdefault(policy.padded_size(*tensor.shape[-2:], divisible, view), []).append(index)
     results: list[dict[str, Any] | None] = [None] * len(tensors)
-    was_training = model.training
-    if was_training:  # switching walks every submodule (a few percent of a dev image when done on every read)
-        model.eval()
-    try:
+    with _in_eval_mode(model):
         for members in groups.values():
             for start in range(0, len(members), batch_size):
                 chunk = members[start:start + batch_size]
                 resized = [resize_by(tensors[i], policy.scale(*tensors[i].shape[-2:], view)) for i in chunk]
                 outputs = model([r.to(device) for r in resized])
                 for i, r, out in zip(chunk, resized, outputs):
-                    sy = tensors[i].shape[-2] / r.shape[-2]
-                    sx = tensors[i].shape[-1] / r.shape[-1]
-                    boxes, scores, labels = _digits_only(out["boxes"].float().cpu(), out["scores"].float().cpu(),
-                                                         out["labels"].cpu())
-                    results[i] = {
-                        "boxes": (boxes * torch.tensor([sx, sy, sx, sy])).tolist(),
-                        "scores": scores.tolist(),
-                        "digits": (labels - 1).tolist(),
-                    }
-    finally:
-        if was_training:
-            model.train()
+                    results[i] = _in_image_pixels(tensors[i], r, out)
     return results  # type: ignore[return-value]
 
 

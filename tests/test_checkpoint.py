@@ -170,6 +170,15 @@ def test_export_sets_and_removes_the_views_and_sets_line_heights(tiny_run, tmp_p
     assert checkpoint_main(["export", str(views), str(tmp_path / "bad.pt"), "--view-photos", "all"]) == 2
     assert "--view-photos: view_photos 'all' must be one of once, confirm" in capsys.readouterr().err
     assert not (tmp_path / "bad.pt").exists()
+    batched = tmp_path / "batched.pt"
+    assert checkpoint_main(["export", str(confirm), str(batched), "--crop-views", "batched"]) == 0
+    again = load_model(str(batched), "cpu")
+    assert again.model.crop_views == "batched" and again.model.view_photos == "confirm"
+    assert "a crop's sizes in one batch" in again.inference_note()
+    assert "one batch" not in load_model(str(confirm), "cpu").inference_note()
+    assert checkpoint_main(["export", str(views), str(tmp_path / "bad.pt"), "--crop-views", "both"]) == 2
+    assert "--crop-views: crop_views 'both' must be one of apart, batched" in capsys.readouterr().err
+    assert not (tmp_path / "bad.pt").exists()
     shared = tmp_path / "shared.pt"
     assert checkpoint_main(["export", str(confirm), str(shared), "--line-heights", "shared"]) == 0
     again = load_model(str(shared), "cpu")

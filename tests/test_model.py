@@ -182,9 +182,12 @@ def test_the_closer_look_is_off_by_default_and_its_options_are_checked():
 
 
 def test_one_view_by_default_and_the_view_options_are_checked():
-    from core.model import InputSize, line_heights_of, view_photos_of, view_scales_of
+    from core.model import InputSize, crop_views_of, line_heights_of, view_photos_of, view_scales_of
 
     assert view_scales_of(rebuild_model(resolve_model_kwargs("digitnet_fpn"))) == (1.0,)
+    assert crop_views_of(rebuild_model(resolve_model_kwargs("digitnet_fpn"))) == "apart"
+    assert crop_views_of(rebuild_model(resolve_model_kwargs("fasterrcnn_resnet50_fpn_v2",
+                                                            {"crop_views": "batched"}))) == "batched"
     assert view_photos_of(rebuild_model(resolve_model_kwargs("digitnet_fpn"))) == "once"
     assert view_photos_of(rebuild_model(resolve_model_kwargs("digitnet_fpn", {"view_photos": "confirm"}))) == "confirm"
     assert line_heights_of(rebuild_model(resolve_model_kwargs("digitnet_fpn"))) == "own"
@@ -202,6 +205,7 @@ def test_one_view_by_default_and_the_view_options_are_checked():
                          ({"view_scales": [1.0, 3.0]}, r"0.5\.\.2"),
                          ({"view_fuse_iou": 1.5}, "view_fuse_iou 1.5"),
                          ({"view_photos": "twice"}, "view_photos 'twice' must be one of once, confirm"),
+                         ({"crop_views": "together"}, "crop_views 'together' must be one of apart, batched"),
                          ({"line_heights": "tall"}, "line_heights 'tall' must be one of own, shared"),
                          ({"refine_follow": 40}, "refine_follow 40 must be 0 .off. to 10 digit heights")):
         with pytest.raises(ModelError, match=why):

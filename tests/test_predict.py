@@ -543,6 +543,38 @@ def test_a_model_with_views_locates_once_and_reads_at_each_view_scale():
         hook.remove()
 
 
+def test_a_crops_views_are_read_in_one_batch_when_the_model_asks_and_only_with_each_other():
+    loaded = load_model(None, "cpu")
+    calls = []
+    hook = loaded.model.transform.register_forward_pre_hook(lambda _, args: calls.append(
+        sorted(tuple(image.shape[-2:]) for image in args[0])))
+    canvas, other = Image.new("RGB", (640, 480), (255, 255, 255)), Image.new("RGB", (300, 200), (250, 250, 245))
+    canvas.paste(_plate("274", 26), (40, 300))
+    other.paste(_plate("58", 22), (120, 80))
+    try:
+        loaded.model.view_scales, loaded.model.view_photos = (0.8, 1.0, 1.25), "once"
+        apart = detect(loaded, [canvas])[0]
+        apart_calls = list(calls)
+        loaded.model.crop_views = "batched"
+        calls.clear()
+        together = detect(loaded, [canvas])[0]
+        assert [len(call) for call in apart_calls] == [1, 1, 1, 1], "pass 1, then the crop at each view alone"
+        assert calls == [apart_calls[0], sorted(sum(apart_calls[1:], []))], \
+            "pass 1, then the crop's three views, at the same sizes, in one batch"
+        assert read_number(apart, loaded.reader) == read_number(together, loaded.reader) == "274"
+        for batch_size, crops_per_batch in ((8, 2), (3, 1)):  # batch_size counts images at one view
+            calls.clear()
+            both = detect(loaded, [canvas, canvas.copy(), other], batch_size=batch_size)
+            assert max(len(call) for call in calls) == 3 * crops_per_batch
+            assert both[0] == both[1], "the same crop reads the same in a batch with another as alone"
+        for found, image in zip(both[1:], (canvas, other)):
+            alone = detect(loaded, [image])[0]
+            assert found["digits"] == alone["digits"] and found["scores"] == pytest.approx(alone["scores"], abs=1e-4)
+        assert read_number(both[2], loaded.reader) == "58"
+    finally:
+        hook.remove()
+
+
 def test_a_photo_whose_surest_digit_stands_alone_is_read_whole_at_each_view_when_the_model_asks():
     loaded = load_model(None, "cpu")
     seen = []
