@@ -416,7 +416,8 @@ def view_photos_of(model: nn.Module) -> str:
 # crop's views in one pass, padded to the largest. A crop is small, so a pass costs mostly its fixed part (proposals,
 # NMS, box head): the three views of a dev image's crop take 1.3x less time together, and the smaller views see
 # more zero padding at their right and bottom, which can move their scores (README "Reading a crop's views
-# together"). Only one image's views share a batch, so what an image reads never depends on what it came with.
+# together"). Crops share a batch only with crops whose largest view pads to the same size, so what an image reads
+# never depends on what it came with.
 CROP_VIEWS = ("apart", "batched")
 
 
