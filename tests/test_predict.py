@@ -543,7 +543,7 @@ def test_a_model_with_views_locates_once_and_reads_at_each_view_scale():
         hook.remove()
 
 
-def test_a_crops_views_are_read_in_one_batch_when_the_model_asks_and_only_with_each_other():
+def test_a_crops_views_are_read_in_one_batch_when_the_model_asks_and_what_it_reads_never_depends_on_its_batch():
     loaded = load_model(None, "cpu")
     calls = []
     hook = loaded.model.transform.register_forward_pre_hook(lambda _, args: calls.append(
@@ -566,7 +566,7 @@ def test_a_crops_views_are_read_in_one_batch_when_the_model_asks_and_only_with_e
             calls.clear()
             both = detect(loaded, [canvas, canvas.copy(), other], batch_size=batch_size)
             assert max(len(call) for call in calls) == 3 * crops_per_batch
-            assert both[0] == both[1], "the same crop reads the same in a batch with another as alone"
+            assert both[0] == both[1], "two copies of one photo, their crops batched together, read the same"
         for found, image in zip(both[1:], (canvas, other)):
             alone = detect(loaded, [image])[0]
             assert found["digits"] == alone["digits"] and found["scores"] == pytest.approx(alone["scores"], abs=1e-4)
