@@ -54,7 +54,9 @@ def timing_caption(parts, times: list[float], asked_at: float, device) -> str:
     kept_ok = sum(len(p.names) - len(p.errors) for p, _ in kept)
     kept_ms = sum(p.seconds for p, _ in kept) / max(kept_ok, 1) * 1000
     latest = datetime.datetime.fromtimestamp(max(t for _, t in kept))
-    earlier = (f"{kept_ok} image(s), read earlier (latest at {latest:%H:%M:%S}) and kept: not run again · "
+    # The cache is the app's, shared by every browser session: the same bytes uploaded anywhere are not read again.
+    earlier = (f"{kept_ok} image(s), read earlier by this app (latest at {latest:%H:%M:%S}, in any session) and kept: "
+               "not run again · "
                f"that took {kept_ms:.0f} ms per image on {device}")
     return earlier if not fresh else f"{now}; {earlier}"
 

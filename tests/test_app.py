@@ -259,7 +259,8 @@ def test_adding_a_file_to_the_upload_reads_only_that_file(app_dirs, tiny_run, ti
     assert not at.exception, at.exception
     assert sorted(name for names, _ in calls for name in names) == ["1.png", "2.png", "3.png"], \
         "the two files read before are not run again"
-    assert any(c.value.startswith("1 image(s) in") and "2 image(s), read earlier" in c.value for c in at.caption)
+    assert any(c.value.startswith("1 image(s) in") and "2 image(s), read earlier by this app" in c.value
+               for c in at.caption)
     loaded = load_model(str(runs / "tiny" / "best.pt"), "cpu")
     alone = real(loaded, [(n, d) for n, d, _ in more])
     table = at.dataframe[0].value
