@@ -21,7 +21,7 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -302,12 +302,13 @@ def _detect_at(model: torch.nn.Module, tensors: Sequence[torch.Tensor], policy: 
     """One pass: each image read at each of ``views`` (multiples of ``policy``'s size), what the
     views find fused. A model whose ``crop_views`` is "batched" reads one image's views in one batch."""
     if len(views) > 1 and crop_views_of(model) == "batched":
-        found = _detect_views_together(model, tensors, policy, views, batch_size, device)
-        return [fuse_views(per_image, view_fuse_iou_of(model)) for per_image in found]
-    found = [_detect_view(model, tensors, policy, view, batch_size, device) for view in views]
-    if len(views) == 1:
-        return found[0]
-    return [fuse_views(per_image, view_fuse_iou_of(model)) for per_image in zip(*found)]
+        per_image = _detect_views_together(model, tensors, policy, views, batch_size, device)
+    else:
+        found = [_detect_view(model, tensors, policy, view, batch_size, device) for view in views]
+        if len(views) == 1:
+            return found[0]
+        per_image = list(zip(*found))
+    return [fuse_views(image_views, view_fuse_iou_of(model)) for image_views in per_image]
 
 
 def _detect_views_together(model: torch.nn.Module, tensors: Sequence[torch.Tensor], policy: InputSize,
@@ -316,22 +317,29 @@ def _detect_views_together(model: torch.nn.Module, tensors: Sequence[torch.Tenso
     """Each image at each of ``views``, its views in one batch (``core.model.CROP_VIEWS``). The batch is padded to
     the largest view's size, so only images whose largest views pad to the same size share one: what an image
     reads never depends on what it was read with. ``batch_size`` counts images at one view, as elsewhere."""
+    results: list[list[dict[str, list]]] = [[] for _ in tensors]
+    with _in_eval_mode(model):
+        for chunk in _same_padded_size(model, tensors, policy, max(views), max(1, batch_size // len(views))):
+            resized = [[resize_by(tensors[i], policy.scale(*tensors[i].shape[-2:], view)) for view in views]
+                       for i in chunk]
+            outputs = iter(model([r.to(device) for sizes in resized for r in sizes]))
+            for i, sizes in zip(chunk, resized):
+                results[i] = [_in_image_pixels(tensors[i], r, next(outputs)) for r in sizes]
+    return results
+
+
+def _same_padded_size(model: torch.nn.Module, tensors: Sequence[torch.Tensor], policy: InputSize, view: float,
+                      batch_size: int) -> Iterator[list[int]]:
+    """Indices of ``tensors`` in batches of at most ``batch_size`` that the model sees at one padded size at
+    ``view``: padding an image up to a larger neighbour changes its features near the border, and with them
+    its scores, so an image's detections would depend on what it was uploaded with."""
     divisible = getattr(getattr(model, "transform", None), "size_divisible", 32)
     groups: dict[tuple[int, int], list[int]] = {}
     for index, tensor in enumerate(tensors):
-        groups.setdefault(policy.padded_size(*tensor.shape[-2:], divisible, max(views)), []).append(index)
-    results: list[list[dict[str, list]]] = [[] for _ in tensors]
-    per_batch = max(1, batch_size // len(views))
-    with _in_eval_mode(model):
-        for members in groups.values():
-            for start in range(0, len(members), per_batch):
-                chunk = members[start:start + per_batch]
-                resized = [[resize_by(tensors[i], policy.scale(*tensors[i].shape[-2:], view)) for view in views]
-                           for i in chunk]
-                outputs = iter(model([r.to(device) for sizes in resized for r in sizes]))
-                for i, sizes in zip(chunk, resized):
-                    results[i] = [_in_image_pixels(tensors[i], r, next(outputs)) for r in sizes]
-    return results
+        groups.setdefault(policy.padded_size(*tensor.shape[-2:], divisible, view), []).append(index)
+    for members in groups.values():
+        for start in range(0, len(members), batch_size):
+            yield members[start:start + batch_size]
 
 
 @contextlib.contextmanager
@@ -358,22 +366,14 @@ def _in_image_pixels(tensor: torch.Tensor, resized: torch.Tensor, output: dict[s
 
 def _detect_view(model: torch.nn.Module, tensors: Sequence[torch.Tensor], policy: InputSize, view: float,
                  batch_size: int, device: torch.device) -> list[dict[str, Any]]:
-    """One view. Only images the model sees at the same padded size share a batch: padding an
-    image up to a larger neighbour changes its features near the border, and with them its
-    scores, so an image's detections would depend on what it was uploaded with."""
-    divisible = getattr(getattr(model, "transform", None), "size_divisible", 32)
-    groups: dict[tuple[int, int], list[int]] = {}
-    for index, tensor in enumerate(tensors):
-        groups.setdefault(policy.padded_size(*tensor.shape[-2:], divisible, view), []).append(index)
+    """One view; only images the model sees at the same padded size share a batch (:func:`_same_padded_size`)."""
     results: list[dict[str, Any] | None] = [None] * len(tensors)
     with _in_eval_mode(model):
-        for members in groups.values():
-            for start in range(0, len(members), batch_size):
-                chunk = members[start:start + batch_size]
-                resized = [resize_by(tensors[i], policy.scale(*tensors[i].shape[-2:], view)) for i in chunk]
-                outputs = model([r.to(device) for r in resized])
-                for i, r, out in zip(chunk, resized, outputs):
-                    results[i] = _in_image_pixels(tensors[i], r, out)
+        for chunk in _same_padded_size(model, tensors, policy, view, batch_size):
+            resized = [resize_by(tensors[i], policy.scale(*tensors[i].shape[-2:], view)) for i in chunk]
+            outputs = model([r.to(device) for r in resized])
+            for i, r, out in zip(chunk, resized, outputs):
+                results[i] = _in_image_pixels(tensors[i], r, out)
     return results  # type: ignore[return-value]
 
 
