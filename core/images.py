@@ -15,7 +15,15 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+try:  # HEIC/HEIF, what an iPhone saves its photos as; Pillow itself reads AVIF
+    from pillow_heif import register_heif_opener
+except ImportError:  # requirements.txt installs it; without it a HEIC file gets the "not an image" error
+    pass
+else:
+    register_heif_opener()
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".heic", ".heif", ".avif")
+READABLE_FORMATS = "PNG, JPEG, BMP, WebP, GIF, TIFF, HEIC/HEIF, AVIF"
 # 25 Mpx (5000 x 5000) is decoded; beyond that a file is refused before its pixels are read,
 # which is what stops decompression bombs (a few KB declaring gigapixels).
 MAX_PIXELS = 26_000_000
@@ -92,7 +100,7 @@ def decode_image(data: bytes | str | os.PathLike, name: str | None = None, exif_
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageDecodeError(name, f"the image is too large: refused as a possible decompression bomb ({exc})") from None
     except UnidentifiedImageError:
-        raise ImageDecodeError(name, "not an image file Pillow can read (PNG, JPEG, BMP, WebP, GIF, TIFF)") from None
+        raise ImageDecodeError(name, f"not an image file Pillow can read ({READABLE_FORMATS})") from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, KeyError,
             MemoryError, ZeroDivisionError, struct.error) as exc:
         # Truncated or corrupt data surfaces as any of these from Pillow's decoders.

@@ -19,7 +19,8 @@ from pages import DIGIT_COLOURS, INPUT_SIZES, checkpoint_label, ensure_routed, i
 
 ensure_routed()
 
-UPLOAD_TYPES = ["png", "jpg", "jpeg", "bmp", "webp", "gif"]  # an animated GIF gives its first frame
+# An animated GIF gives its first frame; HEIC is what an iPhone saves (core.images reads it through pillow-heif).
+UPLOAD_TYPES = ["png", "jpg", "jpeg", "heic", "heif", "webp", "avif", "bmp", "gif", "tif", "tiff"]
 
 
 @st.cache_resource(show_spinner="Loading the model...", max_entries=4)
@@ -186,18 +187,16 @@ with st.sidebar:
     # The checkpoint's score for a one-digit number stays while it is above the anchor picked here.
     single = recorded.single if recorded.single is not None and recorded.single > anchor else None
     reader = NumberReader(anchor, min(member, anchor), recorded.one_line, single)
-    st.caption(f"Task 2 reader: {reader.describe()}"
+    st.caption(f"How a number is read: {reader.describe()}"
                + ("" if recorded.one_line else " (as this checkpoint records: no line rule)"))
     threshold = reader.member  # boxes drawn
     input_size = st.selectbox(
         "Input size", INPUT_SIZES, format_func=input_size_label,
-        help="How large the model sees each image. **auto** (recommended) keeps each image near its own size: "
-             "small crops are enlarged, large photos reduced; a number found small is read again from a close-up "
-             "of it, and a large photo in which nothing sure was found gets a second, closer look at a larger "
-             "size. A **fixed size** resizes every image's short side to it, with no closer look: larger finds "
-             "smaller digits in a photo, but is slower, reads more walls and letters as digits, and can lose the "
-             "digits of a small image enlarged that much.\n\nIn detail, as this checkpoint records it: "
-             + loaded.inference_note() + ".")
+        help="How large the model sees each image. **auto** (recommended) keeps each image near its own size and "
+             "reads a small number again close up. A **fixed size** sets every image's short side: larger finds "
+             "smaller digits in a photo but is slower and reads more walls as digits.")
+    with st.expander("How this checkpoint reads an image"):
+        st.caption(loaded.inference_note() + ".")
     use_camera = st.toggle("Take a photo", help="Use your camera instead of (or as well as) uploaded files.")
 
 uploads = st.file_uploader("Images of house numbers", type=UPLOAD_TYPES, accept_multiple_files=True,
@@ -205,12 +204,12 @@ uploads = st.file_uploader("Images of house numbers", type=UPLOAD_TYPES, accept_
                                 "in the course data; that number becomes the image_id in the downloads.")
 files = [(u.name, u.getvalue()) for u in uploads or []]
 if use_camera:
-    photo = st.camera_input("Photo")
+    photo = st.columns([2, 3])[0].camera_input("Photo")  # full width, its preview would push the results down
     if photo is not None:
         files.append(("camera.jpg", photo.getvalue()))
 
 if not files:
-    st.info("Upload images (png, jpg, jpeg, bmp, webp, gif) to detect their digits.")
+    st.info(f"Upload images ({', '.join(UPLOAD_TYPES)}) to detect their digits: phone photos (JPEG, HEIC) too.")
     st.stop()
 
 asked_at = time.time()
@@ -238,8 +237,7 @@ if len(files) > 1:
         "image_id": prediction.image_ids,
         "number read": numbers,
         "digits": [0 if number == "-1" else len(number) for number in numbers],
-        "status": [f"error: {prediction.errors.get(n, 'unreadable')}" if d is None else "ok"
-                   for n, d in zip(prediction.names, prediction.detections)],
+        "status": ["not read: see the error above" if d is None else "ok" for d in prediction.detections],
         # Each file is read on its own (run_model), so its part's time is that file's.
         "ms": [None if d is None else round(part.seconds * 1000)
                for (part, _), d in zip(results, prediction.detections)],

@@ -81,6 +81,25 @@ def test_upload_shows_boxes_and_the_number(browser, app, tmp_path):
     page.close()
 
 
+def test_an_iphone_heic_photo_uploads_and_is_read_upright(browser, app, tmp_path):
+    """The uploader takes .heic (what an iPhone saves); the page turns it upright as its EXIF says."""
+    url, _ = app
+    image = Image.open(io.BytesIO(_house_number_png("274")))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned 90 degrees clockwise
+    path = tmp_path / "IMG_0274.HEIC"
+    image.rotate(90, expand=True).save(path, "HEIF", quality=90, exif=exif.tobytes())
+    page = open_page(browser, url)
+    page.wait_for_selector("text=Detect house numbers")
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(path))
+    page.wait_for_selector('[data-testid="stMetricValue"]')
+    expect(page.get_by_test_id("stMetricValue").first).to_have_text("274")
+    page.get_by_text("How this checkpoint reads an image").click()
+    page.wait_for_selector("text=/each image near its own size/")
+    _shot(page, "detect-heic.png")
+    page.close()
+
+
 def test_a_photo_shows_the_number_region_it_was_read_in(browser, app, tmp_path):
     """A street photo with a small plate (28 px digits in a 551x980 photo, 11-13 px wide on screen): the page
     reads it and draws the region the number was read in."""

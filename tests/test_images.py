@@ -77,6 +77,8 @@ GOOD = {
                                     append_images=[Image.new("P", (40, 20), 3)] * 2, duration=50),
     "animated webp": lambda: _encode(_rgb(), "WEBP", save_all=True, lossless=True,
                                      append_images=[Image.new("RGB", (40, 20), "green")], duration=50),
+    "heic (iPhone photo)": lambda: _encode(_rgb(), "HEIF", quality=95),
+    "avif": lambda: _encode(_rgb(), "AVIF", quality=95),
 }
 
 
@@ -110,6 +112,18 @@ def test_exif_rotation_is_applied():
     exif[0x0112] = 6  # rotate 90 degrees clockwise to display
     decoded = decode_image(_encode(image, "JPEG", exif=exif.tobytes(), quality=95), "photo.jpg")
     assert decoded.size == (20, 40)
+
+
+def test_a_phone_photo_in_heic_is_turned_upright_once():
+    image = _rgb(40, 20)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    data = _encode(image, "HEIF", exif=exif.tobytes(), quality=95)
+    assert data[4:12] == b"ftypheic", "an iPhone's container, not a JPEG renamed"
+    decoded = decode_image(data, "IMG_0001.HEIC")
+    assert decoded.size == (20, 40)
+    top, bottom = decoded.getpixel((10, 2)), decoded.getpixel((10, 37))
+    assert top[0] > top[2] and bottom[2] > bottom[0], "the red half (left) is on top after a clockwise turn"
 
 
 def test_tiny_and_large_images():
