@@ -219,37 +219,36 @@ def _set_model_options(payload: dict[str, Any], options: dict[str, Any], flag: s
         raise ValueError(f"{flag}: {exc}") from None
 
 
-def _views_option(text: str) -> tuple[float, ...]:
+def _off_or(text: str, off: Any, parse, usage: str) -> Any:
+    """An export option's value: ``off`` for "off", else ``parse(text)``; a clear error naming ``usage``."""
     if text == "off":
-        return (1.0,)
+        return off
     try:
-        return tuple(float(part) for part in text.split(","))
+        return parse(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a list of multiples of the input size such as "
-                                         "0.8,1,1.25 (or 'off')") from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not {usage}, or off") from None
+
+
+def _views_option(text: str) -> tuple[float, ...]:
+    return _off_or(text, (1.0,), lambda t: tuple(float(part) for part in t.split(",")),
+                   "a list of multiples of the input size such as 0.8,1,1.25")
+
+
+def _look_closer_values(text: str) -> tuple[int, int, float, float, float, float, float]:
+    parts = text.split(",")
+    if not 5 <= len(parts) <= 7:
+        raise ValueError(text)
+    follow, locate = (float(p) for p in (parts[5:] + ["0", "0"])[:2])
+    return int(parts[0]), int(parts[1]), float(parts[2]), float(parts[3]), float(parts[4]), follow, locate
 
 
 def _look_closer_option(text: str) -> tuple[int, int, float, float, float, float, float]:
-    if text == "off":
-        return 0, 0, 1.0, 1.0, 0.0, 0.0, 0.0
-    parts = text.split(",")
-    try:
-        if not 5 <= len(parts) <= 7:
-            raise ValueError
-        follow, locate = (float(p) for p in (parts[5:] + ["0", "0"])[:2])
-        return int(parts[0]), int(parts[1]), float(parts[2]), float(parts[3]), float(parts[4]), follow, locate
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not SHORT,LONG,TRIGGER,MIN,SMALL_PX[,FOLLOW[,LOCATE]] such "
-                                         "as 640,896,0.85,0.98,10,2, or off") from None
+    return _off_or(text, (0, 0, 1.0, 1.0, 0.0, 0.0, 0.0), _look_closer_values,
+                   "SHORT,LONG,TRIGGER,MIN,SMALL_PX[,FOLLOW[,LOCATE]] such as 640,896,0.85,0.98,10,2")
 
 
 def _follow_line(text: str) -> float:
-    if text == "off":
-        return 0.0
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of digit heights such as 2 (or 'off')") from None
+    return _off_or(text, 0.0, float, "a number of digit heights such as 2")
 
 
 def _check_one_model(sources: list[str], payloads: list[dict[str, Any]]) -> None:

@@ -478,7 +478,23 @@ def _read_small_numbers_again(model: torch.nn.Module, tensors: Sequence[torch.Te
                               views: Sequence[float] = (1.0,), located_at: float = 1.0) -> set[int]:
     """Pass 2 (``refine``): the crops read, at each of ``views``, in place of pass 1's detections inside them
     (``located_at``: the view pass 1 read at); returns the images read again."""
-    crops, where = [], []
+    where = _small_number_crops(tensors, results, policy, refine, located_at)
+    if not where:
+        return set()
+    read = _detect_at(model, [_crop(tensors[index], rect) for index, rect in where], input_size_of(model),
+                      batch_size, device, views)
+    if refine.follow > 0:
+        where, read = _follow_the_line(model, tensors, where, read, refine, batch_size, device, views)
+    for (index, rect), again in zip(where, read):
+        results[index] = _crop_read_in_place(results[index], again, rect)
+    return {index for index, _ in where}
+
+
+def _small_number_crops(tensors: Sequence[torch.Tensor], results: list[dict[str, Any]], policy: InputSize,
+                        refine: RefinePolicy, located_at: float) -> list[tuple[int, tuple[int, int, int, int]]]:
+    """(image index, crop rectangle) of each number whose digits pass 1 saw under ``refine.below_px``; every
+    detection gets its number's ``region`` (None where no digit locates one)."""
+    where = []
     for index, (tensor, detection) in enumerate(zip(tensors, results)):
         found = number_region(detection, refine.min_score)
         detection["region"] = found[0] if found else None
@@ -491,27 +507,29 @@ def _read_small_numbers_again(model: torch.nn.Module, tensors: Sequence[torch.Te
         pad_x, pad_y = REGION_MARGIN["x"] * digit_h, REGION_MARGIN["y"] * digit_h
         rect = (max(0, math.floor(x0 - pad_x)), max(0, math.floor(y0 - pad_y)),
                 min(width, math.ceil(x1 + pad_x)), min(height, math.ceil(y1 + pad_y)))
-        if rect[2] - rect[0] < 2 or rect[3] - rect[1] < 2:
-            continue
-        crops.append(tensor[:, rect[1]:rect[3], rect[0]:rect[2]])
-        where.append((index, rect))
-    if not crops:
-        return set()
-    read = _detect_at(model, crops, input_size_of(model), batch_size, device, views)
-    if refine.follow > 0:
-        where, read = _follow_the_line(model, tensors, where, read, refine, batch_size, device, views)
-    for (index, (cx0, cy0, cx1, cy1)), again in zip(where, read):
-        first = results[index]
-        outside = [k for k, b in enumerate(first["boxes"])
-                   if not (cx0 <= (b[0] + b[2]) / 2 <= cx1 and cy0 <= (b[1] + b[3]) / 2 <= cy1)]
-        results[index] = {
-            "boxes": [[b[0] + cx0, b[1] + cy0, b[2] + cx0, b[3] + cy0] for b in again["boxes"]]
-            + [first["boxes"][k] for k in outside],
-            "scores": again["scores"] + [first["scores"][k] for k in outside],
-            "digits": again["digits"] + [first["digits"][k] for k in outside],
-            "region": [float(cx0), float(cy0), float(cx1), float(cy1)],
-        }
-    return {index for index, _ in where}
+        if rect[2] - rect[0] >= 2 and rect[3] - rect[1] >= 2:
+            where.append((index, rect))
+    return where
+
+
+def _crop(tensor: torch.Tensor, rect: tuple[int, int, int, int]) -> torch.Tensor:
+    x0, y0, x1, y1 = rect
+    return tensor[:, y0:y1, x0:x1]
+
+
+def _crop_read_in_place(first: dict[str, Any], again: dict[str, list], rect: tuple[int, int, int, int]
+                        ) -> dict[str, Any]:
+    """Pass 1's detections with those inside ``rect`` replaced by the crop's (``again``, in crop pixels)."""
+    cx0, cy0, cx1, cy1 = rect
+    outside = [k for k, b in enumerate(first["boxes"])
+               if not (cx0 <= (b[0] + b[2]) / 2 <= cx1 and cy0 <= (b[1] + b[3]) / 2 <= cy1)]
+    return {
+        "boxes": [[b[0] + cx0, b[1] + cy0, b[2] + cx0, b[3] + cy0] for b in again["boxes"]]
+        + [first["boxes"][k] for k in outside],
+        "scores": again["scores"] + [first["scores"][k] for k in outside],
+        "digits": again["digits"] + [first["digits"][k] for k in outside],
+        "region": [float(cx0), float(cy0), float(cx1), float(cy1)],
+    }
 
 
 def _follow_the_line(model: torch.nn.Module, tensors: Sequence[torch.Tensor], where: list[tuple[int, tuple]],
@@ -527,7 +545,7 @@ def _follow_the_line(model: torch.nn.Module, tensors: Sequence[torch.Tensor], wh
             grown[k] = bigger
     if not grown:
         return where, read
-    crops = [tensors[where[k][0]][:, y0:y1, x0:x1] for k, (x0, y0, x1, y1) in grown.items()]
+    crops = [_crop(tensors[where[k][0]], rect) for k, rect in grown.items()]
     again = dict(zip(grown, _detect_at(model, crops, input_size_of(model), batch_size, device, views)))
     return ([(index, grown.get(k, rect)) for k, (index, rect) in enumerate(where)],
             [again.get(k, found) for k, found in enumerate(read)])
