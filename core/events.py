@@ -1,7 +1,8 @@
 """Training events: JSON lines for programs, a readable line and a progress bar for people.
 
 Every event is one JSON object per line in ``log.jsonl`` with an ``event`` name and a
-``time`` (Unix seconds): start, progress, epoch, best, end, error. The app and the plots
+``time`` (Unix seconds): start, progress, epoch, best, end, error, refused (a resume turned down
+before it trained: bad input; the run stays as it was). The app and the plots
 read these files while training runs, so each line is flushed as soon as it is written.
 """
 
@@ -32,9 +33,11 @@ class EventLog:
         self.path = path
         self.stream = stream
         self._handle = open(path, "a", encoding="utf-8") if path else None
+        self.emitted: list[str] = []  # this process's events, in order
 
     def emit(self, event: str, **fields: Any) -> dict[str, Any]:
         record = {"event": event, "time": round(time.time(), 3), **_plain(fields)}
+        self.emitted.append(event)
         if self._handle is not None:
             self._handle.write(json.dumps(record) + "\n")
             self._handle.flush()

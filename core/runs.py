@@ -163,7 +163,8 @@ def run_status(run_dir: str, events: list[dict[str, Any]] | None = None) -> dict
     ``state``: running (a live process holds the lock), completed, stopped, failed (an error
     event), died (the process is gone without an end or error event: killed, out of memory),
     or new (nothing written yet). ``message`` carries the error text; ``progress`` the last
-    progress event; ``epochs_done`` the finished epochs.
+    progress event; ``epochs_done`` the finished epochs; ``refused`` the message of a resume turned down
+    since the run last started or ended (it leaves ``state`` as it was), else "".
     """
     if events is None:  # callers that also need the events read them once and pass them in
         events = read_events(os.path.join(run_dir, "log.jsonl"))
@@ -191,8 +192,10 @@ def run_status(run_dir: str, events: list[dict[str, Any]] | None = None) -> dict
         tail = _launch_error(run_dir)
         if tail:
             message += f": {tail}"
+    refusal = next((e for e in reversed(events) if e["event"] in ("refused", "end", "error", "start")), None)
+    refused = refusal.get("message", "") if refusal is not None and refusal["event"] == "refused" else ""
     return {"state": state, "message": message, "progress": progress, "start": start,
-            "epochs_done": epochs_done, "epochs": (start or {}).get("epochs")}
+            "epochs_done": epochs_done, "epochs": (start or {}).get("epochs"), "refused": refused}
 
 
 def _launch_error(run_dir: str) -> str:

@@ -360,10 +360,12 @@ def run(cfg: TrainConfig, explicit: set[str] | None = None, stop: StopFlag | Non
         return _train(cfg, state, dist_info, stop, log, stream, started)
     except (TrainingError, ConfigError, DatasetError, RunBusyError, CheckpointError, ModelError) as exc:
         message = str(exc)
+        refused = log is not None and _refused_resume(cfg, log)
         if log is not None:
-            log.emit("error", message=message, kind=type(exc).__name__)
+            log.emit("refused" if refused else "error", message=message, kind=type(exc).__name__)
         where = f" (rank {dist_info.rank})" if dist_info.enabled else ""
-        print(f"core.train{where}: error: {message}", file=sys.stderr, flush=True)
+        kept = f" ({cfg.out} is as it was: its checkpoints and history are untouched)" if refused else ""
+        print(f"core.train{where}: error: {message}{kept}", file=sys.stderr, flush=True)
         return 2
     except NonFiniteLossError as exc:
         if log is not None:
@@ -388,6 +390,12 @@ def run(cfg: TrainConfig, explicit: set[str] | None = None, stop: StopFlag | Non
             lock.release()
         if dist_info.enabled and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _refused_resume(cfg: TrainConfig, log: EventLog) -> bool:
+    """A resume of a run with saved epochs that bad input stopped before it trained: the run is what it was
+    (completed, stopped), not failed, so its log says "refused" rather than "error"."""
+    return cfg.resume and "start" not in log.emitted and os.path.exists(os.path.join(cfg.out, "last.pt"))
 
 
 def _open_run(cfg: TrainConfig, explicit: set[str], stream) -> tuple[TrainConfig, dict[str, Any] | None, EventLog]:
@@ -701,9 +709,12 @@ def _announce(cfg: TrainConfig, log: EventLog, resumed: bool, progress: _Progres
              train_images=len(train_split.records), valid_images=len(valid_split.records),
              images_per_epoch=per_epoch, dropped=train_split.dropped + valid_split.dropped,
              weights_note=weights_note, config=cfg.to_dict(), model_kwargs=model_kwargs)
+    # A resumed run goes on from its own last epoch; how its weights began would read as if it started over.
+    weights = (f"weights of epoch {progress.start_epoch - 1} from last.pt (when the run began: {weights_note})"
+               if resumed else weights_note)
     log.say(f"core.train: {cfg.arch} on {device}" + (f" x{dist_info.world_size}" if dist_info.enabled else "")
             + f"; {len(train_split.records)} train / {len(valid_split.records)} valid images, "
-              f"{per_epoch} per epoch; {cfg.scheduler} schedule, lr {cfg.lr:g}; {weights_note}")
+              f"{per_epoch} per epoch; {cfg.scheduler} schedule, lr {cfg.lr:g}; {weights}")
     if resumed:
         log.say(f"core.train: resuming {cfg.out} at epoch {progress.start_epoch}/{cfg.epochs}")
 

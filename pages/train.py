@@ -209,6 +209,9 @@ def run_header(selected: str, run_dir: str, status: dict, epochs: int) -> None:
         st.error(f"The run {state}: {status['message'] or 'see the log below'}")
     elif state == "stopped":
         st.info(status["message"] or "Stopped.")
+    if status.get("refused") and state != "running":
+        st.warning(f"The last try to resume this run was refused: {status['refused']}. The run is as it was: "
+                   "its checkpoints and history are untouched.")
 
 
 def run_output(selected: str, run_dir: str, status: dict, epochs: int, events: list, history: list) -> None:

@@ -458,6 +458,20 @@ def test_train_page_shows_a_failed_runs_error(app_dirs):
     assert any("non-finite loss at epoch 2" in e.value for e in at.error)
 
 
+def test_train_page_shows_a_refused_resume_without_failing_the_run(app_dirs):
+    runs, _ = app_dirs
+    (runs / "done").mkdir()
+    (runs / "done" / "config.json").write_text(json.dumps({"epochs": 1}))
+    (runs / "done" / "log.jsonl").write_text("".join(json.dumps(e) + "\n" for e in (
+        {"event": "start", "time": 1, "epochs": 1},
+        {"event": "end", "time": 2, "status": "completed"},
+        {"event": "refused", "time": 3, "message": "train.json, image 3, annotation 4: unknown category_id 0"})))
+    at = _app("pages/train.py")
+    assert not at.error, [e.value for e in at.error]
+    assert any("resume this run was refused: train.json, image 3" in w.value for w in at.warning)
+    assert any("completed" in m.value for m in at.markdown)
+
+
 def test_train_page_ignores_folders_it_cannot_drive(app_dirs):
     runs, _ = app_dirs
     (runs / "my run").mkdir()

@@ -2,6 +2,7 @@ import json
 import io
 import math
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from conftest import tiny_config
 from core.checkpoint import load_checkpoint
 from core.config import TrainConfig
 from core.events import read_events
-from core.runs import RunLock
+from core.runs import RunLock, run_status
 from core import train as train_mod
 from core.train import NonFiniteLossError, StopFlag, build_optimizer, build_scheduler, run
 
@@ -133,6 +134,30 @@ def test_resume_rejects_changed_settings(tiny_data, tmp_path, capsys):
     cfg = tiny_config(tiny_data, out, resume=True, lr=0.5, epochs=2)
     assert run(cfg, {"resume", "lr", "epochs", "out"}, stream=None) == 2
     assert "--lr 0.5 (saved 0.001)" in capsys.readouterr().err
+
+
+def test_a_resume_refused_for_bad_data_leaves_a_finished_run_finished(tiny_data, tmp_path, capsys):
+    out = str(tmp_path / "done")
+    assert run(tiny_config(tiny_data, out), stream=None) == 0
+    saved = {name: open(os.path.join(out, name), "rb").read() for name in ("last.pt", "best.pt", "history.json")}
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_data, bad)
+    coco = json.loads((bad / "train.json").read_text())
+    coco["annotations"][0]["category_id"] = 11
+    (bad / "train.json").write_text(json.dumps(coco))
+    assert run(tiny_config(str(bad), out, resume=True, epochs=2), {"resume", "data", "epochs", "out"},
+               stream=None) == 2
+    err = capsys.readouterr().err
+    assert "unknown category_id 11" in err and "is as it was" in err
+    status = run_status(out)
+    assert status["state"] == "completed" and "unknown category_id 11" in status["refused"]
+    assert all(open(os.path.join(out, name), "rb").read() == data for name, data in saved.items())
+    # A resume that then trains clears the refusal; a fresh run that bad data stops is still a failure.
+    assert run(tiny_config(tiny_data, out, resume=True, epochs=2), {"resume", "epochs", "out"}, stream=None) == 0
+    assert run_status(out)["refused"] == "" and run_status(out)["state"] == "completed"
+    fresh = str(tmp_path / "fresh")
+    assert run(tiny_config(str(bad), fresh), stream=None) == 2
+    assert run_status(fresh)["state"] == "failed" and run_status(fresh)["refused"] == ""
 
 
 def test_busy_run_folder_is_refused(tiny_data, tmp_path, capsys):
