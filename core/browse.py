@@ -91,6 +91,8 @@ def read_split_table(root: str, split: str) -> SplitTable:
         # Letter boxes (core.synth --letter-boxes) are training targets, not digits of the number.
         letter_id = LETTER_ID if declares_letters(coco) else None
         annotations = coco.get("annotations", [])
+        outside = next((a for a in annotations if a["category_id"] != letter_id
+                        and not (isinstance(a["category_id"], int) and 1 <= a["category_id"] <= NUM_DIGITS)), None)
         boxes = pd.DataFrame([(a["image_id"], a["category_id"] - 1, *a["bbox"]) for a in annotations
                               if a["category_id"] != letter_id], columns=["image_id", "digit", "x", "y", "w", "h"])
         letters = pd.DataFrame([(a["image_id"], *a["bbox"]) for a in annotations if a["category_id"] == letter_id],
@@ -98,10 +100,9 @@ def read_split_table(root: str, split: str) -> SplitTable:
     except (KeyError, TypeError, ValueError) as exc:
         raise DatasetError([Problem(json_path, f"an image or annotation lacks a field or has the wrong shape ({exc!r})")],
                            f"cannot browse {json_path}") from None
-    outside = boxes[(boxes["digit"] < 0) | (boxes["digit"] >= NUM_DIGITS)]
-    if len(outside):
-        raise DatasetError([Problem(json_path, f"category_id {int(outside['digit'].iloc[0]) + 1} is outside 1..10 "
-                                               f"(digits 0..9)")], f"cannot browse {json_path}")
+    if outside is not None:  # named as core.data names it: the file, the image and the annotation
+        raise DatasetError([Problem(json_path, f"category_id {outside['category_id']!r} is outside 1..10 (digits 0..9)",
+                                    outside["image_id"], outside.get("id"))], f"cannot browse {json_path}")
     boxes = boxes.astype({"image_id": "int64", "digit": "int64"})
     ordered = boxes.assign(centre=boxes["x"] + boxes["w"] / 2).sort_values(["image_id", "centre"], kind="stable")
     numbers = ordered.groupby("image_id")["digit"].agg(lambda s: "".join(map(str, s)))

@@ -7,9 +7,11 @@ annotation id, so a bad dataset stops training before any work is done (or, with
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -140,8 +142,9 @@ def read_json(path: str) -> Any:
     except FileNotFoundError:
         raise DatasetError([Problem(path, "file not found")], f"cannot read {path}") from None
     except json.JSONDecodeError as exc:
-        raise DatasetError([Problem(path, f"malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}")],
-                           f"cannot read {path}") from None
+        where = f"line {exc.lineno}, column {exc.colno}"  # some of json's messages end in "at", some do not
+        what = f"{exc.msg} {where}" if exc.msg.endswith(" at") else f"{exc.msg} at {where}"
+        raise DatasetError([Problem(path, f"malformed JSON: {what}")], f"cannot read {path}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise DatasetError([Problem(path, f"unreadable ({exc})")], f"cannot read {path}") from None
 
@@ -341,12 +344,27 @@ def _checked_box(bbox: Any, record: ImageRecord, image_id: int, ann_id: Any,
     return clipped
 
 
-def load_split(root: str, split: str, skip_invalid: bool = False, require_annotations: bool = True) -> Split:
-    """Read and validate ``root/split.json`` against ``root/split/``.
+@dataclass
+class SplitCheck:
+    """Every problem of one split (``check_split``), and what training could still use."""
 
-    Raises DatasetError listing every problem, unless ``skip_invalid``: then images with
-    problems are dropped (``Split.dropped``) and only file-level problems still raise.
-    """
+    name: str
+    json_path: str
+    records: list[ImageRecord]  # the images without a problem
+    problems: list[Problem]
+    fatal: list[Problem]  # not tied to one image: --skip-invalid cannot drop them
+    dropped: int  # images with a problem: what --skip-invalid drops
+    listed: int  # images the JSON lists
+
+    @property
+    def empty(self) -> bool:
+        """A split that lists no image and has nothing else wrong (core.synth --train 0 writes one)."""
+        return self.listed == 0 and len(self.problems) == 1
+
+
+def check_split(root: str, split: str) -> SplitCheck:
+    """Read ``root/split.json`` and check it against the images in ``root/split/`` (each file decoded whole);
+    a missing folder or file, or JSON that does not parse, raises DatasetError."""
     json_path = os.path.join(root, f"{split}.json")
     image_dir = os.path.join(root, split)
     if not os.path.isdir(root):
@@ -354,24 +372,36 @@ def load_split(root: str, split: str, skip_invalid: bool = False, require_annota
     if not os.path.isdir(image_dir):
         raise DatasetError([Problem(image_dir, f"image folder {split}/ not found")], f"cannot use dataset {root}")
     if not os.path.isfile(json_path):
-        if require_annotations:
-            raise DatasetError([Problem(json_path, "annotation file not found")], f"cannot use dataset {root}")
-        from core.images import list_images
-
-        records = [ImageRecord(image_id_from_name(p), p, 0, 0) for p in list_images(image_dir)]
-        return Split(split, root, records)
+        raise DatasetError([Problem(json_path, "annotation file not found")], f"cannot use dataset {root}")
     coco = read_json(json_path)
     records, problems, bad_images = validate_coco(coco, json_path, image_dir)
-    # Problems tied to an image can be skipped by dropping that image; the rest cannot.
     fatal = [p for p in problems if p.image_id is None or p.image_id not in bad_images]
-    if problems and (not skip_invalid or fatal):
-        raise DatasetError(problems, f"{json_path}: {len(problems)} problem(s)"
-                           + (" that --skip-invalid cannot skip" if skip_invalid and fatal else ""))
-    kept = [r for r in records if r.image_id not in bad_images]
-    if not kept:
-        raise DatasetError(problems or [Problem(json_path, "no usable images")], f"{json_path}: nothing usable")
-    listed = {img.get("id") for img in coco["images"] if isinstance(img, dict)}
-    return Split(split, root, kept, dropped=len(bad_images & listed), problems=problems)
+    images = coco.get("images") if isinstance(coco, dict) else None
+    listed_ids = {img.get("id") for img in images if isinstance(img, dict)} if isinstance(images, list) else set()
+    return SplitCheck(split, json_path, [r for r in records if r.image_id not in bad_images], problems, fatal,
+                      len(bad_images & listed_ids), len(images) if isinstance(images, list) else 0)
+
+
+def load_split(root: str, split: str, skip_invalid: bool = False, require_annotations: bool = True) -> Split:
+    """Read and validate ``root/split.json`` against ``root/split/`` (:func:`check_split`).
+
+    Raises DatasetError listing every problem, unless ``skip_invalid``: then images with
+    problems are dropped (``Split.dropped``) and only file-level problems still raise.
+    Without ``require_annotations`` a split with no JSON is its images alone (ids from their names).
+    """
+    json_path = os.path.join(root, f"{split}.json")
+    image_dir = os.path.join(root, split)
+    if not require_annotations and os.path.isdir(image_dir) and not os.path.isfile(json_path):
+        from core.images import list_images
+
+        return Split(split, root, [ImageRecord(image_id_from_name(p), p, 0, 0) for p in list_images(image_dir)])
+    check = check_split(root, split)
+    if check.problems and (not skip_invalid or check.fatal):
+        raise DatasetError(check.problems, f"{json_path}: {len(check.problems)} problem(s)"
+                           + (" that --skip-invalid cannot skip" if skip_invalid and check.fatal else ""))
+    if not check.records:
+        raise DatasetError(check.problems or [Problem(json_path, "no usable images")], f"{json_path}: nothing usable")
+    return Split(split, root, check.records, dropped=check.dropped, problems=check.problems)
 
 
 def image_id_from_name(path: str) -> int:
@@ -380,3 +410,58 @@ def image_id_from_name(path: str) -> int:
         raise ValueError(f"{os.path.basename(path)}: image ids come from numeric file names like 123.png")
     return number
 
+
+
+def describe_check(check: SplitCheck) -> list[str]:
+    """A split's check as lines: what it holds, then its problems (``python -m core.data`` and the Data page)."""
+    digits = sum(len(r.boxes) for r in check.records)
+    letters = sum(len(r.letters) for r in check.records)
+    head = (f"{check.name}: {len(check.records)} usable image(s), {digits} digit box(es)"
+            + (f", {letters} letter box(es)" if letters else ""))
+    if check.empty:
+        return [f"{check.name}: no images ({os.path.basename(check.json_path)} lists none); nothing to train on or score"]
+    if not check.problems:
+        return [f"{head}; no problems"]
+    if check.fatal:
+        verdict = (f"{len(check.problems)} problem(s), {len(check.fatal)} of them not tied to one image: training "
+                   "and evaluation refuse this split until the file is fixed")
+    else:
+        verdict = (f"{len(check.problems)} problem(s) in {check.dropped} image(s): training and evaluation refuse "
+                   "the split as it is; core.train --skip-invalid drops those images")
+    return [head, verdict, *("  " + line for line in listed(check.problems))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m core.data",
+        description="Check a dataset in the course layout before training on it: every annotation against its "
+                    "image, every image file decoded whole. Exit status 0: no problem; 2: problems, listed.")
+    parser.add_argument("root", help="the dataset folder (train/ with train.json, valid/ with valid.json, ...)")
+    parser.add_argument("--split", action="append", help="check only this split (repeatable; default: all)")
+    args = parser.parse_args(argv)
+    from core.browse import SPLIT_ORDER, find_splits, why_not_a_dataset
+
+    splits = args.split or find_splits(args.root)
+    if not splits:
+        print(f"core.data: error: {why_not_a_dataset(args.root, args.root).replace('`', '')}", file=sys.stderr)
+        return 2
+    clean = True
+    for split in splits:
+        try:
+            check = check_split(args.root, split)
+            lines, clean = describe_check(check), clean and (check.empty or not check.problems)
+        except DatasetError as exc:
+            lines, clean = [f"{split}: {exc}"], False
+        print("\n".join(lines))
+    for split in SPLIT_ORDER if not args.split else ():
+        folder = os.path.join(args.root, split)
+        if split not in splits and os.path.isdir(folder):
+            from core.images import list_images
+
+            print(f"{split}: {len(list_images(folder))} image(s) without {split}.json: core.predict reads them; "
+                  "nothing can score them")
+    return 0 if clean else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -507,6 +507,23 @@ def test_data_page_summarises_a_dataset_and_filters_its_images(app_dirs, tiny_da
     assert f"{with_seven} image(s)" in at.markdown[-1].value
 
 
+def test_data_page_names_a_missing_and_a_corrupt_image_file(app_dirs, tiny_data, tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data / "tiny")
+    train = json.loads((data / "tiny" / "train.json").read_text())
+    gone, cut = train["images"][1], train["images"][4]
+    os.remove(data / "tiny" / "train" / gone["file_name"])
+    path = data / "tiny" / "train" / cut["file_name"]
+    path.write_bytes(path.read_bytes()[:200])
+    monkeypatch.setenv("DIGIT_STUDIO_DATA", str(data))
+    at = _app("pages/data.py")
+    assert not at.exception, at.exception
+    warning = next(w.value for w in at.warning if "Split **train**" in w.value)
+    assert "2 problem(s) in 2 image(s)" in warning and "--skip-invalid" in warning
+    assert f"image {gone['id']}: image file missing" in warning and f"image {cut['id']}: unreadable image" in warning
+    assert sum("every image file reads" in c.value for c in at.caption) == 2, "valid and test are clean"
+
+
 def test_data_page_opens_on_a_split_with_images_and_names_an_empty_one(app_dirs, tiny_data, tmp_path, monkeypatch):
     """A synthetic test set is generated with --train 0 --valid 0: the page must not open on (or crash on) train."""
     data = tmp_path / "data"

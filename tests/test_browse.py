@@ -41,7 +41,9 @@ def test_a_split_that_is_not_coco_is_refused_by_name(tiny_data, tmp_path):
     coco = json.loads((root / "test.json").read_text())
     coco["annotations"][0]["category_id"] = 11
     (root / "test.json").write_text(json.dumps(coco))
-    with pytest.raises(DatasetError, match="category_id 11 is outside 1..10"):
+    first = coco["annotations"][0]
+    with pytest.raises(DatasetError, match=f"test.json, image {first['image_id']}, annotation {first['id']}: "
+                                           "category_id 11 is outside 1..10"):
         browse.read_split_table(str(root), "test")
     (tmp_path / "raw-images").mkdir()
     assert browse.find_datasets(str(tmp_path)) == [str(root), str(tmp_path / "raw-images")], "datasets first"

@@ -5,7 +5,7 @@ import shutil
 import pytest
 
 from core.batches import DigitDataset
-from core.data import DatasetError, load_split
+from core.data import DatasetError, load_split, main as data_main
 
 
 @pytest.fixture()
@@ -73,7 +73,10 @@ def test_bad_annotations_are_named(dataset_copy, case):
 
 def test_malformed_json_and_missing_keys(dataset_copy):
     (dataset_copy / "valid.json").write_text('{"images": [1, 2,')
-    with pytest.raises(DatasetError, match=r"valid.json: malformed JSON at line 1"):
+    with pytest.raises(DatasetError, match=r"valid.json: malformed JSON: Expecting value at line 1, column 18"):
+        load_split(str(dataset_copy), "valid")
+    (dataset_copy / "valid.json").write_text('{"images": [], "annotations": [], "info": "cut off')
+    with pytest.raises(DatasetError, match=r"malformed JSON: Unterminated string starting at line 1, column 43"):
         load_split(str(dataset_copy), "valid")
     (dataset_copy / "valid.json").write_text('{"images": []}')
     with pytest.raises(DatasetError, match="missing key 'annotations'"):
@@ -151,3 +154,32 @@ def test_an_undeclared_category_11_is_still_refused(dataset_copy):
     _edit(dataset_copy, "train", misnamed)
     with pytest.raises(DatasetError, match="category id 11 .* is outside 1..10"):
         load_split(str(dataset_copy), "train")
+
+
+def test_the_check_command_lists_each_problem_with_its_image_and_says_what_training_will_do(dataset_copy, capsys):
+    assert data_main([str(dataset_copy)]) == 0
+    out = capsys.readouterr().out
+    assert "train: 16 usable image(s)" in out and out.count("; no problems") == 3
+    train = json.loads((dataset_copy / "train.json").read_text())
+    missing = train["images"][2]
+    os.remove(dataset_copy / "train" / missing["file_name"])
+    valid = json.loads((dataset_copy / "valid.json").read_text())
+    valid["annotations"][0]["category_id"] = 0
+    (dataset_copy / "valid.json").write_text(json.dumps(valid))
+    assert data_main([str(dataset_copy)]) == 2
+    out = capsys.readouterr().out
+    assert f"train.json, image {missing['id']}: image file missing" in out
+    bad = valid["annotations"][0]
+    assert f"valid.json, image {bad['image_id']}, annotation {bad['id']}: unknown category_id 0" in out
+    assert out.count("core.train --skip-invalid drops those images") == 2 and "test: 8 usable image(s)" in out
+    assert data_main([str(dataset_copy), "--split", "test"]) == 0, "only the split asked for"
+    (dataset_copy / "test.json").write_text('{"images": [')
+    assert data_main([str(dataset_copy), "--split", "test"]) == 2
+    assert "malformed JSON" in capsys.readouterr().out
+
+
+def test_the_check_command_says_what_a_folder_without_splits_is(tmp_path, capsys):
+    (tmp_path / "svhn").mkdir()
+    (tmp_path / "svhn" / "digitStruct.mat").write_bytes(b"MATLAB")
+    assert data_main([str(tmp_path / "svhn")]) == 2
+    assert "SVHN's format 1" in capsys.readouterr().err
