@@ -105,6 +105,35 @@ def iter_events(path: str) -> Iterator[dict[str, Any]]:
         return
 
 
+def _summary(event: dict[str, Any]) -> str | None:
+    kind = event.get("event")
+    if kind == "start":
+        return (f"start: {event.get('arch', '?')} on {event.get('device', '?')}, epochs {event.get('start_epoch', 1)}"
+                f"-{event.get('epochs', '?')}" + (" (resumed)" if event.get("resumed") else ""))
+    if kind == "epoch":
+        named = (("loss", "loss"), ("mAP", "mAP"), ("task2", "task2_accuracy"))
+        numbers = [f"{name} {event[key]:.4f}" for name, key in named if isinstance(event.get(key), (int, float))]
+        return f"epoch {event.get('epoch', '?')}: " + ", ".join(numbers)
+    if kind == "end":
+        return f"end: {event.get('status', '?')}" + (f": {event['message']}" if event.get("message") else "")
+    if kind in ("error", "refused"):
+        return f"{kind}: {event.get('message', '')}"
+    return None
+
+
+def events_as_lines(events: list[dict[str, Any]]) -> list[str]:
+    """A run's log read back as lines for people: what a run started from the command line printed to its
+    terminal, which no file keeps (progress events are left out)."""
+    lines = []
+    for event in events:
+        text = _summary(event)
+        if text is not None:
+            when = event.get("time")
+            stamp = time.strftime("%H:%M:%S", time.localtime(when)) if isinstance(when, (int, float)) else ""
+            lines.append(f"{stamp} {text}".strip())
+    return lines
+
+
 def tail_text(path: str, max_bytes: int = 20_000) -> str:
     """The end of a text file (the human-readable log) without reading all of it."""
     try:

@@ -20,6 +20,7 @@ import signal
 import sys
 import time
 import traceback
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +32,8 @@ from core import failpoints
 from core.batches import DigitDataset, collate, epoch_batches, train_transforms
 from core.checkpoint import (CheckpointError, atomic_write_text, load_checkpoint, remove_stale_temporaries,
                              save_checkpoint)
-from core.config import RESUMABLE_CHANGES, ConfigError, TrainConfig, images_per_epoch, parse_args
+from core.config import (LONG_RUN_S, RESUMABLE_CHANGES, ConfigError, TrainConfig, estimated_seconds, images_per_epoch,
+                         parse_args)
 from core.data import DatasetError, Problem, Split, load_split
 from core.evaluate import detect_split, score_detections
 from core.events import EventLog, ProgressBar
@@ -717,6 +719,24 @@ def _announce(cfg: TrainConfig, log: EventLog, resumed: bool, progress: _Progres
               f"{per_epoch} per epoch; {cfg.scheduler} schedule, lr {cfg.lr:g}; {weights}")
     if resumed:
         log.say(f"core.train: resuming {cfg.out} at epoch {progress.start_epoch}/{cfg.epochs}")
+    long_run = _long_run_warning(cfg, device, len(train_split.records), progress.start_epoch)
+    if long_run:
+        log.say(long_run)
+
+
+def _long_run_warning(cfg: TrainConfig, device: torch.device, train_images: int, start_epoch: int) -> str | None:
+    """What the Train page warns before a launch, for the command line: hours of CPU ahead (the reference
+    architecture is the default, and trains at about 0.06 images/s on a 2-core CPU)."""
+    if device.type != "cpu":
+        return None
+    left = dataclasses.replace(cfg, device="cpu", epochs=max(1, cfg.epochs - start_epoch + 1))
+    seconds = estimated_seconds(left, train_images, False, os.cpu_count() or 1)
+    if seconds is None or seconds <= LONG_RUN_S:
+        return None
+    smaller = (" --arch digitnet_fpn --lr 1e-3 --batch-size 16 is the CPU-sized model;"
+               if cfg.arch != "digitnet_fpn" else " fewer --epochs or a smaller --subset-fraction make it shorter;")
+    return (f"core.train: warning: on this CPU the {left.epochs} epoch(s) ahead take about {seconds / 3600:.1f} hours "
+            f"with {cfg.arch};{smaller} Ctrl-C stops at the next step and --resume goes on from the last epoch")
 
 
 def _finish(cfg: TrainConfig, status: str, progress: _Progress, model, valid_split, device, is_main: bool,

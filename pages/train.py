@@ -13,7 +13,7 @@ import streamlit as st
 
 from core.config import (LONG_RUN_S, PRESETS, SCHEDULERS, ConfigError, TrainConfig, cli_flag, default_preset,
                          estimated_seconds, optimisation_steps)
-from core.events import latest_progress, read_events, tail_text
+from core.events import events_as_lines, latest_progress, read_events, tail_text
 from core.launcher import RUN_NAME, LaunchError, run_dir_for, start_run, stop_run, wait_until_started
 from core.model import ARCHITECTURES
 from core.runs import is_locked, list_checkpoints, read_config, read_history, run_status, runs_root
@@ -219,7 +219,12 @@ def run_output(selected: str, run_dir: str, status: dict, epochs: int, events: l
     state, progress = status["state"], status["progress"]
     if history or any(e["event"] == "progress" for e in events):
         st.plotly_chart(live_figure(history, events, epochs), key=f"live-{selected}")
-    lines = [line.rsplit("\r", 1)[-1] for line in tail_text(os.path.join(run_dir, "stdout.log"), 6000).splitlines()]
+    stdout = os.path.join(run_dir, "stdout.log")
+    if os.path.exists(stdout) or not events:
+        lines = [line.rsplit("\r", 1)[-1] for line in tail_text(stdout, 6000).splitlines()]
+    else:  # started from the command line: what it printed went to that terminal
+        lines = ["(started from the command line, which showed its output; from its log.jsonl:)",
+                 *events_as_lines(events)]
     if state == "running" and progress:
         lines.append(f"... epoch {progress['epoch']}/{epochs}, step {progress['step']}/{progress['total']}: "
                      f"loss {progress['loss']:.4f}, {progress['images_per_s']:.1f} img/s")

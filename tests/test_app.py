@@ -472,6 +472,20 @@ def test_train_page_shows_a_refused_resume_without_failing_the_run(app_dirs):
     assert any("completed" in m.value for m in at.markdown)
 
 
+def test_train_page_shows_what_a_command_line_run_logged(app_dirs):
+    runs, _ = app_dirs
+    (runs / "cli").mkdir()
+    (runs / "cli" / "config.json").write_text(json.dumps({"epochs": 1}))
+    (runs / "cli" / "log.jsonl").write_text("".join(json.dumps(e) + "\n" for e in (
+        {"event": "start", "time": 1, "epochs": 1, "arch": "digitnet_fpn", "device": "cpu"},
+        {"event": "epoch", "time": 2, "epoch": 1, "loss": 0.5, "mAP": 0.25},
+        {"event": "end", "time": 3, "status": "completed"})))
+    at = _app("pages/train.py")
+    shown = "\n".join(c.value for c in at.code)
+    assert "started from the command line" in shown and "epoch 1: loss 0.5000, mAP 0.2500" in shown
+    assert "(no output yet)" not in shown
+
+
 def test_train_page_ignores_folders_it_cannot_drive(app_dirs):
     runs, _ = app_dirs
     (runs / "my run").mkdir()

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import io
 import math
@@ -355,3 +356,15 @@ def test_training_lays_the_model_out_channels_last_and_a_resumed_optimizer_follo
     moments = optimizer.state[model.weight]
     assert moments["exp_avg"].stride() == moments["exp_avg_sq"].stride() == model.weight.stride()
     assert torch.equal(moments["exp_avg"], expected), "same values, new layout"
+
+
+def test_the_command_line_warns_of_hours_of_cpu_training_as_the_train_page_does():
+    reference = TrainConfig(data="d", out="o")  # the defaults: the reference recipe
+    warning = train_mod._long_run_warning(reference, torch.device("cpu"), 30_000, 1)
+    assert warning and "hours with fasterrcnn_resnet50_fpn_v2" in warning and "--arch digitnet_fpn" in warning
+    assert train_mod._long_run_warning(reference, torch.device("cuda"), 30_000, 1) is None, "GPUs vary too much"
+    assert "the 1 epoch(s) ahead" in train_mod._long_run_warning(reference, torch.device("cpu"), 30_000, 10)
+    compact = TrainConfig(data="d", out="o", arch="digitnet_fpn", lr=1e-3)
+    assert train_mod._long_run_warning(compact, torch.device("cpu"), 2_000, 1) is None, "minutes, not hours"
+    assert "--subset-fraction" in train_mod._long_run_warning(
+        dataclasses.replace(compact, epochs=100, subset_fraction=1.0), torch.device("cpu"), 30_000, 1)
