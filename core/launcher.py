@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -129,6 +130,22 @@ def stop_run(run_dir: str, grace_s: float = 0.0) -> bool:
         if is_locked(run_dir):
             send(signal.SIGKILL)
     return True
+
+
+SAVED_FILES = ("best.pt", "last.pt", "history.json")  # what a run that trained at least one epoch holds
+
+
+def remove_failed_run(name: str, root: str | None = None) -> None:
+    """Delete run ``name``'s folder when it holds nothing training saved: a launch that bad input stopped
+    leaves config.json, its log and stderr.log behind, and the run list fills with them. A run that saved
+    an epoch, or one still held by a process, is refused (LaunchError)."""
+    run_dir = run_dir_for(name, root)
+    if is_locked(run_dir):
+        raise LaunchError(f"run {name!r} is still training; stop it first")
+    saved = [f for f in SAVED_FILES if os.path.exists(os.path.join(run_dir, f))]
+    if saved:
+        raise LaunchError(f"run {name!r} holds {', '.join(saved)}: only a run that saved nothing can be deleted here")
+    shutil.rmtree(run_dir)
 
 
 def _alive(pid: Any) -> bool:

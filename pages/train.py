@@ -14,7 +14,8 @@ import streamlit as st
 from core.config import (LONG_RUN_S, PRESETS, SCHEDULERS, ConfigError, TrainConfig, cli_flag, default_preset,
                          estimated_seconds, optimisation_steps)
 from core.events import events_as_lines, latest_progress, read_events, tail_text
-from core.launcher import RUN_NAME, LaunchError, run_dir_for, start_run, stop_run, wait_until_started
+from core.launcher import (RUN_NAME, SAVED_FILES, LaunchError, remove_failed_run, run_dir_for, start_run, stop_run,
+                           wait_until_started)
 from core.model import ARCHITECTURES
 from core.runs import is_locked, list_checkpoints, read_config, read_history, run_status, runs_root
 from core.synth import SynthError, generate_dataset, usable_fonts
@@ -236,10 +237,29 @@ def run_output(selected: str, run_dir: str, status: dict, epochs: int, events: l
             st.code(err_text[-3000:], language=None, wrap_lines=True)
 
 
-def resume_form(selected: str, run_dir: str, config: dict) -> None:
-    more = st.number_input("Epochs in total", 1, 100000, int(config.get("epochs", 1)), 1,
+def delete_form(selected: str) -> None:
+    """A launch that failed before its first epoch saved nothing: its folder can go (runs that saved do not)."""
+    with st.popover("Delete this run", icon=":material/delete:"):
+        st.markdown(f"Delete **{selected}**? It saved no epoch: only its settings and log go.")
+        if st.button("Delete", key=f"delete-{selected}", type="primary"):
+            try:
+                remove_failed_run(selected)
+            except (LaunchError, OSError) as exc:
+                st.error(f"Not deleted: {exc}")
+            else:
+                st.session_state["flash"] = f"Deleted {selected}."
+                st.session_state.pop("active_run", None)
+                st.rerun()
+
+
+def resume_form(selected: str, run_dir: str, config: dict, epochs_done: int, completed: bool) -> None:
+    """Resume a run that ended early, or give a completed one more epochs (core.train --resume --epochs N)."""
+    at_least = epochs_done + 1 if completed else 1
+    more = st.number_input("Epochs in total", at_least, 100000, max(at_least, int(config.get("epochs", 1))), 1,
                            key=f"resume-epochs-{selected}")
-    if st.button("Resume this run", help="Continue from last.pt at the next epoch."):
+    label = "Train more epochs" if completed else "Resume this run"
+    if st.button(label, help="Continue from last.pt at the next epoch; a cosine schedule anneals over the new "
+                             "total from there."):
         try:
             resumed = TrainConfig.from_dict({**config, "resume": True, "epochs": int(more)})
             start_run(resumed, selected)
@@ -275,9 +295,12 @@ def runs_view() -> None:
     epochs = status["epochs"] or config.get("epochs") or 1
     run_header(selected, run_dir, status, epochs)
     run_output(selected, run_dir, status, epochs, events_of[selected], history)
-    if status["state"] in ("stopped", "died", "failed") and os.path.exists(os.path.join(run_dir, "last.pt")) \
-            and config:
-        resume_form(selected, run_dir, config)
+    if status["state"] in ("failed", "died", "new") and not any(
+            os.path.exists(os.path.join(run_dir, f)) for f in SAVED_FILES):
+        delete_form(selected)
+    if status["state"] in ("stopped", "died", "failed", "completed") \
+            and os.path.exists(os.path.join(run_dir, "last.pt")) and config:
+        resume_form(selected, run_dir, config, status["epochs_done"], status["state"] == "completed")
 
 
 runs_view()

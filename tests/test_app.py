@@ -16,6 +16,7 @@ from conftest import ROOT
 from core import predict as predict_mod
 from core.data import load_split
 from core.images import decode_image
+from core.launcher import LaunchError, remove_failed_run
 from core.predict import NumberReader, load_model, predict_images, read_number
 from core.runs import is_locked, run_status
 
@@ -445,6 +446,18 @@ def test_train_form_refuses_bad_names_and_launches_a_run(app_dirs, tiny_data):
     _by_label(at.button, "Launch training").click()
     at.run()
     assert any("already exists" in e.value for e in at.error)
+    # A completed run can be given more epochs (core.train --resume --epochs N), never fewer than it has.
+    at.run()
+    more = _by_label(at.number_input, "Epochs in total")
+    assert more.value == 2 and more.min == 2
+    _by_label(at.button, "Train more epochs").click()
+    at.run()
+    assert not at.exception, at.exception
+    deadline = time.time() + 120
+    while time.time() < deadline and (is_locked(str(run_dir)) or run_status(str(run_dir))["epochs_done"] < 2):
+        time.sleep(0.5)
+    assert run_status(str(run_dir))["state"] == "completed" and run_status(str(run_dir))["epochs_done"] == 2
+    assert "resuming" in (run_dir / "stdout.log").read_text()
 
 
 def test_train_page_shows_a_failed_runs_error(app_dirs):
@@ -484,6 +497,25 @@ def test_train_page_shows_what_a_command_line_run_logged(app_dirs):
     shown = "\n".join(c.value for c in at.code)
     assert "started from the command line" in shown and "epoch 1: loss 0.5000, mAP 0.2500" in shown
     assert "(no output yet)" not in shown
+
+
+def test_a_failed_launch_that_saved_nothing_can_be_deleted_and_a_trained_run_cannot(app_dirs, tiny_run):
+    runs, _ = app_dirs
+    (runs / "typo").mkdir()
+    (runs / "typo" / "config.json").write_text(json.dumps({"epochs": 3}))
+    (runs / "typo" / "log.jsonl").write_text(json.dumps({"event": "error", "time": 2, "message": "no such data"}) + "\n")
+    shutil.copytree(tiny_run, runs / "trained")
+    os.utime(runs / "typo")  # the newest: the page opens on it
+    at = _app("pages/train.py")
+    assert at.selectbox[0].value == "typo"
+    _by_label(at.button, "Delete").click()
+    at.run()
+    assert not at.exception, at.exception
+    assert not (runs / "typo").exists() and any("Deleted typo" in m.value for m in at.success)
+    assert at.selectbox[0].value == "trained"
+    assert not [b for b in at.button if b.label == "Delete"], "a run that saved epochs offers no delete"
+    with pytest.raises(LaunchError, match="holds best.pt, last.pt, history.json"):
+        remove_failed_run("trained", str(runs))
 
 
 def test_train_page_ignores_folders_it_cannot_drive(app_dirs):
