@@ -914,7 +914,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, reason in prediction.errors.items():
         print(f"  skipped {name}: {reason}", file=sys.stderr)
     per_image = prediction.seconds / max(len(paths), 1)
-    print(f"core.predict: wrote {args.out}/pred.json ({len(prediction.coco())} boxes) and pred.csv "
+    print(f"core.predict: wrote {os.path.join(args.out, 'pred.json')} ({len(prediction.coco())} boxes) and pred.csv "
           f"({len(paths)} rows) in {prediction.seconds:.1f} s ({per_image * 1000:.0f} ms/image)"
           + (f"; {len(prediction.errors)} unreadable file(s)" if prediction.errors else ""))
     return 0 if not prediction.errors else 1

@@ -65,6 +65,9 @@ class StopFlag:
                 raise KeyboardInterrupt  # a second Ctrl-C: stop right now
             self.requested = True
             self.signal_name = signal.Signals(signum).name
+            # A step of the reference on a CPU takes a minute: say at once that the stop is under way.
+            print(f"core.train: {self.signal_name}: stopping after the current step (a second Ctrl-C stops at once; "
+                  "last.pt keeps the last finished epoch)", file=sys.stderr, flush=True)
 
         signal.signal(signal.SIGINT, handler)
         signal.signal(signal.SIGTERM, handler)

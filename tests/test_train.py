@@ -368,3 +368,20 @@ def test_the_command_line_warns_of_hours_of_cpu_training_as_the_train_page_does(
     assert train_mod._long_run_warning(compact, torch.device("cpu"), 2_000, 1) is None, "minutes, not hours"
     assert "--subset-fraction" in train_mod._long_run_warning(
         dataclasses.replace(compact, epochs=100, subset_fraction=1.0), torch.device("cpu"), 30_000, 1)
+
+
+def test_the_first_stop_signal_says_at_once_that_the_run_stops_after_its_step(capsys):
+    import signal
+
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        flag = StopFlag()
+        flag.install()
+        signal.raise_signal(signal.SIGINT)
+        assert flag.requested and flag.signal_name == "SIGINT"
+        assert "SIGINT: stopping after the current step" in capsys.readouterr().err
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
