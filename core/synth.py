@@ -1305,11 +1305,7 @@ def generate_dataset(
     fonts = usable_fonts() if fonts is None else fonts
     if not fonts:
         raise SynthError("no usable font")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    for stale in out.parent.glob(f".{out.name}.partial-*"):
-        shutil.rmtree(stale, ignore_errors=True)  # left by an interrupted generation
-    work = out.parent / f".{out.name}.partial-{os.getpid()}"
-    work.mkdir()
+    work = _fresh_work_folder(out)
     started = time.perf_counter()
     total = sum(counts.values())
     done = 0
@@ -1330,21 +1326,10 @@ def generate_dataset(
             results = pool.imap(_write_one, jobs, chunksize=32) if pool else map(_write_one, jobs)
             coco = _split_coco(split, results, seed, boxes, letter_boxes, one_written)
             (work / f"{split}.json").write_text(json.dumps(coco))
-        seconds = time.perf_counter() - started
-        manifest = {
-            "generator": "core.synth",
-            "version": GENERATOR_VERSION,
-            "seed": seed,
-            "boxes": dataclasses.asdict(BOX_CONVENTIONS[boxes]),
-            "negatives": dataclasses.asdict(negatives),
-            "letter_boxes": letter_boxes,
-            "counts": counts,
-            "command": command or f"python -m core.synth --out {out} --boxes {boxes} " + " ".join(
-                f"--{k} {v}" for k, v in counts.items()) + f" --seed {seed}",
-            "fonts": [os.path.basename(f) for f in fonts],
-            "seconds": round(seconds, 2),
-            "images_per_s": round(total / seconds, 1) if seconds > 0 else None,
-        }
+        command = command or f"python -m core.synth --out {out} --boxes {boxes} " + " ".join(
+            f"--{k} {v}" for k, v in counts.items()) + f" --seed {seed}"
+        manifest = _manifest(counts, seed, boxes, negatives, letter_boxes, fonts, command,
+                             time.perf_counter() - started)
         (work / "synth.json").write_text(json.dumps(manifest, indent=1))
         _publish(work, out)
     except BaseException:
@@ -1359,6 +1344,35 @@ def generate_dataset(
             pool.close()
             pool.join()
     return manifest
+
+
+def _fresh_work_folder(out: Path) -> Path:
+    """The hidden sibling of ``out`` this process writes into; an interrupted generation's are removed first."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out.parent.glob(f".{out.name}.partial-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    work = out.parent / f".{out.name}.partial-{os.getpid()}"
+    work.mkdir()
+    return work
+
+
+def _manifest(counts: dict[str, int], seed: int, boxes: str, negatives: Negatives, letter_boxes: bool,
+              fonts: list[str], command: str, seconds: float) -> dict:
+    """``synth.json``: everything that regenerates the dataset (version, seed, conventions, fonts), and its speed."""
+    total = sum(counts.values())
+    return {
+        "generator": "core.synth",
+        "version": GENERATOR_VERSION,
+        "seed": seed,
+        "boxes": dataclasses.asdict(BOX_CONVENTIONS[boxes]),
+        "negatives": dataclasses.asdict(negatives),
+        "letter_boxes": letter_boxes,
+        "counts": counts,
+        "command": command,
+        "fonts": [os.path.basename(f) for f in fonts],
+        "seconds": round(seconds, 2),
+        "images_per_s": round(total / seconds, 1) if seconds > 0 else None,
+    }
 
 
 def _check_request(out: Path, counts: dict[str, int], overwrite: bool, boxes: str) -> None:
