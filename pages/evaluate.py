@@ -1,5 +1,6 @@
 """Evaluate page: score a checkpoint on a labelled folder and see where it fails (core/report.py)."""
 
+import datetime
 import io
 import os
 import zipfile
@@ -241,4 +242,7 @@ for job in jobs:
 if jobs[0] is None or jobs[0].state != "done":
     st.stop()
 other = jobs[1].result if len(jobs) > 1 and jobs[1] is not None and jobs[1].state == "done" else None
+# Results are kept (no Evaluate button then): say when they were made, and what makes the page evaluate anew.
+st.caption(f"Evaluated at {datetime.datetime.fromtimestamp(jobs[0].started):%H:%M:%S} and kept: this checkpoint, folder, "
+           "split and input size read the same until the checkpoint or the annotation file changes.")
 show(jobs[0].result, other, checkpoint_label(compare) if other else "")

@@ -689,6 +689,9 @@ def test_evaluate_page_shows_the_report_and_filters_the_failure_gallery(app_dirs
     # Coming back is instant: the finished job is the cache, no button needed.
     again = _app("pages/evaluate.py")
     assert [m.label for m in again.metric][:1] == ["mAP@[.5:.95]"]
+    assert not [b for b in again.button if b.label == "Evaluate"]
+    assert any(c.value.startswith("Evaluated at ") and "and kept" in c.value for c in again.caption), \
+        "says why there is no Evaluate button"
 
 
 def test_evaluate_page_names_a_checkpoint_that_cannot_be_loaded_and_an_empty_split(app_dirs, tiny_run, tiny_data,
