@@ -243,6 +243,7 @@ if jobs[0] is None or jobs[0].state != "done":
     st.stop()
 other = jobs[1].result if len(jobs) > 1 and jobs[1] is not None and jobs[1].state == "done" else None
 # Results are kept (no Evaluate button then): say when they were made, and what makes the page evaluate anew.
-st.caption(f"Evaluated at {datetime.datetime.fromtimestamp(jobs[0].started):%H:%M:%S} and kept: this checkpoint, folder, "
-           "split and input size read the same until the checkpoint or the annotation file changes.")
+evaluated_at = datetime.datetime.fromtimestamp(jobs[0].started)
+st.caption(f"Evaluated at {evaluated_at:%H:%M:%S} and kept: this checkpoint, folder, split and input size read the "
+           "same until the checkpoint or the annotation file changes.")
 show(jobs[0].result, other, checkpoint_label(compare) if other else "")
