@@ -9,8 +9,8 @@ from streamlit.testing.v1 import AppTest
 
 from conftest import ROOT, tiny_config
 from core.checkpoint import load_checkpoint
-from core.launcher import LaunchError, run_dir_for, start_run, stop_run, wait_until_started
-from core.runs import is_locked, run_status
+from core.launcher import LaunchError, remove_failed_run, run_dir_for, start_run, stop_run, wait_until_started
+from core.runs import RunLock, is_locked, run_status
 
 
 @pytest.mark.parametrize("name", ["../x", "..", ".", "a/b", "/etc", "a b", "x;rm -rf ~", "$(id)", "`id`",
@@ -29,6 +29,23 @@ def test_missing_data_folder_is_refused(tmp_path):
     with pytest.raises(LaunchError, match="does not exist"):
         start_run(cfg, "r", str(tmp_path / "runs"))
     assert not (tmp_path / "runs" / "r").exists()
+
+
+def test_only_a_run_that_saved_nothing_and_is_not_held_can_be_deleted(tmp_path):
+    runs = tmp_path / "runs"
+    for name in ("typo", "held", "trained"):
+        (runs / name).mkdir(parents=True)
+        (runs / name / "config.json").write_text("{}")
+    (runs / "trained" / "history.json").write_text("[]")
+    with RunLock(str(runs / "held")):
+        with pytest.raises(LaunchError, match="still training"):
+            remove_failed_run("held", str(runs))
+    with pytest.raises(LaunchError, match="holds history.json"):
+        remove_failed_run("trained", str(runs))
+    with pytest.raises(LaunchError, match="not allowed"):
+        remove_failed_run("..", str(runs))
+    remove_failed_run("typo", str(runs))
+    assert sorted(os.listdir(runs)) == ["held", "trained"]
 
 
 def _wait(predicate, timeout=120):
