@@ -411,7 +411,6 @@ def image_id_from_name(path: str) -> int:
     return number
 
 
-
 def describe_check(check: SplitCheck) -> list[str]:
     """A split's check as lines: what it holds, then its problems (``python -m core.data`` and the Data page)."""
     digits = sum(len(r.boxes) for r in check.records)

@@ -11,6 +11,7 @@ every rank draws the same subset and takes its shard; rank 0 evaluates, logs and
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import math
@@ -20,7 +21,6 @@ import signal
 import sys
 import time
 import traceback
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
