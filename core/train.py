@@ -378,6 +378,8 @@ def run(cfg: TrainConfig, explicit: set[str] | None = None, stop: StopFlag | Non
         print(f"core.train: error: {exc}", file=sys.stderr, flush=True)
         return 1
     except KeyboardInterrupt:
+        print("core.train: stopped at once (a second Ctrl-C); last.pt holds the last finished epoch",
+              file=sys.stderr, flush=True)
         if log is not None:
             log.emit("end", status="stopped", message="interrupted twice: stopped immediately",
                      seconds=round(time.perf_counter() - started, 2))
@@ -416,10 +418,15 @@ def _open_run(cfg: TrainConfig, explicit: set[str], stream) -> tuple[TrainConfig
             raise TrainingError(f"{cfg.out} already holds a run ({', '.join(existing)}); "
                                 f"use --resume to continue it or choose a new --out")
     try:
-        atomic_write_text(os.path.join(cfg.out, "config.json"), json.dumps(cfg.to_dict(), indent=1))
+        if state is None:  # a resumed run's config.json changes only once it trains (_announce): see _refused_resume
+            _write_config(cfg)
         return cfg, state, EventLog(os.path.join(cfg.out, "log.jsonl"), stream)
     except OSError as exc:
         raise TrainingError(f"cannot write to run folder {cfg.out}: {exc.strerror or exc}") from None
+
+
+def _write_config(cfg: TrainConfig) -> None:
+    atomic_write_text(os.path.join(cfg.out, "config.json"), json.dumps(cfg.to_dict(), indent=1))
 
 
 def _share_config(cfg: TrainConfig, state: dict[str, Any] | None, dist_info: Distributed
@@ -708,7 +715,10 @@ def _resume_state(optimizer: torch.optim.Optimizer, scheduler, scaler) -> dict[s
 
 def _announce(cfg: TrainConfig, log: EventLog, resumed: bool, progress: _Progress, device, dist_info: Distributed,
               use_amp: bool, train_split, valid_split, per_epoch: int, weights_note: str, model_kwargs: dict) -> None:
-    """The run's "start" event, and its readable line."""
+    """The run's "start" event (a resumed run's config.json now takes the flags it was resumed with), and its
+    readable line."""
+    if resumed:
+        _write_config(cfg)
     log.emit("start", resumed=resumed, start_epoch=progress.start_epoch, epochs=cfg.epochs,
              arch=cfg.arch, device=str(device), world_size=dist_info.world_size, amp=use_amp,
              train_images=len(train_split.records), valid_images=len(valid_split.records),

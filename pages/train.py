@@ -238,7 +238,8 @@ def run_output(selected: str, run_dir: str, status: dict, epochs: int, events: l
 
 
 def delete_form(selected: str) -> None:
-    """A launch that failed before its first epoch saved nothing: its folder can go (runs that saved do not)."""
+    """A launch that failed, or was stopped, before its first epoch saved nothing: its folder can go (runs that
+    saved an epoch cannot be deleted here)."""
     with st.popover("Delete this run", icon=":material/delete:"):
         st.markdown(f"Delete **{selected}**? It saved no epoch: only its settings and log go.")
         if st.button("Delete", key=f"delete-{selected}", type="primary"):
@@ -255,13 +256,17 @@ def delete_form(selected: str) -> None:
 def resume_form(selected: str, run_dir: str, config: dict, epochs_done: int, completed: bool) -> None:
     """Resume a run that ended early, or give a completed one more epochs (core.train --resume --epochs N)."""
     at_least = epochs_done + 1 if completed else 1
-    more = st.number_input("Epochs in total", at_least, 100000, max(at_least, int(config.get("epochs", 1))), 1,
-                           key=f"resume-epochs-{selected}")
+    left, right = st.columns([1, 2])
+    more = left.number_input("Epochs in total", at_least, 100000, max(at_least, int(config.get("epochs", 1))), 1,
+                             key=f"resume-epochs-{selected}")
+    # The run's own data unless changed: a folder that moved, or one fixed after a refused resume (--data).
+    data = right.text_input("Data folder", shown_path(str(config.get("data", ""))), key=f"resume-data-{selected}",
+                            help=field_help("data", "The folder this run trains and validates on from here."))
     label = "Train more epochs" if completed else "Resume this run"
     if st.button(label, help="Continue from last.pt at the next epoch; a cosine schedule anneals over the new "
                              "total from there."):
         try:
-            resumed = TrainConfig.from_dict({**config, "resume": True, "epochs": int(more)})
+            resumed = TrainConfig.from_dict({**config, "resume": True, "epochs": int(more), "data": resolve(data)})
             start_run(resumed, selected)
         except (ConfigError, LaunchError, OSError) as exc:
             st.error(f"Not resumed: {exc}")
@@ -295,7 +300,7 @@ def runs_view() -> None:
     epochs = status["epochs"] or config.get("epochs") or 1
     run_header(selected, run_dir, status, epochs)
     run_output(selected, run_dir, status, epochs, events_of[selected], history)
-    if status["state"] in ("failed", "died", "new") and not any(
+    if status["state"] in ("failed", "died", "new", "stopped") and not any(
             os.path.exists(os.path.join(run_dir, f)) for f in SAVED_FILES):
         delete_form(selected)
     if status["state"] in ("stopped", "died", "failed", "completed") \

@@ -518,6 +518,27 @@ def test_a_failed_launch_that_saved_nothing_can_be_deleted_and_a_trained_run_can
         remove_failed_run("trained", str(runs))
 
 
+def test_a_run_stopped_before_its_first_epoch_can_be_deleted_and_a_resume_can_change_the_data(app_dirs, tiny_run):
+    runs, _ = app_dirs
+    _log_events(runs / "early", {"event": "start", "time": 1, "epochs": 3},
+                {"event": "end", "time": 2, "status": "stopped", "message": "stopped on request (SIGINT)"})
+    at = _app("pages/train.py")
+    assert at.selectbox[0].value == "early" and [b for b in at.button if b.label == "Delete"]
+    assert not [b for b in at.button if b.label in ("Resume this run", "Train more epochs")], "nothing to resume"
+    shutil.copytree(tiny_run, runs / "done")
+    os.utime(runs / "done")  # the newest: the page opens on it
+    at = _app("pages/train.py")
+    assert at.selectbox[0].value == "done"
+    data = _by_label(at.text_input, "Data folder")
+    assert os.path.samefile(data.value, json.load(open(runs / "done" / "config.json"))["data"]), "the run's own data"
+
+
+def _log_events(run_dir, *events):
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(json.dumps({"epochs": 3}))
+    (run_dir / "log.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+
+
 def test_train_page_ignores_folders_it_cannot_drive(app_dirs):
     runs, _ = app_dirs
     (runs / "my run").mkdir()

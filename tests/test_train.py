@@ -140,7 +140,8 @@ def test_resume_rejects_changed_settings(tiny_data, tmp_path, capsys):
 def test_a_resume_refused_for_bad_data_leaves_a_finished_run_finished(tiny_data, tmp_path, capsys):
     out = str(tmp_path / "done")
     assert run(tiny_config(tiny_data, out), stream=None) == 0
-    saved = {name: open(os.path.join(out, name), "rb").read() for name in ("last.pt", "best.pt", "history.json")}
+    saved = {name: open(os.path.join(out, name), "rb").read()
+             for name in ("last.pt", "best.pt", "history.json", "config.json")}
     bad = tmp_path / "bad"
     shutil.copytree(tiny_data, bad)
     coco = json.loads((bad / "train.json").read_text())
@@ -156,6 +157,7 @@ def test_a_resume_refused_for_bad_data_leaves_a_finished_run_finished(tiny_data,
     # A resume that then trains clears the refusal; a fresh run that bad data stops is still a failure.
     assert run(tiny_config(tiny_data, out, resume=True, epochs=2), {"resume", "epochs", "out"}, stream=None) == 0
     assert run_status(out)["refused"] == "" and run_status(out)["state"] == "completed"
+    assert json.load(open(os.path.join(out, "config.json")))["epochs"] == 2, "a resume that trains records its flags"
     fresh = str(tmp_path / "fresh")
     assert run(tiny_config(str(bad), fresh), stream=None) == 2
     assert run_status(fresh)["state"] == "failed" and run_status(fresh)["refused"] == ""
