@@ -226,11 +226,13 @@ def test_a_large_photo_is_sent_reduced_and_names_keep_their_ids(browser, app, tm
     page.wait_for_selector('[data-testid="stMetricValue"]', timeout=60_000)
     page.locator(".js-plotly-plot").first.wait_for()
     shown_in = time.perf_counter() - started
-    # plotly sends numpy arrays as typed-array payloads with their shape: "rows, columns, 3".
-    shape = page.evaluate("() => { const z = document.querySelector('.js-plotly-plot').data[0].z;"
-                          " return z.shape ? String(z.shape) : [z.length, z[0].length, 3].join(', '); }")
-    rows, columns = (int(v) for v in shape.split(",")[:2])
-    assert (columns, rows) == (1024, 768), "the browser gets a 1,024 px picture, not 12 Mpx"
+    # The picture goes as a JPEG data URI (plotly's go.Image source), not as a typed array of pixels.
+    source = page.evaluate("() => document.querySelector('.js-plotly-plot').data[0].source")
+    assert source.startswith("data:image/jpeg;base64,") and len(source) < 1_000_000, len(source)
+    size = page.evaluate("(src) => new Promise(done => { const picture = new Image();"
+                         " picture.onload = () => done([picture.naturalWidth, picture.naturalHeight]);"
+                         " picture.src = src; })", source)
+    assert size == [1024, 768], "the browser gets a 1,024 px picture, not 12 Mpx"
     assert shown_in < 30, f"{shown_in:.1f} s to show a 4000x3000 photo"
     page.close()
 
