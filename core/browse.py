@@ -7,7 +7,7 @@ an image, so a 30,000-image split is summarised in about a second (``bench/conve
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
@@ -21,13 +21,15 @@ class SplitTable:
     """One split: ``images`` (image_id, file_name, width, height, digits, number) and ``boxes``
     (image_id, digit, x, y, w, h), both in image id order; ``number`` is read left to right.
     ``letters`` (image_id, x, y, w, h) holds the letter boxes of a dataset that declares them
-    (``core.synth --letter-boxes``), empty otherwise."""
+    (``core.synth --letter-boxes``), empty otherwise. ``left_out``: the boxes not in the tables, each a
+    Problem naming its image and annotation (a category that is no digit)."""
 
     root: str
     split: str
     images: pd.DataFrame
     boxes: pd.DataFrame
     letters: pd.DataFrame
+    left_out: list[Problem] = field(default_factory=list)
 
     @property
     def image_dir(self) -> str:
@@ -91,18 +93,21 @@ def read_split_table(root: str, split: str) -> SplitTable:
         # Letter boxes (core.synth --letter-boxes) are training targets, not digits of the number.
         letter_id = LETTER_ID if declares_letters(coco) else None
         annotations = coco.get("annotations", [])
-        outside = next((a for a in annotations if a["category_id"] != letter_id
-                        and not (isinstance(a["category_id"], int) and 1 <= a["category_id"] <= NUM_DIGITS)), None)
+        # A box whose category is no digit is left out of the tables (named in ``left_out``), so the split's
+        # other images can still be looked at; training refuses it (core.data).
+        outside = [a for a in annotations if a["category_id"] != letter_id
+                   and not (isinstance(a["category_id"], int) and 1 <= a["category_id"] <= NUM_DIGITS)]
+        left_out = [Problem(json_path, f"category_id {a['category_id']!r} is outside 1..10 (digits 0..9): left out of "
+                                       "these tables", a["image_id"], a.get("id")) for a in outside]
+        skipped = {id(a) for a in outside}
         boxes = pd.DataFrame([(a["image_id"], a["category_id"] - 1, *a["bbox"]) for a in annotations
-                              if a["category_id"] != letter_id], columns=["image_id", "digit", "x", "y", "w", "h"])
+                              if a["category_id"] != letter_id and id(a) not in skipped],
+                             columns=["image_id", "digit", "x", "y", "w", "h"])
         letters = pd.DataFrame([(a["image_id"], *a["bbox"]) for a in annotations if a["category_id"] == letter_id],
                                columns=["image_id", "x", "y", "w", "h"]).astype({"image_id": "int64"})
     except (KeyError, TypeError, ValueError) as exc:
         raise DatasetError([Problem(json_path, f"an image or annotation lacks a field or has the wrong shape ({exc!r})")],
                            f"cannot browse {json_path}") from None
-    if outside is not None:  # named as core.data names it: the file, the image and the annotation
-        raise DatasetError([Problem(json_path, f"category_id {outside['category_id']!r} is outside 1..10 (digits 0..9)",
-                                    outside["image_id"], outside.get("id"))], f"cannot browse {json_path}")
     boxes = boxes.astype({"image_id": "int64", "digit": "int64"})
     ordered = boxes.assign(centre=boxes["x"] + boxes["w"] / 2).sort_values(["image_id", "centre"], kind="stable")
     numbers = ordered.groupby("image_id")["digit"].agg(lambda s: "".join(map(str, s)))
@@ -111,7 +116,7 @@ def read_split_table(root: str, split: str) -> SplitTable:
     images["digits"] = images["image_id"].map(counts).fillna(0).astype(int)
     images["number"] = images["image_id"].map(numbers).fillna("-1")
     return SplitTable(root, split, images, ordered.drop(columns="centre").reset_index(drop=True),
-                      letters.sort_values(["image_id", "x"], kind="stable").reset_index(drop=True))
+                      letters.sort_values(["image_id", "x"], kind="stable").reset_index(drop=True), left_out)
 
 
 def select_images(table: SplitTable, digit: int | None = None, length: int | None = None) -> pd.DataFrame:

@@ -94,18 +94,19 @@ for column, (name, table) in zip(columns, tables.items()):
     column.metric(f"{name}", f"{len(table.images):,} images")
     letters = f" · {len(table.letters):,} letters (grey boxes)" if len(table.letters) else ""
     column.caption(f"{len(table.boxes):,} digits{letters} · `{name}.json`")
-    if len(table.images) > AUTO_CHECK_IMAGES and not column.button(f"Check every image of {name}", key=f"check-{name}",
-                                                                    help="Decodes every image file and checks every "
-                                                                         "box against it, as training will."):
-        continue
-    lines, bad = checked(root, name, json_mtime(root, name), os.path.getmtime(os.path.join(root, name)))
-    if bad:
-        refused[name] = lines
-    elif len(table.images):
-        column.caption(":material/check_circle: every image file reads and every box fits")
-for name, lines in refused.items():
-    st.warning(f"Split **{name}**: {lines[1] if len(lines) > 1 else lines[0]}.\n\n"
-               + "\n".join(f"- {line.strip()}" for line in lines[2:]))
+    if len(table.images) <= AUTO_CHECK_IMAGES or column.button(f"Check every image of {name}", key=f"check-{name}",
+                                                               help="Decodes every image file and checks every box "
+                                                                    "against it, as training will."):
+        lines, bad = checked(root, name, json_mtime(root, name), os.path.getmtime(os.path.join(root, name)))
+        if bad:  # the verdict, then the problems (or the one line of a file that cannot be read)
+            refused[name] = (lines[1] if len(lines) > 1 else lines[0], lines[2:])
+        elif len(table.images):
+            column.caption(":material/check_circle: every image file reads and every box fits")
+    elif table.left_out:  # not checked yet, but the tables already miss these boxes
+        refused[name] = (f"{len(table.left_out)} box(es) whose category is no digit are left out of the tables below; "
+                         "training refuses the split until they are fixed", [str(p) for p in table.left_out[:25]])
+for name, (head, problems) in refused.items():
+    st.warning(f"Split **{name}**: {head.strip()}.\n\n" + "\n".join(f"- {line.strip()}" for line in problems))
 
 with_images = [name for name, t in tables.items() if len(t.images)]
 split = st.radio("Split", list(tables), horizontal=True, index=list(tables).index(with_images[0]) if with_images else 0)

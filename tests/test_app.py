@@ -589,6 +589,15 @@ def test_data_page_names_a_missing_and_a_corrupt_image_file(app_dirs, tiny_data,
     assert "2 problem(s) in 2 image(s)" in warning and "--skip-invalid" in warning
     assert f"image {gone['id']}: image file missing" in warning and f"image {cut['id']}: unreadable image" in warning
     assert sum("every image file reads" in c.value for c in at.caption) == 2, "valid and test are clean"
+    valid = json.loads((data / "tiny" / "valid.json").read_text())
+    bad = valid["annotations"][0]
+    bad["category_id"] = 0
+    (data / "tiny" / "valid.json").write_text(json.dumps(valid))
+    at = _app("pages/data.py")
+    assert not at.error, "a box that is no digit does not stop the split from being looked at"
+    warning = next(w.value for w in at.warning if "Split **valid**" in w.value)
+    assert f"image {bad['image_id']}, annotation {bad['id']}: unknown category_id 0" in warning
+    assert {m.label: m.value for m in at.metric}["valid"] == f"{len(valid['images'])} images"
 
 
 def test_data_page_opens_on_a_split_with_images_and_names_an_empty_one(app_dirs, tiny_data, tmp_path, monkeypatch):
