@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 from core.config import TrainConfig
+from core.events import events_as_lines, read_events
 from core.runs import is_locked, lock_owner, runs_root
 
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -61,6 +62,7 @@ def start_run(config: TrainConfig, name: str, root: str | None = None, python: s
     # A resume continues the run's output; a fresh launch under the name of an attempt that saved no
     # epoch (checked above) starts it anew, so its log does not open with the old attempt's lines.
     mode = "ab" if config.resume else "wb"
+    _begin_with_the_command_lines_log(run_dir, config.resume)
     with open(os.path.join(run_dir, "stdout.log"), mode) as out, open(os.path.join(run_dir, "stderr.log"), mode) as err:
         process = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
                                    cwd=cwd or os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -130,6 +132,17 @@ def stop_run(run_dir: str, grace_s: float = 0.0) -> bool:
         if is_locked(run_dir):
             send(signal.SIGKILL)
     return True
+
+
+def _begin_with_the_command_lines_log(run_dir: str, resume: bool) -> None:
+    """A run started from the command line printed to its terminal and has no stdout.log: resumed from the app,
+    its log starts with what its events say, so the page does not show only the new lines."""
+    stdout, events = os.path.join(run_dir, "stdout.log"), os.path.join(run_dir, "log.jsonl")
+    if not resume or os.path.exists(stdout) or not os.path.exists(events):
+        return
+    lines = events_as_lines(read_events(events))
+    with open(stdout, "w", encoding="utf-8") as handle:
+        handle.write("\n".join(["(started from the command line; from its log.jsonl:)", *lines, ""]))
 
 
 SAVED_FILES = ("best.pt", "last.pt", "history.json")  # what a run that trained at least one epoch holds

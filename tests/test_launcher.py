@@ -184,3 +184,18 @@ def test_shell_characters_in_the_data_path_are_just_characters(tiny_data, tmp_pa
     assert run_status(record["run_dir"])["state"] == "completed", open(f"{record['run_dir']}/stderr.log").read()[-2000:]
     assert not marker.exists()
     assert load_checkpoint(os.path.join(record["run_dir"], "last.pt"))["config"]["data"] == str(data)
+
+
+def test_a_command_line_run_resumed_from_the_app_keeps_its_earlier_lines(tiny_data, tmp_path):
+    from core.train import run
+
+    runs = tmp_path / "runs"
+    run_dir = str(runs / "cli")
+    assert run(tiny_config(tiny_data, run_dir), stream=None) == 0  # as from a terminal: no stdout.log
+    assert not os.path.exists(os.path.join(run_dir, "stdout.log"))
+    record = start_run(tiny_config(tiny_data, run_dir, epochs=2, resume=True), "cli", str(runs))
+    assert _wait(lambda: run_status(record["run_dir"])["epochs_done"] == 2 and not is_locked(run_dir))
+    lines = open(os.path.join(run_dir, "stdout.log")).read().splitlines()
+    assert lines[0] == "(started from the command line; from its log.jsonl:)"
+    assert "start: digitnet_fpn on cpu, epochs 1-1" in lines[1] and "epoch 1: loss" in lines[2]
+    assert any(line.startswith("core.train: resuming") for line in lines[3:]), "then the resumed run's own output"
