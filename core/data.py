@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 from PIL import Image
 
-from core.images import MAX_PIXELS, numeric_stem
+from core.images import MAX_PIXELS, list_images, numeric_stem
 
 NUM_DIGITS = 10
 # A dataset may also box letters (core.synth --letter-boxes): a model trained on them learns letters as a
@@ -392,8 +392,6 @@ def load_split(root: str, split: str, skip_invalid: bool = False, require_annota
     json_path = os.path.join(root, f"{split}.json")
     image_dir = os.path.join(root, split)
     if not require_annotations and os.path.isdir(image_dir) and not os.path.isfile(json_path):
-        from core.images import list_images
-
         return Split(split, root, [ImageRecord(image_id_from_name(p), p, 0, 0) for p in list_images(image_dir)])
     check = check_split(root, split)
     if check.problems and (not skip_invalid or check.fatal):
@@ -441,7 +439,9 @@ def main(argv: list[str] | None = None) -> int:
     from core.browse import SPLIT_ORDER, find_splits, why_not_a_dataset
 
     splits = args.split or find_splits(args.root)
-    if not splits:
+    unlabelled = [] if args.split else [s for s in SPLIT_ORDER if s not in splits
+                                         and os.path.isdir(os.path.join(args.root, s))]
+    if not splits and not unlabelled:
         print(f"core.data: error: {why_not_a_dataset(args.root, args.root).replace('`', '')}", file=sys.stderr)
         return 2
     clean = True
@@ -452,13 +452,9 @@ def main(argv: list[str] | None = None) -> int:
         except DatasetError as exc:
             lines, clean = [f"{split}: {exc}"], False
         print("\n".join(lines))
-    for split in SPLIT_ORDER if not args.split else ():
-        folder = os.path.join(args.root, split)
-        if split not in splits and os.path.isdir(folder):
-            from core.images import list_images
-
-            print(f"{split}: {len(list_images(folder))} image(s) without {split}.json: core.predict reads them; "
-                  "nothing can score them")
+    for split in unlabelled:  # the course's test/ comes without test.json
+        print(f"{split}: {len(list_images(os.path.join(args.root, split)))} image(s) without {split}.json: "
+              "core.predict reads them; nothing can score them")
     return 0 if clean else 2
 
 

@@ -178,6 +178,17 @@ def test_the_check_command_lists_each_problem_with_its_image_and_says_what_train
     assert "malformed JSON" in capsys.readouterr().out
 
 
+def test_the_check_command_reads_a_test_folder_without_annotations_as_fine(dataset_copy, capsys):
+    os.remove(dataset_copy / "test.json")
+    assert data_main([str(dataset_copy)]) == 0
+    assert "test: 8 image(s) without test.json: core.predict reads them" in capsys.readouterr().out
+    for split in ("train", "valid"):
+        os.remove(dataset_copy / f"{split}.json")
+    assert data_main([str(dataset_copy)]) == 0, "the course's test/ alone"
+    out = capsys.readouterr().out
+    assert "test: 8 image(s) without test.json" in out and "train: 16 image(s) without train.json" in out
+
+
 def test_the_check_command_says_what_a_folder_without_splits_is(tmp_path, capsys):
     (tmp_path / "svhn").mkdir()
     (tmp_path / "svhn" / "digitStruct.mat").write_bytes(b"MATLAB")
