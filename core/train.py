@@ -772,6 +772,9 @@ def _finish(cfg: TrainConfig, status: str, progress: _Progress, model, valid_spl
 
 def main(argv: list[str] | None = None) -> int:
     cfg, explicit = parse_args(argv)
+    # config.json records the data folder whole: "data/synth" from a terminal elsewhere means nothing to the app
+    # (or to a later --resume from another folder).
+    cfg = dataclasses.replace(cfg, data=os.path.abspath(cfg.data)) if cfg.data else cfg
     stop = StopFlag()
     stop.install()
     return run(cfg, explicit, stop)

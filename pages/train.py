@@ -260,7 +260,8 @@ def resume_form(selected: str, run_dir: str, config: dict, epochs_done: int, com
     more = left.number_input("Epochs in total", at_least, 100000, max(at_least, int(config.get("epochs", 1))), 1,
                              key=f"resume-epochs-{selected}")
     # The run's own data unless changed: a folder that moved, or one fixed after a refused resume (--data).
-    data = right.text_input("Data folder", shown_path(str(config.get("data", ""))), key=f"resume-data-{selected}",
+    data = right.text_input("Data to go on with", shown_path(str(config.get("data", ""))),
+                            key=f"resume-data-{selected}",
                             help=field_help("data", "The folder this run trains and validates on from here."))
     label = "Train more epochs" if completed else "Resume this run"
     if st.button(label, help="Continue from last.pt at the next epoch; a cosine schedule anneals over the new "

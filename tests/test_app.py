@@ -529,7 +529,7 @@ def test_a_run_stopped_before_its_first_epoch_can_be_deleted_and_a_resume_can_ch
     os.utime(runs / "done")  # the newest: the page opens on it
     at = _app("pages/train.py")
     assert at.selectbox[0].value == "done"
-    data = _by_label(at.text_input, "Data folder")
+    data = _by_label(at.text_input, "Data to go on with")
     assert os.path.samefile(data.value, json.load(open(runs / "done" / "config.json"))["data"]), "the run's own data"
 
 

@@ -387,3 +387,19 @@ def test_the_first_stop_signal_says_at_once_that_the_run_stops_after_its_step(ca
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)
+
+
+def test_the_command_line_records_the_data_folder_whole(tiny_data, tmp_path, monkeypatch):
+    import signal
+
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    monkeypatch.chdir(os.path.dirname(tiny_data))
+    out = tmp_path / "cli"
+    try:
+        assert train_mod.main(["--data", os.path.basename(tiny_data), "--out", str(out), "--arch", "digitnet_fpn",
+                               "--min-size", "64", "--max-size", "160", "--epochs", "1", "--subset-fraction", "1",
+                               "--batch-size", "4", "--lr", "1e-3", "--device", "cpu"]) == 0
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+    assert json.load(open(out / "config.json"))["data"] == tiny_data, "the app resumes it from another folder"
