@@ -398,7 +398,10 @@ def test_train_form_refuses_bad_names_and_launches_a_run(app_dirs, tiny_data):
     assert at.radio[0].value == "CPU quick: digitnet_fpn"
     assert _by_label(at.selectbox, "Architecture").value == "digitnet_fpn"
     assert _by_label(at.number_input, "Learning rate").value == pytest.approx(1e-3)
-    # 16 images, 10% a epoch, batch 16: 10 steps in all, inside the preset's 30 warm-up steps.
+    # 16 images, 10% a epoch, batch 16: 10 steps in all. The preset's 30 warm-up steps (a tenth of a run on 2,000
+    # images) become a tenth of this run; 30 typed in would outlast it, and the form says so.
+    assert _by_label(at.number_input, "Warm-up steps").value == 1 and not at.warning
+    _by_label(at.number_input, "Warm-up steps").set_value(30).run()
     assert len(at.warning) == 1 and "Warm-up steps (30) outlast the whole run (10 optimisation steps" in \
         at.warning[0].value
     at.radio[0].set_value("GPU reference recipe").run()
