@@ -153,7 +153,8 @@ def remove_failed_run(name: str, root: str | None = None) -> None:
     leaves config.json, its log and stderr.log behind, and the run list fills with them. A run that saved
     an epoch, or one still held by a process, is refused (LaunchError)."""
     run_dir = run_dir_for(name, root)
-    if is_locked(run_dir):
+    record = launch_record(run_dir)
+    if is_locked(run_dir) or (record is not None and _alive(record.get("pid"))):  # or launched, not yet locked
         raise LaunchError(f"run {name!r} is still training; stop it first")
     saved = [f for f in SAVED_FILES if os.path.exists(os.path.join(run_dir, f))]
     if saved:

@@ -1,5 +1,6 @@
 """The app's launcher: argument lists, run names confined to runs/, busy folders, clean stops."""
 
+import json
 import os
 import signal
 import time
@@ -44,8 +45,12 @@ def test_only_a_run_that_saved_nothing_and_is_not_held_can_be_deleted(tmp_path):
         remove_failed_run("trained", str(runs))
     with pytest.raises(LaunchError, match="not allowed"):
         remove_failed_run("..", str(runs))
+    (runs / "starting").mkdir()
+    (runs / "starting" / "launch.json").write_text(json.dumps({"pid": os.getpid()}))  # launched, lock not yet taken
+    with pytest.raises(LaunchError, match="still training"):
+        remove_failed_run("starting", str(runs))
     remove_failed_run("typo", str(runs))
-    assert sorted(os.listdir(runs)) == ["held", "trained"]
+    assert sorted(os.listdir(runs)) == ["held", "starting", "trained"]
 
 
 def _wait(predicate, timeout=120):
