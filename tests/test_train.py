@@ -403,3 +403,20 @@ def test_the_command_line_records_the_data_folder_whole(tiny_data, tmp_path, mon
         for sig, handler in saved.items():
             signal.signal(sig, handler)
     assert json.load(open(out / "config.json"))["data"] == tiny_data, "the app resumes it from another folder"
+
+
+def test_the_compact_model_without_a_learning_rate_is_told_the_readmes(tmp_path, capsys):
+    import signal
+
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        missing = str(tmp_path / "no-data")
+        assert train_mod.main(["--data", missing, "--out", str(tmp_path / "a"), "--arch", "digitnet_fpn"]) == 2
+        assert "lr 0.0001 is the reference recipe's; digitnet_fpn trains from scratch with --lr 1e-3" in \
+            capsys.readouterr().err
+        assert train_mod.main(["--data", missing, "--out", str(tmp_path / "b"), "--arch", "digitnet_fpn",
+                               "--lr", "1e-4"]) == 2
+        assert "reference recipe's" not in capsys.readouterr().err, "a learning rate asked for is not questioned"
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
