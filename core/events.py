@@ -122,9 +122,9 @@ def _summary(event: dict[str, Any]) -> str | None:
 
 
 def events_as_lines(events: list[dict[str, Any]]) -> list[str]:
-    """A run's log read back as lines for people: what a run started from the command line printed to its
-    terminal, which no file keeps (progress events are left out)."""
-    lines = []
+    """A run's log read back as lines for people, under a line saying so: what a run started from the command
+    line printed to its terminal, which no file keeps (progress events are left out)."""
+    lines = ["(started from the command line; from its log.jsonl:)"]
     for event in events:
         text = _summary(event)
         if text is not None:

@@ -140,9 +140,8 @@ def _begin_with_the_command_lines_log(run_dir: str, resume: bool) -> None:
     stdout, events = os.path.join(run_dir, "stdout.log"), os.path.join(run_dir, "log.jsonl")
     if not resume or os.path.exists(stdout) or not os.path.exists(events):
         return
-    lines = events_as_lines(read_events(events))
     with open(stdout, "w", encoding="utf-8") as handle:
-        handle.write("\n".join(["(started from the command line; from its log.jsonl:)", *lines, ""]))
+        handle.write("\n".join([*events_as_lines(read_events(events)), ""]))
 
 
 SAVED_FILES = ("best.pt", "last.pt", "history.json")  # what a run that trained at least one epoch holds

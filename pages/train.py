@@ -224,8 +224,7 @@ def run_output(selected: str, run_dir: str, status: dict, epochs: int, events: l
     if os.path.exists(stdout) or not events:
         lines = [line.rsplit("\r", 1)[-1] for line in tail_text(stdout, 6000).splitlines()]
     else:  # started from the command line: what it printed went to that terminal
-        lines = ["(started from the command line, which showed its output; from its log.jsonl:)",
-                 *events_as_lines(events)]
+        lines = events_as_lines(events)
     if state == "running" and progress:
         lines.append(f"... epoch {progress['epoch']}/{epochs}, step {progress['step']}/{progress['total']}: "
                      f"loss {progress['loss']:.4f}, {progress['images_per_s']:.1f} img/s")

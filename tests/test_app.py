@@ -463,25 +463,27 @@ def test_train_form_refuses_bad_names_and_launches_a_run(app_dirs, tiny_data):
     assert "resuming" in (run_dir / "stdout.log").read_text()
 
 
+def _log_events(run_dir, *events, epochs=3):
+    """A run folder as training leaves it: its config.json and these events in its log.jsonl."""
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(json.dumps({"epochs": epochs}))
+    (run_dir / "log.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+
+
 def test_train_page_shows_a_failed_runs_error(app_dirs):
     runs, _ = app_dirs
-    (runs / "crashed").mkdir()
-    (runs / "crashed" / "config.json").write_text(json.dumps({"epochs": 3}))
-    (runs / "crashed" / "log.jsonl").write_text(
-        json.dumps({"event": "start", "time": 1, "epochs": 3}) + "\n"
-        + json.dumps({"event": "error", "time": 2, "message": "non-finite loss at epoch 2, step 5"}) + "\n")
+    _log_events(runs / "crashed", {"event": "start", "time": 1, "epochs": 3},
+                {"event": "error", "time": 2, "message": "non-finite loss at epoch 2, step 5"})
     at = _app("pages/train.py")
     assert any("non-finite loss at epoch 2" in e.value for e in at.error)
 
 
 def test_train_page_shows_a_refused_resume_without_failing_the_run(app_dirs):
     runs, _ = app_dirs
-    (runs / "done").mkdir()
-    (runs / "done" / "config.json").write_text(json.dumps({"epochs": 1}))
-    (runs / "done" / "log.jsonl").write_text("".join(json.dumps(e) + "\n" for e in (
-        {"event": "start", "time": 1, "epochs": 1},
-        {"event": "end", "time": 2, "status": "completed"},
-        {"event": "refused", "time": 3, "message": "train.json, image 3, annotation 4: unknown category_id 0"})))
+    _log_events(runs / "done", {"event": "start", "time": 1, "epochs": 1},
+                {"event": "end", "time": 2, "status": "completed"},
+                {"event": "refused", "time": 3, "message": "train.json, image 3, annotation 4: unknown category_id 0"},
+                epochs=1)
     at = _app("pages/train.py")
     assert not at.error, [e.value for e in at.error]
     assert any("resume this run was refused: train.json, image 3" in w.value for w in at.warning)
@@ -490,12 +492,9 @@ def test_train_page_shows_a_refused_resume_without_failing_the_run(app_dirs):
 
 def test_train_page_shows_what_a_command_line_run_logged(app_dirs):
     runs, _ = app_dirs
-    (runs / "cli").mkdir()
-    (runs / "cli" / "config.json").write_text(json.dumps({"epochs": 1}))
-    (runs / "cli" / "log.jsonl").write_text("".join(json.dumps(e) + "\n" for e in (
-        {"event": "start", "time": 1, "epochs": 1, "arch": "digitnet_fpn", "device": "cpu"},
-        {"event": "epoch", "time": 2, "epoch": 1, "loss": 0.5, "mAP": 0.25},
-        {"event": "end", "time": 3, "status": "completed"})))
+    _log_events(runs / "cli", {"event": "start", "time": 1, "epochs": 1, "arch": "digitnet_fpn", "device": "cpu"},
+                {"event": "epoch", "time": 2, "epoch": 1, "loss": 0.5, "mAP": 0.25},
+                {"event": "end", "time": 3, "status": "completed"}, epochs=1)
     at = _app("pages/train.py")
     shown = "\n".join(c.value for c in at.code)
     assert "started from the command line" in shown and "epoch 1: loss 0.5000, mAP 0.2500" in shown
@@ -504,9 +503,7 @@ def test_train_page_shows_what_a_command_line_run_logged(app_dirs):
 
 def test_a_failed_launch_that_saved_nothing_can_be_deleted_and_a_trained_run_cannot(app_dirs, tiny_run):
     runs, _ = app_dirs
-    (runs / "typo").mkdir()
-    (runs / "typo" / "config.json").write_text(json.dumps({"epochs": 3}))
-    (runs / "typo" / "log.jsonl").write_text(json.dumps({"event": "error", "time": 2, "message": "no such data"}) + "\n")
+    _log_events(runs / "typo", {"event": "error", "time": 2, "message": "no such data"})
     shutil.copytree(tiny_run, runs / "trained")
     os.utime(runs / "typo")  # the newest: the page opens on it
     at = _app("pages/train.py")
@@ -534,12 +531,6 @@ def test_a_run_stopped_before_its_first_epoch_can_be_deleted_and_a_resume_can_ch
     assert at.selectbox[0].value == "done"
     data = _by_label(at.text_input, "Data to go on with")
     assert os.path.samefile(data.value, json.load(open(runs / "done" / "config.json"))["data"]), "the run's own data"
-
-
-def _log_events(run_dir, *events):
-    run_dir.mkdir()
-    (run_dir / "config.json").write_text(json.dumps({"epochs": 3}))
-    (run_dir / "log.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
 
 
 def test_train_page_ignores_folders_it_cannot_drive(app_dirs):

@@ -26,6 +26,8 @@ def test_a_command_line_runs_log_reads_back_as_lines_for_people():
               {"event": "epoch", "time": 2, "epoch": 1, "loss": 0.91234, "mAP": 0.1, "task2_accuracy": 0.25},
               {"event": "end", "time": 3, "status": "stopped", "message": "stopped on request"},
               {"event": "refused", "time": 4, "message": "train.json, image 3: image file missing"}]
-    lines = [line.split(" ", 1)[1] for line in events_as_lines(events)]
+    header, *lines = events_as_lines(events)
+    assert header == "(started from the command line; from its log.jsonl:)"
+    lines = [line.split(" ", 1)[1] for line in lines]
     assert lines == ["start: digitnet_fpn on cpu, epochs 1-2", "epoch 1: loss 0.9123, mAP 0.1000, task2 0.2500",
                      "end: stopped: stopped on request", "refused: train.json, image 3: image file missing"]
