@@ -48,7 +48,8 @@ VALID_IMAGES=${VALID_IMAGES:-1000}
 EPOCH_IMAGES=${EPOCH_IMAGES:-8000}
 WORKERS=${WORKERS:-6}
 MIXES=${MIXES:-default light}      # generator mixes, one run each, side by side
-RUNS=${RUNS:-}                     # instead: "MIX:SEED ..." runs side by side, several per mix (soup ingredients)
+RUNS=${RUNS:-}                     # instead: "MIX:SEED[:WIDTH] ..." runs side by side, several per mix (soup
+                                   # ingredients); WIDTH: WEIGHTS grown that many times as wide first (core.checkpoint grow)
 DATA_SEED=${DATA_SEED:-11}         # the generator's seed (a new one: images no earlier run has seen)
 WEIGHTS=${WEIGHTS:-checkpoints/default.pt}
 LR=${LR:-4e-4}                     # AdamW peak learning rate (batch 32), cosine to 0
@@ -60,7 +61,14 @@ if [ -n "$RUNS" ]; then  # the mixes are those the runs name, each generated onc
 else
   RUNS=$(for mix in $MIXES; do printf '%s:0 ' "$mix"; done)
 fi
-run_name() { [ "${1##*:}" = 0 ] && echo "${1%%:*}" || echo "${1%%:*}-s${1##*:}"; }  # seed 0: the mix's name alone
+field() { echo "$1" | cut -d: -f"$2"; }       # field N of MIX:SEED[:WIDTH]
+width_of() { local w; w=$(field "$1" 3); echo "${w:-1}"; }
+run_name() {  # seed 0 and width 1: the mix's name alone
+  local name seed width; name=$(field "$1" 1); seed=$(field "$1" 2); width=$(width_of "$1")
+  [ "$seed" = 0 ] || name="$name-s$seed"
+  [ "$width" = 1 ] || name="$name-w$width"
+  echo "$name"
+}
 NAMES=$(for run in $RUNS; do run_name "$run"; done | tr '\n' ' ')
 DEST=${OUT:-runs/gpu}
 WORK=${WORK:-runs/gpu-work}
@@ -98,10 +106,16 @@ for name in $MIXES; do
 done
 
 FRACTION=$($PY -c "print(min(1.0, $EPOCH_IMAGES / $TRAIN_IMAGES))")
-train() {  # MIX:SEED, extra flags...
-  local mix=${1%%:*} seed=${1##*:} name; name=$(run_name "$1"); shift
-  $PY -m core.train --data "$WORK/data-$mix" --out "$WORK/run-$name" --arch digitnet_fpn \
-    --weights "$WEIGHTS" --batch-size 32 --lr "$LR" --weight-decay 5e-4 --warmup-steps 100 \
+start_weights() { [ "$1" = 1 ] && echo "$WEIGHTS" || echo "$WORK/grown-w$1.pt"; }
+for width in $(for run in $RUNS; do width_of "$run"; done | sort -u); do
+  [ "$width" = 1 ] || $PY -m core.checkpoint grow "$WEIGHTS" "$(start_weights "$width")" --width "$width" \
+    | tee -a "$LOG" || exit 1
+done
+train() {  # MIX:SEED[:WIDTH], extra flags...
+  local mix seed width name; mix=$(field "$1" 1); seed=$(field "$1" 2); width=$(width_of "$1"); name=$(run_name "$1")
+  shift
+  $PY -m core.train --data "$WORK/data-$mix" --out "$WORK/run-$name" --arch digitnet_fpn --width "$width" \
+    --weights "$(start_weights "$width")" --batch-size 32 --lr "$LR" --weight-decay 5e-4 --warmup-steps 100 \
     --clip-grad-norm 10 --seed "$seed" --subset-fraction "$FRACTION" --scheduler cosine --device "$DEVICE" \
     --workers "$WORKERS" "$@" >> "$WORK/train-$name.log" 2>&1
 }
@@ -152,7 +166,10 @@ wait
 for run in $RUNS; do
   mix=${run%%:*} name=$(run_name "$run")
   say "$name valid: $(tail -3 "$WORK/valid-$name.log" | tr '\n' ' ')"
-  cp "$WORK/run-$name/best.pt" "$DEST/$name-best.pt"
+  if [ "$(width_of "$run")" = 1 ]; then cp "$WORK/run-$name/best.pt" "$DEST/$name-best.pt"
+  else  # a wider model's float32 training checkpoint passes 16 MB, what one file may bring back from a lent GPU
+    $PY -m core.checkpoint export "$WORK/run-$name/best.pt" "$DEST/$name-best.pt" | tee -a "$LOG"
+  fi
   cp "$WORK/data-$mix/synth.json" "$WORK/run-$name/synth.json"
 done
 PACK=(script.log)

@@ -135,7 +135,8 @@ def describe(payload: dict[str, Any]) -> dict[str, Any]:
     """The checkpoint's metadata without any tensors (for display and JSON)."""
     keep = ("arch", "model_kwargs", "class_names", "config", "epoch", "metrics", "best", "data",
             "created", "commands", "weights_note", "versions", "format_version", "task2_threshold", "task2_reader",
-            "task2_reader_picked_on", "exported_from", "exported", "evaluations", "weights_dtype", "averaged_from")
+            "task2_reader_picked_on", "exported_from", "exported", "evaluations", "weights_dtype", "averaged_from",
+            "grown_to_width")
     return {k: payload[k] for k in keep if k in payload}
 
 
@@ -306,6 +307,31 @@ def average(sources: list[str], out: str) -> dict[str, Any]:
     return describe(payload)
 
 
+def grow(src: str, out: str, width: float) -> dict[str, Any]:
+    """Write ``src`` (a digitnet_fpn checkpoint) as a model ``width`` times as wide that reads exactly as ``src``
+    does (``core.model.grow_state_dict``), to train on with ``core.train --weights OUT --width WIDTH``: the new
+    channels start where the trained model stopped instead of from nothing."""
+    from core.model import build_model, complete_model_kwargs, digitnet_width, grow_state_dict
+
+    payload = load_checkpoint(src)
+    if payload["arch"] != "digitnet_fpn":
+        raise CheckpointError(f"{src}: a {payload['arch']} checkpoint; only digitnet_fpn's width can grow")
+    options = complete_model_kwargs(payload["model_kwargs"])
+    options.update(digitnet_width(width))
+    torch.manual_seed(0)  # the new channels' random start, the same on every run
+    model, options, _ = build_model("digitnet_fpn", options, weights="none")
+    state = {k: v.float() if v.is_floating_point() else v for k, v in payload["model"].items()}
+    drop = ("optimizer", "scheduler", "scaler", "metrics", "best", "history", "global_step", "evaluations",
+            "weights_dtype", "exported_from", "exported", "averaged_from", "config")
+    grown = {k: v for k, v in payload.items() if k not in drop}
+    grown.update(model=grow_state_dict(state, model.state_dict()), model_kwargs=options, grown_to_width=width,
+                 weights_note=f"{src} grown to width {width:g} (new channels read by zero weights)")
+    this = f"python -m core.checkpoint grow {src} {out} --width {width:g}"
+    grown["commands"] = [*[str(c) for c in payload.get("commands", [])], this]
+    save_checkpoint(out, grown)
+    return describe(grown)
+
+
 def main(argv: list[str] | None = None) -> int:
     import json
     import sys
@@ -351,6 +377,12 @@ def main(argv: list[str] | None = None) -> int:
                      help="a second-pass crop whose number runs to its left or right side grows this many digit "
                           "heights that way and is read again, so digits the first pass missed at the end of a "
                           "number are read (e.g. 2; 'off' never)")
+    grw = sub.add_parser("grow", help="write a digitnet_fpn checkpoint as a wider model that reads exactly as it "
+                                      "does, to train further (core.train --weights OUT --width WIDTH)")
+    grw.add_argument("src", help="digitnet_fpn checkpoint, e.g. checkpoints/default.pt")
+    grw.add_argument("out", help="where to write the wider model, e.g. runs/wide-start.pt")
+    grw.add_argument("--width", type=float, required=True,
+                     help="channels of the backbone and FPN as a multiple of digitnet_fpn's default (e.g. 1.5)")
     avg = sub.add_parser("average", help="write the weight average of checkpoints of one model (a model soup)")
     avg.add_argument("sources", nargs="+", help="two or more checkpoints of the same architecture and options")
     avg.add_argument("--out", required=True, help="where to write the average, e.g. runs/soup/best.pt")
@@ -358,6 +390,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "show":
             print(json.dumps(describe(load_checkpoint(args.path)), indent=1, default=str))
+        elif args.command == "grow":
+            grow(args.src, args.out, args.width)
+            print(f"wrote {args.out}: {args.src} at width {args.width:g}; train it with python -m core.train "
+                  f"--arch digitnet_fpn --width {args.width:g} --weights {args.out} ...")
         elif args.command == "average":
             average(args.sources, args.out)
             print(f"wrote {args.out}: the average of {len(args.sources)} checkpoints; pick its Task 2 reader with "

@@ -151,7 +151,8 @@ def _load_matching(model: nn.Module, path: str, arch: str, source: str) -> str:
     covered = sum(v.numel() for v in usable.values())
     if covered < MIN_WEIGHTS_COVERAGE * total:
         raise ModelError(f"{path}: only {covered / total:.1%} of {arch}'s weights fit this file "
-                         f"(is it a checkpoint of another architecture? pass the matching --arch)")
+                         f"(is it a checkpoint of another architecture or width? pass the matching "
+                         f"--arch, and --width for a digitnet_fpn grown by core.checkpoint grow)")
     model.load_state_dict(usable, strict=False)
     skipped = sorted(set(own) - set(usable))
     added = sorted(k for k in grown if k.endswith("cls_score.bias") and grown[k].shape != state[k].shape)
@@ -690,6 +691,51 @@ def _build_digitnet_fpn(kw: dict[str, Any], weights: str | None) -> tuple[nn.Mod
     if weights not in (None, "auto", "none"):
         return model, _load_matching(model, weights, kw["arch"], f"weights from {weights}")
     return model, "digitnet_fpn has no published pretrained weights: training from scratch"
+
+
+def digitnet_width(width: float) -> dict[str, Any]:
+    """digitnet_fpn's channel counts at ``width`` times its default: the backbone's stages and the FPN, in
+    multiples of 4 (the box head's 256-wide layers stay: what limits the model is what its features see)."""
+    if not 0.25 <= width <= 4.0:
+        raise ModelError(f"width={width!r}: digitnet_fpn's width must be between 0.25 and 4 times its default")
+    defaults = _digitnet_defaults()
+
+    def scaled(channels: int) -> int:
+        return max(4, round(channels * width / 4) * 4)
+
+    return {"widths": [scaled(c) for c in defaults["widths"]], "fpn_channels": scaled(defaults["fpn_channels"])}
+
+
+def grow_state_dict(old: dict[str, torch.Tensor], fresh: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``old``'s weights placed into a wider model's tensors (``fresh``: that model's own initial state),
+    so the grown model computes exactly what ``old`` computed.
+
+    Each weight's old outputs read its old inputs with their trained values and the new inputs with zeros, so
+    no new channel reaches an old one. New channels keep ``fresh``'s random values: they are live from the
+    first step, and the zero weights that read them get gradients at once (AdamW then moves them at the
+    learning rate's own scale; Net2Net's copied channels would need noise to stop learning alike)."""
+    unmatched = sorted(set(old) ^ set(fresh))
+    if unmatched:
+        raise ModelError(f"tensor {unmatched[0]!r} is in one model only ({len(unmatched)} in all): only the widths "
+                         "of one architecture can grow")
+    grown: dict[str, torch.Tensor] = {}
+    for key, new in fresh.items():
+        tensor = new.clone()
+        src = old[key].to(new.dtype)
+        if src.dim() != new.dim() or any(a > b for a, b in zip(src.shape, new.shape)) \
+                or src.shape[2:] != new.shape[2:]:
+            raise ModelError(f"{key}: {tuple(src.shape)} does not fit into {tuple(new.shape)}: a model grows, "
+                             "it never shrinks")
+        if src.dim() == 0:
+            tensor = src.clone()
+        elif src.dim() == 1:
+            tensor[: src.shape[0]] = src
+        else:
+            outputs, inputs = src.shape[:2]
+            tensor[:outputs] = 0
+            tensor[:outputs, :inputs] = src
+        grown[key] = tensor
+    return grown
 
 
 ARCHITECTURES: dict[str, ArchSpec] = {

@@ -26,7 +26,7 @@ ensure_routed()
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 # The form's groups; fields that only one scheduler reads are shown with it.
 FORM_GROUPS = {
-    "Model": ("weights", "min_size", "max_size"),
+    "Model": ("weights", "width", "min_size", "max_size"),
     "Optimisation": ("epochs", "subset_fraction", "batch_size", "lr", "weight_decay", "warmup_steps", "clip_grad_norm",
                      "seed"),
     "Schedule": {"cosine": ("t_max", "eta_min"), "step": ("step_size", "gamma")},

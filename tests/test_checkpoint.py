@@ -4,6 +4,7 @@ import os
 import pytest
 import torch
 
+from conftest import assert_same_detections
 from core.checkpoint import load_checkpoint, main as checkpoint_main
 from core.model import rebuild_model
 from core.predict import NumberReader, detect, load_model
@@ -217,3 +218,26 @@ def test_export_keeps_where_the_reader_was_picked_only_for_that_reader(tiny_run,
     assert load_model(str(own), "cpu").meta["task2_reader_picked_on"] == run.meta["task2_reader_picked_on"]
     assert checkpoint_main(["export", f"{tiny_run}/best.pt", str(other), "--task2-reader", "0.97,0.2"]) == 0
     assert "task2_reader_picked_on" not in load_model(str(other), "cpu").meta
+
+
+def test_grow_writes_a_wider_model_that_reads_as_its_source(tiny_run, tiny_data, tmp_path, capsys):
+    from PIL import Image
+
+    out = tmp_path / "wide.pt"
+    assert checkpoint_main(["grow", f"{tiny_run}/best.pt", str(out), "--width", "1.5"]) == 0
+    assert f"--width 1.5 --weights {out}" in capsys.readouterr().out
+    source, wide = load_model(f"{tiny_run}/best.pt", "cpu"), load_model(str(out), "cpu")
+    assert wide.meta["model_kwargs"]["widths"] == [36, 48, 96, 192, 288]
+    assert wide.meta["commands"][-1].startswith("python -m core.checkpoint grow")
+    assert wide.reader == source.reader, "it reads as its source, so its reader still holds"
+    count = lambda loaded: sum(p.numel() for p in loaded.model.parameters())  # noqa: E731
+    assert count(wide) > 1.5 * count(source)
+    images = [Image.open(os.path.join(tiny_data, "valid", name)).convert("RGB")
+              for name in sorted(os.listdir(os.path.join(tiny_data, "valid")))[:3]]
+    found = detect(source, images)
+    assert sum(len(d["scores"]) for d in found) > 0
+    for before, after in zip(found, detect(wide, images)):
+        assert_same_detections(list(zip(before["scores"], before["boxes"], before["digits"])),
+                               list(zip(after["scores"], after["boxes"], after["digits"])), score_tol=1e-4, box_tol=0.05)
+    assert checkpoint_main(["grow", str(out), str(tmp_path / "narrow.pt"), "--width", "1"]) == 2
+    assert "never shrinks" in capsys.readouterr().err and not (tmp_path / "narrow.pt").exists()

@@ -38,6 +38,8 @@ def test_argv_round_trip():
     (["--batch-size", "-2"], "batch_size=-2 must be >= 1"),
     (["--epochs", "two"], "invalid int value"),
     (["--lr", "1e-4", "--eta-min", "1e-3"], "eta_min=0.001 must not exceed lr=0.0001"),
+    (["--width", "1.5"], "width=1.5 applies to digitnet_fpn only, not fasterrcnn_resnet50_fpn_v2"),
+    (["--arch", "digitnet_fpn", "--width", "8"], "width=8.0 must be <= 4.0"),
 ])
 def test_bad_values_fail_loudly(capsys, argv, message):
     with pytest.raises(SystemExit):
@@ -54,3 +56,10 @@ def test_from_dict_rejects_unknown_keys_and_bad_types():
         TrainConfig.from_dict({"epochs": 2.5})
     cfg = TrainConfig.from_dict({"epochs": "3", "lr": "0.01", "amp": "false", "out": "r"})
     assert (cfg.epochs, cfg.lr, cfg.amp) == (3, 0.01, False)
+
+
+def test_a_width_widens_digitnet_fpns_backbone_and_fpn():
+    wide = TrainConfig(out="r", arch="digitnet_fpn", width=1.5).validate().model_overrides()
+    assert wide["widths"] == [36, 48, 96, 192, 288] and wide["fpn_channels"] == 96
+    assert "widths" not in TrainConfig(out="r", arch="digitnet_fpn").model_overrides(), \
+        "width 1 leaves the architecture's own channels (and a checkpoint's) alone"

@@ -270,3 +270,39 @@ def test_only_batchnorms_known_to_follow_their_convolution_are_folded():
     assert isinstance(prepared[0].bn1, torch.nn.BatchNorm2d), "a block not known to chain them keeps its bn"
     assert isinstance(prepared[2], torch.nn.Identity), "a Sequential's conv -> bn is folded"
     assert torch.allclose(prepared(x), before, atol=1e-5)
+
+
+def test_a_grown_model_finds_what_the_narrower_one_found():
+    torch.manual_seed(0)
+    narrow = _with_trained_statistics(build_model("digitnet_fpn", {}, weights="none")[0])
+    wide = build_model("digitnet_fpn", model_mod.digitnet_width(1.5), weights="none")[0]
+    fresh = {k: v.clone() for k, v in wide.state_dict().items()}
+    wide.load_state_dict(model_mod.grow_state_dict(narrow.state_dict(), fresh))
+    wide.eval()
+    new_conv = wide.backbone.body.layer3[0].conv1.weight
+    assert new_conv.shape[0] > narrow.backbone.body.layer3[0].conv1.weight.shape[0]
+    assert new_conv[64:].abs().sum() > 0, "new channels start live (random), not dead"
+    image = torch.rand(3, 96, 120)
+    with torch.inference_mode():
+        [before], [after] = narrow([image]), wide([image])
+    assert len(before["scores"]) > 0
+    assert_same_detections(_as_tuples(before), _as_tuples(after), score_tol=1e-4, box_tol=0.1)
+    with torch.inference_mode():
+        old_features, grown_features = narrow.backbone(image[None]), wide.backbone(image[None])
+        wide.backbone.fpn.inner_blocks[0][0].weight[:64, 64:] += 1.0  # old outputs reading new inputs
+        broken_features = wide.backbone(image[None])
+    for key, expected in old_features.items():  # the FPN's old channels exactly
+        assert torch.allclose(grown_features[key][:, :64], expected, atol=1e-5), key
+    assert not torch.allclose(broken_features["0"][:, :64], old_features["0"], atol=1e-3), \
+        "the check sees a new channel leaking into an old one (at the finest level, which that block feeds)"
+
+
+def test_growing_refuses_to_shrink_or_to_change_the_architecture():
+    narrow = build_model("digitnet_fpn", {}, weights="none")[0].state_dict()
+    wide = build_model("digitnet_fpn", model_mod.digitnet_width(1.5), weights="none")[0].state_dict()
+    with pytest.raises(ModelError, match="never shrinks"):
+        model_mod.grow_state_dict(wide, narrow)
+    with pytest.raises(ModelError, match="in one model only"):
+        model_mod.grow_state_dict({**narrow, "extra.weight": torch.zeros(2, 2)}, wide)
+    with pytest.raises(ModelError, match="between 0.25 and 4"):
+        model_mod.digitnet_width(5)

@@ -300,6 +300,21 @@ def test_a_run_from_one_of_our_checkpoints_inherits_its_commands(tiny_data, tmp_
     assert resumed[:len(commands)] == commands and len(resumed) == len(commands) + 1, "listed once, then the resume"
 
 
+def test_a_wider_model_trains_from_its_grown_checkpoint_and_only_at_its_width(tiny_run, tiny_data, tmp_path, capsys):
+    from core.checkpoint import grow
+
+    grown = str(tmp_path / "wide.pt")
+    grow(os.path.join(tiny_run, "best.pt"), grown, 1.5)
+    out = str(tmp_path / "wide")
+    assert run(tiny_config(tiny_data, out, weights=grown, width=1.5), stream=None) == 0
+    trained = load_checkpoint(os.path.join(out, "best.pt"))
+    assert trained["model_kwargs"]["widths"] == [36, 48, 96, 192, 288]
+    assert "re-initialised" not in trained["weights_note"], "every tensor of the grown model was loaded"
+    assert trained["commands"][-2].startswith("python -m core.checkpoint grow"), "the recipe keeps the growing"
+    assert run(tiny_config(tiny_data, str(tmp_path / "narrow"), weights=grown), stream=None) != 0
+    assert "--width for a digitnet_fpn grown by core.checkpoint grow" in capsys.readouterr().err
+
+
 def test_the_stop_message_says_whether_an_epoch_was_saved(tmp_path):
     from core.train import StopFlag, _stop_message
 
