@@ -336,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     import json
     import sys
 
-    from core.predict import add_reader_arguments, parse_reader  # predict imports this module
+    from core.predict import NumberReader, add_reader_arguments, reader_from_arguments  # predict imports this module
 
     parser = argparse.ArgumentParser(prog="python -m core.checkpoint",
                                      description="Inspect a checkpoint, or export a deployable copy of one.")
@@ -399,7 +399,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {args.out}: the average of {len(args.sources)} checkpoints; pick its Task 2 reader with "
                   f"python -m core.evaluate --ckpt {args.out} --data DATA --split valid --sweep-task2")
         else:
-            reader = parse_reader(args.task2_reader).as_dict() if args.task2_reader else None
+            reader = None
+            if args.task2_reader or args.task2_gap is not None:  # a gap alone changes the checkpoint's own reader
+                reader = reader_from_arguments(args, NumberReader.from_meta(load_checkpoint(args.src))).as_dict()
             meta = export(args.src, args.out, half=not args.float32, task2_threshold=args.task2_threshold,
                           metrics_json=args.metrics_json, task2_reader=reader, look_closer=args.look_closer,
                           views=args.views, view_photos=args.view_photos, line_heights=args.line_heights,

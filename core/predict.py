@@ -20,7 +20,7 @@ import os
 import statistics
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
@@ -596,18 +596,21 @@ class NumberReader:
     digits. ``one_line=False`` with ``anchor == member`` is the plain threshold: every digit scoring at
     least it, left to right (what a checkpoint without a recorded reader gets). ``single``, when set, is
     the score a number of one digit needs: a lone letter, ring or post on a wall is read as a digit far
-    more often than a whole line of them is.
+    more often than a whole line of them is. ``gap``, when set, is the score a digit needs that lies between
+    two digits of the line read: a thin "1" squeezed between its neighbours is often scored far lower than
+    they are, and a stray mark seldom sits on a number's line between two of its digits.
     """
 
     anchor: float = TASK2_THRESHOLD
     member: float = TASK2_THRESHOLD
     one_line: bool = True
     single: float | None = None
+    gap: float | None = None
 
     def __post_init__(self) -> None:
-        for name in ("anchor", "member", "single"):
+        for name in ("anchor", "member", "single", "gap"):
             value = getattr(self, name)
-            if name == "single" and value is None:
+            if name in ("single", "gap") and value is None:
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
                 raise ValueError(f"Task 2 reader: {name} {value!r} is not a score between 0 and 1")
@@ -619,6 +622,9 @@ class NumberReader:
                              "beside the most confident one cannot need a higher score than it")
         if not isinstance(self.one_line, bool):
             raise ValueError(f"Task 2 reader: one_line {self.one_line!r} is not true or false")
+        if self.gap is not None and (self.gap > self.member or not self.one_line):
+            raise ValueError(f"Task 2 reader: gap {self.gap} needs a one-line reader and must not be above member "
+                             f"{self.member}: it is the lower score of a digit between two of the line's digits")
 
     @classmethod
     def lone_check(cls) -> NumberReader:
@@ -644,13 +650,13 @@ class NumberReader:
             threshold = meta.get("task2_threshold")
             return cls.plain(TASK2_THRESHOLD if threshold is None else threshold)
         fields = set(recorded) if isinstance(recorded, dict) else set()
-        if not {"anchor", "member"} <= fields <= {"anchor", "member", "one_line", "single"}:
-            raise ValueError(f"task2_reader {recorded!r} is not a dict of anchor, member, one_line and single")
+        if not {"anchor", "member"} <= fields <= {"anchor", "member", "one_line", "single", "gap"}:
+            raise ValueError(f"task2_reader {recorded!r} is not a dict of anchor, member, one_line, single and gap")
         return cls(**recorded)
 
     def as_dict(self) -> dict[str, Any]:
         out = {"anchor": self.anchor, "member": self.member, "one_line": self.one_line}
-        return out if self.single is None else {**out, "single": self.single}
+        return {**out, **{k: v for k, v in (("single", self.single), ("gap", self.gap)) if v is not None}}
 
     def describe(self) -> str:
         if not self.one_line and self.anchor == self.member:
@@ -659,6 +665,8 @@ class NumberReader:
             where = "the line of digits around it" if self.one_line else "every other digit"
             text = (f"a number needs one digit scoring >= {self.anchor:.2f}, then {where} scoring "
                     f">= {self.member:.2f}")
+        if self.gap is not None:
+            text = f"{text}; a digit between two of them needs >= {self.gap:.2f}"
         return text if self.single is None else f"{text}; a number of one digit needs >= {self.single:.2f}"
 
 
@@ -686,14 +694,20 @@ def add_reader_arguments(parser: argparse.ArgumentParser,
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--task2-reader", default=None, metavar="ANCHOR[,MEMBER[,SINGLE]]", help=reader_help)
     group.add_argument("--task2-threshold", type=float, default=None, help=threshold_help)
+    parser.add_argument("--task2-gap", type=float, default=None, metavar="GAP",
+                        help="with a one-line reader (the checkpoint's, or --task2-reader's): a digit between two "
+                             "digits of the line read joins the number when it scores >= GAP (below MEMBER)")
 
 
-def reader_from_arguments(args: argparse.Namespace, loaded: LoadedModel) -> NumberReader:
+def reader_from_arguments(args: argparse.Namespace, base: LoadedModel | NumberReader) -> NumberReader:
+    """The reader the arguments ask for; ``base``: the reader they change (a model's own, when a LoadedModel)."""
     if args.task2_reader is not None:
-        return parse_reader(args.task2_reader)
-    if args.task2_threshold is not None:
-        return NumberReader.plain(args.task2_threshold)
-    return loaded.reader
+        reader = parse_reader(args.task2_reader)
+    elif args.task2_threshold is not None:
+        reader = NumberReader.plain(args.task2_threshold)
+    else:
+        reader = base.reader if isinstance(base, LoadedModel) else base
+    return reader if args.task2_gap is None else replace(reader, gap=args.task2_gap)
 
 
 def read_digits(detection: dict[str, list], reader: NumberReader | float = TASK2_THRESHOLD) -> list[int]:
@@ -708,15 +722,39 @@ def read_digits(detection: dict[str, list], reader: NumberReader | float = TASK2
     candidates = sorted((i for i, s in enumerate(scores) if s >= reader.member), key=lambda i: -scores[i])
     kept: list[int] = []
     for i in candidates:
-        if all(iou < DUPLICATE_IOU and cover < DUPLICATE_COVER
-               for iou, cover in (box_overlap(boxes[i], boxes[j]) for j in kept)):
+        if _not_a_duplicate(boxes, i, kept):
             kept.append(i)
     if not kept or scores[kept[0]] < reader.anchor:
         return []
     digits = _line_around(boxes, kept, kept[0]) if reader.one_line else kept
     if len(digits) == 1 and reader.single is not None and scores[digits[0]] < reader.single:
         return []
+    if reader.gap is not None and len(digits) >= 2:
+        digits = digits + _between(boxes, scores, digits, reader.gap, reader.member)
     return sorted(digits, key=lambda i: (boxes[i][0] + boxes[i][2]) / 2)
+
+
+def _not_a_duplicate(boxes: Sequence[Sequence[float]], i: int, others: Sequence[int]) -> bool:
+    return all(iou < DUPLICATE_IOU and cover < DUPLICATE_COVER
+               for iou, cover in (box_overlap(boxes[i], boxes[j]) for j in others))
+
+
+def _between(boxes: Sequence[Sequence[float]], scores: Sequence[float], line: Sequence[int], gap: float,
+             member: float) -> list[int]:
+    """Detections scoring from ``gap`` up to ``member`` that lie on ``line`` (centre within half its median height,
+    height 0.6-1.6x it) with their centre between the centres of two of its digits, surest first, each no
+    duplicate of a digit read."""
+    height = statistics.median(boxes[i][3] - boxes[i][1] for i in line)
+    middle = statistics.median((boxes[i][1] + boxes[i][3]) / 2 for i in line)
+    centres = sorted((boxes[i][0] + boxes[i][2]) / 2 for i in line)
+    added: list[int] = []
+    for i in sorted((i for i, s in enumerate(scores) if gap <= s < member), key=lambda i: -scores[i]):
+        x = (boxes[i][0] + boxes[i][2]) / 2
+        on_line = abs((boxes[i][1] + boxes[i][3]) / 2 - middle) < 0.5 * height \
+            and 0.6 <= (boxes[i][3] - boxes[i][1]) / max(height, 1e-6) <= 1.6
+        if on_line and centres[0] < x < centres[-1] and _not_a_duplicate(boxes, i, [*line, *added]):
+            added.append(i)
+    return added
 
 
 def read_region(detection: dict[str, list], reader: NumberReader | float = TASK2_THRESHOLD) -> list[float] | None:

@@ -199,10 +199,12 @@ with st.sidebar:
         st.caption(f"The second score ({member:.2f}) is above the first: {anchor:.2f} is used for both.")
     # The checkpoint's score for a one-digit number stays while it is above the anchor picked here.
     single = recorded.single if recorded.single is not None and recorded.single > anchor else None
-    reader = NumberReader(anchor, min(member, anchor), recorded.one_line, single)
+    # Its score for a digit between two of the number's stays while it is below the member score picked here.
+    gap = recorded.gap if recorded.gap is not None and recorded.gap <= min(member, anchor) else None
+    reader = NumberReader(anchor, min(member, anchor), recorded.one_line, single, gap)
     st.caption(f"How a number is read: {reader.describe()}"
                + ("" if recorded.one_line else " (as this checkpoint records: no line rule)"))
-    threshold = reader.member  # boxes drawn
+    threshold = reader.member if reader.gap is None else reader.gap  # boxes drawn: any that could be read
     input_size = st.selectbox(
         "Input size", INPUT_SIZES, format_func=input_size_label,
         help="How large the model sees each image. **auto** (recommended) keeps each image near its own size and "

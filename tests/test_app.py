@@ -326,6 +326,22 @@ def test_reader_sliders_read_again_without_running_the_model(app_dirs, tiny_run,
     assert len(calls) == runs_before
 
 
+def test_a_checkpoints_gap_score_stays_while_it_is_below_the_member_slider(app_dirs, tiny_run, tiny_data):
+    from core.checkpoint import main as checkpoint_main
+
+    runs, _ = app_dirs
+    (runs / "tiny").mkdir()
+    assert checkpoint_main(["export", os.path.join(tiny_run, "best.pt"), str(runs / "tiny" / "best.pt"),
+                            "--task2-reader", "0.5,0.4", "--task2-gap", "0.2"]) == 0
+    at = _app()
+    at.file_uploader[0].set_value(("4.png", _png(os.path.join(tiny_data, "test", "4.png")), "image/png")).run()
+    assert not at.exception, at.exception
+    assert any("a digit between two of them needs >= 0.20" in c.value for c in at.sidebar.caption)
+    at.slider[1].set_value(0.1).run()  # a member score below the gap's: the gap has nothing left to add
+    assert not at.exception, at.exception
+    assert not any("between two of them" in c.value for c in at.sidebar.caption)
+
+
 def _fake_run(folder, scheduler, maps):
     folder.mkdir(parents=True)
     (folder / "config.json").write_text(json.dumps({"scheduler": scheduler, "arch": "digitnet_fpn", "epochs": len(maps)}))

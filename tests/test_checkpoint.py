@@ -241,3 +241,15 @@ def test_grow_writes_a_wider_model_that_reads_as_its_source(tiny_run, tiny_data,
                                list(zip(after["scores"], after["boxes"], after["digits"])), score_tol=1e-4, box_tol=0.05)
     assert checkpoint_main(["grow", str(out), str(tmp_path / "narrow.pt"), "--width", "1"]) == 2
     assert "never shrinks" in capsys.readouterr().err and not (tmp_path / "narrow.pt").exists()
+
+
+def test_export_adds_a_gap_to_the_checkpoints_own_reader(tiny_run, tmp_path, capsys):
+    first, gapped = tmp_path / "reader.pt", tmp_path / "gap.pt"
+    assert checkpoint_main(["export", f"{tiny_run}/best.pt", str(first), "--task2-reader", "0.8,0.6"]) == 0
+    assert checkpoint_main(["export", str(first), str(gapped), "--task2-gap", "0.35"]) == 0
+    assert load_model(str(gapped), "cpu").reader == NumberReader(0.8, 0.6, gap=0.35)
+    assert checkpoint_main(["export", str(gapped), str(tmp_path / "again.pt"), "--task2-reader", "0.8,0.6"]) == 0
+    assert load_model(str(tmp_path / "again.pt"), "cpu").reader == NumberReader(0.8, 0.6), "a new reader, whole"
+    assert checkpoint_main(["export", str(first), str(tmp_path / "bad.pt"), "--task2-threshold", "0.6",
+                            "--task2-gap", "0.3"]) == 2
+    assert "one-line reader" in capsys.readouterr().err and not (tmp_path / "bad.pt").exists()

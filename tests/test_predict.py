@@ -139,12 +139,29 @@ def test_a_number_of_one_digit_needs_its_own_score():
         NumberReader(0.85, 0.6, single=0.8)
 
 
+def test_a_gap_reader_reads_a_low_digit_between_two_digits_of_the_line_and_nothing_else():
+    # "9315": the thin "1" squeezed between 3 and 5 scores 0.4; a 0.45 "7" sits past the number's end, a 0.5 "8"
+    # half a height below the line, and a 0.6 "2" on the "3" itself.
+    det = _dets(_box(0, 0, 40, 9, 0.95), _box(24, 0, 40, 3, 0.9), _box(42, 1, 40, 1, 0.4), _box(56, 0, 40, 5, 0.9),
+                _box(80, 0, 40, 7, 0.45), _box(40, 24, 40, 8, 0.5), _box(25, 1, 40, 2, 0.6))
+    assert read_number(det, NumberReader(0.8, 0.7)) == "935"
+    assert read_number(det, NumberReader(0.8, 0.7, gap=0.35)) == "9315"
+    assert read_number(det, NumberReader(0.8, 0.7, gap=0.42)) == "935", "the gap's own score still counts"
+    alone = _dets(_box(0, 0, 40, 9, 0.95), _box(22, 0, 40, 1, 0.4))
+    assert read_number(alone, NumberReader(0.8, 0.7, gap=0.35)) == "9", "a digit at the end is no gap"
+
+
 def test_reader_values_are_checked_and_parsed():
     assert parse_reader("0.7,0.6") == NumberReader(0.7, 0.6) and parse_reader("0.8") == NumberReader(0.8, 0.8)
     assert parse_reader("0.85,0.6,0.9") == NumberReader(0.85, 0.6, single=0.9)
     for bad in ("x", "0.7,0.6,0.5", "0.6,0.7", "1.5", "0.7,0.6,0.9,0.9"):
         with pytest.raises(ValueError, match="reader"):
             parse_reader(bad)
+    gap = NumberReader(0.8, 0.7, gap=0.35)
+    assert NumberReader.from_meta({"task2_reader": gap.as_dict()}) == gap and "between two" in gap.describe()
+    for bad in (dict(gap=0.75), dict(gap=0.3, one_line=False), dict(gap=-0.1)):
+        with pytest.raises(ValueError, match="gap"):
+            NumberReader(0.8, 0.7, **bad)
     assert NumberReader.from_meta({}) == NumberReader.plain(0.5)
     assert NumberReader.from_meta({"task2_threshold": 0.7}) == NumberReader(0.7, 0.7, one_line=False)
     assert NumberReader.from_meta({"task2_reader": {"anchor": 0.8, "member": 0.5, "one_line": True}}) == \
