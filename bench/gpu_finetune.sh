@@ -22,6 +22,12 @@
 #     bash bench/gpu_finetune.sh       # then RUNS="default:4 neg:5 default:6" EPOCHS=3 BUDGET_S=285 RESERVE_S=45
 #   (device carry: .whl, .gpu/fonts.tar.xz, runs/soup-ft-s2/best-lineage.pt)
 #
+# A wider model against a control (2026-11-28, seventh lent GPU, H200; README "A seventh lent GPU"): the same
+# weights at width 1 and grown to 1.5, same data, seed and subsets, side by side at 88-91 training images/s each:
+#   RUNS="default:1 default:1:1.5" PRECISION=fp32 WEIGHTS=checkpoints/default.pt LR=2e-4 DATA_SEED=47 \
+#     TRAIN_IMAGES=30000 VALID_IMAGES=500 EPOCH_IMAGES=8000 WORKERS=6 BUDGET_S=540 RESERVE_S=75 WORK=/tmp/work \
+#     bash bench/gpu_finetune.sh
+#
 # Without RUNS, both runs start from checkpoints/default.pt and use the same seed (the same images wherever both
 # mixes draw digits). Each trains one epoch first; its time sizes the rest of the run, which then
 # continues with --resume --epochs N (the cosine schedule is stretched to N), so the runs end
@@ -49,7 +55,7 @@ EPOCH_IMAGES=${EPOCH_IMAGES:-8000}
 WORKERS=${WORKERS:-6}
 MIXES=${MIXES:-default light}      # generator mixes, one run each, side by side
 RUNS=${RUNS:-}                     # instead: "MIX:SEED[:WIDTH] ..." runs side by side, several per mix (soup
-                                   # ingredients); WIDTH: WEIGHTS grown that many times as wide first (core.checkpoint grow)
+                                   # ingredients); WIDTH: WEIGHTS grown that wide first (core.checkpoint grow)
 DATA_SEED=${DATA_SEED:-11}         # the generator's seed (a new one: images no earlier run has seen)
 WEIGHTS=${WEIGHTS:-checkpoints/default.pt}
 LR=${LR:-4e-4}                     # AdamW peak learning rate (batch 32), cosine to 0
