@@ -69,6 +69,8 @@ def atomic_write_text(path: str, text: str) -> None:
 
 def save_checkpoint(path: str, payload: dict[str, Any], half: bool = False) -> None:
     """Save atomically; ``half`` stores float weights as float16 (loading restores float32)."""
+    if os.path.isdir(path):
+        raise CheckpointError(f"{path} is a folder: name the file to write, e.g. {os.path.join(path, 'model.pt')}")
     payload = dict(payload)
     payload.setdefault("format", FORMAT)
     payload.setdefault("format_version", FORMAT_VERSION)
@@ -311,11 +313,14 @@ def grow(src: str, out: str, width: float) -> dict[str, Any]:
     """Write ``src`` (a digitnet_fpn checkpoint) as a model ``width`` times as wide that reads exactly as ``src``
     does (``core.model.grow_state_dict``), to train on with ``core.train --weights OUT --width WIDTH``: the new
     channels start where the trained model stopped instead of from nothing."""
-    from core.model import build_model, complete_model_kwargs, digitnet_width, grow_state_dict
+    from core.model import build_model, complete_model_kwargs, digitnet_width, digitnet_width_of, grow_state_dict
 
     payload = load_checkpoint(src)
     if payload["arch"] != "digitnet_fpn":
         raise CheckpointError(f"{src}: a {payload['arch']} checkpoint; only digitnet_fpn's width can grow")
+    has = digitnet_width_of(payload)
+    if has is not None and width <= has:
+        raise CheckpointError(f"{src} is already width {has:g}: it can grow to a larger width only, not {width:g}")
     options = complete_model_kwargs(payload["model_kwargs"])
     options.update(digitnet_width(width))
     torch.manual_seed(0)  # the new channels' random start, the same on every run

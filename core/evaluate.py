@@ -191,10 +191,15 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _sweep_readers(records, detections, split_name: str, metrics: dict) -> dict:
-    """Every one-line reader's Task 2 accuracy on the split, the best printed and added to ``metrics``."""
+def _sweep_readers(records, detections, split_name: str, metrics: dict, reader: NumberReader) -> dict:
+    """Every one-line reader's Task 2 accuracy on the split, the best printed and added to ``metrics``;
+    ``reader``: the one in use, whose extra scores (gap, single) the sweep does not try."""
     sweep = task2_sweep(records, detections)
     best = best_reader(sweep)
+    extras = {k: v for k, v in reader.as_dict().items() if k in ("gap", "single")}
+    if extras:
+        print("the sweep tries anchor and member alone: the reader in use also has "
+              + ", ".join(f"{k} {v:.2f}" for k, v in extras.items()) + ", which --task2-reader A,M would not keep")
     print("Task 2 accuracy by anchor (member = anchor): "
           + "  ".join(f"{r.anchor:.2f}:{a:.4f}" for r, a in sweep.items() if r.member == r.anchor))
     print(f"best Task 2 reader on {split_name}: anchor {best.anchor:.2f}, member {best.member:.2f} "
@@ -231,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     detections = detect_split(loaded.model, split, loaded.device, args.batch_size, input_size=input_size)
     metrics = score_detections(split, detections, reader)
     metrics["seconds"] = round(time.perf_counter() - started, 3)
-    sweep = _sweep_readers(split.records, detections, args.split, metrics) if args.sweep_task2 else None
+    sweep = _sweep_readers(split.records, detections, args.split, metrics, reader) if args.sweep_task2 else None
     metrics.update({"checkpoint": args.ckpt, "data": args.data, "split": args.split,
                     "inference": loaded.inference_note(input_size)})
     print(format_report(metrics))

@@ -30,7 +30,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform, res
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-from core.checkpoint import CheckpointError, safe_torch_load
+from core.checkpoint import CheckpointError, load_checkpoint, safe_torch_load
 
 NUM_CLASSES = 11  # background + digits 0..9
 WITH_LETTER_CLASS = 12  # ... + letters, for models trained on boxed letters; never output as digits
@@ -704,6 +704,51 @@ def digitnet_width(width: float) -> dict[str, Any]:
         return max(4, round(channels * width / 4) * 4)
 
     return {"widths": [scaled(c) for c in defaults["widths"]], "fpn_channels": scaled(defaults["fpn_channels"])}
+
+
+def digitnet_width_of(payload: dict[str, Any]) -> float | None:
+    """The width a digitnet_fpn checkpoint was built at (1 for the default channels; None for another architecture
+    or channels of its own): the width it was grown to, else the one its training config asked for."""
+    options = _digitnet_options(payload)
+    if options is None:
+        return None
+    channels = {"widths": options["widths"], "fpn_channels": options["fpn_channels"]}
+    for width in (payload.get("grown_to_width"), (payload.get("config") or {}).get("width"), 1.0):
+        if isinstance(width, (int, float)) and 0.25 <= width <= 4.0 and digitnet_width(width) == channels:
+            return float(width)
+    return None
+
+
+def _digitnet_options(payload: dict[str, Any]) -> dict[str, Any] | None:
+    """A digitnet_fpn checkpoint's complete model options (None for anything else, or options that cannot be)."""
+    options = payload.get("model_kwargs")
+    if payload.get("arch") != "digitnet_fpn" or not isinstance(options, dict):
+        return None
+    try:
+        return complete_model_kwargs({**options, "arch": "digitnet_fpn"})
+    except ModelError:
+        return None
+
+
+def check_weights_width(arch: str, width: float, weights: str | None) -> None:
+    """Raise ModelError when ``weights`` is a digitnet_fpn checkpoint of other channels than ``width`` builds,
+    naming the width to ask for; before a run starts, so a mismatch leaves no failed run behind."""
+    if arch != "digitnet_fpn" or weights in (None, "auto", "none") or not os.path.isfile(weights):
+        return
+    try:
+        payload = load_checkpoint(weights)
+    except CheckpointError:
+        return  # loading the weights names what is wrong with the file
+    options = _digitnet_options(payload)
+    has = digitnet_width_of(payload)
+    if options is None or has == width:
+        return
+    wanted = digitnet_width(width)
+    if has is None and [options["widths"], options["fpn_channels"]] == [wanted["widths"], wanted["fpn_channels"]]:
+        return
+    built = f"width {has:g}" if has is not None else f"channels {options['widths']} with an FPN of {options['fpn_channels']}"
+    raise ModelError(f"{weights} is a digitnet_fpn of {built}, but this run builds width {width:g}"
+                     + (f": set the model width to {has:g} (--width {has:g})" if has is not None else ""))
 
 
 def grow_state_dict(old: dict[str, torch.Tensor], fresh: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -622,9 +622,12 @@ class NumberReader:
                              "beside the most confident one cannot need a higher score than it")
         if not isinstance(self.one_line, bool):
             raise ValueError(f"Task 2 reader: one_line {self.one_line!r} is not true or false")
-        if self.gap is not None and (self.gap > self.member or not self.one_line):
-            raise ValueError(f"Task 2 reader: gap {self.gap} needs a one-line reader and must not be above member "
-                             f"{self.member}: it is the lower score of a digit between two of the line's digits")
+        if self.gap is not None and not self.one_line:
+            raise ValueError(f"Task 2 reader: gap {self.gap} needs a one-line reader (a plain threshold reads every "
+                             "digit wherever it is, so no digit lies between two of a line's)")
+        if self.gap is not None and self.gap > self.member:
+            raise ValueError(f"Task 2 reader: gap {self.gap} is above member {self.member}: it is the lower score a "
+                             "digit between two of the line's digits needs")
 
     @classmethod
     def lone_check(cls) -> NumberReader:
@@ -696,7 +699,7 @@ def add_reader_arguments(parser: argparse.ArgumentParser,
     group.add_argument("--task2-threshold", type=float, default=None, help=threshold_help)
     parser.add_argument("--task2-gap", type=float, default=None, metavar="GAP",
                         help="with a one-line reader (the checkpoint's, or --task2-reader's): a digit between two "
-                             "digits of the line read joins the number when it scores >= GAP (below MEMBER)")
+                             "digits of the line read joins the number when it scores >= GAP (at most MEMBER)")
 
 
 def reader_from_arguments(args: argparse.Namespace, base: LoadedModel | NumberReader) -> NumberReader:

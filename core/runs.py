@@ -122,11 +122,14 @@ def default_checkpoint() -> str:
 
 
 def list_checkpoints() -> list[str]:
-    """The shipped default first, then every ``runs/*/best.pt``, newest first."""
+    """The shipped default first, then every ``runs/*/best.pt`` and every checkpoint written straight into
+    ``runs/`` (``core.checkpoint grow``, ``export`` or ``average`` there), newest first."""
     found = [default_checkpoint()] if os.path.isfile(default_checkpoint()) else []
     root = runs_root()
     if os.path.isdir(root):
-        bests = [os.path.join(root, name, "best.pt") for name in os.listdir(root)]
+        names = os.listdir(root)
+        bests = [os.path.join(root, name, "best.pt") for name in names]
+        bests += [os.path.join(root, name) for name in names if name.endswith(".pt")]
         bests = [p for p in bests if os.path.isfile(p)]
         found += sorted(bests, key=os.path.getmtime, reverse=True)
     return found

@@ -357,6 +357,8 @@ def run(cfg: TrainConfig, explicit: set[str] | None = None, stop: StopFlag | Non
     try:
         state = None
         if is_main:
+            if not cfg.resume:  # a resumed run builds the model its last.pt records
+                cfg.check_weights()
             _check_out_dir(cfg)
             lock = RunLock(cfg.out).acquire()
             cfg, state, log = _open_run(cfg, explicit, stream)

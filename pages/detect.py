@@ -13,6 +13,7 @@ from PIL import Image, ImageDraw
 
 from core.checkpoint import CheckpointError
 from core.images import decode_image
+from core.model import digitnet_width_of
 from core.predict import (NumberReader, image_ids_csv_bytes, join_predictions, load_model, pred_csv_bytes,
                           pred_json_bytes, predict_images, read_digits, read_region, repeated_names)
 from core.runs import list_checkpoints
@@ -77,6 +78,9 @@ def describe_checkpoint(meta: dict) -> str:
     parts = [f"**{meta.get('arch', '?')}**", f"trained on {trained_on}",
              f"best validation mAP {m_ap:.3f} (epoch {best.get('epoch', meta.get('epoch'))})" if m_ap is not None
              else f"epoch {meta.get('epoch')}"]
+    width = digitnet_width_of(meta)
+    if width not in (None, 1.0):
+        parts[0] += f" at {width:g}x width"
     if "letter" in (meta.get("class_names") or []):
         parts.append("has a letter class: a box it calls a letter is not read as a digit")
     return " · ".join(parts)
@@ -203,7 +207,9 @@ with st.sidebar:
     gap = recorded.gap if recorded.gap is not None and recorded.gap <= min(member, anchor) else None
     reader = NumberReader(anchor, min(member, anchor), recorded.one_line, single, gap)
     st.caption(f"How a number is read: {reader.describe()}"
-               + ("" if recorded.one_line else " (as this checkpoint records: no line rule)"))
+               + ("" if recorded.one_line else " (as this checkpoint records: no line rule)")
+               + (f" (this checkpoint's {recorded.gap:.2f} for a digit between two of the number's is off: it is "
+                  "above the second score)" if recorded.gap is not None and gap is None else ""))
     threshold = reader.member if reader.gap is None else reader.gap  # boxes drawn: any that could be read
     input_size = st.selectbox(
         "Input size", INPUT_SIZES, format_func=input_size_label,

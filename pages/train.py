@@ -385,7 +385,7 @@ with st.expander("New run", expanded=not runs_at_start, icon=":material/add:"):
     if st.button("Launch training", type="primary"):
         try:
             values["data"] = resolve(values["data"])
-            config = TrainConfig.from_dict({**values, "out": run_name or "?"})
+            config = TrainConfig.from_dict({**values, "out": run_name or "?"}).check_weights()
             record = start_run(config, run_name)
         except (ConfigError, LaunchError, OSError) as exc:
             st.error(f"Not launched: {exc}{form_fields(exc)}")

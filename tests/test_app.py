@@ -339,7 +339,21 @@ def test_a_checkpoints_gap_score_stays_while_it_is_below_the_member_slider(app_d
     assert any("a digit between two of them needs >= 0.20" in c.value for c in at.sidebar.caption)
     at.slider[1].set_value(0.1).run()  # a member score below the gap's: the gap has nothing left to add
     assert not at.exception, at.exception
-    assert not any("between two of them" in c.value for c in at.sidebar.caption)
+    assert not any("between two of them needs" in c.value for c in at.sidebar.caption)
+    assert any("this checkpoint's 0.20 for a digit between two of the number's is off" in c.value
+               for c in at.sidebar.caption), "the page says why the checkpoint's gap no longer counts"
+
+
+def test_the_detect_page_names_a_wider_models_width(app_dirs, tiny_run):
+    from core.checkpoint import grow
+
+    runs, _ = app_dirs
+    (runs / "wide").mkdir(parents=True)
+    grow(os.path.join(tiny_run, "best.pt"), str(runs / "wide" / "best.pt"), 1.5)
+    at = _app()
+    at.run()
+    assert not at.exception, at.exception
+    assert any("**digitnet_fpn** at 1.5x width" in c.value for c in at.caption), [c.value for c in at.caption]
 
 
 def _fake_run(folder, scheduler, maps):
@@ -396,6 +410,27 @@ def test_schedulers_page_overlays_the_shipped_pair(app_dirs):
 def test_schedulers_page_with_no_runs(app_dirs):
     at = _app("pages/schedulers.py")
     assert "No runs are stored yet" in at.info[0].value
+
+
+def test_train_form_refuses_weights_of_another_width_naming_the_width_to_set(app_dirs, tiny_run, tiny_data):
+    from core.checkpoint import grow
+
+    runs, _ = app_dirs
+    runs.mkdir(exist_ok=True)
+    grow(os.path.join(tiny_run, "best.pt"), str(runs / "wide-start.pt"), 1.5)
+    at = _app("pages/train.py")
+    _by_label(at.text_input, "Data folder").set_value(tiny_data)
+    at.run()
+    weights = _by_label(at.selectbox, "Start from weights")
+    offered = [option for option in weights.options if option.endswith("wide-start.pt")]
+    assert offered, "a checkpoint written straight into runs/ is offered"
+    weights.set_value(offered[0])
+    _by_label(at.text_input, "Run name").set_value("wide-by-mistake")
+    _by_label(at.button, "Launch training").click()
+    at.run()
+    assert any("is a digitnet_fpn of width 1.5, but this run builds width 1: set the model width to 1.5" in e.value
+               and "Model width (digitnet_fpn)" in e.value for e in at.error), [e.value for e in at.error]
+    assert not (runs / "wide-by-mistake").exists(), "nothing launched, no failed run left behind"
 
 
 def test_train_form_refuses_bad_names_and_launches_a_run(app_dirs, tiny_data):

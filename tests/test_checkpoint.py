@@ -240,7 +240,10 @@ def test_grow_writes_a_wider_model_that_reads_as_its_source(tiny_run, tiny_data,
         assert_same_detections(list(zip(before["scores"], before["boxes"], before["digits"])),
                                list(zip(after["scores"], after["boxes"], after["digits"])), score_tol=1e-4, box_tol=0.05)
     assert checkpoint_main(["grow", str(out), str(tmp_path / "narrow.pt"), "--width", "1"]) == 2
-    assert "never shrinks" in capsys.readouterr().err and not (tmp_path / "narrow.pt").exists()
+    assert "is already width 1.5: it can grow to a larger width only, not 1" in capsys.readouterr().err
+    assert not (tmp_path / "narrow.pt").exists()
+    assert checkpoint_main(["grow", f"{tiny_run}/best.pt", str(tmp_path), "--width", "2"]) == 2
+    assert f"{tmp_path} is a folder: name the file to write" in capsys.readouterr().err
 
 
 def test_export_adds_a_gap_to_the_checkpoints_own_reader(tiny_run, tmp_path, capsys):

@@ -74,6 +74,8 @@ def test_cli_sweep_reports_the_best_reader_and_matches_a_plain_run(tiny_run, tin
     assert by_reader[(0.3, 0.3)] == plain["task2_accuracy"]
     best = swept["task2_best_reader"]
     assert by_reader[(best["anchor"], best["member"])] == max(by_reader.values())
+    assert evaluate_main(common + ["--task2-gap", "0.2", "--sweep-task2"]) == 0
+    assert "the reader in use also has gap 0.20, which --task2-reader A,M would not keep" in capsys.readouterr().out
 
 
 def _line(number, scores):

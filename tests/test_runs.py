@@ -88,3 +88,8 @@ def test_checkpoints_offered_are_the_shipped_default_then_runs_newest_first(tmp_
     (checkpoints / "default.pt").write_bytes(b"x")
     assert list_checkpoints() == [str(checkpoints / "default.pt"), str(runs / "new" / "best.pt"),
                                   str(runs / "old" / "best.pt")]
+    (runs / "wide-start.pt").write_bytes(b"x")  # what core.checkpoint grow (or export) writes straight into runs/
+    (runs / "notes.txt").write_text("x")
+    os.utime(runs / "wide-start.pt", (time.time() + 5, time.time() + 5))
+    assert list_checkpoints()[:2] == [str(checkpoints / "default.pt"), str(runs / "wide-start.pt")]
+    assert len(list_checkpoints()) == 4

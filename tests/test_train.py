@@ -311,8 +311,13 @@ def test_a_wider_model_trains_from_its_grown_checkpoint_and_only_at_its_width(ti
     assert trained["model_kwargs"]["widths"] == [36, 48, 96, 192, 288]
     assert "re-initialised" not in trained["weights_note"], "every tensor of the grown model was loaded"
     assert trained["commands"][-2].startswith("python -m core.checkpoint grow"), "the recipe keeps the growing"
-    assert run(tiny_config(tiny_data, str(tmp_path / "narrow"), weights=grown), stream=None) != 0
-    assert "--width for a digitnet_fpn grown by core.checkpoint grow" in capsys.readouterr().err
+    assert run(tiny_config(tiny_data, str(tmp_path / "narrow"), weights=grown), stream=None) == 2
+    assert "is a digitnet_fpn of width 1.5, but this run builds width 1: set the model width to 1.5 (--width 1.5)" \
+        in capsys.readouterr().err
+    assert not (tmp_path / "narrow").exists(), "refused before a run folder is made"
+    assert run(tiny_config(tiny_data, str(tmp_path / "trained-wider"), weights=os.path.join(out, "best.pt"),
+                           width=2.0), stream=None) == 2, "a run's best.pt records its width in its config"
+    assert "is a digitnet_fpn of width 1.5" in capsys.readouterr().err
 
 
 def test_the_stop_message_says_whether_an_epoch_was_saved(tmp_path):
