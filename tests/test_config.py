@@ -63,3 +63,15 @@ def test_a_width_widens_digitnet_fpns_backbone_and_fpn():
     assert wide["widths"] == [36, 48, 96, 192, 288] and wide["fpn_channels"] == 96
     assert "widths" not in TrainConfig(out="r", arch="digitnet_fpn").model_overrides(), \
         "width 1 leaves the architecture's own channels (and a checkpoint's) alone"
+
+
+def test_the_cpu_time_estimate_follows_the_architecture_and_the_width():
+    from core.config import estimated_seconds
+
+    narrow = TrainConfig(out="r", arch="digitnet_fpn", epochs=10, subset_fraction=0.5, device="cpu")
+    seconds = estimated_seconds(narrow, 1800, cuda_available=False, cpu_count=2)
+    assert seconds == pytest.approx(10 * 900 / 18.0), "18 training images/s on 2 cores"
+    wide = TrainConfig(out="r", arch="digitnet_fpn", epochs=10, subset_fraction=0.5, device="cpu", width=1.5)
+    assert estimated_seconds(wide, 1800, False, 2) / seconds == pytest.approx(1.5 ** 1.3)
+    assert estimated_seconds(narrow, 1800, cuda_available=True, cpu_count=2) is not None, "device cpu asked for"
+    assert estimated_seconds(TrainConfig(out="r", arch="digitnet_fpn", device="cuda"), 1800, True, 2) is None
