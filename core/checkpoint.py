@@ -147,7 +147,7 @@ def export(src: str, out: str, half: bool = True, task2_threshold: float | None 
            look_closer: tuple[int, int, float, float, float, float, float] | None = None,
            views: tuple[float, ...] | None = None, view_photos: str | None = None,
            line_heights: str | None = None, follow_line: float | None = None,
-           crop_views: str | None = None) -> dict[str, Any]:
+           crop_views: str | None = None, reading_of: str | None = None) -> dict[str, Any]:
     """Write a deployable copy of ``src``: inference-only, optionally float16, with extra metadata.
     ``task2_reader`` (a ``NumberReader.as_dict()``) replaces any plain ``task2_threshold``;
     ``look_closer`` (max short side, max long side, trigger, min score, small px, follow heights, locating score;
@@ -158,7 +158,9 @@ def export(src: str, out: str, half: bool = True, task2_threshold: float | None 
     ``line_heights`` whether the digits of the number read share one box height ("own" or "shared",
     ``core.model.LINE_HEIGHTS``); ``follow_line`` how many digit heights a second-pass crop grows where the
     number read in it runs to its edge (0: never; ``core.model.RefinePolicy.follow``); ``crop_views`` whether a
-    second-pass crop's views are read apart or in one batch ("apart" or "batched", ``core.model.CROP_VIEWS``)."""
+    second-pass crop's views are read apart or in one batch ("apart" or "batched", ``core.model.CROP_VIEWS``);
+    ``reading_of`` a checkpoint of the same architecture whose way of reading (``core.model.READING_OPTIONS``) the
+    copy takes first, before any of the options above."""
     import datetime
     import json
 
@@ -170,6 +172,8 @@ def export(src: str, out: str, half: bool = True, task2_threshold: float | None 
     # Every option written out, inference-time ones included (input size, second pass): the copy
     # reads images the same way whatever the defaults of a later version of the code.
     payload["model_kwargs"] = complete_model_kwargs(payload["model_kwargs"])
+    if reading_of is not None:
+        _read_as(payload, reading_of)
     if look_closer is not None:
         keys = ("closer_max_short", "closer_max_long", "closer_trigger", "closer_min_score", "closer_small_px",
                 "closer_follow", "closer_locate")
@@ -209,6 +213,18 @@ def export(src: str, out: str, half: bool = True, task2_threshold: float | None 
         payload.setdefault("evaluations", []).append({k: extra[k] for k in keep if k in extra})
     save_checkpoint(out, payload, half=half)
     return describe(payload)
+
+
+def _read_as(payload: dict[str, Any], other_path: str) -> None:
+    """``payload`` made to read images as the checkpoint at ``other_path`` does (its READING_OPTIONS)."""
+    from core.model import READING_OPTIONS, complete_model_kwargs
+
+    other = load_checkpoint(other_path)
+    if other.get("arch") != payload.get("arch"):
+        raise CheckpointError(f"--reading-of {other_path}: a {other.get('arch')} checkpoint reads a "
+                              f"{payload.get('arch')} model's images in no way of its own")
+    theirs = complete_model_kwargs(other["model_kwargs"])
+    _set_model_options(payload, {k: theirs[k] for k in READING_OPTIONS if k in theirs}, "--reading-of")
 
 
 def _set_model_options(payload: dict[str, Any], options: dict[str, Any], flag: str) -> None:
@@ -357,6 +373,10 @@ def main(argv: list[str] | None = None) -> int:
                               "on valid prints the best ANCHOR,MEMBER)",
                          "plain Task 2 threshold to record instead (every digit scoring at least this)")
     exp.add_argument("--metrics-json", default=None, help="core.evaluate --json output to record (e.g. test split)")
+    exp.add_argument("--reading-of", default=None, metavar="CKPT",
+                     help="read images as CKPT does (a checkpoint of the same architecture, e.g. "
+                          "checkpoints/default.pt for a fine-tune of it): its second pass, closer look, views and line "
+                          "heights, before any of the options below; the Task 2 reader stays this checkpoint's own")
     exp.add_argument("--look-closer", type=_look_closer_option, default=None,
                      metavar="SHORT,LONG,TRIGGER,MIN,SMALL_PX[,FOLLOW[,LOCATE]]|off",
                      help="read a large photo in which no digit scored TRIGGER again with its short side up to "
@@ -410,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
             meta = export(args.src, args.out, half=not args.float32, task2_threshold=args.task2_threshold,
                           metrics_json=args.metrics_json, task2_reader=reader, look_closer=args.look_closer,
                           views=args.views, view_photos=args.view_photos, line_heights=args.line_heights,
-                          follow_line=args.follow_line, crop_views=args.crop_views)
+                          follow_line=args.follow_line, crop_views=args.crop_views, reading_of=args.reading_of)
             size = os.path.getsize(args.out) / 1e6
             print(f"wrote {args.out} ({size:.1f} MB, {meta['arch']}, epoch {meta.get('epoch')})")
     except (CheckpointError, OSError, ValueError) as exc:

@@ -693,6 +693,13 @@ def _build_digitnet_fpn(kw: dict[str, Any], weights: str | None) -> tuple[nn.Mod
     return model, "digitnet_fpn has no published pretrained weights: training from scratch"
 
 
+# Options that change only how a trained digitnet_fpn reads an image, never how it trains: core.checkpoint export
+# --reading-of copies them from one checkpoint to another, so a fine-tune can read as the model it started from.
+READING_OPTIONS = ("refine_below_px", "refine_min_score", "refine_follow", "closer_max_short", "closer_max_long",
+                   "closer_trigger", "closer_min_score", "closer_small_px", "closer_follow", "closer_locate",
+                   "view_scales", "view_fuse_iou", "view_photos", "crop_views", "line_heights")
+
+
 def digitnet_width(width: float) -> dict[str, Any]:
     """digitnet_fpn's channel counts at ``width`` times its default: the backbone's stages and the FPN, in
     multiples of 4 (the box head's 256-wide layers stay: what limits the model is what its features see)."""
@@ -746,7 +753,8 @@ def check_weights_width(arch: str, width: float, weights: str | None) -> None:
     wanted = digitnet_width(width)
     if has is None and [options["widths"], options["fpn_channels"]] == [wanted["widths"], wanted["fpn_channels"]]:
         return
-    built = f"width {has:g}" if has is not None else f"channels {options['widths']} with an FPN of {options['fpn_channels']}"
+    built = (f"width {has:g}" if has is not None
+             else f"channels {options['widths']} with an FPN of {options['fpn_channels']}")
     raise ModelError(f"{weights} is a digitnet_fpn of {built}, but this run builds width {width:g}"
                      + (f": set the model width to {has:g} (--width {has:g})" if has is not None else ""))
 

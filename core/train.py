@@ -37,7 +37,7 @@ from core.config import (LONG_RUN_S, RESUMABLE_CHANGES, ConfigError, TrainConfig
 from core.data import DatasetError, Problem, Split, load_split
 from core.evaluate import detect_split, score_detections
 from core.events import EventLog, ProgressBar
-from core.model import (NUM_CLASSES, WITH_LETTER_CLASS, ModelError, build_model, class_names,
+from core.model import (NUM_CLASSES, READING_OPTIONS, WITH_LETTER_CLASS, ModelError, build_model, class_names,
                         complete_model_kwargs, input_size_of, rebuild_model)
 from core.runs import RunBusyError, RunLock
 
@@ -501,6 +501,27 @@ def _write_best_report(cfg: TrainConfig, model: torch.nn.Module, valid_split, de
     reader = report.reader
     say(f"core.train: report of the best epoch on valid in {os.path.join(cfg.out, 'report')}/; Task 2 reader picked "
         f"on valid ({report.metrics['task2_accuracy']:.3f} there), recorded in best.pt: {reader.describe()}")
+    hint = _reading_hint(cfg, payload["model_kwargs"])
+    if hint:
+        say(hint)
+
+
+def _reading_hint(cfg: TrainConfig, model_kwargs: dict[str, Any]) -> str | None:
+    """How to make best.pt read as the --weights checkpoint does, when that one reads images otherwise (more
+    views, a closer look: the shipped model): a run trains and validates with its architecture's own reading."""
+    if cfg.arch != "digitnet_fpn" or not os.path.isfile(cfg.weights):
+        return None
+    try:
+        theirs = complete_model_kwargs(load_checkpoint(cfg.weights)["model_kwargs"])
+    except (CheckpointError, ModelError, KeyError, TypeError):
+        return None
+    mine = complete_model_kwargs(model_kwargs)
+    if all(theirs.get(key) == mine.get(key) for key in READING_OPTIONS):
+        return None
+    best = os.path.join(cfg.out, "best.pt")
+    return (f"core.train: best.pt reads images with this run's own settings, not as {cfg.weights} does (its views, "
+            f"closer look or line heights); to read as it does: python -m core.checkpoint export {best} "
+            f"{os.path.join(cfg.out, 'read-as-weights.pt')} --reading-of {cfg.weights}")
 
 
 def _stop_message(stop: StopFlag, out: str) -> str:

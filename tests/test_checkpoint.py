@@ -237,8 +237,8 @@ def test_grow_writes_a_wider_model_that_reads_as_its_source(tiny_run, tiny_data,
     found = detect(source, images)
     assert sum(len(d["scores"]) for d in found) > 0
     for before, after in zip(found, detect(wide, images)):
-        assert_same_detections(list(zip(before["scores"], before["boxes"], before["digits"])),
-                               list(zip(after["scores"], after["boxes"], after["digits"])), score_tol=1e-4, box_tol=0.05)
+        as_tuples = [list(zip(d["scores"], d["boxes"], d["digits"])) for d in (before, after)]
+        assert_same_detections(*as_tuples, score_tol=1e-4, box_tol=0.05)
     assert checkpoint_main(["grow", str(out), str(tmp_path / "narrow.pt"), "--width", "1"]) == 2
     assert "is already width 1.5: it can grow to a larger width only, not 1" in capsys.readouterr().err
     assert not (tmp_path / "narrow.pt").exists()

@@ -4,6 +4,7 @@ import io
 import math
 import os
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -318,6 +319,28 @@ def test_a_wider_model_trains_from_its_grown_checkpoint_and_only_at_its_width(ti
     assert run(tiny_config(tiny_data, str(tmp_path / "trained-wider"), weights=os.path.join(out, "best.pt"),
                            width=2.0), stream=None) == 2, "a run's best.pt records its width in its config"
     assert "is a digitnet_fpn of width 1.5" in capsys.readouterr().err
+
+
+def test_a_fine_tune_of_a_model_that_reads_otherwise_says_how_to_read_as_it(tiny_run, tiny_data, tmp_path, capsys):
+    from core.checkpoint import main as checkpoint_main
+
+    parent = str(tmp_path / "parent.pt")  # reads at three sizes and shares line heights, as the shipped model does
+    assert checkpoint_main(["export", os.path.join(tiny_run, "best.pt"), parent, "--views", "0.8,1,1.25",
+                            "--line-heights", "shared"]) == 0
+    out = str(tmp_path / "tuned")
+    capsys.readouterr()
+    assert run(tiny_config(tiny_data, out, weights=parent), stream=sys.stdout) == 0  # the stream capsys holds now
+    hint = f"--reading-of {parent}"
+    assert hint in capsys.readouterr().out, "the run says its best.pt reads with its own settings"
+    read_as = os.path.join(out, "read-as-weights.pt")
+    assert checkpoint_main(["export", os.path.join(out, "best.pt"), read_as, "--reading-of", parent,
+                            "--views", "1,1.25"]) == 0
+    options = load_checkpoint(read_as)["model_kwargs"]
+    assert options["line_heights"] == "shared" and options["view_scales"] == [1.0, 1.25], "explicit flags come after"
+    assert load_checkpoint(read_as)["task2_reader"] == load_checkpoint(os.path.join(out, "best.pt"))["task2_reader"]
+    assert run(tiny_config(tiny_data, str(tmp_path / "again"), weights=os.path.join(tiny_run, "best.pt")),
+               stream=sys.stdout) == 0
+    assert "--reading-of" not in capsys.readouterr().out, "no hint when the weights read as the run does"
 
 
 def test_the_stop_message_says_whether_an_epoch_was_saved(tmp_path):
