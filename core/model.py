@@ -755,8 +755,10 @@ def check_weights_width(arch: str, width: float, weights: str | None) -> None:
         return
     built = (f"width {has:g}" if has is not None
              else f"channels {options['widths']} with an FPN of {options['fpn_channels']}")
+    grow = (f", or grow it to width {width:g} first: python -m core.checkpoint grow {weights} OUT.pt --width {width:g}"
+            if has is not None and has < width else "")
     raise ModelError(f"{weights} is a digitnet_fpn of {built}, but this run builds width {width:g}"
-                     + (f": set the model width to {has:g} (--width {has:g})" if has is not None else ""))
+                     + (f": set the model width to {has:g} (--width {has:g}){grow}" if has is not None else ""))
 
 
 def grow_state_dict(old: dict[str, torch.Tensor], fresh: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -319,6 +319,10 @@ def test_a_wider_model_trains_from_its_grown_checkpoint_and_only_at_its_width(ti
     assert run(tiny_config(tiny_data, str(tmp_path / "trained-wider"), weights=os.path.join(out, "best.pt"),
                            width=2.0), stream=None) == 2, "a run's best.pt records its width in its config"
     assert "is a digitnet_fpn of width 1.5" in capsys.readouterr().err
+    assert run(tiny_config(tiny_data, str(tmp_path / "wider-at-once"), weights=os.path.join(tiny_run, "best.pt"),
+                           width=1.5), stream=None) == 2
+    assert f"or grow it to width 1.5 first: python -m core.checkpoint grow {tiny_run}/best.pt OUT.pt --width 1.5" \
+        in capsys.readouterr().err
 
 
 def test_a_fine_tune_of_a_model_that_reads_otherwise_says_how_to_read_as_it(tiny_run, tiny_data, tmp_path, capsys):
