@@ -217,14 +217,13 @@ def export(src: str, out: str, half: bool = True, task2_threshold: float | None 
 
 def _read_as(payload: dict[str, Any], other_path: str) -> None:
     """``payload`` made to read images as the checkpoint at ``other_path`` does (its READING_OPTIONS)."""
-    from core.model import READING_OPTIONS, complete_model_kwargs
+    from core.model import reading_options
 
     other = load_checkpoint(other_path)
     if other.get("arch") != payload.get("arch"):
         raise CheckpointError(f"--reading-of {other_path}: a {other.get('arch')} checkpoint reads a "
                               f"{payload.get('arch')} model's images in no way of its own")
-    theirs = complete_model_kwargs(other["model_kwargs"])
-    _set_model_options(payload, {k: theirs[k] for k in READING_OPTIONS if k in theirs}, "--reading-of")
+    _set_model_options(payload, reading_options(other["model_kwargs"]), "--reading-of")
 
 
 def _set_model_options(payload: dict[str, Any], options: dict[str, Any], flag: str) -> None:
@@ -299,6 +298,12 @@ def _mean_weights(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tens
     return merged
 
 
+# What a checkpoint records of its own weights' training, scores and copies: a file whose weights are new (an
+# average, a grown model) drops it.
+OF_THESE_WEIGHTS = ("optimizer", "scheduler", "scaler", "metrics", "best", "history", "global_step", "evaluations",
+                    "weights_dtype", "exported_from", "exported")
+
+
 def average(sources: list[str], out: str) -> dict[str, Any]:
     """Write the uniform weight average of ``sources`` (a "model soup", Wortsman et al. 2022; SWA
     along one run). Fine-tunes of one model lie in one basin: their average often scores better
@@ -311,8 +316,7 @@ def average(sources: list[str], out: str) -> dict[str, Any]:
     payloads = [load_checkpoint(path) for path in sources]
     _check_one_model(sources, payloads)
     # What described one source's training or reading does not describe the average.
-    drop = ("optimizer", "scheduler", "scaler", "metrics", "best", "history", "global_step", "task2_threshold",
-            "task2_reader", "task2_reader_picked_on", "evaluations", "weights_dtype", "exported_from", "exported")
+    drop = (*OF_THESE_WEIGHTS, "task2_threshold", "task2_reader", "task2_reader_picked_on")
     payload = {k: v for k, v in payloads[0].items() if k not in drop}
     payload["model"] = _mean_weights([p["model"] for p in payloads])
     payload["averaged_from"] = [{"path": os.path.abspath(path), "epoch": p.get("epoch"), "best": p.get("best")}
@@ -342,9 +346,7 @@ def grow(src: str, out: str, width: float) -> dict[str, Any]:
     torch.manual_seed(0)  # the new channels' random start, the same on every run
     model, options, _ = build_model("digitnet_fpn", options, weights="none")
     state = {k: v.float() if v.is_floating_point() else v for k, v in payload["model"].items()}
-    drop = ("optimizer", "scheduler", "scaler", "metrics", "best", "history", "global_step", "evaluations",
-            "weights_dtype", "exported_from", "exported", "averaged_from", "config")
-    grown = {k: v for k, v in payload.items() if k not in drop}
+    grown = {k: v for k, v in payload.items() if k not in (*OF_THESE_WEIGHTS, "averaged_from", "config")}
     grown.update(model=grow_state_dict(state, model.state_dict()), model_kwargs=options, grown_to_width=width,
                  weights_note=f"{src} grown to width {width:g} (new channels read by zero weights)")
     this = f"python -m core.checkpoint grow {src} {out} --width {width:g}"

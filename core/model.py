@@ -700,6 +700,12 @@ READING_OPTIONS = ("refine_below_px", "refine_min_score", "refine_follow", "clos
                    "view_scales", "view_fuse_iou", "view_photos", "crop_views", "line_heights")
 
 
+def reading_options(model_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's way of reading an image: its READING_OPTIONS, spelled out (defaults it predates filled in)."""
+    options = complete_model_kwargs(model_kwargs)
+    return {key: options[key] for key in READING_OPTIONS if key in options}
+
+
 def digitnet_width(width: float) -> dict[str, Any]:
     """digitnet_fpn's channel counts at ``width`` times its default: the backbone's stages and the FPN, in
     multiples of 4 (the box head's 256-wide layers stay: what limits the model is what its features see)."""
@@ -716,25 +722,28 @@ def digitnet_width(width: float) -> dict[str, Any]:
 def digitnet_width_of(payload: dict[str, Any]) -> float | None:
     """The width a digitnet_fpn checkpoint was built at (1 for the default channels; None for another architecture
     or channels of its own): the width it was grown to, else the one its training config asked for."""
-    options = _digitnet_options(payload)
-    if options is None:
-        return None
-    channels = {"widths": options["widths"], "fpn_channels": options["fpn_channels"]}
+    channels = _digitnet_channels(payload)
+    return None if channels is None else _width_with(payload, channels)
+
+
+def _width_with(payload: dict[str, Any], channels: dict[str, Any]) -> float | None:
     for width in (payload.get("grown_to_width"), (payload.get("config") or {}).get("width"), 1.0):
         if isinstance(width, (int, float)) and 0.25 <= width <= 4.0 and digitnet_width(width) == channels:
             return float(width)
     return None
 
 
-def _digitnet_options(payload: dict[str, Any]) -> dict[str, Any] | None:
-    """A digitnet_fpn checkpoint's complete model options (None for anything else, or options that cannot be)."""
+def _digitnet_channels(payload: dict[str, Any]) -> dict[str, Any] | None:
+    """A digitnet_fpn checkpoint's channels, as ``digitnet_width`` gives them (None for anything else, or options
+    that cannot be)."""
     options = payload.get("model_kwargs")
     if payload.get("arch") != "digitnet_fpn" or not isinstance(options, dict):
         return None
     try:
-        return complete_model_kwargs({**options, "arch": "digitnet_fpn"})
+        options = complete_model_kwargs({**options, "arch": "digitnet_fpn"})
     except ModelError:
         return None
+    return {"widths": options["widths"], "fpn_channels": options["fpn_channels"]}
 
 
 def check_weights_width(arch: str, width: float, weights: str | None) -> None:
@@ -746,15 +755,12 @@ def check_weights_width(arch: str, width: float, weights: str | None) -> None:
         payload = load_checkpoint(weights)
     except CheckpointError:
         return  # loading the weights names what is wrong with the file
-    options = _digitnet_options(payload)
-    has = digitnet_width_of(payload)
-    if options is None or has == width:
+    channels = _digitnet_channels(payload)
+    if channels is None or channels == digitnet_width(width):  # the tensors fit, whatever width was asked for
         return
-    wanted = digitnet_width(width)
-    if has is None and [options["widths"], options["fpn_channels"]] == [wanted["widths"], wanted["fpn_channels"]]:
-        return
+    has = _width_with(payload, channels)
     built = (f"width {has:g}" if has is not None
-             else f"channels {options['widths']} with an FPN of {options['fpn_channels']}")
+             else f"channels {channels['widths']} with an FPN of {channels['fpn_channels']}")
     grow = (f", or grow it to width {width:g} first: python -m core.checkpoint grow {weights} OUT.pt --width {width:g}"
             if has is not None and has < width else "")
     raise ModelError(f"{weights} is a digitnet_fpn of {built}, but this run builds width {width:g}"

@@ -37,8 +37,8 @@ from core.config import (LONG_RUN_S, RESUMABLE_CHANGES, ConfigError, TrainConfig
 from core.data import DatasetError, Problem, Split, load_split
 from core.evaluate import detect_split, score_detections
 from core.events import EventLog, ProgressBar
-from core.model import (NUM_CLASSES, READING_OPTIONS, WITH_LETTER_CLASS, ModelError, build_model, class_names,
-                        complete_model_kwargs, input_size_of, rebuild_model)
+from core.model import (NUM_CLASSES, WITH_LETTER_CLASS, ModelError, build_model, class_names, complete_model_kwargs,
+                        input_size_of, reading_options, rebuild_model)
 from core.runs import RunBusyError, RunLock
 
 LOSS_TERMS = ("loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")
@@ -512,11 +512,10 @@ def _reading_hint(cfg: TrainConfig, model_kwargs: dict[str, Any]) -> str | None:
     if cfg.arch != "digitnet_fpn" or not os.path.isfile(cfg.weights):
         return None
     try:
-        theirs = complete_model_kwargs(load_checkpoint(cfg.weights)["model_kwargs"])
+        theirs = reading_options(load_checkpoint(cfg.weights)["model_kwargs"])
     except (CheckpointError, ModelError, KeyError, TypeError):
         return None
-    mine = complete_model_kwargs(model_kwargs)
-    if all(theirs.get(key) == mine.get(key) for key in READING_OPTIONS):
+    if theirs == reading_options(model_kwargs):
         return None
     best = os.path.join(cfg.out, "best.pt")
     return (f"core.train: best.pt reads images with this run's own settings, not as {cfg.weights} does (its views, "
