@@ -147,7 +147,8 @@ def export(src: str, out: str, half: bool = True, task2_threshold: float | None 
            look_closer: tuple[int, int, float, float, float, float, float] | None = None,
            views: tuple[float, ...] | None = None, view_photos: str | None = None,
            line_heights: str | None = None, follow_line: float | None = None,
-           crop_views: str | None = None, reading_of: str | None = None) -> dict[str, Any]:
+           crop_views: str | None = None, reading_of: str | None = None,
+           task2_gap: float | None = None) -> dict[str, Any]:
     """Write a deployable copy of ``src``: inference-only, optionally float16, with extra metadata.
     ``task2_reader`` (a ``NumberReader.as_dict()``) replaces any plain ``task2_threshold``;
     ``look_closer`` (max short side, max long side, trigger, min score, small px, follow heights, locating score;
@@ -160,7 +161,9 @@ def export(src: str, out: str, half: bool = True, task2_threshold: float | None 
     number read in it runs to its edge (0: never; ``core.model.RefinePolicy.follow``); ``crop_views`` whether a
     second-pass crop's views are read apart or in one batch ("apart" or "batched", ``core.model.CROP_VIEWS``);
     ``reading_of`` a checkpoint of the same architecture whose way of reading (``core.model.READING_OPTIONS``) the
-    copy takes first, before any of the options above."""
+    copy takes first, before any of the options above; ``task2_gap`` the gap score (``NumberReader.gap``) added to
+    the reader recorded: ``task2_reader``, else the plain ``task2_threshold`` (which has no line, so is refused), else
+    ``src``'s own."""
     import datetime
     import json
 
@@ -197,6 +200,8 @@ def export(src: str, out: str, half: bool = True, task2_threshold: float | None 
             raise ValueError(f"--task2-threshold {task2_threshold} must be a score between 0 and 1")
         payload["task2_threshold"] = float(task2_threshold)
         payload.pop("task2_reader", None)
+    if task2_gap is not None:
+        task2_reader = _with_gap(payload, task2_reader, task2_threshold, task2_gap)
     if task2_reader is not None:
         from core.predict import NumberReader  # predict imports this module
 
@@ -213,6 +218,19 @@ def export(src: str, out: str, half: bool = True, task2_threshold: float | None 
         payload.setdefault("evaluations", []).append({k: extra[k] for k in keep if k in extra})
     save_checkpoint(out, payload, half=half)
     return describe(payload)
+
+
+def _with_gap(payload: dict[str, Any], reader: dict[str, Any] | None, threshold: float | None,
+              gap: float) -> dict[str, Any]:
+    """The reader to record with ``gap``: ``reader``, else the plain ``threshold``, else the one ``payload`` records
+    (what it reads with before this export changes its threshold)."""
+    from dataclasses import replace
+
+    from core.predict import NumberReader  # predict imports this module
+
+    base = NumberReader(**reader) if reader is not None else \
+        NumberReader.plain(threshold) if threshold is not None else NumberReader.from_meta(payload)
+    return replace(base, gap=gap).as_dict()
 
 
 def _read_as(payload: dict[str, Any], other_path: str) -> None:
@@ -355,11 +373,8 @@ def grow(src: str, out: str, width: float) -> dict[str, Any]:
     return describe(grown)
 
 
-def main(argv: list[str] | None = None) -> int:
-    import json
-    import sys
-
-    from core.predict import NumberReader, add_reader_arguments, reader_from_arguments  # predict imports this module
+def _parser() -> argparse.ArgumentParser:
+    from core.predict import add_reader_arguments  # predict imports this module
 
     parser = argparse.ArgumentParser(prog="python -m core.checkpoint",
                                      description="Inspect a checkpoint, or export a deployable copy of one.")
@@ -413,7 +428,16 @@ def main(argv: list[str] | None = None) -> int:
     avg = sub.add_parser("average", help="write the weight average of checkpoints of one model (a model soup)")
     avg.add_argument("sources", nargs="+", help="two or more checkpoints of the same architecture and options")
     avg.add_argument("--out", required=True, help="where to write the average, e.g. runs/soup/best.pt")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    import json
+    import sys
+
+    from core.predict import parse_reader  # predict imports this module
+
+    args = _parser().parse_args(argv)
     try:
         if args.command == "show":
             print(json.dumps(describe(load_checkpoint(args.path)), indent=1, default=str))
@@ -426,13 +450,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {args.out}: the average of {len(args.sources)} checkpoints; pick its Task 2 reader with "
                   f"python -m core.evaluate --ckpt {args.out} --data DATA --split valid --sweep-task2")
         else:
-            reader = None
-            if args.task2_reader or args.task2_gap is not None:  # a gap alone changes the checkpoint's own reader
-                reader = reader_from_arguments(args, NumberReader.from_meta(load_checkpoint(args.src))).as_dict()
+            reader = parse_reader(args.task2_reader).as_dict() if args.task2_reader else None
             meta = export(args.src, args.out, half=not args.float32, task2_threshold=args.task2_threshold,
                           metrics_json=args.metrics_json, task2_reader=reader, look_closer=args.look_closer,
                           views=args.views, view_photos=args.view_photos, line_heights=args.line_heights,
-                          follow_line=args.follow_line, crop_views=args.crop_views, reading_of=args.reading_of)
+                          follow_line=args.follow_line, crop_views=args.crop_views, reading_of=args.reading_of,
+                          task2_gap=args.task2_gap)
             size = os.path.getsize(args.out) / 1e6
             print(f"wrote {args.out} ({size:.1f} MB, {meta['arch']}, epoch {meta.get('epoch')})")
     except (CheckpointError, OSError, ValueError) as exc:

@@ -256,3 +256,18 @@ def test_export_adds_a_gap_to_the_checkpoints_own_reader(tiny_run, tmp_path, cap
     assert checkpoint_main(["export", str(first), str(tmp_path / "bad.pt"), "--task2-threshold", "0.6",
                             "--task2-gap", "0.3"]) == 2
     assert "one-line reader" in capsys.readouterr().err and not (tmp_path / "bad.pt").exists()
+
+
+def test_export_reads_its_source_once_for_a_gap(tiny_run, tmp_path, monkeypatch):
+    import core.checkpoint as checkpoint
+
+    first = tmp_path / "reader.pt"
+    checkpoint.export(f"{tiny_run}/best.pt", str(first), task2_reader=NumberReader(0.8, 0.6).as_dict())
+    loads = []
+    monkeypatch.setattr(checkpoint, "load_checkpoint", lambda path: loads.append(path) or load_checkpoint(path))
+    checkpoint.export(str(first), str(tmp_path / "gap.pt"), task2_gap=0.3)
+    assert loads == [str(first)], "the reader the gap joins comes from the payload already read"
+    assert load_model(str(tmp_path / "gap.pt"), "cpu").reader == NumberReader(0.8, 0.6, gap=0.3)
+    checkpoint.export(str(first), str(tmp_path / "both.pt"), task2_reader=NumberReader(0.9, 0.5).as_dict(),
+                      task2_gap=0.4)
+    assert load_model(str(tmp_path / "both.pt"), "cpu").reader == NumberReader(0.9, 0.5, gap=0.4)
