@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.checkpoint import CheckpointError
-from core.data import DatasetError, Split, load_split
+from core.data import DatasetError, Split, listed, load_split
 from core.evaluate import detect_split
 from core.predict import LoadedModel, load_model
 from core.report import Report, build_report, write_report
@@ -28,14 +28,16 @@ class JobKey:
     annotations_mtime: float
     split: str
     input_size: int | str | None
+    skip_invalid: bool = False  # score the images without problems instead of refusing the split
 
 
-def job_key(checkpoint: str, root: str, split: str, input_size: int | str | None = None) -> JobKey:
+def job_key(checkpoint: str, root: str, split: str, input_size: int | str | None = None,
+            skip_invalid: bool = False) -> JobKey:
     """The key of an evaluation; a changed checkpoint or annotation file is another evaluation.
     Raises OSError naming the file when one is missing."""
     annotations = os.path.join(root, f"{split}.json")
     return JobKey(os.path.abspath(checkpoint), os.path.getmtime(checkpoint), os.path.abspath(root),
-                  os.path.getmtime(annotations), split, input_size)
+                  os.path.getmtime(annotations), split, input_size, skip_invalid)
 
 
 @dataclass
@@ -54,6 +56,7 @@ class EvaluationJob:
     done: int = 0
     total: int = 0
     message: str = ""
+    skippable: bool = False  # failed on images with problems that skip_invalid would drop
     result: EvaluationResult | None = None
     started: float = field(default_factory=time.time)
     _cancel: threading.Event = field(default_factory=threading.Event)
@@ -82,7 +85,7 @@ class EvaluationJob:
         key = self.key
         try:
             self.message = "reading the annotations and checking every image"
-            split = load_split(key.root, key.split)
+            split = load_split(key.root, key.split, skip_invalid=key.skip_invalid)
             self.total = len(split.records)
             self.message = "loading the model"
             loaded: LoadedModel = load_model(key.checkpoint)
@@ -94,14 +97,19 @@ class EvaluationJob:
             self.message = "scoring"
             report = build_report(split, detections, loaded.reader, seconds,
                                   {"checkpoint": key.checkpoint, "data": key.root, "split": key.split,
-                                   "inference": loaded.inference_note(key.input_size)})
+                                   "inference": loaded.inference_note(key.input_size),
+                                   "skipped_images": split.dropped, "skipped": listed(split.problems)})
             folder = tempfile.mkdtemp(prefix="digit-studio-report-")
             write_report(report, folder)
             self.result = EvaluationResult(report, split, detections, folder, loaded.meta)
             self.state, self.message = "done", ""
         except InterruptedError:
             self.state, self.message = "cancelled", "cancelled"
-        except (DatasetError, CheckpointError, OSError, ValueError) as exc:
+        except DatasetError as exc:
+            self.state, self.message = "failed", str(exc)
+            self.skippable = not key.skip_invalid and bool(exc.problems) and all(
+                p.image_id is not None for p in exc.problems)
+        except (CheckpointError, OSError, ValueError) as exc:
             self.state, self.message = "failed", str(exc)
         except Exception as exc:  # noqa: BLE001 - a thread has nobody else to tell
             self.state, self.message = "failed", f"{type(exc).__name__}: {exc}"

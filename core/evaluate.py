@@ -11,6 +11,7 @@ import contextlib
 import copy
 import io
 import json
+import os
 import sys
 import time
 from typing import Any, Callable, Sequence
@@ -20,7 +21,7 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from core.data import DatasetError, ImageRecord, Split, load_split
+from core.data import DatasetError, ImageRecord, Split, listed, load_split
 from core.predict import TASK2_THRESHOLD, NumberReader, coco_results, detect, read_number
 
 STAT_NAMES = ("mAP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
@@ -160,7 +161,9 @@ def format_report(metrics: dict[str, Any]) -> str:
     for name in STAT_NAMES:
         lines.append(f"  {labels[name]:<15} {fmt(metrics.get(name))}")
     lines.append("  per-class AP:  " + "  ".join(f"{k}:{fmt(v).strip()}" for k, v in metrics["per_class_AP"].items()))
-    lines.append(f"Task 2 (whole-number accuracy): {metrics['task2_accuracy']:.4f} on {metrics['images']} images")
+    skipped = metrics.get("skipped_images")
+    lines.append(f"Task 2 (whole-number accuracy): {metrics['task2_accuracy']:.4f} on {metrics['images']} images"
+                 + (f" ({skipped} more not scored: --skip-invalid dropped them)" if skipped else ""))
     if metrics.get("task2_by_length"):
         lines.append("  by number length: " + "  ".join(
             f"{n}-digit {row['accuracy']:.3f} ({row['correct']}/{row['images']})"
@@ -186,6 +189,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--report", default=None, metavar="DIR",
                         help="also write the error analysis to DIR: metrics.json, per_class.csv, confusion.csv, "
                              "pr.csv, task2_sweep.csv, errors.csv and PNG figures (core/report.py)")
+    parser.add_argument("--skip-invalid", action="store_true",
+                        help="score the images without problems when some are unreadable or badly labelled (each "
+                             "dropped image is listed) instead of refusing the split")
     parser.add_argument("--sweep-task2", action="store_true",
                         help="also try one-line readers (anchors 0.05..0.95, members 0.3..0.9) and print the best one")
     return parser
@@ -211,6 +217,7 @@ def _sweep_readers(records, detections, split_name: str, metrics: dict, reader: 
 
 
 def main(argv: list[str] | None = None) -> int:
+    from core.browse import find_splits, why_not_a_dataset
     from core.checkpoint import CheckpointError, atomic_write_text
     from core.predict import load_model, parse_input_size, reader_from_arguments
 
@@ -222,12 +229,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--batch-size must be >= 1")
     try:
         input_size = parse_input_size(args.input_size)
-        split = load_split(args.data, args.split)
+        split = load_split(args.data, args.split, skip_invalid=args.skip_invalid)
         loaded = load_model(args.ckpt, args.device)
         reader = reader_from_arguments(args, loaded)
     except (DatasetError, CheckpointError, ValueError) as exc:
         print(f"core.evaluate: error: {exc}", file=sys.stderr)
+        if isinstance(exc, DatasetError) and os.path.isdir(args.data) and not find_splits(args.data):
+            print(f"core.evaluate: {why_not_a_dataset(args.data, args.data).replace('`', '')}", file=sys.stderr)
         return 2
+    if split.dropped:
+        print(f"core.evaluate: --skip-invalid: {split.dropped} image(s) with problems are not scored:\n  "
+              + "\n  ".join(listed(split.problems)), file=sys.stderr, flush=True)
     print(f"core.evaluate: {loaded.meta.get('arch')} from {args.ckpt} on {loaded.device}; "
           f"{len(split.records)} {args.split} images; {loaded.inference_note(input_size)}; "
           f"Task 2: {reader.describe()}", flush=True)
@@ -238,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     metrics["seconds"] = round(time.perf_counter() - started, 3)
     sweep = _sweep_readers(split.records, detections, args.split, metrics, reader) if args.sweep_task2 else None
     metrics.update({"checkpoint": args.ckpt, "data": args.data, "split": args.split,
-                    "inference": loaded.inference_note(input_size)})
+                    "inference": loaded.inference_note(input_size), "skipped_images": split.dropped})
     print(format_report(metrics))
     print(f"({metrics['seconds']:.1f} s, {metrics['seconds'] / max(metrics['images'], 1) * 1000:.0f} ms/image)")
     if args.report:

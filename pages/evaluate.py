@@ -32,9 +32,10 @@ def evaluation_jobs() -> dict:
     return {}
 
 
-def job_for(checkpoint: str, root: str, split: str, input_size, start: bool) -> EvaluationJob | None:
+def job_for(checkpoint: str, root: str, split: str, input_size, skip_invalid: bool,
+            start: bool) -> EvaluationJob | None:
     jobs = evaluation_jobs()
-    key = job_key(checkpoint, root, split, None if input_size == "auto" else input_size)
+    key = job_key(checkpoint, root, split, None if input_size == "auto" else input_size, skip_invalid)
     job = jobs.get(key)
     if start and (job is None or job.state in ("failed", "cancelled")):
         finished = sorted((k for k, j in jobs.items() if j.finished), key=lambda k: jobs[k].started)
@@ -59,12 +60,12 @@ def pictures(result, row, reader: NumberReader) -> tuple[Image.Image, Image.Imag
         return boxed_picture(image, truth, GALLERY_SIDE), boxed_picture(image, read, GALLERY_SIDE), area is not None
 
 
-def headline(result, other=None) -> None:
+def headline(result, other=None, other_label: str = "") -> None:
     metrics = result.report.metrics
     columns = st.columns(len(HEADLINE) + 1)
     for column, (key, label) in zip(columns, HEADLINE):
         theirs = None if other is None else other.report.metrics[key]
-        delta = None if other is None else f"{metrics[key] - theirs:+.3f} vs {theirs:.3f} (the other)"
+        delta = None if other is None else f"{metrics[key] - theirs:+.3f} vs {theirs:.3f} ({other_label})"
         column.metric(label, f"{metrics[key]:.3f}", delta)
     ms, other_ms = metrics["ms_per_image"], None if other is None else other.report.metrics["ms_per_image"]
     columns[-1].metric("ms per image", f"{ms:.0f}",
@@ -87,8 +88,11 @@ def per_class_figure(result) -> go.Figure:
     table = result.report.per_class
     figure = go.Figure([go.Bar(name="AP @[.5:.95]", x=table["digit"], y=table["AP"]),
                         go.Bar(name="AP50", x=table["digit"], y=table["AP50"])])
-    return figure.update_layout(barmode="group", height=320, yaxis_range=[0, 1], xaxis_type="category",
-                                title="Per-class AP", legend={"orientation": "h", "y": 1.15})
+    # The legend to the right of the title, above the plot: inside it, it covered the bars of digit 0 and 1.
+    return figure.update_layout(barmode="group", height=340, yaxis_range=[0, 1.02], xaxis_type="category",
+                                title="Per-class AP", margin={"t": 70},
+                                legend={"orientation": "h", "yanchor": "bottom", "y": 1.04, "xanchor": "right",
+                                        "x": 1})
 
 
 def pr_figure(result) -> go.Figure:
@@ -166,9 +170,12 @@ def downloads(result) -> None:
 
 
 def show(result, other=None, other_label: str = "") -> None:
-    headline(result, other)
-    st.caption(f"{result.report.metrics['images']} images · {result.report.metrics['inference']} · Task 2: "
-               f"{result.report.reader.describe()}")
+    headline(result, other, other_label)
+    metrics = result.report.metrics
+    st.caption(f"{metrics['images']} images · {metrics['inference']} · Task 2: {result.report.reader.describe()}")
+    if metrics.get("skipped_images"):
+        st.warning(f"{metrics['skipped_images']} image(s) with problems were skipped, not scored:\n\n"
+                   + "\n".join(f"- {line}" for line in metrics["skipped"]))
     tabs = st.tabs(["Per class", "Precision-recall", "Confusion", "Task 2", "Failures", "Files"])
     with tabs[0]:
         st.plotly_chart(per_class_figure(result), key="per-class")
@@ -202,6 +209,9 @@ with st.sidebar:
                            help="A second checkpoint on the same folder: its numbers and confusion matrix beside.")
     input_size = st.selectbox("Input size", INPUT_SIZES,
                               format_func=input_size_label)
+    skip_invalid = st.toggle("Skip images with problems", help="Score the images that read and whose boxes check "
+                                                               "out when some do not (each one skipped is listed), "
+                                                               "instead of refusing the split.")
 root, splits = pick_dataset(
     "Labelled folder", "Any folder in the course layout with annotations (<split>.json beside <split>/).",
     "No labelled folder under `{where}`: type a path, or make one with `python -m core.synth` or "
@@ -210,14 +220,14 @@ split = st.radio("Split", splits, index=splits.index("valid") if "valid" in spli
 
 chosen = [checkpoint] + ([] if compare == "none" else [compare])
 try:
-    jobs = [job_for(c, root, split, input_size, start=False) for c in chosen]
+    jobs = [job_for(c, root, split, input_size, skip_invalid, start=False) for c in chosen]
 except OSError as exc:
     st.error(f"Cannot evaluate: {exc}")
     st.stop()
 if not all(job is not None and job.state == "done" for job in jobs):
     if st.button("Evaluate", type="primary", help="Results are kept per checkpoint, folder and split: "
                                                   "coming back to them is instant."):
-        jobs = [job_for(c, root, split, input_size, start=True) for c in chosen]
+        jobs = [job_for(c, root, split, input_size, skip_invalid, start=True) for c in chosen]
 
 
 @st.fragment(run_every=1.0)
@@ -238,7 +248,9 @@ if any(job is not None and not job.finished for job in jobs):
     st.stop()
 for job in jobs:
     if job is not None and job.state in ("failed", "cancelled"):
-        st.error(f"{checkpoint_label(job.key.checkpoint)}: evaluation {job.state}: {job.message}")
+        st.error(f"{checkpoint_label(job.key.checkpoint)}: evaluation {job.state}: {job.message}"
+                 + ("\n\nTo score the other images, turn on **Skip images with problems** in the sidebar."
+                    if job.skippable else ""))
 if jobs[0] is None or jobs[0].state != "done":
     st.stop()
 other = jobs[1].result if len(jobs) > 1 and jobs[1] is not None and jobs[1].state == "done" else None

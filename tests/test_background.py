@@ -43,3 +43,21 @@ def test_a_changed_annotation_file_is_another_evaluation(tiny_run, tiny_data, tm
     os.utime(data / "valid.json", (before.annotations_mtime + 10, before.annotations_mtime + 10))
     assert background.job_key(checkpoint, str(data), "valid") != before
     assert background.job_key(checkpoint, str(data), "valid", 320) != background.job_key(checkpoint, str(data), "valid")
+
+
+def test_a_split_with_a_broken_image_fails_as_skippable_and_skip_invalid_scores_the_rest(tiny_run, tiny_data,
+                                                                                        tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    (data / "valid" / sorted(os.listdir(data / "valid"))[0]).write_text("not a picture")
+    checkpoint = os.path.join(tiny_run, "best.pt")
+    refused = background.EvaluationJob(background.job_key(checkpoint, str(data), "valid")).start().wait(120)
+    assert refused.state == "failed" and refused.skippable and "problem(s)" in refused.message
+    job = background.EvaluationJob(background.job_key(checkpoint, str(data), "valid", skip_invalid=True)).start()
+    job.wait(120)
+    assert job.state == "done", job.message
+    metrics = job.result.report.metrics
+    assert metrics["images"] == 7 and metrics["skipped_images"] == 1 and len(metrics["skipped"]) == 1
+    assert job.key != refused.key, "skipping is another evaluation"

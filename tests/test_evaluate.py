@@ -112,3 +112,42 @@ def test_cli_stops_on_a_bad_dataset_naming_the_problem(tiny_run, tiny_data, tmp_
     assert evaluate_main(["--ckpt", f"{tiny_run}/best.pt", "--data", str(tmp_path / "d")]) == 2
     err = capsys.readouterr().err
     assert "valid.json" in err and "annotation" in err and "unknown category_id 42" in err
+
+
+def test_cli_skip_invalid_scores_the_other_images_as_a_split_without_them(tiny_run, tiny_data, tmp_path, capsys):
+    import shutil
+
+    broken, without = tmp_path / "broken", tmp_path / "without"
+    shutil.copytree(tiny_data, broken)
+    shutil.copytree(tiny_data, without)
+    coco = json.loads((broken / "test.json").read_text())
+    bad = coco["images"][:2]
+    (broken / "test" / bad[0]["file_name"]).write_text("not a picture")
+    (broken / "test" / bad[1]["file_name"]).write_bytes((broken / "test" / bad[1]["file_name"]).read_bytes()[:60])
+    kept = {"images": coco["images"][2:], "annotations": [a for a in coco["annotations"]
+                                                          if a["image_id"] not in {b["id"] for b in bad}],
+            "categories": coco["categories"]}
+    (without / "test.json").write_text(json.dumps(kept))
+    args = ["--ckpt", f"{tiny_run}/best.pt", "--split", "test", "--device", "cpu"]
+    assert evaluate_main([*args, "--data", str(broken)]) == 2, "without the flag the split is refused"
+    capsys.readouterr()
+    assert evaluate_main([*args, "--data", str(broken), "--skip-invalid", "--json", str(tmp_path / "b.json")]) == 0
+    captured = capsys.readouterr()
+    assert "2 image(s) with problems are not scored" in captured.err
+    assert all(b["file_name"] in captured.err for b in bad)
+    assert "(2 more not scored: --skip-invalid dropped them)" in captured.out
+    assert evaluate_main([*args, "--data", str(without), "--json", str(tmp_path / "w.json")]) == 0
+    skipped, reference = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("b", "w"))
+    assert skipped["images"] == reference["images"] == len(coco["images"]) - 2 and skipped["skipped_images"] == 2
+    assert (skipped["mAP"], skipped["task2_accuracy"]) == (reference["mAP"], reference["task2_accuracy"])
+
+
+def test_cli_on_raw_svhn_says_to_convert_it_first(tiny_run, tmp_path, capsys):
+    from core.convert import write_svhn_mat
+
+    write_svhn_mat(str(tmp_path / "digitStruct.mat"), [("1.png", [(1, 5, 2, 8, 12)])])
+    assert evaluate_main(["--ckpt", f"{tiny_run}/best.pt", "--data", str(tmp_path), "--split", "train"]) == 2
+    err = capsys.readouterr().err
+    assert "image folder train/ not found" in err
+    assert f"is SVHN's format 1 (digitStruct.mat), not the course layout: convert it first with python -m " \
+           f"core.convert svhn --src {tmp_path}" in err
