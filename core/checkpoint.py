@@ -458,6 +458,9 @@ def main(argv: list[str] | None = None) -> int:
                           task2_gap=args.task2_gap)
             size = os.path.getsize(args.out) / 1e6
             print(f"wrote {args.out} ({size:.1f} MB, {meta['arch']}, epoch {meta.get('epoch')})")
+    except BrokenPipeError:  # `show ... | head` closed the pipe: what was read is all that was wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush cannot fail again
+        return 0
     except (CheckpointError, OSError, ValueError) as exc:
         print(f"core.checkpoint: error: {exc}", file=sys.stderr)
         return 2

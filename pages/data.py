@@ -91,7 +91,7 @@ if not tables:
 columns = st.columns(len(tables))
 refused = {}
 for column, (name, table) in zip(columns, tables.items()):
-    column.metric(f"{name}", f"{len(table.images):,} images")
+    column.metric(f"{name}", f"{len(table.images):,} image{'' if len(table.images) == 1 else 's'}")
     letters = f" · {len(table.letters):,} letters (grey boxes)" if len(table.letters) else ""
     column.caption(f"{len(table.boxes):,} digits{letters} · `{name}.json`")
     if len(table.images) <= AUTO_CHECK_IMAGES or column.button(f"Check every image of {name}", key=f"check-{name}",

@@ -14,8 +14,9 @@ from PIL import Image, ImageDraw
 from core.checkpoint import CheckpointError
 from core.images import decode_image
 from core.model import digitnet_width_of
-from core.predict import (NumberReader, image_ids_csv_bytes, join_predictions, load_model, pred_csv_bytes,
-                          pred_json_bytes, predict_images, read_digits, read_region, repeated_names)
+from core.predict import (ENLARGED_PAST_AUTO, NumberReader, enlarged_past_auto, image_ids_csv_bytes, join_predictions,
+                          load_model, pred_csv_bytes, pred_json_bytes, predict_images, read_digits, read_region,
+                          repeated_names)
 from core.runs import list_checkpoints
 from pages import DIGIT_COLOURS, INPUT_SIZES, checkpoint_label, ensure_routed, input_size_label, number_labels
 
@@ -215,7 +216,8 @@ with st.sidebar:
         "Input size", INPUT_SIZES, format_func=input_size_label,
         help="How large the model sees each image. **auto** (recommended) keeps each image near its own size and "
              "reads a small number again close up. A **fixed size** sets every image's short side: larger finds "
-             "smaller digits in a photo but is slower and reads more walls as digits.")
+             "smaller digits in a photo but is slower and reads more walls as digits, and a close-up enlarged "
+             "past its auto size is read worse (its digits grow past the sizes the model learned).")
     with st.expander("How this checkpoint reads an image"):
         st.caption(loaded.inference_note() + ".")
     use_camera = st.toggle("Take a photo", help="Use your camera instead of (or as well as) uploaded files.")
@@ -266,18 +268,19 @@ if len(files) > 1:
     st.dataframe(table, hide_index=True, width="stretch", column_config={"ms": st.column_config.NumberColumn(
         "ms", help="Model time for this file when it was read (a file kept from an earlier read shows that "
                    "read's time); decoding and drawing not counted.")})
-    mapping = image_ids_csv_bytes(prediction.names, prediction.image_ids)
-    columns = st.columns(3)
-    columns[0].download_button("Download pred.json (Task 1)", pred_json_bytes(prediction.coco()), "pred.json",
-                               "application/json", help="Every detection, COCO results format, as core.predict writes it.")
-    columns[1].download_button("Download pred.csv (Task 2)", pred_csv_bytes(prediction.csv_rows()),
-                               "pred.csv", "text/csv",
-                               help="image_id,pred_label read with the scores above; -1 = no digit.")
-    if mapping is not None:
-        columns[2].download_button("Download image_ids.csv", mapping, "image_ids.csv", "text/csv",
-                                   help="Which file each image_id is: names that are not numbers (123.png), and a "
-                                        "name used twice, get ids after the largest number, in name order, as "
-                                        "core.predict assigns them.")
+# One photo gets its files too: a student with one image still hands in pred.json and pred.csv.
+mapping = image_ids_csv_bytes(prediction.names, prediction.image_ids)
+columns = st.columns(3)
+columns[0].download_button("Download pred.json (Task 1)", pred_json_bytes(prediction.coco()), "pred.json",
+                           "application/json", help="Every detection, COCO results format, as core.predict writes it.")
+columns[1].download_button("Download pred.csv (Task 2)", pred_csv_bytes(prediction.csv_rows()),
+                           "pred.csv", "text/csv",
+                           help="image_id,pred_label read with the scores above; -1 = no digit.")
+if mapping is not None:
+    columns[2].download_button("Download image_ids.csv", mapping, "image_ids.csv", "text/csv",
+                               help="Which file each image_id is: names that are not numbers (123.png), and a "
+                                    "name used twice, get ids after the largest number, in name order, as "
+                                    "core.predict assigns them.")
 
 for index, ((name, data), image_id, detection, number) in enumerate(
         zip(files, prediction.image_ids, prediction.detections, numbers)):
@@ -294,6 +297,11 @@ for index, ((name, data), image_id, detection, number) in enumerate(
                         config={"displayModeBar": False})
     with details:
         st.metric("Number read", number if number != "-1" else "no digit (-1)")
+        enlarged = enlarged_past_auto(loaded, image.size, input_size)
+        if enlarged > ENLARGED_PAST_AUTO:
+            st.warning(f"Input size {input_size} px enlarges this image {enlarged:.1f}x more than auto does: a "
+                       "number that fills it grows past the digit sizes the model learned and is read worse. "
+                       "Fixed sizes help with small digits in large photos; auto reads a close-up at its own size.")
         if detection.get("read_again"):
             st.caption(f"Read twice: {detection['read_again']}.")
         if region is not None:
