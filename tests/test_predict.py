@@ -680,3 +680,14 @@ def test_detect_leaves_the_models_mode_as_it_found_it_and_never_switches_an_eval
     switches.clear()
     assert detect(loaded.model, [image], device=torch.device("cpu")) == expected, "a training model is read in eval"
     assert loaded.model.training and switches, "and handed back in training mode (core.train validates so)"
+
+
+def test_a_fixed_input_size_is_flagged_only_where_it_enlarges_past_auto():
+    from core.predict import ENLARGED_PAST_AUTO, enlarged_past_auto
+
+    loaded = load_model(None, "cpu")  # the shipped policy: auto keeps a 741x350 close-up at its own size
+    close_up, photo = (741, 350), (4032, 3024)
+    assert enlarged_past_auto(loaded, close_up, "auto") == enlarged_past_auto(loaded, close_up, None) == 1.0
+    assert enlarged_past_auto(loaded, close_up, 800) > ENLARGED_PAST_AUTO, "a number filling a close-up grows"
+    assert enlarged_past_auto(loaded, photo, 800) > enlarged_past_auto(loaded, photo, 320)
+    assert enlarged_past_auto(loaded, close_up, 128) < 1.0, "a smaller fixed size reduces: nothing to warn of"
