@@ -8,12 +8,14 @@
 Writes ``DATA/<split>/<id>.<ext>`` (images copied byte for byte, or hard-linked with ``--link``),
 ``DATA/<split>.json`` (COCO; category_id 1..10 = digit 0..9; ``[x, y, w, h]`` boxes clipped to the
 image) and ``DATA/<split>.sources.csv`` (image id -> source file), which ``core.train``,
-``core.evaluate`` and the app read unchanged.
+``core.evaluate`` and the app read unchanged. Boxes refer to the stored pixels; a photo stored rotated
+(EXIF orientation) whose labels were drawn on it as viewers show it (YOLO's always are; VOC's as its
+``<size>`` says) is written upright instead, in its own format and without the tag.
 
 Records are read and written one at a time (SVHN's ``extra`` has 202,353 images), the COCO file is
 assembled from spooled fragments, and a split appears under ``DATA`` only when it is complete: the
 run writes into a hidden folder and renames it at the end. Every problem names its file and record;
-``--skip-invalid`` converts the rest and says how many were dropped.
+``--skip-invalid`` converts the rest and lists every dropped record in ``DATA/<split>.dropped.txt``.
 """
 
 from __future__ import annotations
@@ -30,14 +32,16 @@ import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
-from PIL import Image
+from PIL import Image, ImageOps
 
-from core.data import DatasetError, Problem, categories, clip_box, listed
+from core.data import DatasetError, Problem, categories, clip_box, exif_orientation, listed
 from core.events import ProgressBar
 from core.images import IMAGE_SUFFIXES, numeric_stem
 
 SVHN_FIELDS = ("height", "label", "left", "top", "width")
 PARTIAL_PREFIX = ".convert-"
+DROPPED_SUFFIX = ".dropped.txt"  # DATA/<split>.dropped.txt: every record --skip-invalid left out of the split
+LOSSY_FORMATS = ("JPEG", "WEBP", "AVIF", "HEIF")  # re-encoded at quality 95 when written upright
 
 
 class ConvertError(DatasetError):
@@ -46,12 +50,15 @@ class ConvertError(DatasetError):
 
 @dataclass
 class SourceImage:
-    """One image of the source with its digit boxes ``(x, y, w, h, digit)`` in source pixels."""
+    """One image of the source with its digit boxes ``(x, y, w, h, digit, place)`` in source pixels; ``place``
+    names the box in the source's own terms for messages: "line 3" of a YOLO file, "object 2" of a VOC file."""
 
     image_id: int
     path: str
-    boxes: list[tuple[float, float, float, float, int]]
+    boxes: list[tuple[float, float, float, float, int, str]]
     where: str  # the record, for messages: "digitStruct.mat, record 17 (17.png)"
+    upright: bool = False  # its boxes refer to the picture as viewers turn it (EXIF orientation): written so
+    warning: str = ""  # about its orientation: reported when the image is written
 
 
 @dataclass
@@ -61,6 +68,9 @@ class Report:
     dropped: list[Problem] = field(default_factory=list)  # invalid records (with --skip-invalid)
     empty_boxes: list[Problem] = field(default_factory=list)  # zero-area after clipping: dropped
     clipped: list[Problem] = field(default_factory=list)  # ran over 1 px past the image: clipped and kept
+    dropped_splits: list[str] = field(default_factory=list)  # the splits with a DATA/<split>.dropped.txt
+    upright: int = 0  # images stored rotated (EXIF orientation) written upright: re-encoded, not copies
+    orientation: list[Problem] = field(default_factory=list)  # warnings about images stored rotated
 
 
 # A source yields, per record, a SourceImage or the Problem that makes it unusable.
@@ -134,7 +144,7 @@ def _svhn_record(mat, mat_path: str, src: str, index: int, name_ref, bbox_ref) -
         if label != int(label) or not 1 <= label <= 10:
             return Problem(mat_path, f"{where}: label {label:g} is outside 1..10 (10 means digit 0)")
         digits.append(int(label) % 10)
-    boxes = [(fields["left"][i], fields["top"][i], fields["width"][i], fields["height"][i], digits[i])
+    boxes = [(fields["left"][i], fields["top"][i], fields["width"][i], fields["height"][i], digits[i], f"box {i + 1}")
              for i in range(len(digits))]
     return SourceImage(image_id, os.path.join(src, name), boxes, f"digitStruct.mat, {where}")
 
@@ -219,7 +229,8 @@ def _voc_record(xml_path: str, image_id: int, image_dirs: list[str]) -> Record:
         return Problem(xml_path, f"not readable XML ({exc})")
     file_name = (root.findtext("filename") or "").strip()
     stem = os.path.splitext(file_name)[0] if file_name else os.path.splitext(os.path.basename(xml_path))[0]
-    path = next((os.path.join(d, file_name) for d in image_dirs if file_name and os.path.isfile(os.path.join(d, file_name))),
+    path = next((os.path.join(d, file_name) for d in image_dirs
+                 if file_name and os.path.isfile(os.path.join(d, file_name))),
                 None) or _find_image(image_dirs, stem)
     if path is None:
         return Problem(xml_path, f"its image {file_name or stem} is missing")
@@ -235,8 +246,40 @@ def _voc_record(xml_path: str, image_id: int, image_dirs: list[str]) -> Record:
         except (AttributeError, TypeError, ValueError):
             return Problem(xml_path, f"object {number}: bndbox needs numeric xmin, ymin, xmax, ymax")
         # VOC counts pixels from 1 and includes xmax: pixel i spans [i - 1, i).
-        boxes.append((xmin - 1, ymin - 1, xmax - xmin + 1, ymax - ymin + 1, digit))
-    return SourceImage(image_id, path, boxes, os.path.basename(xml_path))
+        boxes.append((xmin - 1, ymin - 1, xmax - xmin + 1, ymax - ymin + 1, digit, f"object {number}"))
+    try:
+        upright, warning = _voc_frame(_voc_size(root), *_image_frame(path))
+    except OSError as exc:
+        return Problem(xml_path, f"its image {os.path.basename(path)} is unreadable ({exc})")
+    return SourceImage(image_id, path, boxes, os.path.basename(xml_path), upright, warning)
+
+
+def _voc_size(root: ElementTree.Element) -> tuple[int, int] | None:
+    try:
+        size = (int(float(root.findtext("size/width") or "")), int(float(root.findtext("size/height") or "")))
+    except (ValueError, OverflowError):  # absent, text, nan or inf
+        return None
+    return size if min(size) > 0 else None
+
+
+def _voc_frame(declared: tuple[int, int] | None, stored: tuple[int, int], orientation: int) -> tuple[bool, str]:
+    """Whether the boxes of an image with this ``stored`` size and EXIF ``orientation`` refer to the upright
+    picture, and what to warn about: the XML's ``<size>`` (``declared``) is the frame its tool drew in."""
+    if orientation == 1:
+        return False, ""
+    upright = _turned(stored, orientation)
+    frames = (f"EXIF orientation {orientation}: stored {stored[0]}x{stored[1]}, "
+              f"shown {upright[0]}x{upright[1]}")
+    if declared == upright and declared != stored:
+        return True, ""
+    if declared == stored and declared != upright:
+        return False, (f"viewers show it rotated ({frames}) while its <size> says its boxes refer to the stored "
+                       f"pixels: kept as stored; if they were drawn on the picture as shown, set <size> to "
+                       f"{upright[0]}x{upright[1]} and convert again")
+    why = ("it has no usable <size>" if declared is None else f"its <size> {declared[0]}x{declared[1]} "
+           + ("fits both" if declared == stored else "fits neither"))
+    return True, (f"stored rotated ({frames}) and {why}: assumed its boxes were drawn on the picture as shown, "
+                  "as labelling tools show it, and wrote it upright; check its boxes")
 
 
 def _yolo_names(src: str) -> list[int] | None:
@@ -263,7 +306,8 @@ def read_yolo(src: str, subset: str | None = None) -> tuple[int, Iterator[Record
     subsets = sorted(d for d in os.listdir(image_root) if os.path.isdir(os.path.join(image_root, d)))
     if subset is not None:
         if subset not in subsets:
-            raise ConvertError([Problem(image_root, f"has no subfolder {subset!r} (it has: {', '.join(subsets) or 'none'})")],
+            raise ConvertError([Problem(image_root, f"has no subfolder {subset!r} "
+                                                    f"(it has: {', '.join(subsets) or 'none'})")],
                                f"cannot convert {src}")
         image_root, label_root = os.path.join(image_root, subset), os.path.join(label_root, subset)
     elif len(subsets) > 1:
@@ -292,12 +336,14 @@ def read_yolo(src: str, subset: str | None = None) -> tuple[int, Iterator[Record
 
 
 def _yolo_record(path: str, label_path: str, image_id: int, names: list[int] | None, src: str) -> Record:
+    try:
+        stored, orientation = _image_frame(path)
+    except OSError as exc:
+        return Problem(src, f"{os.path.relpath(path, src)}: unreadable image ({exc})")
+    # Ultralytics and labelling tools normalise to the picture as its EXIF orientation turns it.
+    width, height = _turned(stored, orientation)
     boxes = []
     if os.path.isfile(label_path):
-        try:
-            width, height = _image_size(path)
-        except OSError as exc:
-            return Problem(src, f"{os.path.relpath(path, src)}: unreadable image ({exc})")
         with open(label_path, encoding="utf-8") as handle:
             lines = handle.read().splitlines()
         for number, line in enumerate(lines, start=1):
@@ -311,14 +357,15 @@ def _yolo_record(path: str, label_path: str, image_id: int, names: list[int] | N
                 cls, cx, cy, w, h = int(values[0]), *(float(v) for v in values[1:])
             except ValueError:
                 return Problem(src, f"{where}: not numbers: {line.strip()!r}")
-            digit = (names[cls] if 0 <= cls < len(names) else None) if names is not None else (cls if 0 <= cls <= 9 else None)
+            digit = ((names[cls] if 0 <= cls < len(names) else None) if names is not None
+                     else (cls if 0 <= cls <= 9 else None))
             if digit is None:
                 return Problem(src, f"{where}: class {cls} is not a digit class "
                                            f"({'see classes.txt' if names is not None else 'expected 0..9'})")
             if not all(0.0 <= v <= 1.0 for v in (cx, cy)) or w <= 0 or h <= 0:
                 return Problem(src, f"{where}: cx cy w h must be normalised to 0..1")
-            boxes.append(((cx - w / 2) * width, (cy - h / 2) * height, w * width, h * height, digit))
-    return SourceImage(image_id, path, boxes, os.path.relpath(label_path, src))
+            boxes.append(((cx - w / 2) * width, (cy - h / 2) * height, w * width, h * height, digit, f"line {number}"))
+    return SourceImage(image_id, path, boxes, os.path.relpath(label_path, src), upright=True)
 
 
 READERS: dict[str, Callable[..., tuple[int, Iterator[Record]]]] = {
@@ -328,16 +375,22 @@ READERS: dict[str, Callable[..., tuple[int, Iterator[Record]]]] = {
 # ------------------------------------------------------------------ writing the course layout
 
 
-def _image_size(path: str) -> tuple[int, int]:
-    with Image.open(path) as handle:  # reads the header only
-        return handle.size
+def _image_frame(path: str) -> tuple[tuple[int, int], int]:
+    """The stored size and the EXIF orientation (1: shown as stored), from the header only."""
+    with Image.open(path) as handle:
+        return handle.size, exif_orientation(handle)
+
+
+def _turned(size: tuple[int, int], orientation: int) -> tuple[int, int]:
+    """The size viewers show an image of this stored ``size`` at: orientations 5-8 swap its sides."""
+    return (size[1], size[0]) if orientation >= 5 else size
 
 
 class _CocoSpool:
     """A COCO file written as it goes: images and annotations spool to two files, joined at the end."""
 
     def __init__(self, folder: str, split: str):
-        self.split = split
+        self.split, self.folder = split, folder
         self.json_path = os.path.join(folder, f"{split}.json")
         self.image_dir = os.path.join(folder, split)
         os.makedirs(self.image_dir)
@@ -346,7 +399,8 @@ class _CocoSpool:
         self._sources = open(os.path.join(folder, f"{split}.sources.csv"), "w", newline="", encoding="utf-8")
         self._source_rows = csv.writer(self._sources)
         self._source_rows.writerow(["image_id", "source"])
-        self.images = self.annotations = 0
+        self._dropped = None
+        self.images = self.annotations = self.dropped = 0
 
     def add(self, image_id: int, file_name: str, size: tuple[int, int], boxes: list[list[float]],
             source: str) -> None:
@@ -359,6 +413,13 @@ class _CocoSpool:
                 {"id": self.annotations, "image_id": image_id, "category_id": int(digit) + 1,
                  "bbox": [round(x, 2), round(y, 2), round(w, 2), round(h, 2)], "area": round(w * h, 2), "iscrowd": 0}))
         self._source_rows.writerow([image_id, source])
+
+    def drop(self, problem: Problem) -> None:
+        """Lists a record left out of the split: the summary shows the first few, this file every one."""
+        if self._dropped is None:
+            self._dropped = open(os.path.join(self.folder, self.split + DROPPED_SUFFIX), "w", encoding="utf-8")
+        self._dropped.write(f"{problem}\n")
+        self.dropped += 1
 
     def finish(self, description: str) -> None:
         with open(self.json_path, "w", encoding="utf-8") as out:
@@ -373,12 +434,13 @@ class _CocoSpool:
         self.close()
 
     def close(self) -> None:
-        for handle in (self._images, self._annotations, self._sources):
-            handle.close()
+        for handle in (self._images, self._annotations, self._sources, self._dropped):
+            if handle is not None:
+                handle.close()
 
 
-def _clip(box: tuple[float, float, float, float, int], size: tuple[int, int]) -> list[float] | None:
-    """``box`` ``(x, y, w, h, digit)`` clipped to the image, still as x, y, w, h, digit."""
+def _clip(box: tuple[float, float, float, float, int, str], size: tuple[int, int]) -> list[float] | None:
+    """``box`` ``(x, y, w, h, digit, place)`` clipped to the image, as x, y, w, h, digit."""
     corners = clip_box(*box[:4], *size)
     if corners is None:
         return None
@@ -397,6 +459,18 @@ def _place_image(source: str, target: str, link: bool) -> None:
     shutil.copyfile(source, target)
 
 
+def _write_upright(source: str, target: str) -> None:
+    """``source`` turned as its EXIF orientation says, in its own format and without the tag, so that every
+    reader, ours included, sees the picture its labels were drawn on."""
+    with Image.open(source) as image:
+        kind = "JPEG" if image.format == "MPO" else image.format  # a phone's MPO is a JPEG with extra frames
+        upright = ImageOps.exif_transpose(image)
+        options = {"quality": 95} if kind in LOSSY_FORMATS else {}
+        if image.info.get("icc_profile"):
+            options["icc_profile"] = image.info["icc_profile"]
+        upright.save(target, kind, exif=upright.getexif(), **options)
+
+
 def _check_out(out: str, splits: list[str], force: bool) -> None:
     taken = [name for split in splits for name in (split, f"{split}.json") if os.path.exists(os.path.join(out, name))]
     if taken and not force:
@@ -408,14 +482,16 @@ def _commit(work: str, out: str, splits: list[str]) -> None:
     """Move finished splits into place: the old annotation file goes first and the new one comes
     last, so a split never looks complete while its images are being swapped."""
     for split in splits:
-        for name in (f"{split}.json", f"{split}.sources.csv"):
+        files = (f"{split}.sources.csv", split + DROPPED_SUFFIX, f"{split}.json")
+        for name in files:
             if os.path.exists(os.path.join(out, name)):
                 os.remove(os.path.join(out, name))
         if os.path.isdir(os.path.join(out, split)):
             shutil.rmtree(os.path.join(out, split))
         os.replace(os.path.join(work, split), os.path.join(out, split))
-        os.replace(os.path.join(work, f"{split}.sources.csv"), os.path.join(out, f"{split}.sources.csv"))
-        os.replace(os.path.join(work, f"{split}.json"), os.path.join(out, f"{split}.json"))
+        for name in files:  # a split without dropped records has no list of them
+            if os.path.exists(os.path.join(work, name)):
+                os.replace(os.path.join(work, name), os.path.join(out, name))
 
 
 def convert(kind: str, src: str, out: str, split: str = "train", valid_fraction: float = 0.0, seed: int = 0,
@@ -430,8 +506,9 @@ def convert(kind: str, src: str, out: str, split: str = "train", valid_fraction:
         raise ConvertError([Problem("--valid-fraction", f"carves valid/ out of the training images, not out of "
                                                         f"--split {split}")], "cannot convert")
     if not os.path.isdir(src):
-        raise ConvertError([Problem(src, "is a file, not a folder" if os.path.exists(src) else "folder not found")],
-                           f"cannot convert {os.path.abspath(src)}")
+        why = (f"--src {src} is a file; pass the folder that holds it: --src {os.path.dirname(src) or '.'}"
+               if os.path.exists(src) else "folder not found")
+        raise ConvertError([Problem(src, why)], f"cannot convert {os.path.abspath(src)}")
     splits = [split] + (["valid"] if valid_fraction else [])
     _check_out(out, splits, force)
     count, records = READERS[kind](src, **({"subset": subset} if kind == "yolo" else {}))
@@ -462,46 +539,67 @@ def _write(records: Iterator[Record], count: int, to_valid: set[int], splits: li
     try:
         for index, record in enumerate(records):
             bar.update(index + 1)
-            if isinstance(record, Problem):
-                report.dropped.append(record)
-                continue
-            if not os.path.isfile(record.path):
-                report.dropped.append(Problem(os.path.dirname(record.path),
-                                              f"{record.where}: image {os.path.basename(record.path)} is missing"))
-                continue
-            try:
-                size = _image_size(record.path)
-            except OSError as exc:
-                report.dropped.append(Problem(record.path, f"unreadable image ({exc})"))
-                continue
-            boxes = []
-            for number, box in enumerate(record.boxes, start=1):
-                clipped = _clip(box, size)
-                where = f"{record.where}: digit {number}"
-                if clipped is None:
-                    report.empty_boxes.append(Problem(record.path, f"{where} has no area inside the "
-                                                                   f"{size[0]}x{size[1]} image"))
-                    continue
-                overhang = max(-box[0], -box[1], box[0] + box[2] - size[0], box[1] + box[3] - size[1])
-                if overhang > 1:
-                    report.clipped.append(Problem(record.path, f"{where} ran {overhang:g} px past the "
-                                                               f"{size[0]}x{size[1]} image"))
-                boxes.append(clipped)
             spool = spools["valid" if index in to_valid else splits[0]]
-            file_name = f"{record.image_id}{os.path.splitext(record.path)[1].lower()}"
-            if os.path.exists(os.path.join(spool.image_dir, file_name)):
-                report.dropped.append(Problem(record.path, f"{record.where}: image id {record.image_id} is used twice"))
-                continue
-            _place_image(record.path, os.path.join(spool.image_dir, file_name), link)
-            spool.add(record.image_id, file_name, size, boxes, os.path.abspath(record.path))
-            report.images[spool.split] = report.images.get(spool.split, 0) + 1
-            report.digits[spool.split] = report.digits.get(spool.split, 0) + len(boxes)
+            problem = record if isinstance(record, Problem) else _add_record(record, spool, link, report)
+            if problem is not None:
+                report.dropped.append(problem)
+                spool.drop(problem)
         for spool in spools.values():
             spool.finish(description)
     finally:
         for spool in spools.values():
             spool.close()
+    report.dropped_splits = [name for name, spool in spools.items() if spool.dropped]
     return report
+
+
+def _add_record(record: SourceImage, spool: _CocoSpool, link: bool, report: Report) -> Problem | None:
+    """Writes one image and its boxes into ``spool``; or the Problem that drops the record."""
+    if not os.path.isfile(record.path):
+        return Problem(os.path.dirname(record.path),
+                       f"{record.where}: image {os.path.basename(record.path)} is missing")
+    try:
+        size, orientation = _image_frame(record.path)
+    except OSError as exc:
+        return Problem(record.path, f"unreadable image ({exc})")
+    file_name = f"{record.image_id}{os.path.splitext(record.path)[1].lower()}"
+    target = os.path.join(spool.image_dir, file_name)
+    if os.path.exists(target):
+        return Problem(record.path, f"{record.where}: image id {record.image_id} is used twice")
+    if record.upright and orientation != 1:
+        try:
+            _write_upright(record.path, target)
+        except (OSError, ValueError, KeyError) as exc:
+            return Problem(record.path, f"{record.where}: stored rotated (EXIF orientation {orientation}) and cannot "
+                                        f"be written upright ({type(exc).__name__}: {exc}); save it upright yourself")
+        size = _turned(size, orientation)
+        report.upright += 1
+    else:
+        _place_image(record.path, target, link)
+    if record.warning:
+        report.orientation.append(Problem(record.path, f"{record.where}: {record.warning}"))
+    boxes = _clipped_boxes(record, size, report)
+    spool.add(record.image_id, file_name, size, boxes, os.path.abspath(record.path))
+    report.images[spool.split] = report.images.get(spool.split, 0) + 1
+    report.digits[spool.split] = report.digits.get(spool.split, 0) + len(boxes)
+    return None
+
+
+def _clipped_boxes(record: SourceImage, size: tuple[int, int], report: Report) -> list[list[float]]:
+    """The record's boxes clipped to its ``size`` image; those left with no area are dropped. Both are reported
+    by their place in the source and their digit ("line 3 (digit 8)"): a bare number reads as the digit."""
+    boxes, image = [], f"{size[0]}x{size[1]}"
+    for box in record.boxes:
+        where = f"{record.where}: {box[5]} (digit {box[4]})"
+        clipped = _clip(box, size)
+        if clipped is None:
+            report.empty_boxes.append(Problem(record.path, f"{where} has no area inside the {image} image"))
+            continue
+        overhang = max(-box[0], -box[1], box[0] + box[2] - size[0], box[1] + box[3] - size[1])
+        if overhang > 1:
+            report.clipped.append(Problem(record.path, f"{where} ran {overhang:g} px past the {image} image"))
+        boxes.append(clipped)
+    return boxes
 
 
 def clear_partials(out: str) -> int:
@@ -521,10 +619,21 @@ def _listed(problems: list[Problem]) -> list[str]:
 
 
 def _summary(report: Report, out: str) -> list[str]:
-    lines = [f"{split}: {_plural(report.images.get(split, 0), 'image')}, {_plural(report.digits.get(split, 0), 'digit')}"
-             f" -> {os.path.join(out, split)}/ and {split}.json" for split in report.images]
+    lines = [f"{split}: {_plural(report.images.get(split, 0), 'image')}, "
+             f"{_plural(report.digits.get(split, 0), 'digit')} -> {os.path.join(out, split)}/ and {split}.json"
+             for split in report.images]
     if report.dropped:
-        lines += [f"dropped {_plural(len(report.dropped), 'invalid record')}:"] + _listed(report.dropped)
+        every = " and ".join(os.path.join(out, split + DROPPED_SUFFIX) for split in report.dropped_splits)
+        lines += [f"dropped {_plural(len(report.dropped), 'invalid record')} (all of them listed in {every}):"] \
+            + _listed(report.dropped)
+    if report.upright:
+        lines.append(f"{_plural(report.upright, 'image')} stored rotated (EXIF orientation) "
+                     + ("was written upright, as its labels see it" if report.upright == 1
+                        else "were written upright, as their labels see them")
+                     + " (re-encoded: neither copies nor links of their source files)")
+    if report.orientation:
+        lines += [f"{_plural(len(report.orientation), 'image')} stored rotated (EXIF orientation) to check:"] \
+            + _listed(report.orientation)
     if report.empty_boxes:
         lines += [f"dropped {_plural(len(report.empty_boxes), 'box')} with no area inside the image:"] \
             + _listed(report.empty_boxes)

@@ -11,11 +11,12 @@ import argparse
 import json
 import math
 import os
+import struct
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from PIL import Image
+from PIL import ExifTags, Image
 
 from core.images import MAX_PIXELS, list_images, numeric_stem
 
@@ -100,7 +101,8 @@ class Split:
         images, annotations = [], []
         next_id = 1
         for r in self.records:
-            images.append({"id": r.image_id, "file_name": os.path.basename(r.path), "width": r.width, "height": r.height})
+            images.append({"id": r.image_id, "file_name": os.path.basename(r.path), "width": r.width,
+                           "height": r.height})
             for box, label in zip(r.boxes, r.labels):
                 w, h = box[2] - box[0], box[3] - box[1]
                 annotations.append({"id": next_id, "image_id": r.image_id, "category_id": label,
@@ -159,25 +161,43 @@ def clip_box(x: float, y: float, w: float, h: float, width: int, height: int) ->
     return [x0, y0, x1, y1]
 
 
+def exif_orientation(image: Image.Image) -> int:
+    """An opened image's EXIF orientation, 2..8 when viewers turn or flip it, else 1; from the header only:
+    a PNG's own getexif decodes every pixel to look for an eXIf chunk after the image data."""
+    if image.format == "TIFF":
+        return 1  # Pillow's TIFF reader turns the picture itself: its size and pixels are those viewers show
+    try:
+        orientation = Image.Image.getexif(image).get(ExifTags.Base.Orientation, 1)
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, KeyError, struct.error):
+        return 1  # an unreadable EXIF block turns nothing in Pillow either
+    return orientation if orientation in range(2, 9) else 1
+
+
 class _Findings:
-    """The problems found in one annotation file, and the ids of the images they concern."""
+    """The problems found in one annotation file, the ids of the images they concern, and warnings:
+    what training uses as it is but a person should look at."""
 
     def __init__(self, json_path: str) -> None:
         self.json_path = json_path
         self.problems: list[Problem] = []
         self.bad_images: set[int] = set()
+        self.warnings: list[Problem] = []
 
     def report(self, message: str, image_id: Any = None, annotation_id: Any = None) -> None:
         self.problems.append(Problem(self.json_path, message, image_id, annotation_id))
         if _is_int(image_id):
             self.bad_images.add(image_id)
 
+    def warn(self, message: str, image_id: Any = None) -> None:
+        self.warnings.append(Problem(self.json_path, message, image_id))
 
-def validate_coco(coco: Any, json_path: str, image_dir: str) -> tuple[list[ImageRecord], list[Problem], set[int]]:
-    """Check a COCO dict; returns (records, problems, ids of images with problems)."""
+
+def validate_coco(coco: Any, json_path: str,
+                  image_dir: str) -> tuple[list[ImageRecord], list[Problem], set[int], list[Problem]]:
+    """Check a COCO dict; returns (records, problems, ids of images with problems, warnings)."""
     found = _Findings(json_path)
     if not _has_coco_shape(coco, found):
-        return [], found.problems, found.bad_images
+        return [], found.problems, found.bad_images, found.warnings
     known_categories = _known_categories(coco, found)
     records: dict[int, ImageRecord] = {}
     seen_files: dict[str, int] = {}
@@ -190,7 +210,7 @@ def validate_coco(coco: Any, json_path: str, image_dir: str) -> tuple[list[Image
         _add_annotation(index, ann, records, known_categories, seen_annotations, found)
     if not coco["images"]:
         found.report("the split has no images")
-    return [records[k] for k in sorted(records)], found.problems, found.bad_images
+    return [records[k] for k in sorted(records)], found.problems, found.bad_images, found.warnings
 
 
 def _has_coco_shape(coco: Any, found: _Findings) -> bool:
@@ -275,10 +295,17 @@ def _readable_size(path: str, file_name: str, image_id: int, found: _Findings) -
                 found.report(f"image {file_name} is {actual[0]}x{actual[1]}, over the {MAX_PIXELS // 10**6} Mpx limit",
                              image_id)
                 return None
+            orientation = exif_orientation(handle)  # before verify(), which leaves the file unusable
             handle.verify()  # reads the whole file: truncated or corrupt data fails here, not mid-epoch
     except Exception as exc:  # noqa: BLE001 - any decoder failure means an unusable file
         found.report(f"unreadable image file {path} ({type(exc).__name__}: {exc})", image_id)
         return None
+    if orientation != 1:
+        # Phone photos: labelling tools draw on the turned picture, training reads the stored one.
+        found.warn(f"{file_name} is stored rotated (EXIF orientation {orientation}): its boxes are read against its "
+                   f"stored {actual[0]}x{actual[1]} pixels, while viewers (and the Detect page) show it turned; if "
+                   "its boxes were drawn on the upright photo, convert its source again with core.convert (yolo, "
+                   "or voc with the upright <size>), which writes it upright", image_id)
     return actual
 
 
@@ -355,6 +382,7 @@ class SplitCheck:
     fatal: list[Problem]  # not tied to one image: --skip-invalid cannot drop them
     dropped: int  # images with a problem: what --skip-invalid drops
     listed: int  # images the JSON lists
+    warnings: list[Problem] = field(default_factory=list)  # used as they are; worth a look
 
     @property
     def empty(self) -> bool:
@@ -374,12 +402,12 @@ def check_split(root: str, split: str) -> SplitCheck:
     if not os.path.isfile(json_path):
         raise DatasetError([Problem(json_path, "annotation file not found")], f"cannot use dataset {root}")
     coco = read_json(json_path)
-    records, problems, bad_images = validate_coco(coco, json_path, image_dir)
+    records, problems, bad_images, warnings = validate_coco(coco, json_path, image_dir)
     fatal = [p for p in problems if p.image_id is None or p.image_id not in bad_images]
     images = coco.get("images") if isinstance(coco, dict) else None
     listed_ids = {img.get("id") for img in images if isinstance(img, dict)} if isinstance(images, list) else set()
     return SplitCheck(split, json_path, [r for r in records if r.image_id not in bad_images], problems, fatal,
-                      len(bad_images & listed_ids), len(images) if isinstance(images, list) else 0)
+                      len(bad_images & listed_ids), len(images) if isinstance(images, list) else 0, warnings)
 
 
 def load_split(root: str, split: str, skip_invalid: bool = False, require_annotations: bool = True) -> Split:
@@ -416,23 +444,27 @@ def describe_check(check: SplitCheck) -> list[str]:
     head = (f"{check.name}: {len(check.records)} usable image(s), {digits} digit box(es)"
             + (f", {letters} letter box(es)" if letters else ""))
     if check.empty:
-        return [f"{check.name}: no images ({os.path.basename(check.json_path)} lists none); nothing to train on or score"]
+        return [f"{check.name}: no images ({os.path.basename(check.json_path)} lists none); "
+                "nothing to train on or score"]
+    warned = [f"{len(check.warnings)} warning(s) (training and evaluation use these images as they are):",
+              *("  " + line for line in listed(check.warnings))] if check.warnings else []
     if not check.problems:
-        return [f"{head}; no problems"]
+        return [f"{head}; no problems", *warned]
     if check.fatal:
         verdict = (f"{len(check.problems)} problem(s), {len(check.fatal)} of them not tied to one image: training "
                    "and evaluation refuse this split until the file is fixed")
     else:
         verdict = (f"{len(check.problems)} problem(s) in {check.dropped} image(s): training and evaluation refuse "
-                   "the split as it is; core.train --skip-invalid drops those images")
-    return [head, verdict, *("  " + line for line in listed(check.problems))]
+                   "the split as it is; --skip-invalid (core.train, core.evaluate) drops those images")
+    return [head, verdict, *("  " + line for line in listed(check.problems)), *warned]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m core.data",
         description="Check a dataset in the course layout before training on it: every annotation against its "
-                    "image, every image file decoded whole. Exit status 0: no problem; 2: problems, listed.")
+                    "image, every image file decoded whole. Exit status 0: no problem (warnings, listed, may "
+                    "remain); 2: problems, listed.")
     parser.add_argument("root", help="the dataset folder (train/ with train.json, valid/ with valid.json, ...)")
     parser.add_argument("--split", action="append", help="check only this split (repeatable; default: all)")
     args = parser.parse_args(argv)

@@ -89,7 +89,7 @@ if not tables:
     st.stop()
 
 columns = st.columns(len(tables))
-refused = {}
+flagged = {}  # split: (the verdict or the warnings' head, their lines)
 for column, (name, table) in zip(columns, tables.items()):
     column.metric(f"{name}", f"{len(table.images):,} image{'' if len(table.images) == 1 else 's'}")
     letters = f" · {len(table.letters):,} letters (grey boxes)" if len(table.letters) else ""
@@ -99,13 +99,15 @@ for column, (name, table) in zip(columns, tables.items()):
                                                                     "against it, as training will."):
         lines, bad = checked(root, name, json_mtime(root, name), os.path.getmtime(os.path.join(root, name)))
         if bad:  # the verdict, then the problems (or the one line of a file that cannot be read)
-            refused[name] = (lines[1] if len(lines) > 1 else lines[0], lines[2:])
+            flagged[name] = (lines[1] if len(lines) > 1 else lines[0], lines[2:])
         elif len(table.images):
             column.caption(":material/check_circle: every image file reads and every box fits")
+            if len(lines) > 1:  # warnings (photos stored rotated): used as they are, but worth a look
+                flagged[name] = (lines[1], lines[2:])
     elif table.left_out:  # not checked yet, but the tables already miss these boxes
-        refused[name] = (f"{len(table.left_out)} box(es) whose category is no digit are left out of the tables below; "
+        flagged[name] = (f"{len(table.left_out)} box(es) whose category is no digit are left out of the tables below; "
                          "training refuses the split until they are fixed", [str(p) for p in table.left_out[:25]])
-for name, (head, problems) in refused.items():
+for name, (head, problems) in flagged.items():
     st.warning(f"Split **{name}**: {head.strip()}.\n\n" + "\n".join(f"- {line.strip()}" for line in problems))
 
 with_images = [name for name, t in tables.items() if len(t.images)]

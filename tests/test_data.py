@@ -5,7 +5,7 @@ import shutil
 import pytest
 
 from core.batches import DigitDataset
-from core.data import DatasetError, load_split, main as data_main
+from core.data import DatasetError, categories, check_split, load_split, main as data_main
 
 
 @pytest.fixture()
@@ -131,6 +131,35 @@ def test_dataset_images_keep_their_stored_orientation(tmp_path):
     assert decode_image(tmp_path / "1.jpg", exif_transpose=False).size == (40, 20)
 
 
+def test_the_check_warns_about_images_stored_rotated_and_training_still_uses_them(tmp_path, capsys):
+    from PIL import ExifTags, Image
+
+    (tmp_path / "train").mkdir()
+    images, annotations = [], []
+    pictures = [("1.jpg", 6), ("2.png", 8), ("3.jpg", 1), ("4.png", None), ("5.tif", 6)]  # Pillow turns a TIFF
+    for image_id, (name, orientation) in enumerate(pictures, 1):
+        exif = Image.Exif()
+        if orientation is not None:
+            exif[ExifTags.Base.Orientation] = orientation
+        Image.new("RGB", (40, 20), "red").save(tmp_path / "train" / name, exif=exif.tobytes())
+        with Image.open(tmp_path / "train" / name) as written:
+            width, height = written.size
+        images.append({"id": image_id, "file_name": name, "width": width, "height": height})
+        annotations.append({"id": image_id, "image_id": image_id, "category_id": 3, "bbox": [2, 2, 9, 12]})
+    (tmp_path / "train.json").write_text(json.dumps({"images": images, "annotations": annotations,
+                                                     "categories": categories()}))
+    check = check_split(str(tmp_path), "train")
+    assert not check.problems and len(check.records) == 5, "a warning drops nothing"
+    assert [w.image_id for w in check.warnings] == [1, 2]
+    assert data_main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "train: 5 usable image(s), 5 digit box(es); no problems" in out
+    assert "train.json, image 1: 1.jpg is stored rotated (EXIF orientation 6): its boxes are read against its " \
+           "stored 40x20 pixels" in out
+    assert "train.json, image 2: 2.png is stored rotated (EXIF orientation 8)" in out
+    assert "viewers (and the Detect page) show it turned" in out and "convert its source again with core.convert" in out
+
+
 def test_declared_letter_boxes_are_targets_but_never_digits(dataset_copy):
     def add_letter(coco):
         coco["categories"].append({"id": 11, "name": "letter"})
@@ -171,7 +200,7 @@ def test_the_check_command_lists_each_problem_with_its_image_and_says_what_train
     assert f"train.json, image {missing['id']}: image file missing" in out
     bad = valid["annotations"][0]
     assert f"valid.json, image {bad['image_id']}, annotation {bad['id']}: unknown category_id 0" in out
-    assert out.count("core.train --skip-invalid drops those images") == 2 and "test: 8 usable image(s)" in out
+    assert out.count("--skip-invalid (core.train, core.evaluate) drops those images") == 2 and "test: 8 usable image(s)" in out
     assert data_main([str(dataset_copy), "--split", "test"]) == 0, "only the split asked for"
     (dataset_copy / "test.json").write_text('{"images": [')
     assert data_main([str(dataset_copy), "--split", "test"]) == 2
