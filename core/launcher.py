@@ -19,7 +19,7 @@ import threading
 import time
 from typing import Any
 
-from core.config import TrainConfig
+from core.config import ConfigError, TrainConfig
 from core.events import events_as_lines, read_events
 from core.runs import is_locked, lock_owner, runs_root
 
@@ -48,8 +48,10 @@ def start_run(config: TrainConfig, name: str, root: str | None = None, python: s
     """Launch training into ``runs/<name>``; returns the launch record (pid, argv, folder)."""
     run_dir = run_dir_for(name, root)
     config = TrainConfig.from_dict({**config.to_dict(), "out": run_dir})
-    if not os.path.isdir(config.data):
-        raise LaunchError(f"data folder {config.data!r} does not exist; generate a synthetic dataset first")
+    try:
+        config.check_data()  # the same words as the Train page's check: a resume's folder may have moved
+    except ConfigError as exc:
+        raise LaunchError(str(exc)) from None
     if is_locked(run_dir):
         pid = lock_owner(run_dir)
         raise LaunchError(f"run {name!r} is still training" + (f" (pid {pid})" if pid else "")

@@ -122,30 +122,42 @@ def default_checkpoint() -> str:
 
 
 def list_checkpoints() -> list[str]:
-    """The shipped default first, then every ``runs/*/best.pt`` and every checkpoint written straight into
-    ``runs/`` (``core.checkpoint grow``, ``export`` or ``average`` there), newest first."""
+    """The shipped default first, then, newest first, every checkpoint written straight into ``runs/``
+    (``core.checkpoint grow``, ``export`` or ``average`` there) or into a run folder (its ``best.pt``, and what a user
+    writes beside it: ``core.train``'s end-of-run hint exports ``read-as-weights.pt`` there). ``last.pt`` is left
+    out: it is the run's resume file, and one per run would double the list."""
     found = [default_checkpoint()] if os.path.isfile(default_checkpoint()) else []
     root = runs_root()
     if os.path.isdir(root):
-        names = os.listdir(root)
-        bests = [os.path.join(root, name, "best.pt") for name in names]
-        bests += [os.path.join(root, name) for name in names if name.endswith(".pt")]
-        bests = [p for p in bests if os.path.isfile(p)]
-        found += sorted(bests, key=os.path.getmtime, reverse=True)
+        paths = []
+        for name in os.listdir(root):
+            path = os.path.join(root, name)
+            if os.path.isdir(path):
+                paths += [os.path.join(path, f) for f in os.listdir(path) if f.endswith(".pt") and f != "last.pt"]
+            elif name.endswith(".pt"):
+                paths.append(path)
+        found += sorted((p for p in paths if os.path.isfile(p)), key=os.path.getmtime, reverse=True)
     return found
 
 
+# What only training writes into a run folder, or the app when it launched training there (launch.json: a launch
+# whose process failed before it wrote anything is still a run, shown with its error).
+RUN_FILES = ("config.json", "log.jsonl", "history.json", "launch.json")
+
+
+def is_run_dir(path: str) -> bool:
+    """A folder training, or a launch from the app, wrote into (one a user copied a checkpoint into is no run)."""
+    return os.path.isdir(path) and any(os.path.exists(os.path.join(path, f)) for f in RUN_FILES)
+
+
 def run_dirs() -> list[tuple[str, str]]:
-    """(source, folder) of every stored run: shipped curves, then ``runs/*``."""
+    """(source, folder) of every stored run: shipped curves, then ``runs/*``, each by name."""
     out = []
     for source, root in (("shipped", curves_root()), ("runs", runs_root())):
         if not os.path.isdir(root):
             continue
-        for name in sorted(os.listdir(root)):
-            path = os.path.join(root, name)
-            if os.path.isdir(path) and any(os.path.exists(os.path.join(path, f))
-                                           for f in ("history.json", "log.jsonl", "config.json")):
-                out.append((source, path))
+        out += [(source, os.path.join(root, name)) for name in sorted(os.listdir(root))
+                if is_run_dir(os.path.join(root, name))]
     return out
 
 

@@ -175,7 +175,7 @@ def detection_figure(image, detection: dict, threshold: float, read: set[int], r
 st.title("Detect house numbers")
 checkpoints = list_checkpoints()
 if not checkpoints:
-    st.info("No model is available yet: there is no `checkpoints/default.pt` and no `runs/*/best.pt`. "
+    st.info("No model is available yet: there is no `checkpoints/default.pt` and no checkpoint under `runs/`. "
             "Train one on the **Train** page (it can generate a synthetic dataset first), or run "
             "`python -m core.train --data DIR --out runs/NAME`.")
     st.page_link("pages/train.py", label="Go to the Train page", icon=":material/model_training:")
@@ -183,7 +183,8 @@ if not checkpoints:
 
 with st.sidebar:
     choice = st.selectbox("Checkpoint", checkpoints, format_func=checkpoint_label,
-                          help="The shipped default first, then the best.pt of every run under runs/.")
+                          help="The shipped default first, then every checkpoint under runs/ (each run's best.pt "
+                               "and what was exported beside it; not its last.pt), newest first.")
 try:
     loaded = get_model(choice, os.path.getmtime(choice))
 except (CheckpointError, OSError) as exc:

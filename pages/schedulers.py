@@ -22,10 +22,14 @@ if not runs:
             "Start one on the **Train** page.")
     st.stop()
 
-waiting = [run.label for run in runs if not run.history]
-runs = [run for run in runs if run.history]  # a run with no finished epoch has no curve yet
-if waiting:
-    st.caption(f"Not listed until they finish an epoch: {', '.join(waiting)}.")
+# A run with no finished epoch has no curve: one still going (or about to) will have one, one that ended will not.
+coming = [run.label for run in runs if not run.history and run.state in ("running", "new")]
+ended = [f"{run.label} ({run.state})" for run in runs if not run.history and run.state not in ("running", "new")]
+runs = [run for run in runs if run.history]
+if coming:
+    st.caption(f"Not listed until they finish an epoch (running or about to start): {', '.join(coming)}.")
+if ended:
+    st.caption(f"Not listed, and will not be: ended without finishing an epoch: {', '.join(ended)}.")
 if not runs:
     st.info("No run has finished an epoch yet.")
     st.stop()

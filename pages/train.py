@@ -17,7 +17,7 @@ from core.events import events_as_lines, latest_progress, read_events, tail_text
 from core.launcher import (RUN_NAME, SAVED_FILES, LaunchError, remove_failed_run, run_dir_for, start_run, stop_run,
                            wait_until_started)
 from core.model import ARCHITECTURES
-from core.runs import is_locked, list_checkpoints, read_config, read_history, run_status, runs_root
+from core.runs import is_locked, list_checkpoints, read_config, read_history, run_dirs, run_status, runs_root
 from core.synth import SynthError, generate_dataset, usable_fonts
 from pages import KEPT, ensure_routed, resolve, shown_path
 
@@ -71,7 +71,8 @@ def config_widget(field: dataclasses.Field, default, key: str):
 
 def form_warnings(preview: TrainConfig | None, train_images: int, cuda: bool, device: str | None, preset: str) -> None:
     """What the form's values would do that the user may not mean: no GPU, hours of CPU, a warm-up
-    the run never finishes (its learning rate would never reach the one set)."""
+    the run never finishes (its learning rate would never reach the one set), a from-scratch learning rate on
+    trained weights."""
     if device == "cuda" and not cuda:
         st.warning("This machine has no CUDA GPU: a run with device cuda stops at once. Pick device cpu or auto "
                    "(and expect the reference to take days on a CPU), or the CPU preset.")
@@ -88,6 +89,9 @@ def form_warnings(preview: TrainConfig | None, train_images: int, cuda: bool, de
         st.warning(f"Warm-up steps ({preview.warmup_steps}) outlast the whole run ({steps} optimisation steps of "
                    f"{preview.batch_size} images): the learning rate would never reach {preview.lr:g}. Fewer warm-up "
                    "steps, or more epochs or images.")
+    note = preview.fine_tune_lr_note()
+    if note:
+        st.warning(note[0].upper() + note[1:])
 
 
 def field_help(name: str, text: str | None = None) -> str:
@@ -132,13 +136,11 @@ def count_images(data_dir: str) -> int:
 
 
 def known_runs() -> list[str]:
-    """Run folders the launcher can address (others, e.g. made by hand with spaces, are listed on the
-    Schedulers page but cannot be driven from here)."""
-    root = runs_root()
-    if not os.path.isdir(root):
-        return []
-    names = [n for n in os.listdir(root) if os.path.isdir(os.path.join(root, n)) and RUN_NAME.fullmatch(n)]
-    return sorted(names, key=lambda n: os.path.getmtime(os.path.join(root, n)), reverse=True)
+    """Run folders (as the Schedulers page finds them) the launcher can address, newest first (others, e.g. made by
+    hand with spaces, are listed on the Schedulers page but cannot be driven from here)."""
+    names = [os.path.basename(path) for source, path in run_dirs() if source == "runs"]
+    names = [n for n in names if RUN_NAME.fullmatch(n)]
+    return sorted(names, key=lambda n: os.path.getmtime(os.path.join(runs_root(), n)), reverse=True)
 
 
 def read_run(run_dir: str) -> tuple[dict, list[dict], str]:
@@ -266,7 +268,8 @@ def resume_form(selected: str, run_dir: str, config: dict, epochs_done: int, com
     if st.button(label, help="Continue from last.pt at the next epoch; a cosine schedule anneals over the new "
                              "total from there."):
         try:
-            resumed = TrainConfig.from_dict({**config, "resume": True, "epochs": int(more), "data": resolve(data)})
+            resumed = TrainConfig.from_dict({**config, "resume": True, "epochs": int(more),
+                                             "data": resolve(data)}).check_data()
             start_run(resumed, selected)
         except (ConfigError, LaunchError, OSError) as exc:
             st.error(f"Not resumed: {exc}")
@@ -317,8 +320,11 @@ with st.expander("New run", expanded=not runs_at_start, icon=":material/add:"):
                              help=field_help("data", "Course layout: train/ and valid/ image folders with "
                                                      "train.json and valid.json."))
     missing = [f for f in ("train.json", "valid.json") if not os.path.isfile(os.path.join(resolve(data_dir), f))]
-    if missing:
+    if missing and not os.path.isdir(resolve(data_dir)):
+        st.warning(f"No folder at `{data_dir}`: check the path, or generate a synthetic dataset there:")
+    elif missing:
         st.warning(f"No dataset at `{data_dir}` yet ({' and '.join(missing)} missing). Generate a synthetic one:")
+    if missing:
         columns = st.columns(4)
         n_train = columns[0].number_input("train images", 1, 200_000, 2000, 100, key=f"{KEPT}gen-train")
         n_valid = columns[1].number_input("valid images", 1, 50_000, 300, 50, key=f"{KEPT}gen-valid")
@@ -385,7 +391,7 @@ with st.expander("New run", expanded=not runs_at_start, icon=":material/add:"):
     if st.button("Launch training", type="primary"):
         try:
             values["data"] = resolve(values["data"])
-            config = TrainConfig.from_dict({**values, "out": run_name or "?"}).check_weights()
+            config = TrainConfig.from_dict({**values, "out": run_name or "?"}).check_data().check_weights()
             record = start_run(config, run_name)
         except (ConfigError, LaunchError, OSError) as exc:
             st.error(f"Not launched: {exc}{form_fields(exc)}")

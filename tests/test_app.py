@@ -17,8 +17,9 @@ from core import predict as predict_mod
 from core.data import load_split
 from core.images import decode_image
 from core.launcher import LaunchError, remove_failed_run
-from core.predict import NumberReader, load_model, predict_images, read_number
-from core.runs import is_locked, run_status
+from core.predict import ENLARGED_PAST_AUTO, NumberReader, enlarged_past_auto, load_model, predict_images, read_number
+from core.runs import RunLock, is_locked, run_status
+from pages import checkpoint_label
 
 
 @pytest.fixture()
@@ -135,6 +136,9 @@ def test_input_size_control_runs_the_model_at_that_size(app_dirs, tiny_run, tiny
     path = os.path.join(tiny_data, "test", "5.png")
     at.file_uploader[0].set_value(("5.png", _png(path), "image/png"))
     at.run()
+    assert not [w for w in at.warning if "more than auto does" in w.value], "auto enlarges nothing past itself"
+    assert {b.label for b in at.get("download_button")} == {"Download pred.json (Task 1)",
+                                                            "Download pred.csv (Task 2)"}, "one upload, its files"
     next(s for s in at.selectbox if s.label == "Input size").set_value(256)
     at.run()
     assert not at.exception, at.exception
@@ -142,6 +146,12 @@ def test_input_size_control_runs_the_model_at_that_size(app_dirs, tiny_run, tiny
     loaded = load_model(str(runs / "tiny" / "best.pt"), "cpu")
     expected = read_number(real(loaded, [("5.png", _png(path))], input_size=256).detections[0], loaded.reader)
     assert at.metric[0].value == (expected if expected != "-1" else "no digit (-1)")
+    enlarged = enlarged_past_auto(loaded, Image.open(path).size, 256)
+    assert enlarged > ENLARGED_PAST_AUTO, "the tiny model's auto keeps this image small: 256 px enlarges it"
+    assert [w.value for w in at.warning if "more than auto does" in w.value] == [
+        f"Input size 256 px enlarges this image {enlarged:.1f}x more than auto does: a number that fills it grows "
+        "past the digit sizes the model learned and is read worse. Fixed sizes help with small digits in large "
+        "photos; auto reads a close-up at its own size."]
 
 
 def test_shipped_model_reads_a_clear_house_number(app_dirs, tmp_path):
@@ -407,6 +417,22 @@ def test_schedulers_page_overlays_the_shipped_pair(app_dirs):
     assert not any(t["name"].endswith("(raw)") for t in traces), "the learning rate is never smoothed"
 
 
+def test_schedulers_page_says_which_runs_without_an_epoch_will_appear(app_dirs):
+    runs, _ = app_dirs
+    _fake_run(runs / "done", "step", [0.2])
+    _fake_run(runs / "starting", "cosine", [])  # config.json written, nothing logged yet
+    _log_events(runs / "training", {"event": "start", "time": 1, "epochs": 3})
+    _log_events(runs / "bad-data", {"event": "error", "time": 1, "message": "train.json: file not found"})
+    _log_events(runs / "killed", {"event": "start", "time": 1, "epochs": 3})
+    with RunLock(str(runs / "training")):
+        at = _app("pages/schedulers.py")
+    coming = [c.value for c in at.caption if "until they finish an epoch" in c.value]
+    ended = [c.value for c in at.caption if "will not be" in c.value]
+    assert len(coming) == 1 and "starting, training." in coming[0] and "bad-data" not in coming[0], coming
+    assert len(ended) == 1 and "bad-data (failed), killed (died)." in ended[0], ended
+    assert at.multiselect[0].options == ["done"]
+
+
 def test_schedulers_page_with_no_runs(app_dirs):
     at = _app("pages/schedulers.py")
     assert "No runs are stored yet" in at.info[0].value
@@ -431,6 +457,59 @@ def test_train_form_refuses_weights_of_another_width_naming_the_width_to_set(app
     assert any("is a digitnet_fpn of width 1.5, but this run builds width 1: set the model width to 1.5" in e.value
                and "Model width (digitnet_fpn)" in e.value for e in at.error), [e.value for e in at.error]
     assert not (runs / "wide-by-mistake").exists(), "nothing launched, no failed run left behind"
+
+
+def test_train_page_offers_every_checkpoint_in_runs_lists_only_runs_and_checks_weights_before_launch(app_dirs,
+                                                                                                      tiny_data):
+    runs, ckpts = app_dirs
+    shutil.copy(os.path.join(ROOT, "checkpoints", "default.pt"), ckpts / "default.pt")
+    _log_events(runs / "ft1", {"event": "start", "time": 1, "epochs": 1},
+                {"event": "end", "time": 2, "status": "completed"}, epochs=1)
+    for name in ("best.pt", "last.pt", "read-as-weights.pt"):  # what core.train's end-of-run hint exports
+        (runs / "ft1" / name).write_bytes(b"x")
+    (runs / "badpt").mkdir()  # a file a user copied in: no checkpoint, and no run
+    torch.save({"hello": torch.zeros(1)}, runs / "badpt" / "best.pt")
+    at = _app("pages/train.py")
+    assert _by_label(at.selectbox, "Run").options == ["ft1 (completed)"], "a folder holding only a .pt file is no run"
+    weights = _by_label(at.selectbox, "Start from weights")
+    assert weights.options[:3] == ["auto", "none", str(ckpts / "default.pt")]
+    assert str(runs / "ft1" / "read-as-weights.pt") in weights.options, "what the end-of-run hint names is offered"
+    assert str(runs / "badpt" / "best.pt") in weights.options
+    assert not [option for option in weights.options if option.endswith("last.pt")], "resume files are not offered"
+
+    _by_label(at.text_input, "Data folder").set_value(tiny_data)
+    _by_label(at.selectbox, "Start from weights").set_value(str(ckpts / "default.pt"))
+    at.run()
+    assert _by_label(at.number_input, "Learning rate").value == pytest.approx(1e-3), "the CPU preset's"
+    warned = [w.value for w in at.warning if "Learning rate 0.001 is one to train from scratch" in w.value]
+    assert len(warned) == 1 and "Fine-tuning usually takes 1e-4 to 2e-4" in warned[0], [w.value for w in at.warning]
+    _by_label(at.number_input, "Learning rate").set_value(1e-4).run()
+    assert not [w for w in at.warning if "train from scratch" in w.value], "a fine-tuning rate is not questioned"
+
+    _by_label(at.selectbox, "Start from weights").set_value(str(runs / "badpt" / "best.pt"))
+    _by_label(at.text_input, "Run name").set_value("from-badpt")
+    _by_label(at.button, "Launch training").click()
+    at.run()
+    assert any(f"{runs}/badpt/best.pt is not a checkpoint: no digitnet_fpn weights in it (a dict of 'hello')" in e.value
+               and "(check: Start from weights)" in e.value for e in at.error), [e.value for e in at.error]
+    assert not (runs / "from-badpt").exists(), "nothing launched, no failed run left behind"
+
+
+def test_train_page_says_a_data_folder_that_is_not_there_is_a_path_to_check(app_dirs, tmp_path):
+    runs, _ = app_dirs
+    nowhere = str(tmp_path / "nowhere")
+    at = _app("pages/train.py")
+    _by_label(at.text_input, "Data folder").set_value(nowhere)
+    at.run()
+    assert any(w.value.startswith(f"No folder at `{nowhere}`: check the path, or generate a synthetic dataset there")
+               for w in at.warning), [w.value for w in at.warning]
+    assert [b for b in at.button if b.label == "Generate synthetic dataset"], "the offer stays"
+    _by_label(at.text_input, "Run name").set_value("typo")
+    _by_label(at.button, "Launch training").click()
+    at.run()
+    assert any(e.value == f"Not launched: no folder at {nowhere}: check the path, or generate a synthetic dataset "
+                          "there (check: Data folder)" for e in at.error), [e.value for e in at.error]
+    assert not (runs / "typo").exists()
 
 
 def test_train_form_refuses_bad_names_and_launches_a_run(app_dirs, tiny_data):
@@ -735,6 +814,26 @@ def _finish(at, timeout=120):
     raise AssertionError("the evaluation did not finish")
 
 
+def test_evaluate_page_offers_to_skip_broken_images_and_lists_them(app_dirs, tiny_run, tiny_data, tmp_path,
+                                                                    monkeypatch):
+    runs, _ = app_dirs
+    at, folder = _evaluate_page(runs, tiny_run, tiny_data, tmp_path, monkeypatch)
+    broken = sorted(os.listdir(folder / "valid"))[0]
+    (folder / "valid" / broken).write_text("not a picture")
+    at = _app("pages/evaluate.py")
+    at.button[0].click().run()
+    _finish(at)
+    assert not at.metric and len(at.error) == 1 and broken in at.error[0].value
+    assert "turn on **Skip images with problems** in the sidebar" in at.error[0].value
+    _by_label(at.toggle, "Skip images with problems").set_value(True).run()
+    next(b for b in at.button if b.label == "Evaluate").click().run()
+    _finish(at)
+    assert [m.label for m in at.metric][:4] == ["mAP@[.5:.95]", "AP50", "AP75", "Task 2"]
+    assert any(c.value.startswith("7 images") for c in at.caption), "the other seven are scored"
+    skipped = [w.value for w in at.warning if "skipped, not scored" in w.value]
+    assert len(skipped) == 1 and broken in skipped[0] and skipped[0].startswith("1 image(s) with problems")
+
+
 def test_evaluate_page_shows_the_report_and_filters_the_failure_gallery(app_dirs, tiny_run, tiny_data, tmp_path,
                                                                       monkeypatch):
     runs, _ = app_dirs
@@ -804,8 +903,8 @@ def test_evaluate_page_compares_two_checkpoints_and_names_a_folder_without_annot
     deltas = {m.label: m.delta for m in at.metric if m.delta}
     values = {m.label: m.value for m in at.metric}
     assert {k: d for k, d in deltas.items() if k != "ms per image"} == {
-        k: f"+0.000 vs {values[k]} (the other)" for k in ("mAP@[.5:.95]", "AP50", "AP75", "Task 2")}, \
-        "the same weights: no difference, and the other's own figure"
+        k: f"+0.000 vs {values[k]} ({checkpoint_label(str(runs / 'other' / 'best.pt'))})"
+        for k in ("mAP@[.5:.95]", "AP50", "AP75", "Task 2")}, "the same weights: no difference, and the other's named"
     assert " vs " in deltas["ms per image"], "the other's speed too"
     titles = [json.loads(c.proto.spec)["layout"].get("title", {}).get("text") for c in at.get("plotly_chart")]
     assert "This checkpoint" in titles and "runs/other/best.pt" in " ".join(t or "" for t in titles)

@@ -75,3 +75,56 @@ def test_the_cpu_time_estimate_follows_the_architecture_and_the_width():
     assert estimated_seconds(wide, 1800, False, 2) / seconds == pytest.approx(1.5 ** 1.3)
     assert estimated_seconds(narrow, 1800, cuda_available=True, cpu_count=2) is not None, "device cpu asked for"
     assert estimated_seconds(TrainConfig(out="r", arch="digitnet_fpn", device="cuda"), 1800, True, 2) is None
+
+
+def test_weights_training_could_not_start_from_are_refused_naming_the_file_and_what_it_holds(tmp_path):
+    import torch
+
+    from core.model import build_model
+
+    def refusal(contents, arch="digitnet_fpn"):
+        path = tmp_path / "best.pt"
+        torch.save(contents, path)
+        with pytest.raises(ConfigError) as caught:
+            TrainConfig(out="r", arch=arch, weights=str(path), lr=1e-4).check_weights()
+        assert caught.value.fields == ["weights"], "the form names its weights field"
+        return str(caught.value)
+
+    assert refusal({"hello": torch.zeros(1)}) == \
+        f"{tmp_path}/best.pt is not a checkpoint: no digitnet_fpn weights in it (a dict of 'hello')"
+    assert refusal({"epoch": 3, "note": "x"}).endswith("is not a checkpoint: no model weights in it (a dict of "
+                                                        "'epoch', 'note')")
+    assert refusal([1, 2, 3]).endswith("no model weights in it (a list of 3 items)")
+    digitnet = build_model("digitnet_fpn", weights="none")[0].state_dict()
+    assert "only 0.0% of fasterrcnn_resnet50_fpn_v2's weights fit" in refusal(digitnet, "fasterrcnn_resnet50_fpn_v2")
+    with pytest.raises(ConfigError, match="weights file .*missing.pt: no such file"):
+        TrainConfig(out="r", arch="digitnet_fpn", weights=str(tmp_path / "missing.pt")).check_weights()
+    # A plain state dict that fits is accepted (torchvision's own format), and so is ours inside a "model" key.
+    torch.save(digitnet, tmp_path / "state.pt")
+    torch.save({"model": digitnet, "epoch": 3}, tmp_path / "trainer.pt")
+    for name in ("state.pt", "trainer.pt"):
+        TrainConfig(out="r", arch="digitnet_fpn", weights=str(tmp_path / name)).check_weights()
+
+
+def test_a_from_scratch_learning_rate_on_trained_weights_is_noted_not_refused(tmp_path, capsys):
+    weights = tmp_path / "best.pt"
+    weights.write_bytes(b"x")  # the note reads only the settings: check_weights judges the file
+    tune = TrainConfig(out="r", arch="digitnet_fpn", weights=str(weights), lr=1e-3)
+    note = tune.fine_tune_lr_note()
+    assert note.startswith(f"learning rate 0.001 is one to train from scratch: on the weights of {weights}")
+    assert "Fine-tuning usually takes 1e-4 to 2e-4" in note
+    for quiet in (dataclasses.replace(tune, lr=5e-4), dataclasses.replace(tune, weights="none"),
+                  dataclasses.replace(tune, weights="auto"), dataclasses.replace(tune, resume=True),
+                  dataclasses.replace(tune, weights=str(tmp_path / "not-there.pt"))):
+        assert quiet.fine_tune_lr_note() is None, quiet
+    parse_args(["--out", "x", "--arch", "digitnet_fpn", "--weights", str(weights), "--lr", "1e-3"])
+    assert capsys.readouterr().err == f"core.train: note: {note}\n", "the command line says what the page warns"
+    parse_args(["--out", "x", "--arch", "digitnet_fpn", "--weights", str(weights), "--lr", "2e-4"])
+    assert capsys.readouterr().err == ""
+
+
+def test_a_data_folder_that_is_not_there_is_named_as_a_path_to_check(tmp_path):
+    with pytest.raises(ConfigError, match=f"no folder at {tmp_path}/nowhere: check the path") as caught:
+        TrainConfig(out="r", data=str(tmp_path / "nowhere")).check_data()
+    assert caught.value.fields == ["data"]
+    assert TrainConfig(out="r", data=str(tmp_path)).check_data().data == str(tmp_path)

@@ -27,7 +27,7 @@ def test_safe_names_stay_inside_runs(tmp_path):
 
 def test_missing_data_folder_is_refused(tmp_path):
     cfg = tiny_config(str(tmp_path / "no-data"), "x")
-    with pytest.raises(LaunchError, match="does not exist"):
+    with pytest.raises(LaunchError, match="no folder at .*: check the path"):
         start_run(cfg, "r", str(tmp_path / "runs"))
     assert not (tmp_path / "runs" / "r").exists()
 
@@ -173,7 +173,7 @@ def test_train_form_rejects_out_of_range_values(tmp_path, monkeypatch, tiny_data
         widgets[name].set_value(good)
     next(b for b in at.button if b.label == "Launch training").click()
     at.run()
-    assert any("does not exist" in e.value for e in at.error)
+    assert any("no folder at" in e.value and "check the path" in e.value for e in at.error)
     assert not os.path.exists(tmp_path / "runs" / "no-data")
 
 

@@ -96,6 +96,17 @@ def test_weights_file(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), donor.state_dict().values()))
     with pytest.raises(ModelError, match="weights file .*missing.pth: no such file"):
         build_model("digitnet_fpn", weights=str(tmp_path / "missing.pth"))
+    # A dict of tensors none of which is the model's: named with what it holds, not measured as 0% fitting.
+    torch.save({"hello": torch.zeros(1), **{f"t{i}": torch.zeros(2) for i in range(4)}}, path)
+    with pytest.raises(ModelError, match=r"w.pth is not a checkpoint: no digitnet_fpn weights in it \(a dict of "
+                                         r"'hello', 't0', 't1', 't2' and 1 more\)$"):
+        build_model("digitnet_fpn", weights=str(path))
+    torch.save(torch.zeros(3, 4), path)
+    with pytest.raises(ModelError, match=r"no model weights in it \(one tensor of shape \(3, 4\)\)$"):
+        build_model("digitnet_fpn", weights=str(path))
+    torch.save({**donor.state_dict(), "note": "x"}, path)
+    with pytest.raises(ModelError, match="w.pth: expected a state dict of tensors"):
+        build_model("digitnet_fpn", weights=str(path))
 
 
 def test_every_architecture_has_a_summary():

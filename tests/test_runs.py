@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from core.runs import RunBusyError, RunLock, list_checkpoints, read_history, run_status
+from core.runs import RunBusyError, RunLock, list_checkpoints, read_history, run_dirs, run_status
 
 
 def _log(run_dir, *events):
@@ -79,17 +79,41 @@ def test_checkpoints_offered_are_the_shipped_default_then_runs_newest_first(tmp_
     monkeypatch.setenv("DIGIT_STUDIO_CHECKPOINTS", str(checkpoints))
     monkeypatch.setenv("DIGIT_STUDIO_RUNS", str(runs))
     assert list_checkpoints() == []
+
+    def write(path, age):
+        path.write_bytes(b"x")
+        os.utime(path, (time.time() + age, time.time() + age))
+
     for index, name in enumerate(("old", "new", "nothing-saved")):
         (runs / name).mkdir(parents=True)
         if name != "nothing-saved":
-            (runs / name / "best.pt").write_bytes(b"x")
-            os.utime(runs / name / "best.pt", (time.time() + index, time.time() + index))
+            write(runs / name / "best.pt", index)
+            write(runs / name / "last.pt", 10 + index)  # the newest of all: a resume file, never offered
     checkpoints.mkdir()
-    (checkpoints / "default.pt").write_bytes(b"x")
+    write(checkpoints / "default.pt", 20)  # first however new the others are
     assert list_checkpoints() == [str(checkpoints / "default.pt"), str(runs / "new" / "best.pt"),
                                   str(runs / "old" / "best.pt")]
-    (runs / "wide-start.pt").write_bytes(b"x")  # what core.checkpoint grow (or export) writes straight into runs/
+    write(runs / "wide-start.pt", 5)  # what core.checkpoint grow (or export) writes straight into runs/
     (runs / "notes.txt").write_text("x")
-    os.utime(runs / "wide-start.pt", (time.time() + 5, time.time() + 5))
-    assert list_checkpoints()[:2] == [str(checkpoints / "default.pt"), str(runs / "wide-start.pt")]
-    assert len(list_checkpoints()) == 4
+    # core.train's end-of-run hint exports read-as-weights.pt into the run's folder: offered, by its own time.
+    write(runs / "old" / "read-as-weights.pt", 3)
+    (runs / "old" / "report").mkdir()
+    (runs / "old" / "report" / "notes.txt").write_text("x")
+    assert list_checkpoints() == [str(checkpoints / "default.pt"), str(runs / "wide-start.pt"),
+                                  str(runs / "old" / "read-as-weights.pt"), str(runs / "new" / "best.pt"),
+                                  str(runs / "old" / "best.pt")]
+
+
+def test_a_folder_is_a_run_only_when_training_or_a_launch_wrote_into_it(tmp_path, monkeypatch):
+    checkpoints, runs = tmp_path / "checkpoints", tmp_path / "runs"
+    monkeypatch.setenv("DIGIT_STUDIO_CHECKPOINTS", str(checkpoints))
+    monkeypatch.setenv("DIGIT_STUDIO_RUNS", str(runs))
+    for name, files in {"copied": ["best.pt"], "cli": ["config.json"], "logged": ["log.jsonl"],
+                        "curves": ["history.json"], "launched": ["launch.json", "stderr.log"],
+                        "notes": ["stderr.log", "notes.txt"]}.items():
+        (runs / name).mkdir(parents=True)
+        for file in files:
+            (runs / name / file).write_text("x")
+    (runs / "loose.pt").write_text("x")
+    assert run_dirs() == [("runs", str(runs / name)) for name in ("cli", "curves", "launched", "logged")], \
+        "a folder holding only a copied checkpoint (or stray files) is no run"

@@ -347,6 +347,16 @@ def test_a_fine_tune_of_a_model_that_reads_otherwise_says_how_to_read_as_it(tiny
     assert "--reading-of" not in capsys.readouterr().out, "no hint when the weights read as the run does"
 
 
+def test_weights_that_are_no_checkpoint_are_refused_before_a_run_folder_is_made(tmp_path, capsys):
+    weights = tmp_path / "best.pt"
+    torch.save({"hello": torch.zeros(1)}, weights)
+    out = tmp_path / "tuned"
+    assert run(tiny_config(str(tmp_path / "no-data"), str(out), weights=str(weights)), stream=None) == 2
+    assert f"core.train: error: {weights} is not a checkpoint: no digitnet_fpn weights in it (a dict of 'hello')\n" \
+        in capsys.readouterr().err
+    assert not out.exists(), "refused before the run folder (and a failed run in the app's list)"
+
+
 def test_the_stop_message_says_whether_an_epoch_was_saved(tmp_path):
     from core.train import StopFlag, _stop_message
 
@@ -464,6 +474,15 @@ def test_the_compact_model_without_a_learning_rate_is_told_the_readmes(tmp_path,
         assert train_mod.main(["--data", missing, "--out", str(tmp_path / "b"), "--arch", "digitnet_fpn",
                                "--lr", "1e-4"]) == 2
         assert "reference recipe's" not in capsys.readouterr().err, "a learning rate asked for is not questioned"
+        weights = tmp_path / "parent.pt"
+        weights.write_bytes(b"x")
+        assert train_mod.main(["--data", missing, "--out", str(tmp_path / "c"), "--arch", "digitnet_fpn",
+                               "--weights", str(weights), "--lr", "1e-3"]) == 2
+        assert "core.train: note: learning rate 0.001 is one to train from scratch: on the weights of " \
+               f"{weights}" in capsys.readouterr().err, "a fine-tune at a from-scratch rate is told, not refused"
+        assert train_mod.main(["--data", missing, "--out", str(tmp_path / "d"), "--arch", "digitnet_fpn",
+                               "--weights", str(weights)]) == 2
+        assert "reference recipe's" not in capsys.readouterr().err, "a fine-tune is not told to raise its rate"
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)
