@@ -376,9 +376,13 @@ READERS: dict[str, Callable[..., tuple[int, Iterator[Record]]]] = {
 
 
 def _image_frame(path: str) -> tuple[tuple[int, int], int]:
-    """The stored size and the EXIF orientation (1: shown as stored), from the header only."""
-    with Image.open(path) as handle:
-        return handle.size, exif_orientation(handle)
+    """The stored size and the EXIF orientation (1: shown as stored), from the header only; OSError for a file
+    that is no image, or one so large Pillow refuses to open it (a decompression bomb is refused the same way)."""
+    try:
+        with Image.open(path) as handle:
+            return handle.size, exif_orientation(handle)
+    except Image.DecompressionBombError as exc:
+        raise OSError(f"too large to open ({exc})") from None
 
 
 def _turned(size: tuple[int, int], orientation: int) -> tuple[int, int]:

@@ -350,3 +350,15 @@ def test_voc_size_says_which_frame_the_boxes_of_a_photo_stored_rotated_refer_to(
     else:
         assert len(warnings) == 1 and "assumed its boxes were drawn on the picture as shown" in warnings[0]
         assert ("no usable <size>" if frame is None else "fits both") in warnings[0]
+
+
+def test_an_image_too_large_to_open_is_named_not_a_crash(tmp_path):
+    src = tmp_path / "yolo"
+    (src / "images").mkdir(parents=True)
+    (src / "labels").mkdir()
+    Image.new("1", (20_000, 10_000)).save(src / "images" / "1.png")  # 200 Mpx: Pillow refuses to open it
+    Image.new("RGB", (100, 50)).save(src / "images" / "2.png")
+    with pytest.raises(convert.ConvertError, match=r"1.png: unreadable image \(too large to open"):
+        convert.convert("yolo", str(src), str(tmp_path / "data"), progress_stream=None)
+    report = convert.convert("yolo", str(src), str(tmp_path / "data"), skip_invalid=True, progress_stream=None)
+    assert len(report.dropped) == 1 and load_split(str(tmp_path / "data"), "train").records[0].image_id == 2
