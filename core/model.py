@@ -185,6 +185,10 @@ def _load_state_dict_file(path: str, arch: str, names: set[str]) -> dict[str, to
         loaded = safe_torch_load(path)
     except CheckpointError as exc:
         raise ModelError(f"weights file {exc}") from None
+    theirs = loaded.get("arch") if isinstance(loaded, dict) else None
+    if isinstance(theirs, str) and theirs in ARCHITECTURES and theirs != arch:  # one of ours, of the other model
+        raise ModelError(f"{path} is a {theirs} checkpoint, not a {arch} one: set the architecture to {theirs} "
+                         f"(--arch {theirs})")
     state = loaded["model"] if isinstance(loaded, dict) and isinstance(loaded.get("model"), dict) else loaded
     tensors = [k for k, v in state.items() if isinstance(v, torch.Tensor)] if isinstance(state, dict) else []
     if not names.intersection(tensors):

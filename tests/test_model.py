@@ -107,6 +107,10 @@ def test_weights_file(tmp_path):
     torch.save({**donor.state_dict(), "note": "x"}, path)
     with pytest.raises(ModelError, match="w.pth: expected a state dict of tensors"):
         build_model("digitnet_fpn", weights=str(path))
+    torch.save({"arch": "digitnet_fpn", "model": donor.state_dict()}, path)  # one of ours, for the other model
+    with pytest.raises(ModelError, match=r"w.pth is a digitnet_fpn checkpoint, not a fasterrcnn_resnet50_fpn_v2 one: "
+                                         r"set the architecture to digitnet_fpn \(--arch digitnet_fpn\)$"):
+        build_model("fasterrcnn_resnet50_fpn_v2", {"min_size": 128}, weights=str(path))
 
 
 def test_every_architecture_has_a_summary():

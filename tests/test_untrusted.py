@@ -81,8 +81,13 @@ def test_weights_flag_refuses(evil, tmp_path):
 
 def test_weights_of_another_architecture_are_refused(tmp_path):
     shipped = os.path.join(ROOT, "checkpoints", "default.pt")  # digitnet_fpn
-    with pytest.raises(ModelError, match="only 0.0% of fasterrcnn_resnet50_fpn_v2's weights fit"):
+    with pytest.raises(ModelError, match="default.pt is a digitnet_fpn checkpoint, not a fasterrcnn_resnet50_fpn_v2 "
+                                         "one: set the architecture to digitnet_fpn"):
         build_model("fasterrcnn_resnet50_fpn_v2", {"min_size": 128}, weights=shipped)
+    bare = tmp_path / "bare.pt"  # the same weights without our header: measured, and refused as not fitting
+    torch.save(load_checkpoint(shipped)["model"], bare)
+    with pytest.raises(ModelError, match="only 0.0% of fasterrcnn_resnet50_fpn_v2's weights fit"):
+        build_model("fasterrcnn_resnet50_fpn_v2", {"min_size": 128}, weights=str(bare))
     model, _, note = build_model("digitnet_fpn", weights=shipped)
     assert note.startswith(f"loaded weights from {shipped}") and "re-initialised" not in note
     reference = load_checkpoint(shipped)["model"]
