@@ -236,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"core.evaluate: error: {exc}", file=sys.stderr)
         if isinstance(exc, DatasetError) and os.path.isdir(args.data) and not find_splits(args.data):
             print(f"core.evaluate: {why_not_a_dataset(args.data, args.data).replace('`', '')}", file=sys.stderr)
+        elif isinstance(exc, DatasetError) and exc.problems and all(p.image_id is not None for p in exc.problems):
+            print("core.evaluate: --skip-invalid scores the other images", file=sys.stderr)
         return 2
     if split.dropped:
         print(f"core.evaluate: --skip-invalid: {split.dropped} image(s) with problems are not scored:\n  "

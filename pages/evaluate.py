@@ -65,11 +65,13 @@ def headline(result, other=None, other_label: str = "") -> None:
     columns = st.columns(len(HEADLINE) + 1)
     for column, (key, label) in zip(columns, HEADLINE):
         theirs = None if other is None else other.report.metrics[key]
-        delta = None if other is None else f"{metrics[key] - theirs:+.3f} vs {theirs:.3f} ({other_label})"
+        delta = None if other is None else f"{metrics[key] - theirs:+.3f} vs {theirs:.3f}"
         column.metric(label, f"{metrics[key]:.3f}", delta)
     ms, other_ms = metrics["ms_per_image"], None if other is None else other.report.metrics["ms_per_image"]
     columns[-1].metric("ms per image", f"{ms:.0f}",
                        None if other is None else f"{ms - other_ms:+.0f} vs {other_ms:.0f}", delta_color="inverse")
+    if other is not None:  # named here, not in each delta: a metric's delta is cut off at the column's width
+        st.caption(f"Below each figure: this checkpoint's difference from {other_label}, and its figure.")
 
 
 def confusion_figure(result, title: str) -> go.Figure:

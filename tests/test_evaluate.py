@@ -130,7 +130,7 @@ def test_cli_skip_invalid_scores_the_other_images_as_a_split_without_them(tiny_r
     (without / "test.json").write_text(json.dumps(kept))
     args = ["--ckpt", f"{tiny_run}/best.pt", "--split", "test", "--device", "cpu"]
     assert evaluate_main([*args, "--data", str(broken)]) == 2, "without the flag the split is refused"
-    capsys.readouterr()
+    assert "core.evaluate: --skip-invalid scores the other images" in capsys.readouterr().err
     assert evaluate_main([*args, "--data", str(broken), "--skip-invalid", "--json", str(tmp_path / "b.json")]) == 0
     captured = capsys.readouterr()
     assert "2 image(s) with problems are not scored" in captured.err
