@@ -107,8 +107,7 @@ class EvaluationJob:
             self.state, self.message = "cancelled", "cancelled"
         except DatasetError as exc:
             self.state, self.message = "failed", str(exc)
-            self.skippable = not key.skip_invalid and bool(exc.problems) and all(
-                p.image_id is not None for p in exc.problems)
+            self.skippable = exc.skippable
         except (CheckpointError, OSError, ValueError) as exc:
             self.state, self.message = "failed", str(exc)
         except Exception as exc:  # noqa: BLE001 - a thread has nobody else to tell

@@ -250,11 +250,15 @@ class TrainConfig:
                               fields=["data"])
         return self
 
+    @property
+    def fine_tunes(self) -> bool:
+        """--weights names a file: the run starts from trained weights rather than from scratch (or "auto")."""
+        return self.weights not in ("auto", "none") and os.path.isfile(self.weights)
+
     def fine_tune_lr_note(self) -> str | None:
         """The note for a from-scratch learning rate on trained weights (not an error: it may be meant), else None.
         A resumed run goes on from its own last.pt, whatever it started from."""
-        if self.resume or self.lr <= FINE_TUNE_MAX_LR or self.weights in ("auto", "none") \
-                or not os.path.isfile(self.weights):
+        if self.resume or self.lr <= FINE_TUNE_MAX_LR or not self.fine_tunes:
             return None
         return (f"learning rate {self.lr:g} is one to train from scratch: on the weights of {self.weights} it can undo "
                 f"what they learnt (one epoch at 1e-3 took the shipped model from mAP 0.650 to 0.541). Fine-tuning "

@@ -55,7 +55,8 @@ def listed(problems: Sequence[Problem]) -> list[str]:
 class DatasetError(ValueError):
     """A dataset that cannot be used as it is; ``problems`` lists everything found."""
 
-    def __init__(self, problems: Sequence[Problem] | str, summary: str | None = None):
+    def __init__(self, problems: Sequence[Problem] | str, summary: str | None = None, skippable: bool = False):
+        self.skippable = skippable  # every problem is tied to one image: --skip-invalid would drop those and go on
         if isinstance(problems, str):  # re-raised from a DataLoader worker, which passes the message only
             self.problems = []
             super().__init__(problems)
@@ -424,7 +425,8 @@ def load_split(root: str, split: str, skip_invalid: bool = False, require_annota
     check = check_split(root, split)
     if check.problems and (not skip_invalid or check.fatal):
         raise DatasetError(check.problems, f"{json_path}: {len(check.problems)} problem(s)"
-                           + (" that --skip-invalid cannot skip" if skip_invalid and check.fatal else ""))
+                           + (" that --skip-invalid cannot skip" if skip_invalid and check.fatal else ""),
+                           skippable=not check.fatal)
     if not check.records:
         raise DatasetError(check.problems or [Problem(json_path, "no usable images")], f"{json_path}: nothing usable")
     return Split(split, root, check.records, dropped=check.dropped, problems=check.problems)

@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"core.evaluate: error: {exc}", file=sys.stderr)
         if isinstance(exc, DatasetError) and os.path.isdir(args.data) and not find_splits(args.data):
             print(f"core.evaluate: {why_not_a_dataset(args.data, args.data).replace('`', '')}", file=sys.stderr)
-        elif isinstance(exc, DatasetError) and exc.problems and all(p.image_id is not None for p in exc.problems):
+        elif isinstance(exc, DatasetError) and exc.skippable:
             print("core.evaluate: --skip-invalid scores the other images", file=sys.stderr)
         return 2
     if split.dropped:

@@ -797,8 +797,7 @@ def main(argv: list[str] | None = None) -> int:
     # config.json records the data folder whole: "data/synth" from a terminal elsewhere means nothing to the app
     # (or to a later --resume from another folder).
     cfg = dataclasses.replace(cfg, data=os.path.abspath(cfg.data)) if cfg.data else cfg
-    from_scratch = cfg.weights in ("auto", "none") or not os.path.isfile(cfg.weights)
-    if cfg.arch == "digitnet_fpn" and "lr" not in explicit and not cfg.resume and from_scratch:
+    if cfg.arch == "digitnet_fpn" and "lr" not in explicit and not cfg.resume and not cfg.fine_tunes:
         # --lr's default is the reference recipe's, made for COCO-pretrained ResNet-50 weights; a fine-tune from a
         # checkpoint wants about that rate, so it is not told to raise it.
         print(f"core.train: note: lr {cfg.lr:g} is the reference recipe's; digitnet_fpn trains from scratch with "
