@@ -98,7 +98,8 @@ class EvaluationJob:
             report = build_report(split, detections, loaded.reader, seconds,
                                   {"checkpoint": key.checkpoint, "data": key.root, "split": key.split,
                                    "inference": loaded.inference_note(key.input_size),
-                                   "skipped_images": split.dropped, "skipped": listed(split.problems)})
+                                   "skipped_images": split.dropped, "skipped": listed(split.problems),
+                                   "data_warnings": listed(split.warnings)})
             folder = tempfile.mkdtemp(prefix="digit-studio-report-")
             write_report(report, folder)
             self.result = EvaluationResult(report, split, detections, folder, loaded.meta)

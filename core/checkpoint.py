@@ -288,22 +288,33 @@ def _follow_line(text: str) -> float:
 
 
 def _check_one_model(sources: list[str], payloads: list[dict[str, Any]]) -> None:
-    """Raise CheckpointError unless every payload is the first one's model (architecture, options, tensors)."""
-    from core.model import complete_model_kwargs
+    """Raise CheckpointError unless every payload is the first one's model (architecture, options, tensors).
+    How a source reads an image (READING_OPTIONS) may differ: a fine-tune and the exported model it started from
+    are one model read two ways."""
+    from core.model import READING_OPTIONS, complete_model_kwargs
+
+    def model_options(payload: dict[str, Any]) -> dict[str, Any]:
+        options = complete_model_kwargs(payload["model_kwargs"])
+        return {k: v for k, v in options.items() if k not in READING_OPTIONS}
 
     first = payloads[0]
     shapes = {k: tuple(v.shape) for k, v in first["model"].items()}
-    options = complete_model_kwargs(first["model_kwargs"])
     for path, payload in zip(sources[1:], payloads[1:]):
         for key, mine, theirs in (
                 ("arch", payload["arch"], first["arch"]),
                 ("class_names", payload["class_names"], first["class_names"]),
-                ("model_kwargs", complete_model_kwargs(payload["model_kwargs"]), options)):
+                ("model_kwargs", model_options(payload), model_options(first))):
             if mine != theirs:
                 raise CheckpointError(f"{path}: {key} {mine!r} differs from {sources[0]}'s {theirs!r}: "
                                       "only checkpoints of one model can be averaged")
         if {k: tuple(v.shape) for k, v in payload["model"].items()} != shapes:
             raise CheckpointError(f"{path}: its tensors differ from {sources[0]}'s in names or shapes")
+
+
+def _readings_differ(payloads: list[dict[str, Any]]) -> bool:
+    from core.model import reading_options
+
+    return any(reading_options(p["model_kwargs"]) != reading_options(payloads[0]["model_kwargs"]) for p in payloads)
 
 
 def _mean_weights(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -344,7 +355,10 @@ def average(sources: list[str], out: str) -> dict[str, Any]:
     this = "python -m core.checkpoint average " + " ".join([*sources, "--out", out])
     payload["commands"] = [*dict.fromkeys(lineage), this]
     save_checkpoint(out, payload)
-    return describe(payload)
+    meta = describe(payload)
+    if _readings_differ(payloads):
+        meta["reading_note"] = f"reads images as {sources[0]} does (its sources read them in different ways)"
+    return meta
 
 
 def grow(src: str, out: str, width: float) -> dict[str, Any]:
@@ -446,9 +460,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {args.out}: {args.src} at width {args.width:g}; train it with python -m core.train "
                   f"--arch digitnet_fpn --width {args.width:g} --weights {args.out} ...")
         elif args.command == "average":
-            average(args.sources, args.out)
+            meta = average(args.sources, args.out)
             print(f"wrote {args.out}: the average of {len(args.sources)} checkpoints; pick its Task 2 reader with "
                   f"python -m core.evaluate --ckpt {args.out} --data DATA --split valid --sweep-task2")
+            if "reading_note" in meta:
+                print(f"It {meta['reading_note']}; to read as another, python -m core.checkpoint export "
+                      f"{args.out} OUT --reading-of THAT.pt")
         else:
             reader = parse_reader(args.task2_reader).as_dict() if args.task2_reader else None
             meta = export(args.src, args.out, half=not args.float32, task2_threshold=args.task2_threshold,

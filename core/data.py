@@ -91,6 +91,7 @@ class Split:
     records: list[ImageRecord]
     dropped: int = 0
     problems: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)  # used as they are (a rotated photo); worth a look
 
     @property
     def has_letters(self) -> bool:
@@ -429,7 +430,7 @@ def load_split(root: str, split: str, skip_invalid: bool = False, require_annota
                            skippable=not check.fatal)
     if not check.records:
         raise DatasetError(check.problems or [Problem(json_path, "no usable images")], f"{json_path}: nothing usable")
-    return Split(split, root, check.records, dropped=check.dropped, problems=check.problems)
+    return Split(split, root, check.records, dropped=check.dropped, problems=check.problems, warnings=check.warnings)
 
 
 def image_id_from_name(path: str) -> int:

@@ -242,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     if split.dropped:
         print(f"core.evaluate: --skip-invalid: {split.dropped} image(s) with problems are not scored:\n  "
               + "\n  ".join(listed(split.problems)), file=sys.stderr, flush=True)
+    if split.warnings:
+        print(f"core.evaluate: {len(split.warnings)} warning(s) about {args.split}, scored as it is:\n  "
+              + "\n  ".join(listed(split.warnings)), file=sys.stderr, flush=True)
     print(f"core.evaluate: {loaded.meta.get('arch')} from {args.ckpt} on {loaded.device}; "
           f"{len(split.records)} {args.split} images; {loaded.inference_note(input_size)}; "
           f"Task 2: {reader.describe()}", flush=True)

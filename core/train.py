@@ -543,6 +543,10 @@ def _load_splits(cfg: TrainConfig, is_main: bool, say) -> tuple[Split, Split]:
         say(f"--skip-invalid: dropped {train_split.dropped} training and {valid_split.dropped} validation "
             f"image(s) with problems ({len(train_split.problems) + len(valid_split.problems)} problem(s); "
             f"first: {(train_split.problems + valid_split.problems)[0]})")
+    warnings = train_split.warnings + valid_split.warnings
+    if is_main and warnings:
+        say(f"{len(warnings)} warning(s) about the data, trained on as it is (python -m core.data {cfg.data} lists "
+            f"them all); first: {warnings[0]}")
     return train_split, valid_split
 
 

@@ -178,6 +178,8 @@ def show(result, other=None, other_label: str = "") -> None:
     if metrics.get("skipped_images"):
         st.warning(f"{metrics['skipped_images']} image(s) with problems were skipped, not scored:\n\n"
                    + "\n".join(f"- {line}" for line in metrics["skipped"]))
+    if metrics.get("data_warnings"):
+        st.info("Scored as they are, worth a look:\n\n" + "\n".join(f"- {line}" for line in metrics["data_warnings"]))
     tabs = st.tabs(["Per class", "Precision-recall", "Confusion", "Task 2", "Failures", "Files"])
     with tabs[0]:
         st.plotly_chart(per_class_figure(result), key="per-class")

@@ -33,6 +33,18 @@ def assert_same_detections(expected, found, score_tol: float, box_tol: float) ->
         left.pop(match)
 
 
+def tag_rotated(path, orientation: int = 6) -> None:
+    """Re-save the image at ``path`` with an EXIF orientation tag, its pixels as they were (a phone photo's
+    stored frame)."""
+    from PIL import ExifTags, Image
+
+    with Image.open(path) as image:
+        image.load()
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = orientation
+    image.save(path, exif=exif.tobytes())
+
+
 @pytest.fixture(scope="session")
 def fonts():
     return synth.usable_fonts()

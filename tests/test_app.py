@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from conftest import ROOT
+from conftest import ROOT, tag_rotated
 from core import predict as predict_mod
 from core.data import load_split
 from core.images import decode_image
@@ -818,8 +818,9 @@ def test_evaluate_page_offers_to_skip_broken_images_and_lists_them(app_dirs, tin
                                                                     monkeypatch):
     runs, _ = app_dirs
     at, folder = _evaluate_page(runs, tiny_run, tiny_data, tmp_path, monkeypatch)
-    broken = sorted(os.listdir(folder / "valid"))[0]
+    broken, turned = sorted(os.listdir(folder / "valid"))[:2]
     (folder / "valid" / broken).write_text("not a picture")
+    tag_rotated(folder / "valid" / turned)
     at = _app("pages/evaluate.py")
     at.button[0].click().run()
     _finish(at)
@@ -832,6 +833,8 @@ def test_evaluate_page_offers_to_skip_broken_images_and_lists_them(app_dirs, tin
     assert any(c.value.startswith("7 images") for c in at.caption), "the other seven are scored"
     skipped = [w.value for w in at.warning if "skipped, not scored" in w.value]
     assert len(skipped) == 1 and broken in skipped[0] and skipped[0].startswith("1 image(s) with problems")
+    noted = [i.value for i in at.info if "worth a look" in i.value]
+    assert len(noted) == 1 and f"{turned} is stored rotated (EXIF orientation 6)" in noted[0], "scored, and said"
 
 
 def test_evaluate_page_shows_the_report_and_filters_the_failure_gallery(app_dirs, tiny_run, tiny_data, tmp_path,

@@ -98,6 +98,28 @@ def test_average_refuses_checkpoints_of_different_models(tiny_run, tmp_path, cap
     assert "at least two" in capsys.readouterr().err and not out.exists()
 
 
+def test_average_takes_a_fine_tune_and_its_start_read_another_way(tiny_run, tmp_path, capsys):
+    from core.model import reading_options
+
+    first = load_checkpoint(f"{tiny_run}/best.pt")
+    read_otherwise = dict(first, model_kwargs={**first["model_kwargs"], "view_scales": [0.8, 1.0, 1.25],
+                                               "line_heights": "shared"})
+    torch.save(read_otherwise, tmp_path / "exported.pt")
+    out = tmp_path / "soup.pt"
+    assert checkpoint_main(["average", str(tmp_path / "exported.pt"), f"{tiny_run}/best.pt", "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert f"reads images as {tmp_path / 'exported.pt'} does" in said and "--reading-of" in said
+    soup = load_checkpoint(str(out))
+    assert reading_options(soup["model_kwargs"]) == reading_options(read_otherwise["model_kwargs"])
+    assert checkpoint_main(["average", f"{tiny_run}/best.pt", f"{tiny_run}/best.pt", "--out", str(out)]) == 0
+    assert "reads images as" not in capsys.readouterr().out, "one way of reading: nothing to say"
+    channels = first["model_kwargs"]["fpn_channels"]
+    wider = dict(first, model_kwargs={**first["model_kwargs"], "fpn_channels": 2 * channels})
+    torch.save(wider, tmp_path / "wider.pt")
+    assert checkpoint_main(["average", f"{tiny_run}/best.pt", str(tmp_path / "wider.pt"), "--out", str(out)]) == 2
+    assert "fpn_channels" in capsys.readouterr().err, "a model option still refuses"
+
+
 def test_export_sets_and_removes_the_closer_look(tiny_run, tmp_path, capsys):
     from core.model import RefinePolicy, closer_look_of, refine_policy_of
 

@@ -142,6 +142,21 @@ def test_cli_skip_invalid_scores_the_other_images_as_a_split_without_them(tiny_r
     assert (skipped["mAP"], skipped["task2_accuracy"]) == (reference["mAP"], reference["task2_accuracy"])
 
 
+def test_cli_scores_a_split_with_warnings_and_lists_them(tiny_run, tiny_data, tmp_path, capsys):
+    import shutil
+
+    from conftest import tag_rotated
+
+    data = tmp_path / "d"
+    shutil.copytree(tiny_data, data)
+    first = json.loads((data / "test.json").read_text())["images"][0]
+    tag_rotated(data / "test" / first["file_name"])
+    assert evaluate_main(["--ckpt", f"{tiny_run}/best.pt", "--data", str(data), "--split", "test"]) == 0
+    err = capsys.readouterr().err
+    assert "1 warning(s) about test, scored as it is" in err
+    assert f"image {first['id']}: {first['file_name']} is stored rotated (EXIF orientation 6)" in err
+
+
 def test_cli_on_raw_svhn_says_to_convert_it_first(tiny_run, tmp_path, capsys):
     from core.convert import write_svhn_mat
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_config
+from conftest import tag_rotated, tiny_config
 from core.checkpoint import load_checkpoint
 from core.config import TrainConfig
 from core.events import read_events
@@ -236,6 +236,7 @@ def test_skip_invalid_trains_on_the_rest_and_says_how_many(tiny_data, tmp_path, 
     coco["annotations"][0]["bbox"] = [0, 0, -3, 4]
     coco["images"][5]["file_name"] = "gone.png"
     (data / "train.json").write_text(json.dumps(coco))
+    tag_rotated(data / "train" / coco["images"][7]["file_name"])
     assert run(tiny_config(str(data), str(tmp_path / "strict")), stream=None) == 2
     err = capsys.readouterr().err
     assert "zero or negative size" in err and "image file missing" in err
@@ -243,6 +244,8 @@ def test_skip_invalid_trains_on_the_rest_and_says_how_many(tiny_data, tmp_path, 
     out = io.StringIO()
     assert run(tiny_config(str(data), str(tmp_path / "lenient"), skip_invalid=True), stream=out) == 0
     assert "dropped 2 training and 0 validation image(s)" in out.getvalue()
+    assert f"1 warning(s) about the data, trained on as it is (python -m core.data {data} lists them all); first: " \
+           f"train.json, image {coco['images'][7]['id']}: " in out.getvalue()
     start = next(e for e in read_events(str(tmp_path / "lenient" / "log.jsonl")) if e["event"] == "start")
     assert start["dropped"] == 2 and start["train_images"] == 14
 
