@@ -133,6 +133,16 @@ def load_checkpoint(path: str) -> dict[str, Any]:
     return payload
 
 
+def is_checkpoint_file(path: str) -> bool:
+    """Whether ``path`` holds a Digit Studio checkpoint, from its header alone: the tensors are mapped, not read,
+    so a picker can sort many files quickly. ``load_checkpoint`` still checks the file whole."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - any file torch cannot read safely is no checkpoint
+        return False
+    return isinstance(payload, dict) and payload.get("format") == FORMAT
+
+
 def describe(payload: dict[str, Any]) -> dict[str, Any]:
     """The checkpoint's metadata without any tensors (for display and JSON)."""
     keep = ("arch", "model_kwargs", "class_names", "config", "epoch", "metrics", "best", "data",

@@ -8,7 +8,8 @@ from PIL import Image, ImageDraw
 from streamlit.runtime.pages_manager import PagesManager
 
 from core.browse import data_root, find_datasets, find_splits, why_not_a_dataset
-from core.runs import PROJECT_ROOT, default_checkpoint
+from core.checkpoint import is_checkpoint_file
+from core.runs import PROJECT_ROOT, default_checkpoint, list_checkpoints
 
 ROUTED = "_digit_studio_routed"  # set by streamlit_app.py whenever the router runs
 # One colour per digit, so the same digit looks the same on every page and image.
@@ -119,6 +120,25 @@ def number_labels(boxes, digits, scores, on_screen: float) -> list[tuple[float, 
 
 def input_size_label(size) -> str:
     return "auto (recommended)" if size == "auto" else f"{size} px"
+
+
+@st.cache_data(show_spinner=False, max_entries=1024)
+def _holds_checkpoint(path: str, modified: float, size: int) -> bool:
+    return is_checkpoint_file(path)  # keyed by modification time and size: a file written again is looked at again
+
+
+def checkpoint_choices() -> list[str]:
+    """The checkpoints a model can be loaded from (``core.runs.list_checkpoints``), without the other ``.pt`` files
+    under runs/ (a bare state dict, a file of one's own)."""
+    found = []
+    for path in list_checkpoints():
+        try:
+            stat = os.stat(path)
+        except OSError:  # removed since it was listed
+            continue
+        if _holds_checkpoint(path, stat.st_mtime, stat.st_size):
+            found.append(path)
+    return found
 
 
 def checkpoint_label(path: str) -> str:

@@ -17,8 +17,8 @@ from core.model import digitnet_width_of
 from core.predict import (ENLARGED_PAST_AUTO, NumberReader, enlarged_past_auto, image_ids_csv_bytes, join_predictions,
                           load_model, pred_csv_bytes, pred_json_bytes, predict_images, read_digits, read_region,
                           repeated_names)
-from core.runs import list_checkpoints
-from pages import DIGIT_COLOURS, INPUT_SIZES, checkpoint_label, ensure_routed, input_size_label, number_labels
+from pages import (DIGIT_COLOURS, INPUT_SIZES, checkpoint_choices, checkpoint_label, ensure_routed, input_size_label,
+                   number_labels)
 
 ensure_routed()
 
@@ -173,7 +173,7 @@ def detection_figure(image, detection: dict, threshold: float, read: set[int], r
 
 
 st.title("Detect house numbers")
-checkpoints = list_checkpoints()
+checkpoints = checkpoint_choices()
 if not checkpoints:
     st.info("No model is available yet: there is no `checkpoints/default.pt` and no checkpoint under `runs/`. "
             "Train one on the **Train** page (it can generate a synthetic dataset first), or run "
@@ -184,7 +184,7 @@ if not checkpoints:
 with st.sidebar:
     choice = st.selectbox("Checkpoint", checkpoints, format_func=checkpoint_label,
                           help="The shipped default first, then every checkpoint under runs/ (each run's best.pt "
-                               "and what was exported beside it; not its last.pt), newest first.")
+                               "and what was exported beside it; not its last.pt), newest first. Other .pt files are left out.")
 try:
     loaded = get_model(choice, os.path.getmtime(choice))
 except (CheckpointError, OSError) as exc:

@@ -14,9 +14,8 @@ from PIL import Image
 from core.background import EvaluationJob, job_key
 from core.predict import NumberReader, read_digits
 from core.report import ERROR_KINDS, REPORT_FILES
-from core.runs import list_checkpoints
-from pages import (DIGIT_COLOURS, INPUT_SIZES, boxed_picture, checkpoint_label, ensure_routed, focus, in_area,
-                   input_size_label, pick_dataset)
+from pages import (DIGIT_COLOURS, INPUT_SIZES, boxed_picture, checkpoint_choices, checkpoint_label, ensure_routed,
+                   focus, in_area, input_size_label, pick_dataset)
 
 ensure_routed()
 
@@ -202,7 +201,7 @@ def show(result, other=None, other_label: str = "") -> None:
 
 
 st.title("Evaluate a checkpoint")
-checkpoints = list_checkpoints()
+checkpoints = checkpoint_choices()
 if not checkpoints:
     st.info("No checkpoint yet: train one on the **Train** page.")
     st.stop()

@@ -874,13 +874,20 @@ def test_evaluate_page_shows_the_report_and_filters_the_failure_gallery(app_dirs
 def test_evaluate_page_names_a_checkpoint_that_cannot_be_loaded_and_an_empty_split(app_dirs, tiny_run, tiny_data,
                                                                                    tmp_path, monkeypatch):
     runs, _ = app_dirs
+    from core.checkpoint import FORMAT
+
     (runs / "broken").mkdir()
     (runs / "broken" / "best.pt").write_bytes(b"not a checkpoint")
+    (runs / "cut").mkdir()
+    torch.save({"format": FORMAT, "arch": "digitnet_fpn"}, runs / "cut" / "best.pt")  # a checkpoint, half written
     at, folder = _evaluate_page(runs, tiny_run, tiny_data, tmp_path, monkeypatch)
-    _by_label(at.selectbox, "Checkpoint").set_value(str(runs / "broken" / "best.pt")).run()
+    offered = _by_label(at.selectbox, "Checkpoint").options
+    assert str(runs / "cut" / "best.pt") in offered and str(runs / "broken" / "best.pt") not in offered, \
+        "a file that is no checkpoint is not offered"
+    _by_label(at.selectbox, "Checkpoint").set_value(str(runs / "cut" / "best.pt")).run()
     at.button[0].click().run()
     _finish(at)
-    assert "evaluation failed" in at.error[0].value and "best.pt" in at.error[0].value
+    assert "evaluation failed" in at.error[0].value and "checkpoint is missing model_kwargs" in at.error[0].value
     coco = json.loads((folder / "test.json").read_text())
     (folder / "test.json").write_text(json.dumps({**coco, "images": [], "annotations": []}))
     _by_label(at.selectbox, "Checkpoint").set_value(str(runs / "tiny" / "best.pt")).run()

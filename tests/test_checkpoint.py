@@ -98,6 +98,16 @@ def test_average_refuses_checkpoints_of_different_models(tiny_run, tmp_path, cap
     assert "at least two" in capsys.readouterr().err and not out.exists()
 
 
+def test_is_checkpoint_file_tells_checkpoints_from_other_files(tiny_run, tmp_path):
+    from core.checkpoint import is_checkpoint_file
+
+    torch.save({"hello": torch.zeros(1)}, tmp_path / "state.pt")
+    (tmp_path / "text.pt").write_text("not a checkpoint")
+    (tmp_path / "cut.pt").write_bytes(open(f"{tiny_run}/best.pt", "rb").read()[:300])
+    assert is_checkpoint_file(f"{tiny_run}/best.pt") and is_checkpoint_file(f"{tiny_run}/last.pt")
+    assert not any(is_checkpoint_file(str(tmp_path / n)) for n in ("state.pt", "text.pt", "cut.pt", "gone.pt"))
+
+
 def test_average_takes_a_fine_tune_and_its_start_read_another_way(tiny_run, tmp_path, capsys):
     from core.model import reading_options
 
