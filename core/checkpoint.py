@@ -175,7 +175,6 @@ def export(src: str, out: str, half: bool = True, task2_threshold: float | None 
     the reader recorded: ``task2_reader``, else the plain ``task2_threshold`` (which has no line, so is refused), else
     ``src``'s own."""
     import datetime
-    import json
 
     from core.model import complete_model_kwargs
 
@@ -187,47 +186,64 @@ def export(src: str, out: str, half: bool = True, task2_threshold: float | None 
     payload["model_kwargs"] = complete_model_kwargs(payload["model_kwargs"])
     if reading_of is not None:
         _read_as(payload, reading_of)
-    if look_closer is not None:
-        keys = ("closer_max_short", "closer_max_long", "closer_trigger", "closer_min_score", "closer_small_px",
-                "closer_follow", "closer_locate")
-        _set_model_options(payload, dict(zip(keys, look_closer)), "--look-closer")
-    if views is not None:
-        _set_model_options(payload, {"view_scales": [float(v) for v in views]}, "--views")
-    if view_photos is not None:
-        _set_model_options(payload, {"view_photos": view_photos}, "--view-photos")
-    if line_heights is not None:
-        _set_model_options(payload, {"line_heights": line_heights}, "--line-heights")
-    if crop_views is not None:
-        _set_model_options(payload, {"crop_views": crop_views}, "--crop-views")
-    if follow_line is not None:
-        _set_model_options(payload, {"refine_follow": float(follow_line)}, "--follow-line")
+    _set_reading(payload, look_closer, views, view_photos, line_heights, crop_views, follow_line)
     # An export of an export (a new inference option on the shipped file) names the training checkpoint the
     # weights came from, not the copy in between.
     payload["exported_from"] = payload.get("exported_from") or os.path.abspath(src)
     payload["exported"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    if task2_threshold is not None:
-        if not 0.0 <= task2_threshold <= 1.0:
-            raise ValueError(f"--task2-threshold {task2_threshold} must be a score between 0 and 1")
-        payload["task2_threshold"] = float(task2_threshold)
+    _set_task2_reader(payload, task2_threshold, task2_reader, task2_gap)
+    if metrics_json:
+        _add_evaluation(payload, metrics_json)
+    save_checkpoint(out, payload, half=half)
+    return describe(payload)
+
+
+def _set_reading(payload: dict[str, Any], look_closer, views, view_photos, line_heights, crop_views,
+                 follow_line) -> None:
+    """export's options for how the model reads an image, each checked by building the model; None keeps one."""
+    if look_closer is not None:
+        keys = ("closer_max_short", "closer_max_long", "closer_trigger", "closer_min_score", "closer_small_px",
+                "closer_follow", "closer_locate")
+        _set_model_options(payload, dict(zip(keys, look_closer)), "--look-closer")
+    for flag, key, value in (("--views", "view_scales", None if views is None else [float(v) for v in views]),
+                             ("--view-photos", "view_photos", view_photos),
+                             ("--line-heights", "line_heights", line_heights),
+                             ("--crop-views", "crop_views", crop_views),
+                             ("--follow-line", "refine_follow", None if follow_line is None else float(follow_line))):
+        if value is not None:
+            _set_model_options(payload, {key: value}, flag)
+
+
+def _set_task2_reader(payload: dict[str, Any], threshold: float | None, reader: dict[str, Any] | None,
+                      gap: float | None) -> None:
+    """export's Task 2 reader: a plain ``threshold``, or ``reader``, either with ``gap`` added; None keeps the
+    source's."""
+    if threshold is not None:
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"--task2-threshold {threshold} must be a score between 0 and 1")
+        payload["task2_threshold"] = float(threshold)
         payload.pop("task2_reader", None)
-    if task2_gap is not None:
-        task2_reader = _with_gap(payload, task2_reader, task2_threshold, task2_gap)
-    if task2_reader is not None:
+    if gap is not None:
+        reader = _with_gap(payload, reader, threshold, gap)
+    if reader is not None:
         from core.predict import NumberReader  # predict imports this module
 
-        reader = NumberReader(**task2_reader).as_dict()
+        reader = NumberReader(**reader).as_dict()
         if reader != payload.get("task2_reader"):  # where training picked its own reader says nothing of this one
             payload.pop("task2_reader_picked_on", None)
         payload["task2_reader"] = reader
         payload.pop("task2_threshold", None)
-    if metrics_json:
-        with open(metrics_json, encoding="utf-8") as handle:
-            extra = json.load(handle)
-        keep = ("mAP", "AP50", "AP75", "task2_accuracy", "task2_threshold", "task2_reader", "images", "split", "data",
-                "per_class_AP")
-        payload.setdefault("evaluations", []).append({k: extra[k] for k in keep if k in extra})
-    save_checkpoint(out, payload, half=half)
-    return describe(payload)
+
+
+def _add_evaluation(payload: dict[str, Any], metrics_json: str) -> None:
+    """Record the headline figures of a ``core.evaluate --json`` file in the copy's ``evaluations``."""
+    import json
+
+    with open(metrics_json, encoding="utf-8") as handle:
+        extra = json.load(handle)
+    keep = ("mAP", "AP50", "AP75", "task2_accuracy", "task2_threshold", "task2_reader", "images", "split", "data",
+            "per_class_AP")
+    payload.setdefault("evaluations", []).append({k: extra[k] for k in keep if k in extra})
 
 
 def _with_gap(payload: dict[str, Any], reader: dict[str, Any] | None, threshold: float | None,
