@@ -114,7 +114,7 @@ done
 FRACTION=$($PY -c "print(min(1.0, $EPOCH_IMAGES / $TRAIN_IMAGES))")
 start_weights() { [ "$1" = 1 ] && echo "$WEIGHTS" || echo "$WORK/grown-w$1.pt"; }
 for width in $(for run in $RUNS; do width_of "$run"; done | sort -u); do
-  [ "$width" = 1 ] || $PY -m core.checkpoint grow "$WEIGHTS" "$(start_weights "$width")" --width "$width" \
+  [ "$width" = 1 ] || $PY -m core.checkpoint grow --force "$WEIGHTS" "$(start_weights "$width")" --width "$width" \
     | tee -a "$LOG" || exit 1
 done
 train() {  # MIX:SEED[:WIDTH], extra flags...
@@ -174,7 +174,7 @@ for run in $RUNS; do
   say "$name valid: $(tail -3 "$WORK/valid-$name.log" | tr '\n' ' ')"
   if [ "$(width_of "$run")" = 1 ]; then cp "$WORK/run-$name/best.pt" "$DEST/$name-best.pt"
   else  # a wider model's float32 training checkpoint passes 16 MB, what one file may bring back from a lent GPU
-    $PY -m core.checkpoint export "$WORK/run-$name/best.pt" "$DEST/$name-best.pt" | tee -a "$LOG"
+    $PY -m core.checkpoint export --force "$WORK/run-$name/best.pt" "$DEST/$name-best.pt" | tee -a "$LOG"
   fi
   cp "$WORK/data-$mix/synth.json" "$WORK/run-$name/synth.json"
 done

@@ -22,6 +22,7 @@ from core import synth
 from core.checkpoint import atomic_write_text
 from core.data import load_split
 from core.evaluate import score_detections
+from core.outputs import check_output_file
 from core.predict import load_model, parse_input_size, read_number
 
 
@@ -79,9 +80,10 @@ def scene_tag(args: argparse.Namespace) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ckpt", default=f"{ROOT}/checkpoints/default.pt")
-    parser.add_argument("--scenes", type=int, default=200)
-    parser.add_argument("--empty", type=int, default=200)
-    parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--scenes", type=int, default=200, help="photos with a plate to render and read (>= 1)")
+    parser.add_argument("--empty", type=int, default=200,
+                        help="photos without digits to render and read: how often a wall is read as a number (>= 0)")
+    parser.add_argument("--seed", type=int, default=2026, help="the scenes drawn (another seed: other photos)")
     parser.add_argument("--plate-width", type=plate_width, default=synth.PHOTO_PLATE_WIDTH, metavar="LO,HI",
                         help="the plate's width as a share of the photo's (default 0.10,0.35; 0.03,0.10: small "
                              "plates, as on a phone photo of a whole house front)")
@@ -94,6 +96,13 @@ def main() -> None:
                         help="score the scenes already rendered in this folder (another font list or generator "
                              "version) instead of this machine's")
     args = parser.parse_args()
+    if args.scenes < 1 or args.empty < 0:
+        parser.error(f"--scenes {args.scenes} --empty {args.empty}: render at least one photo with a plate, and no "
+                     "negative number of digit-free ones")
+    try:
+        check_output_file(args.json, "--json")
+    except ValueError as exc:
+        parser.error(str(exc))
     if args.dir:
         out = args.dir
         if not os.path.isfile(os.path.join(out, "valid.json")):

@@ -12,17 +12,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from common import ROOT, median_ms, timed_detections
-from core.checkpoint import atomic_write_text
-from core.data import load_split
+from core.checkpoint import CheckpointError, atomic_write_text
+from core.data import DatasetError, listed, load_split
 from core.evaluate import score_detections
+from core.outputs import check_output_file
 from core.predict import load_model, parse_input_size
 
 
 def score(ckpt: str, data: str, split_name: str, input_size=None, device: str = "auto", limit: int | None = None,
-          progress: bool = True) -> dict:
-    split = load_split(data, split_name)
+          progress: bool = True, skip_invalid: bool = False) -> dict:
+    split = load_split(data, split_name, skip_invalid=skip_invalid)
+    if split.dropped:
+        print(f"--skip-invalid: {split.dropped} image(s) with problems are not scored:\n  "
+              + "\n  ".join(listed(split.problems)), file=sys.stderr, flush=True)
     if limit:
         split.records = split.records[:limit]
     loaded = load_model(ckpt, device)
@@ -45,7 +50,7 @@ def print_report(m: dict) -> None:
     print(f"  speed   median {m['median_ms']:.1f} ms/image (mean {m['mean_ms']:.1f}), one image at a time")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, help="dataset folder in the course layout")
     parser.add_argument("--split", default="test", help="split with labels: train, valid or test (default test)")
@@ -55,12 +60,25 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--limit", type=int, default=None, help="score only the first N images")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
-    args = parser.parse_args()
-    metrics = score(args.ckpt, args.data, args.split, parse_input_size(args.input_size), args.device, args.limit)
+    parser.add_argument("--skip-invalid", action="store_true",
+                        help="score the other images of a split in which some have problems (each one is listed)")
+    args = parser.parse_args(argv)
+    if args.limit is not None and args.limit < 1:
+        parser.error(f"--limit {args.limit}: score at least 1 image (leave it out to score them all)")
+    try:
+        check_output_file(args.json, "--json")
+        metrics = score(args.ckpt, args.data, args.split, parse_input_size(args.input_size), args.device, args.limit,
+                        skip_invalid=args.skip_invalid)
+    except (DatasetError, CheckpointError, ValueError) as exc:
+        print(f"bench/real.py: error: {exc}", file=sys.stderr)
+        if isinstance(exc, DatasetError) and exc.skippable:
+            print("bench/real.py: --skip-invalid scores the other images", file=sys.stderr)
+        return 2
     print_report(metrics)
     if args.json:
         atomic_write_text(args.json, json.dumps(metrics, indent=1))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

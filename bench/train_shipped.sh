@@ -41,7 +41,7 @@ $PY -m core.evaluate --ckpt runs/v3-finetune/best.pt --data $V3 --split valid --
 R=$($PY -c "import json; r = json.load(open('runs/v3-finetune/valid-metrics.json'))['task2_best_reader']; print(f\"{r['anchor']},{r['member']}\")")
 $PY -m core.evaluate --ckpt runs/v3-finetune/best.pt --data data/synth-v3-seed7 --split test --task2-reader "$R" \
     --json runs/v3-finetune/test-metrics.json
-$PY -m core.checkpoint export runs/v3-finetune/best.pt runs/v3-finetune/export.pt --task2-reader "$R" \
+$PY -m core.checkpoint export --force runs/v3-finetune/best.pt runs/v3-finetune/export.pt --task2-reader "$R" \
     --metrics-json runs/v3-finetune/test-metrics.json
 
 # 6. The scheduler comparison: the same configuration twice, 12 epochs of 2,500 images,
@@ -120,11 +120,11 @@ if [ "${WITH_FONTS:-0}" = 1 ]; then
   #      sets.
   LOOK=640,896,0.85,0.98,10
   VIEWS="--views 0.8,1,1.25 --view-photos confirm"
-  $PY -m core.checkpoint export runs/soup-ft-s2/best.pt runs/soup-ft-s2/export.pt --look-closer $LOOK $VIEWS
+  $PY -m core.checkpoint export --force runs/soup-ft-s2/best.pt runs/soup-ft-s2/export.pt --look-closer $LOOK $VIEWS
   $PY -m core.evaluate --ckpt runs/soup-ft-s2/export.pt --data $F --split valid --sweep-task2 \
       --json runs/soup-ft-s2/valid-views-metrics.json
   R=$($PY -c "import json; r = json.load(open('runs/soup-ft-s2/valid-views-metrics.json'))['task2_best_reader']; print(f\"{r['anchor']},{r['member']}\")")
-  $PY -m core.checkpoint export runs/soup-ft-s2/best.pt runs/soup-ft-s2/export.pt --task2-reader "$R" \
+  $PY -m core.checkpoint export --force runs/soup-ft-s2/best.pt runs/soup-ft-s2/export.pt --task2-reader "$R" \
       --look-closer $LOOK $VIEWS
   $PY -m core.evaluate --ckpt runs/soup-ft-s2/export.pt --data data/synth-v4-fonts-seed7 --split test \
       --json runs/soup-ft-s2/test-v4-metrics.json
@@ -135,12 +135,12 @@ if [ "${WITH_FONTS:-0}" = 1 ]; then
   [ -f $V5/valid.json ] || $PY -m core.synth --out $V5 --train 0 --valid 1000 --test 0 --seed 5 --workers 2 --boxes svhn-v5
   [ -f data/synth-v5-fonts-seed7/test.json ] || $PY -m core.synth --out data/synth-v5-fonts-seed7 --train 0 --valid 0 \
       --test 2000 --seed 7 --workers 2 --boxes svhn-v5
-  $PY -m core.checkpoint export runs/soup-ft-s2/best.pt runs/soup-ft-s2/export.pt --task2-reader "$R" \
+  $PY -m core.checkpoint export --force runs/soup-ft-s2/best.pt runs/soup-ft-s2/export.pt --task2-reader "$R" \
       --look-closer $LOOK $VIEWS --line-heights shared
   $PY -m core.evaluate --ckpt runs/soup-ft-s2/export.pt --data $V5 --split valid
   $PY -m core.evaluate --ckpt runs/soup-ft-s2/export.pt --data data/synth-v5-fonts-seed7 --split test \
       --json runs/soup-ft-s2/test-metrics.json
-  $PY -m core.checkpoint export runs/soup-ft-s2/best.pt checkpoints/default.pt --task2-reader "$R" --look-closer $LOOK \
+  $PY -m core.checkpoint export --force runs/soup-ft-s2/best.pt checkpoints/default.pt --task2-reader "$R" --look-closer $LOOK \
       $VIEWS --line-heights shared --metrics-json runs/soup-ft-s2/test-metrics.json
   # 10i. Generator v6 (SVHN's margins calibrated through the ink finder, bench/calibrate_convention.py): 5 epochs of
   #      10,000 of 40,000 new v6 images from that model on a CUDA GPU (README "A fifth lent GPU"; there the run went
@@ -156,9 +156,9 @@ if [ "${WITH_FONTS:-0}" = 1 ]; then
   # default.pt since the fifteenth session: C, whose closer look grows a crop that cut its number off (the sixth
   # --look-closer value; README "The shipped model"). The fourteenth session kept C without it as a candidate.
   G="--task2-reader 0.80,0.70 --look-closer $LOOK,2 $VIEWS --line-heights shared"
-  $PY -m core.checkpoint export runs/gpu14/best.pt runs/gpu14/export-g.pt $G
+  $PY -m core.checkpoint export --force runs/gpu14/best.pt runs/gpu14/export-g.pt $G
   $PY -m core.evaluate --ckpt runs/gpu14/export-g.pt --data data/synth-v6-seed7 --split test \
       --json runs/gpu14/test-v6-seed7-g.json
-  $PY -m core.checkpoint export runs/gpu14/best.pt checkpoints/default.pt $G \
+  $PY -m core.checkpoint export --force runs/gpu14/best.pt checkpoints/default.pt $G \
       --metrics-json runs/gpu14/test-v6-seed7-g.json
 fi

@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from core.outputs import check_new_file
+
 from core import failpoints
 
 FORMAT = "digit-studio-checkpoint"
@@ -28,12 +30,14 @@ class CheckpointError(ValueError):
 
 
 def atomic_write_bytes(path: str, writer) -> None:
-    """Write via ``writer(file)`` to a temporary file beside ``path``, fsync, then rename.
+    """Write via ``writer(file)`` to a temporary file beside ``path`` (its folder made if missing), fsync, then
+    rename.
 
     Readers see the old file or the new one, never half of one, even if the process is
     killed mid-write; a failed write leaves the previous file untouched.
     """
     directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
     try:
         umask = os.umask(0)
@@ -326,13 +330,16 @@ def _check_one_model(sources: list[str], payloads: list[dict[str, Any]]) -> None
     first = payloads[0]
     shapes = {k: tuple(v.shape) for k, v in first["model"].items()}
     for path, payload in zip(sources[1:], payloads[1:]):
-        for key, mine, theirs in (
-                ("arch", payload["arch"], first["arch"]),
-                ("class_names", payload["class_names"], first["class_names"]),
-                ("model_kwargs", model_options(payload), model_options(first))):
-            if mine != theirs:
-                raise CheckpointError(f"{path}: {key} {mine!r} differs from {sources[0]}'s {theirs!r}: "
-                                      "only checkpoints of one model can be averaged")
+        mine, theirs = model_options(payload), model_options(first)
+        differ = {k: (mine.get(k), theirs.get(k)) for k in sorted(set(mine) | set(theirs))
+                  if mine.get(k) != theirs.get(k)}
+        for key in ("arch", "class_names"):
+            if payload[key] != first[key]:
+                differ = {key: (payload[key], first[key])}
+        if differ:
+            said = "; ".join(f"{k} {a!r} (not {b!r})" for k, (a, b) in differ.items())
+            raise CheckpointError(f"{path} differs from {sources[0]} in {said}: only checkpoints of one model can be "
+                                  "averaged")
         if {k: tuple(v.shape) for k, v in payload["model"].items()} != shapes:
             raise CheckpointError(f"{path}: its tensors differ from {sources[0]}'s in names or shapes")
 
@@ -425,6 +432,7 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("src", help="checkpoint to export, e.g. runs/NAME/best.pt")
     exp.add_argument("out", help="where to write it, e.g. checkpoints/default.pt")
     exp.add_argument("--float32", action="store_true", help="keep float32 weights (default: float16 storage)")
+    exp.add_argument("--force", action="store_true", help="replace OUT when it exists (never the file exported)")
     add_reader_arguments(exp, "Task 2 reader to record: the line of digits around one scoring >= ANCHOR, its "
                               "neighbours >= MEMBER, a number of one digit >= SINGLE (core.evaluate --sweep-task2 "
                               "on valid prints the best ANCHOR,MEMBER)",
@@ -465,9 +473,11 @@ def _parser() -> argparse.ArgumentParser:
     grw.add_argument("out", help="where to write the wider model, e.g. runs/wide-start.pt")
     grw.add_argument("--width", type=float, required=True,
                      help="channels of the backbone and FPN as a multiple of digitnet_fpn's default (e.g. 1.5)")
+    grw.add_argument("--force", action="store_true", help="replace OUT when it exists (never SRC)")
     avg = sub.add_parser("average", help="write the weight average of checkpoints of one model (a model soup)")
     avg.add_argument("sources", nargs="+", help="two or more checkpoints of the same architecture and options")
     avg.add_argument("--out", required=True, help="where to write the average, e.g. runs/soup/best.pt")
+    avg.add_argument("--force", action="store_true", help="replace --out when it exists (never one of the sources)")
     return parser
 
 
@@ -479,6 +489,9 @@ def main(argv: list[str] | None = None) -> int:
 
     args = _parser().parse_args(argv)
     try:
+        if args.command != "show":
+            sources = tuple(args.sources) if args.command == "average" else (args.src,)
+            check_new_file(args.out, "--out" if args.command == "average" else "OUT", sources, args.force)
         if args.command == "show":
             print(json.dumps(describe(load_checkpoint(args.path)), indent=1, default=str))
         elif args.command == "grow":
@@ -487,11 +500,13 @@ def main(argv: list[str] | None = None) -> int:
                   f"--arch digitnet_fpn --width {args.width:g} --weights {args.out} ...")
         elif args.command == "average":
             meta = average(args.sources, args.out)
-            print(f"wrote {args.out}: the average of {len(args.sources)} checkpoints; pick its Task 2 reader with "
-                  f"python -m core.evaluate --ckpt {args.out} --data DATA --split valid --sweep-task2")
+            print(f"wrote {args.out}: the average of {len(args.sources)} checkpoints")
             if "reading_note" in meta:
-                print(f"It {meta['reading_note']}; to read as another, python -m core.checkpoint export "
-                      f"{args.out} OUT --reading-of THAT.pt")
+                print(f"It {meta['reading_note']}. To read as another does, first: python -m core.checkpoint export "
+                      f"{args.out} READ.pt --reading-of THAT.pt, and go on with READ.pt.")
+            print(f"Next, pick its Task 2 reader on a validation split: python -m core.evaluate --ckpt {args.out} "
+                  f"--data DATA --split valid --sweep-task2; then record it: python -m core.checkpoint export "
+                  f"{args.out} FINAL.pt --task2-reader ANCHOR,MEMBER")
         else:
             reader = parse_reader(args.task2_reader).as_dict() if args.task2_reader else None
             meta = export(args.src, args.out, half=not args.float32, task2_threshold=args.task2_threshold,

@@ -37,6 +37,7 @@ from PIL import Image, ImageOps
 from core.data import DatasetError, Problem, categories, clip_box, exif_orientation, listed
 from core.events import ProgressBar
 from core.images import IMAGE_SUFFIXES, numeric_stem
+from core.outputs import check_output_dir
 
 SVHN_FIELDS = ("height", "label", "left", "top", "width")
 PARTIAL_PREFIX = ".convert-"
@@ -513,6 +514,13 @@ def convert(kind: str, src: str, out: str, split: str = "train", valid_fraction:
         why = (f"--src {src} is a file; pass the folder that holds it: --src {os.path.dirname(src) or '.'}"
                if os.path.exists(src) else "folder not found")
         raise ConvertError([Problem(src, why)], f"cannot convert {os.path.abspath(src)}")
+    try:
+        check_output_dir(out, "--out")
+    except ValueError as exc:
+        raise ConvertError([Problem(out, str(exc))], "cannot convert") from None
+    if os.path.isdir(out) and os.path.samefile(out, src):
+        raise ConvertError([Problem(out, "--out is the --src folder: write the dataset into a folder of its own")],
+                           "cannot convert")
     splits = [split] + (["valid"] if valid_fraction else [])
     _check_out(out, splits, force)
     count, records = READERS[kind](src, **({"subset": subset} if kind == "yolo" else {}))

@@ -219,6 +219,7 @@ def _sweep_readers(records, detections, split_name: str, metrics: dict, reader: 
 def main(argv: list[str] | None = None) -> int:
     from core.browse import find_splits, why_not_a_dataset
     from core.checkpoint import CheckpointError, atomic_write_text
+    from core.outputs import check_output_dir, check_output_file
     from core.predict import load_model, parse_input_size, reader_from_arguments
 
     parser = _parser()
@@ -228,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.batch_size < 1:
         parser.error("--batch-size must be >= 1")
     try:
+        check_output_file(args.json, "--json")
+        check_output_dir(args.report, "--report")
         input_size = parse_input_size(args.input_size)
         split = load_split(args.data, args.split, skip_invalid=args.skip_invalid)
         loaded = load_model(args.ckpt, args.device)

@@ -34,6 +34,7 @@ from core.images import ImageDecodeError, decode_image, list_images, numeric_ste
 from core.model import (LETTER_LABEL, MAX_INPUT_SIDE, InputSize, ModelError, RefinePolicy, closer_look_of,
                         crop_views_of, input_size_of, line_heights_of, prepare_for_inference, rebuild_model,
                         refine_policy_of, resize_by, view_fuse_iou_of, view_photos_of, view_scales_of)
+from core.outputs import check_output_dir
 
 DEFAULT_CHECKPOINT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints",
                                   "default.pt")
@@ -920,6 +921,18 @@ def predict_images(loaded: LoadedModel, sources: Sequence[tuple[str, bytes | str
                            time.perf_counter() - started)
 
 
+def _stored_rotated(path: str) -> bool:
+    from PIL import Image
+
+    from core.data import exif_orientation
+
+    try:
+        with Image.open(path) as image:
+            return exif_orientation(image) != 1
+    except OSError:
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core.predict", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -940,8 +953,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--input-size: {exc}")
     if args.batch_size < 1:
         parser.error("--batch-size must be >= 1")
+    if os.path.isfile(args.images):
+        parser.error(f"--images {args.images} is a file: pass the folder that holds it "
+                     f"({os.path.dirname(args.images) or '.'})")
     if not os.path.isdir(args.images):
         parser.error(f"--images {args.images}: no such folder")
+    try:
+        check_output_dir(args.out, "--out")
+    except ValueError as exc:
+        parser.error(str(exc))
     paths = list_images(args.images)
     if not paths:
         parser.error(f"--images {args.images}: no image files (png, jpg, jpeg, bmp, webp, gif, tif)")
@@ -968,8 +988,15 @@ def main(argv: list[str] | None = None) -> int:
     if mapping is not None:
         atomic_write_bytes(os.path.join(args.out, "image_ids.csv"), lambda h: h.write(mapping))
         print("  some file names are not numbers: their ids are listed in image_ids.csv")
+    elif os.path.exists(os.path.join(args.out, "image_ids.csv")):  # an earlier run's ids would misname these
+        os.unlink(os.path.join(args.out, "image_ids.csv"))
     for name, reason in prediction.errors.items():
         print(f"  skipped {name}: {reason}", file=sys.stderr)
+    turned = [os.path.basename(p) for p in paths if os.path.basename(p) not in prediction.errors and _stored_rotated(p)]
+    if turned:
+        print(f"  {len(turned)} image(s) stored rotated ({', '.join(turned[:5])}{', ...' if len(turned) > 5 else ''}) "
+              "were read upright, as viewers show them (EXIF orientation): their boxes in pred.json refer to that "
+              "upright picture, not to the stored pixels a dataset's boxes refer to (python -m core.data)")
     per_image = prediction.seconds / max(len(paths), 1)
     print(f"core.predict: wrote {os.path.join(args.out, 'pred.json')} ({len(prediction.coco())} boxes) and pred.csv "
           f"({len(paths)} rows) in {prediction.seconds:.1f} s ({per_image * 1000:.0f} ms/image)"

@@ -17,6 +17,7 @@ import json
 import math
 import os
 import shlex
+import shutil
 import signal
 import sys
 import time
@@ -354,6 +355,8 @@ def run(cfg: TrainConfig, explicit: set[str] | None = None, stop: StopFlag | Non
     lock: RunLock | None = None
     log: EventLog | None = None
     started = time.perf_counter()
+    made_here = is_main and not os.path.exists(cfg.out)
+    remove_folder = False
     try:
         state = None
         if is_main:
@@ -372,6 +375,9 @@ def run(cfg: TrainConfig, explicit: set[str] | None = None, stop: StopFlag | Non
             log.emit("refused" if refused else "error", message=message, kind=type(exc).__name__)
         where = f" (rank {dist_info.rank})" if dist_info.enabled else ""
         kept = f" ({cfg.out} is as it was: its checkpoints and history are untouched)" if refused else ""
+        # A run refused before it trained leaves no folder behind when it made that folder itself.
+        remove_folder = made_here and os.path.isdir(cfg.out) and (log is None or "start" not in log.emitted)
+        kept = kept or (f" ({cfg.out}, made for this run, is removed)" if remove_folder else "")
         print(f"core.train{where}: error: {message}{kept}", file=sys.stderr, flush=True)
         return 2
     except NonFiniteLossError as exc:
@@ -397,6 +403,8 @@ def run(cfg: TrainConfig, explicit: set[str] | None = None, stop: StopFlag | Non
             log.close()
         if lock is not None:
             lock.release()
+        if remove_folder:
+            shutil.rmtree(cfg.out, ignore_errors=True)
         if dist_info.enabled and dist.is_initialized():
             dist.destroy_process_group()
 

@@ -121,13 +121,36 @@ def test_average_takes_a_fine_tune_and_its_start_read_another_way(tiny_run, tmp_
     assert f"reads images as {tmp_path / 'exported.pt'} does" in said and "--reading-of" in said
     soup = load_checkpoint(str(out))
     assert reading_options(soup["model_kwargs"]) == reading_options(read_otherwise["model_kwargs"])
-    assert checkpoint_main(["average", f"{tiny_run}/best.pt", f"{tiny_run}/best.pt", "--out", str(out)]) == 0
+    assert checkpoint_main(["average", f"{tiny_run}/best.pt", f"{tiny_run}/best.pt", "--out", str(out), "--force"]) == 0
     assert "reads images as" not in capsys.readouterr().out, "one way of reading: nothing to say"
     channels = first["model_kwargs"]["fpn_channels"]
     wider = dict(first, model_kwargs={**first["model_kwargs"], "fpn_channels": 2 * channels})
     torch.save(wider, tmp_path / "wider.pt")
-    assert checkpoint_main(["average", f"{tiny_run}/best.pt", str(tmp_path / "wider.pt"), "--out", str(out)]) == 2
-    assert "fpn_channels" in capsys.readouterr().err, "a model option still refuses"
+    assert checkpoint_main(["average", f"{tiny_run}/best.pt", str(tmp_path / "wider.pt"), "--out", str(out),
+                            "--force"]) == 2
+    err = capsys.readouterr().err
+    assert f"differs from {tiny_run}/best.pt in fpn_channels {2 * channels} (not {channels})" in err, err
+    assert len(err) < 300, "names what differs, not every option"
+
+
+def test_writing_commands_never_replace_their_source_and_replace_a_file_only_with_force(tiny_run, tmp_path, capsys):
+    best = f"{tiny_run}/best.pt"
+    copy = tmp_path / "copy.pt"
+    assert checkpoint_main(["export", best, str(copy), "--float32"]) == 0
+    before = copy.read_bytes()
+    assert checkpoint_main(["export", str(copy), str(copy), "--force"]) == 2
+    assert "is the file this command reads" in capsys.readouterr().err and copy.read_bytes() == before
+    assert checkpoint_main(["export", best, str(copy)]) == 2
+    assert f"{copy} exists: name a new file, or pass --force to replace it" in capsys.readouterr().err
+    assert checkpoint_main(["average", best, str(copy), "--out", str(copy)]) == 2
+    assert copy.read_bytes() == before, "nothing already saved is lost"
+    assert checkpoint_main(["export", best, str(copy), "--force"]) == 0 and copy.read_bytes() != before
+    capsys.readouterr()
+    nested = tmp_path / "soup" / "deeper" / "best.pt"  # the README's --out runs/soup/best.pt, its folder not made yet
+    assert checkpoint_main(["average", best, str(copy), "--out", str(nested)]) == 0 and nested.is_file()
+    (tmp_path / "afile").write_text("x")
+    assert checkpoint_main(["export", best, str(tmp_path / "afile" / "x.pt")]) == 2
+    assert f"{tmp_path / 'afile'} is a file, not a folder" in capsys.readouterr().err
 
 
 def test_export_sets_and_removes_the_closer_look(tiny_run, tmp_path, capsys):
@@ -153,7 +176,8 @@ def test_export_sets_and_removes_the_closer_look(tiny_run, tmp_path, capsys):
     assert closer_look_of(loaded.model).follow == 2.5
     assert "there, a crop whose number runs to its side grows 2.5 digit heights" in loaded.inference_note()
     assert "locates a number" not in loaded.inference_note()
-    assert checkpoint_main(["export", str(closer), str(following), "--look-closer", "700,1000,0.8,0.9,12,2,0.1"]) == 0
+    assert checkpoint_main(["export", str(closer), str(following), "--look-closer", "700,1000,0.8,0.9,12,2,0.1",
+                            "--force"]) == 0
     loaded = load_model(str(following), "cpu")
     first = refine_policy_of(loaded.model)
     assert closer_look_of(loaded.model).refine_policy(first) == RefinePolicy(first.below_px, 0.1, 2.0), \
@@ -231,7 +255,7 @@ def test_export_sets_and_removes_the_views_and_sets_line_heights(tiny_run, tmp_p
     again = load_model(str(followed), "cpu")
     assert refine_policy_of(again.model).follow == 2.0 and again.model.line_heights == "shared"
     assert "grows 2 digit heights that way and is read again" in again.inference_note()
-    assert checkpoint_main(["export", str(followed), str(plain), "--follow-line", "off"]) == 0
+    assert checkpoint_main(["export", str(followed), str(plain), "--follow-line", "off", "--force"]) == 0
     assert refine_policy_of(load_model(str(plain), "cpu").model).follow == 0.0
     assert checkpoint_main(["export", str(views), str(tmp_path / "bad.pt"), "--follow-line", "40"]) == 2
     assert "refine_follow 40.0 must be 0 (off) to 10 digit heights" in capsys.readouterr().err

@@ -115,6 +115,15 @@ def test_a_second_run_is_refused_unless_forced_and_force_replaces_the_split(svhn
                                        "train.sources.csv"]
 
 
+def test_out_must_be_a_folder_of_its_own(svhn_src, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    for out, said in ((tmp_path / "afile", "exists and is not a folder"), (tmp_path / "afile" / "sub", "is a file"),
+                      (svhn_src, "--out is the --src folder")):
+        with pytest.raises(convert.ConvertError, match=said):
+            convert.convert("svhn", str(svhn_src), str(out), progress_stream=None)
+    assert (tmp_path / "afile").read_text() == "x" and not (svhn_src / "train.json").exists()
+
+
 def test_an_interrupted_run_leaves_no_split_that_looks_complete(svhn_src, tmp_path, monkeypatch):
     out = tmp_path / "data"
     convert.convert("svhn", str(svhn_src), str(out), progress_stream=None)

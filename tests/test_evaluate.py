@@ -157,6 +157,21 @@ def test_cli_scores_a_split_with_warnings_and_lists_them(tiny_run, tiny_data, tm
     assert f"image {first['id']}: {first['file_name']} is stored rotated (EXIF orientation 6)" in err
 
 
+def test_cli_refuses_output_paths_it_cannot_write_before_scoring(tiny_run, tiny_data, tmp_path, capsys,
+                                                                  monkeypatch):
+    import core.evaluate as evaluate_module
+
+    monkeypatch.setattr(evaluate_module, "detect_split", lambda *a, **k: pytest.fail("scored before the check"))
+    (tmp_path / "afile").write_text("x")
+    args = ["--ckpt", f"{tiny_run}/best.pt", "--data", tiny_data, "--split", "test"]
+    assert evaluate_main([*args, "--report", str(tmp_path / "afile")]) == 2
+    assert "--report" in capsys.readouterr().err and (tmp_path / "afile").read_text() == "x"
+    assert evaluate_main([*args, "--json", str(tmp_path / "afile" / "m.json")]) == 2
+    assert f"{tmp_path / 'afile'} is a file, not a folder" in capsys.readouterr().err
+    assert evaluate_main([*args, "--json", str(tmp_path)]) == 2
+    assert "is a folder: name the file to write" in capsys.readouterr().err
+
+
 def test_cli_on_raw_svhn_says_to_convert_it_first(tiny_run, tmp_path, capsys):
     from core.convert import write_svhn_mat
 

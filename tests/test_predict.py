@@ -249,6 +249,32 @@ def test_cli_reads_numbers_with_the_reader_asked_for(tiny_run, tiny_data, tmp_pa
     assert "member 0.5 is above anchor 0.2" in capsys.readouterr().err and not (tmp_path / "b").exists()
 
 
+def test_cli_checks_its_paths_first_and_leaves_no_stale_id_map(tiny_run, tiny_data, tmp_path, capsys):
+    import shutil
+
+    from conftest import tag_rotated
+
+    common = ["--ckpt", f"{tiny_run}/best.pt", "--device", "cpu"]
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(SystemExit):
+        predict_main(common + ["--images", f"{tiny_data}/test", "--out", str(tmp_path / "afile")])
+    assert "--out" in capsys.readouterr().err and (tmp_path / "afile").read_text() == "x"
+    with pytest.raises(SystemExit):
+        predict_main(common + ["--images", f"{tiny_data}/test/1.png", "--out", str(tmp_path / "o")])
+    assert f"is a file: pass the folder that holds it ({tiny_data}/test)" in capsys.readouterr().err
+    named = tmp_path / "named"
+    named.mkdir()
+    shutil.copy(f"{tiny_data}/test/1.png", named / "front.png")
+    tag_rotated(named / "front.png")
+    out = tmp_path / "out"
+    assert predict_main(common + ["--images", str(named), "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert (out / "image_ids.csv").exists() and "1 image(s) stored rotated (front.png) were read upright" in said
+    assert predict_main(common + ["--images", f"{tiny_data}/test", "--out", str(out)]) == 0
+    assert not (out / "image_ids.csv").exists(), "an earlier run's ids would misname this run's images"
+    assert "stored rotated" not in capsys.readouterr().out
+
+
 def test_load_model_rebuilds_from_the_checkpoint_alone(tiny_run):
     loaded = load_model(f"{tiny_run}/best.pt", "cpu")
     assert loaded.meta["arch"] == "digitnet_fpn"

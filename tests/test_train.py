@@ -160,6 +160,7 @@ def test_a_resume_refused_for_bad_data_leaves_a_finished_run_finished(tiny_data,
     assert run_status(out)["refused"] == "" and run_status(out)["state"] == "completed"
     assert json.load(open(os.path.join(out, "config.json")))["epochs"] == 2, "a resume that trains records its flags"
     fresh = str(tmp_path / "fresh")
+    os.mkdir(fresh)  # made before the run, as the app's launcher does: the run's record stays
     assert run(tiny_config(str(bad), fresh), stream=None) == 2
     assert run_status(fresh)["state"] == "failed" and run_status(fresh)["refused"] == ""
 
@@ -212,6 +213,7 @@ def test_non_finite_loss_stops_with_an_error_event(tiny_data, tmp_path, monkeypa
 def test_bad_dataset_stops_before_any_work(tmp_path, capsys):
     (tmp_path / "data").mkdir()
     out = str(tmp_path / "run")
+    os.mkdir(out)  # a folder the run did not make keeps its record of the refusal
     assert run(tiny_config(str(tmp_path / "data"), out), stream=None) == 2
     events = read_events(os.path.join(out, "log.jsonl"))
     assert events[-1]["event"] == "error" and "train" in events[-1]["message"]
@@ -240,7 +242,11 @@ def test_skip_invalid_trains_on_the_rest_and_says_how_many(tiny_data, tmp_path, 
     assert run(tiny_config(str(data), str(tmp_path / "strict")), stream=None) == 2
     err = capsys.readouterr().err
     assert "zero or negative size" in err and "image file missing" in err
-    assert not (tmp_path / "strict" / "last.pt").exists()
+    assert not (tmp_path / "strict").exists() and f"({tmp_path / 'strict'}, made for this run, is removed)" in err, \
+        "a refused run leaves no folder behind"
+    (tmp_path / "mine").mkdir()
+    assert run(tiny_config(str(data), str(tmp_path / "mine")), stream=None) == 2
+    assert (tmp_path / "mine").is_dir() and "is removed" not in capsys.readouterr().err, "a folder it did not make stays"
     out = io.StringIO()
     assert run(tiny_config(str(data), str(tmp_path / "lenient"), skip_invalid=True), stream=out) == 0
     assert "dropped 2 training and 0 validation image(s)" in out.getvalue()
