@@ -7,6 +7,7 @@ split, input size): a finished job is its cache, a running one is watched from a
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -71,6 +72,12 @@ class EvaluationJob:
 
     def cancel(self) -> None:
         self._cancel.set()
+
+    def discard(self) -> None:
+        """Remove the report folder this finished job wrote: the app keeps a few results, and each left behind
+        would stay in the temporary folder for good."""
+        if self.result is not None:
+            shutil.rmtree(self.result.folder, ignore_errors=True)
 
     def wait(self, timeout: float | None = None) -> "EvaluationJob":
         if self._thread is not None:

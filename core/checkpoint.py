@@ -244,7 +244,13 @@ def _add_evaluation(payload: dict[str, Any], metrics_json: str) -> None:
     import json
 
     with open(metrics_json, encoding="utf-8") as handle:
-        extra = json.load(handle)
+        try:
+            extra = json.load(handle)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"--metrics-json {metrics_json}: not JSON ({exc})") from None
+    if not isinstance(extra, dict) or not isinstance(extra.get("mAP"), (int, float)):
+        raise ValueError(f"--metrics-json {metrics_json}: no mAP in it; pass what python -m core.evaluate --json "
+                         "writes")
     keep = ("mAP", "AP50", "AP75", "task2_accuracy", "task2_threshold", "task2_reader", "images", "split", "data",
             "per_class_AP")
     payload.setdefault("evaluations", []).append({k: extra[k] for k in keep if k in extra})

@@ -245,6 +245,9 @@ class TrainConfig:
     def check_data(self) -> "TrainConfig":
         """Raise ConfigError when the data folder is not there: a mistyped path is the likely cause, so it says that
         before offering to generate data (the app calls it before it launches a run)."""
+        if os.path.isfile(self.data):
+            raise ConfigError(f"{self.data} is a file: name the dataset folder (train/ with train.json, valid/ "
+                              "with valid.json)", fields=["data"])
         if not os.path.isdir(self.data):
             raise ConfigError(f"no folder at {self.data}: check the path, or generate a synthetic dataset there",
                               fields=["data"])

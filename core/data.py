@@ -398,7 +398,9 @@ def check_split(root: str, split: str) -> SplitCheck:
     json_path = os.path.join(root, f"{split}.json")
     image_dir = os.path.join(root, split)
     if not os.path.isdir(root):
-        raise DatasetError([Problem(root, "dataset folder not found")], f"cannot use dataset {root}")
+        why = (f"is a file: pass the dataset folder (DIR with train/ and train.json), e.g. "
+               f"{os.path.dirname(root) or '.'}" if os.path.isfile(root) else "dataset folder not found")
+        raise DatasetError([Problem(root, why)], f"cannot use dataset {root}")
     if not os.path.isdir(image_dir):
         raise DatasetError([Problem(image_dir, f"image folder {split}/ not found")], f"cannot use dataset {root}")
     if not os.path.isfile(json_path):
@@ -469,7 +471,8 @@ def main(argv: list[str] | None = None) -> int:
                     "image, every image file decoded whole. Exit status 0: no problem (warnings, listed, may "
                     "remain); 2: problems, listed.")
     parser.add_argument("root", help="the dataset folder (train/ with train.json, valid/ with valid.json, ...)")
-    parser.add_argument("--split", action="append", help="check only this split (repeatable; default: all)")
+    parser.add_argument("--split", action="append", choices=["train", "valid", "test"],
+                        help="check only this split (repeatable; default: all)")
     args = parser.parse_args(argv)
     from core.browse import SPLIT_ORDER, find_splits, why_not_a_dataset
 

@@ -723,6 +723,8 @@ def reader_from_arguments(args: argparse.Namespace, base: LoadedModel | NumberRe
     if args.task2_reader is not None:
         reader = parse_reader(args.task2_reader)
     elif args.task2_threshold is not None:
+        if not 0.0 <= args.task2_threshold <= 1.0:
+            raise ValueError(f"--task2-threshold {args.task2_threshold:g} is not a score between 0 and 1")
         reader = NumberReader.plain(args.task2_threshold)
     else:
         reader = base.reader if isinstance(base, LoadedModel) else base

@@ -327,7 +327,12 @@ def _resume_config(cfg: TrainConfig, explicit: set[str]) -> tuple[TrainConfig, d
         raise TrainingError(f"--resume: {exc}") from None
     if "optimizer" not in state:
         raise TrainingError(f"--resume: {last_path} has no optimizer state (is it a best.pt copy?)")
-    return _merge_resumed(cfg, TrainConfig.from_dict(state["config"]), explicit), state
+    merged = _merge_resumed(cfg, TrainConfig.from_dict(state["config"]), explicit)
+    # A run that ended before writing its report resumes to write it; one with its report has nothing left to do.
+    if state.get("epoch", 0) >= merged.epochs and os.path.isfile(os.path.join(cfg.out, "report", "metrics.json")):
+        raise TrainingError(f"--resume: {cfg.out} has finished all {merged.epochs} epoch(s); --epochs N (more than "
+                            f"{merged.epochs}) trains it further")
+    return merged, state
 
 
 def _merge_resumed(cfg: TrainConfig, saved: TrainConfig, explicit: set[str]) -> TrainConfig:
@@ -525,10 +530,12 @@ def _reading_hint(cfg: TrainConfig, model_kwargs: dict[str, Any]) -> str | None:
         return None
     if theirs == reading_options(model_kwargs):
         return None
-    best = os.path.join(cfg.out, "best.pt")
+    best, copy = os.path.join(cfg.out, "best.pt"), os.path.join(cfg.out, "read-as-weights.pt")
     return (f"core.train: best.pt reads images with this run's own settings, not as {cfg.weights} does (its views, "
-            f"closer look or line heights); to read as it does: python -m core.checkpoint export {best} "
-            f"{os.path.join(cfg.out, 'read-as-weights.pt')} --reading-of {cfg.weights}")
+            f"closer look or line heights); to read as it does: python -m core.checkpoint export {best} {copy} "
+            f"--reading-of {cfg.weights}. Its Task 2 reader was picked for one view: pick it again for the copy, "
+            f"python -m core.evaluate --ckpt {copy} --data {cfg.data} --split valid --sweep-task2, and record it with "
+            f"python -m core.checkpoint export {copy} FINAL.pt --task2-reader ANCHOR,MEMBER")
 
 
 def _stop_message(stop: StopFlag, out: str) -> str:
@@ -543,6 +550,10 @@ def _load_splits(cfg: TrainConfig, is_main: bool, say) -> tuple[Split, Split]:
     # Every rank checks the image files itself: with --skip-invalid all ranks must drop the same
     # images to draw the same subsets, and without it all must stop with the same report.
     train_split = load_split(cfg.data, "train", skip_invalid=cfg.skip_invalid)
+    if not os.path.isdir(os.path.join(cfg.data, "valid")):
+        raise DatasetError([Problem(os.path.join(cfg.data, "valid"), "image folder valid/ not found: training scores "
+                                    "every epoch on it to keep the best; python -m core.convert ... --valid-fraction "
+                                    "0.1 carves one out of the training images")], f"cannot use dataset {cfg.data}")
     valid_split = load_split(cfg.data, "valid", skip_invalid=cfg.skip_invalid)
     if not any(r.boxes for r in valid_split.records):
         raise DatasetError([Problem(os.path.join(cfg.data, "valid.json"), "the validation split has no digit boxes")],
@@ -769,6 +780,13 @@ def _announce(cfg: TrainConfig, log: EventLog, resumed: bool, progress: _Progres
     long_run = _long_run_warning(cfg, device, len(train_split.records), progress.start_epoch)
     if long_run:
         log.say(long_run)
+    if per_epoch < len(train_split.records) and per_epoch < FEW_IMAGES_PER_EPOCH:
+        log.say(f"core.train: note: each epoch draws {per_epoch} of the {len(train_split.records)} training images "
+                f"(--subset-fraction {cfg.subset_fraction:g}); --subset-fraction 1 trains on all of them every epoch")
+
+
+# Below this many images an epoch drawn from a subset is likely a small dataset under the recipe's 10% default.
+FEW_IMAGES_PER_EPOCH = 100
 
 
 def _long_run_warning(cfg: TrainConfig, device: torch.device, train_images: int, start_epoch: int) -> str | None:

@@ -39,7 +39,7 @@ def job_for(checkpoint: str, root: str, split: str, input_size, skip_invalid: bo
     if start and (job is None or job.state in ("failed", "cancelled")):
         finished = sorted((k for k, j in jobs.items() if j.finished), key=lambda k: jobs[k].started)
         for old in finished[:max(0, len(finished) - KEPT_RESULTS + 1)]:
-            del jobs[old]
+            jobs.pop(old).discard()
         job = jobs[key] = EvaluationJob(key).start()
     return job
 

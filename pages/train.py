@@ -275,6 +275,12 @@ def resume_form(selected: str, run_dir: str, config: dict, epochs_done: int, com
             st.error(f"Not resumed: {exc}")
         else:
             st.session_state["active_run"] = selected
+            first = epochs_done + 1
+            anneals = config.get("scheduler") == "cosine" and completed
+            st.session_state["flash"] = (f"{selected} goes on from epoch {first} to {int(more)}" if int(more) > first
+                                         else f"{selected} goes on with epoch {first}") + \
+                (f" (it had {epochs_done})" if completed else "") + \
+                (f"; its cosine schedule now anneals over {int(more)} epochs." if anneals else ".")
             wait_until_started(run_dir, timeout=20)
             st.rerun()
 
@@ -319,8 +325,13 @@ with st.expander("New run", expanded=not runs_at_start, icon=":material/add:"):
     data_dir = st.text_input("Data folder", value=defaults.data, key=f"{KEPT}data",
                              help=field_help("data", "Course layout: train/ and valid/ image folders with "
                                                      "train.json and valid.json."))
-    missing = [f for f in ("train.json", "valid.json") if not os.path.isfile(os.path.join(resolve(data_dir), f))]
-    if missing and not os.path.isdir(resolve(data_dir)):
+    a_file = os.path.isfile(resolve(data_dir))
+    missing = [] if a_file else [f for f in ("train.json", "valid.json")
+                                 if not os.path.isfile(os.path.join(resolve(data_dir), f))]
+    if a_file:
+        st.warning(f"`{data_dir}` is a file: name the dataset folder (train/ with train.json, valid/ with "
+                   f"valid.json), e.g. `{os.path.dirname(data_dir) or '.'}`")
+    elif missing and not os.path.isdir(resolve(data_dir)):
         st.warning(f"No folder at `{data_dir}`: check the path, or generate a synthetic dataset there:")
     elif missing:
         st.warning(f"No dataset at `{data_dir}` yet ({' and '.join(missing)} missing). Generate a synthetic one:")

@@ -510,6 +510,11 @@ def test_train_page_says_a_data_folder_that_is_not_there_is_a_path_to_check(app_
     assert any(e.value == f"Not launched: no folder at {nowhere}: check the path, or generate a synthetic dataset "
                           "there (check: Data folder)" for e in at.error), [e.value for e in at.error]
     assert not (runs / "typo").exists()
+    (tmp_path / "wall.jpg").write_bytes(b"x")
+    _by_label(at.text_input, "Data folder").set_value(str(tmp_path / "wall.jpg"))
+    at.run()
+    assert any(w.value.startswith(f"`{tmp_path / 'wall.jpg'}` is a file: name the dataset folder") for w in at.warning)
+    assert not [b for b in at.button if b.label == "Generate synthetic dataset"], "no offer to generate over a file"
 
 
 def test_train_form_refuses_bad_names_and_launches_a_run(app_dirs, tiny_data):
@@ -586,6 +591,8 @@ def test_train_form_refuses_bad_names_and_launches_a_run(app_dirs, tiny_data):
     _by_label(at.button, "Train more epochs").click()
     at.run()
     assert not at.exception, at.exception
+    assert any(m.value == "tiny-app goes on with epoch 2 (it had 1)." for m in at.success), \
+        [m.value for m in at.success]  # a step schedule: nothing to re-anneal
     deadline = time.time() + 120
     while time.time() < deadline and (is_locked(str(run_dir)) or run_status(str(run_dir))["epochs_done"] < 2):
         time.sleep(0.5)

@@ -12,6 +12,8 @@ def test_a_job_evaluates_in_the_background_and_writes_its_report(tiny_run, tiny_
     assert job.done == job.total == 8
     assert sorted(os.listdir(job.result.folder)) == sorted(REPORT_FILES)
     assert len(job.result.detections) == 8 and job.result.report.metrics["split"] == "valid"
+    job.discard()  # what the Evaluate page does to a result it no longer keeps
+    assert not os.path.exists(job.result.folder)
 
 
 def test_a_job_can_be_cancelled_while_it_detects(tiny_run, tiny_data, monkeypatch):

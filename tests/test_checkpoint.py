@@ -98,6 +98,20 @@ def test_average_refuses_checkpoints_of_different_models(tiny_run, tmp_path, cap
     assert "at least two" in capsys.readouterr().err and not out.exists()
 
 
+def test_export_records_only_an_evaluation_file(tiny_run, tmp_path, capsys):
+    (tmp_path / "hello.json").write_text('{"hello": 1}')
+    (tmp_path / "cut.json").write_text('{"mAP": 0.5,')
+    for name, said in (("hello.json", "no mAP in it"), ("cut.json", "not JSON")):
+        assert checkpoint_main(["export", f"{tiny_run}/best.pt", str(tmp_path / "out.pt"), "--metrics-json",
+                                str(tmp_path / name)]) == 2
+        assert said in capsys.readouterr().err and not (tmp_path / "out.pt").exists()
+    (tmp_path / "m.json").write_text('{"mAP": 0.5, "task2_accuracy": 0.7, "split": "test", "other": 3}')
+    assert checkpoint_main(["export", f"{tiny_run}/best.pt", str(tmp_path / "out.pt"), "--metrics-json",
+                            str(tmp_path / "m.json")]) == 0
+    assert load_checkpoint(str(tmp_path / "out.pt"))["evaluations"] == [{"mAP": 0.5, "task2_accuracy": 0.7,
+                                                                         "split": "test"}]
+
+
 def test_is_checkpoint_file_tells_checkpoints_from_other_files(tiny_run, tmp_path):
     from core.checkpoint import is_checkpoint_file
 

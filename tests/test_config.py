@@ -128,3 +128,6 @@ def test_a_data_folder_that_is_not_there_is_named_as_a_path_to_check(tmp_path):
         TrainConfig(out="r", data=str(tmp_path / "nowhere")).check_data()
     assert caught.value.fields == ["data"]
     assert TrainConfig(out="r", data=str(tmp_path)).check_data().data == str(tmp_path)
+    (tmp_path / "photo.jpg").write_bytes(b"x")
+    with pytest.raises(ConfigError, match="photo.jpg is a file: name the dataset folder"):
+        TrainConfig(out="r", data=str(tmp_path / "photo.jpg")).check_data()

@@ -86,6 +86,10 @@ def test_malformed_json_and_missing_keys(dataset_copy):
         load_split(str(dataset_copy), "valid")
     with pytest.raises(DatasetError, match="dataset folder not found"):
         load_split(str(dataset_copy / "nowhere"), "valid")
+    with pytest.raises(DatasetError, match=rf"train.json: is a file: pass the dataset folder .*, e.g. {dataset_copy}$"):
+        load_split(str(dataset_copy / "train.json"), "train")
+    with pytest.raises(SystemExit):
+        data_main([str(dataset_copy), "--split", "bogus"])
 
 
 def test_skip_invalid_drops_and_counts(dataset_copy):

@@ -247,6 +247,8 @@ def test_cli_reads_numbers_with_the_reader_asked_for(tiny_run, tiny_data, tmp_pa
     assert [r[1] for r in rows] == [read_number(d, NumberReader(0.2, 0.05)) for d in detections]
     assert predict_main(common + ["--out", str(tmp_path / "b"), "--task2-reader", "0.2,0.5"]) == 2
     assert "member 0.5 is above anchor 0.2" in capsys.readouterr().err and not (tmp_path / "b").exists()
+    assert predict_main(common + ["--out", str(tmp_path / "b"), "--task2-threshold", "2"]) == 2
+    assert "--task2-threshold 2 is not a score between 0 and 1" in capsys.readouterr().err
 
 
 def test_cli_checks_its_paths_first_and_leaves_no_stale_id_map(tiny_run, tiny_data, tmp_path, capsys):

@@ -128,6 +128,12 @@ def test_refuses_to_overwrite_a_run_or_resume_nothing(tiny_run, tiny_data, tmp_p
     assert "already holds a run" in capsys.readouterr().err
     assert run(tiny_config(tiny_data, str(tmp_path / "fresh"), resume=True), stream=None) == 2
     assert "nothing to resume" in capsys.readouterr().err
+    done = tmp_path / "done"
+    shutil.copytree(tiny_run, done)
+    assert run(tiny_config(tiny_data, str(done), resume=True), {"resume", "out"}, stream=None) == 2
+    epochs = json.loads((done / "config.json").read_text())["epochs"]
+    assert f"has finished all {epochs} epoch(s); --epochs N (more than {epochs}) trains it further" \
+        in capsys.readouterr().err
 
 
 def test_resume_rejects_changed_settings(tiny_data, tmp_path, capsys):
@@ -220,6 +226,16 @@ def test_bad_dataset_stops_before_any_work(tmp_path, capsys):
     assert not any(e["event"] == "start" for e in events)
 
 
+def test_data_without_valid_says_how_to_carve_one(tiny_data, tmp_path, capsys):
+    data = tmp_path / "d"
+    shutil.copytree(tiny_data, data)
+    shutil.rmtree(data / "valid")
+    os.remove(data / "valid.json")
+    assert run(tiny_config(str(data), str(tmp_path / "run")), stream=None) == 2
+    assert "image folder valid/ not found: training scores every epoch on it" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
 def test_cli_help_lists_every_flag(capsys):
     with pytest.raises(SystemExit):
         train_mod.main(["--help"])
@@ -246,10 +262,12 @@ def test_skip_invalid_trains_on_the_rest_and_says_how_many(tiny_data, tmp_path, 
         "a refused run leaves no folder behind"
     (tmp_path / "mine").mkdir()
     assert run(tiny_config(str(data), str(tmp_path / "mine")), stream=None) == 2
-    assert (tmp_path / "mine").is_dir() and "is removed" not in capsys.readouterr().err, "a folder it did not make stays"
+    assert (tmp_path / "mine").is_dir() and "is removed" not in capsys.readouterr().err, \
+        "a folder it did not make stays"
     out = io.StringIO()
     assert run(tiny_config(str(data), str(tmp_path / "lenient"), skip_invalid=True), stream=out) == 0
     assert "dropped 2 training and 0 validation image(s)" in out.getvalue()
+    assert "each epoch draws" not in out.getvalue(), "every image, every epoch: nothing to point out"
     assert f"1 warning(s) about the data, trained on as it is (python -m core.data {data} lists them all); first: " \
            f"train.json, image {coco['images'][7]['id']}: " in out.getvalue()
     start = next(e for e in read_events(str(tmp_path / "lenient" / "log.jsonl")) if e["event"] == "start")
@@ -265,6 +283,8 @@ def test_extending_a_finished_cosine_run_follows_the_longer_schedule(tiny_data, 
     expected = [1e-6 + (1e-3 - 1e-6) * (1 + math.cos(math.pi * e / 4)) / 2 for e in (2, 3)]
     assert lrs[2:] == pytest.approx(expected, rel=1e-9)
     assert f"anneals over 4 epochs; lr for epoch 3 is {expected[0]:.3g}" in said.getvalue()
+    assert "each epoch draws 4 of the 16 training images (--subset-fraction 0.25); --subset-fraction 1 trains on " \
+           "all of them every epoch" in said.getvalue(), "a small dataset under a subset is pointed out"
 
 
 def test_validation_split_without_boxes_is_refused_before_training(tiny_data, tmp_path, capsys):
@@ -343,8 +363,10 @@ def test_a_fine_tune_of_a_model_that_reads_otherwise_says_how_to_read_as_it(tiny
     out = str(tmp_path / "tuned")
     capsys.readouterr()
     assert run(tiny_config(tiny_data, out, weights=parent), stream=sys.stdout) == 0  # the stream capsys holds now
-    hint = f"--reading-of {parent}"
-    assert hint in capsys.readouterr().out, "the run says its best.pt reads with its own settings"
+    said = capsys.readouterr().out
+    assert f"--reading-of {parent}" in said, "the run says its best.pt reads with its own settings"
+    assert f"python -m core.evaluate --ckpt {out}/read-as-weights.pt --data {tiny_data} --split valid --sweep-task2" \
+        in said, "and that the copy's reader is picked again"
     read_as = os.path.join(out, "read-as-weights.pt")
     assert checkpoint_main(["export", os.path.join(out, "best.pt"), read_as, "--reading-of", parent,
                             "--views", "1,1.25"]) == 0
