@@ -16,9 +16,8 @@ from typing import Any
 
 import torch
 
-from core.outputs import check_new_file
-
 from core import failpoints
+from core.outputs import check_new_file
 
 FORMAT = "digit-studio-checkpoint"
 FORMAT_VERSION = 1
@@ -335,8 +334,9 @@ def _check_one_model(sources: list[str], payloads: list[dict[str, Any]]) -> None
 
     first = payloads[0]
     shapes = {k: tuple(v.shape) for k, v in first["model"].items()}
+    theirs = model_options(first)
     for path, payload in zip(sources[1:], payloads[1:]):
-        mine, theirs = model_options(payload), model_options(first)
+        mine = model_options(payload)
         differ = {k: (mine.get(k), theirs.get(k)) for k in sorted(set(mine) | set(theirs))
                   if mine.get(k) != theirs.get(k)}
         for key in ("arch", "class_names"):

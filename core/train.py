@@ -549,11 +549,12 @@ def _stop_message(stop: StopFlag, out: str) -> str:
 def _load_splits(cfg: TrainConfig, is_main: bool, say) -> tuple[Split, Split]:
     # Every rank checks the image files itself: with --skip-invalid all ranks must drop the same
     # images to draw the same subsets, and without it all must stop with the same report.
-    train_split = load_split(cfg.data, "train", skip_invalid=cfg.skip_invalid)
-    if not os.path.isdir(os.path.join(cfg.data, "valid")):
+    has = {name: os.path.isdir(os.path.join(cfg.data, name)) for name in ("train", "valid")}
+    if has["train"] and not has["valid"]:  # said before the training images are all decoded
         raise DatasetError([Problem(os.path.join(cfg.data, "valid"), "image folder valid/ not found: training scores "
                                     "every epoch on it to keep the best; python -m core.convert ... --valid-fraction "
                                     "0.1 carves one out of the training images")], f"cannot use dataset {cfg.data}")
+    train_split = load_split(cfg.data, "train", skip_invalid=cfg.skip_invalid)
     valid_split = load_split(cfg.data, "valid", skip_invalid=cfg.skip_invalid)
     if not any(r.boxes for r in valid_split.records):
         raise DatasetError([Problem(os.path.join(cfg.data, "valid.json"), "the validation split has no digit boxes")],
@@ -758,6 +759,10 @@ def _resume_state(optimizer: torch.optim.Optimizer, scheduler, scaler) -> dict[s
             "scaler": scaler.state_dict() if scaler is not None else {}}
 
 
+# Below this many images an epoch drawn from a subset is likely a small dataset under the recipe's 10% default.
+FEW_IMAGES_PER_EPOCH = 100
+
+
 def _announce(cfg: TrainConfig, log: EventLog, resumed: bool, progress: _Progress, device, dist_info: Distributed,
               use_amp: bool, train_split, valid_split, per_epoch: int, weights_note: str, model_kwargs: dict) -> None:
     """The run's "start" event (a resumed run's config.json now takes the flags it was resumed with), and its
@@ -783,10 +788,6 @@ def _announce(cfg: TrainConfig, log: EventLog, resumed: bool, progress: _Progres
     if per_epoch < len(train_split.records) and per_epoch < FEW_IMAGES_PER_EPOCH:
         log.say(f"core.train: note: each epoch draws {per_epoch} of the {len(train_split.records)} training images "
                 f"(--subset-fraction {cfg.subset_fraction:g}); --subset-fraction 1 trains on all of them every epoch")
-
-
-# Below this many images an epoch drawn from a subset is likely a small dataset under the recipe's 10% default.
-FEW_IMAGES_PER_EPOCH = 100
 
 
 def _long_run_warning(cfg: TrainConfig, device: torch.device, train_images: int, start_epoch: int) -> str | None:
