@@ -59,16 +59,26 @@ def pictures(result, row, reader: NumberReader) -> tuple[Image.Image, Image.Imag
         return boxed_picture(image, truth, GALLERY_SIDE), boxed_picture(image, read, GALLERY_SIDE), area is not None
 
 
+def delta(mine: float, theirs: float, places: int, colour: str) -> tuple[str, str]:
+    """A metric's difference as shown ("+0.012 vs 0.640") and its colour; one that rounds to nothing is grey,
+    neither a red "-0.000" nor a green "+0.000"."""
+    shown = round(mine - theirs, places)
+    if shown == 0:
+        return f"±{0:.{places}f} vs {theirs:.{places}f}", "off"
+    return f"{shown:+.{places}f} vs {theirs:.{places}f}", colour
+
+
 def headline(result, other=None, other_label: str = "") -> None:
     metrics = result.report.metrics
     columns = st.columns(len(HEADLINE) + 1)
     for column, (key, label) in zip(columns, HEADLINE):
-        theirs = None if other is None else other.report.metrics[key]
-        delta = None if other is None else f"{metrics[key] - theirs:+.3f} vs {theirs:.3f}"
-        column.metric(label, f"{metrics[key]:.3f}", delta)
-    ms, other_ms = metrics["ms_per_image"], None if other is None else other.report.metrics["ms_per_image"]
-    columns[-1].metric("ms per image", f"{ms:.0f}",
-                       None if other is None else f"{ms - other_ms:+.0f} vs {other_ms:.0f}", delta_color="inverse")
+        change, colour = (None, "normal") if other is None else delta(metrics[key], other.report.metrics[key], 3,
+                                                                      "normal")
+        column.metric(label, f"{metrics[key]:.3f}", change, delta_color=colour)
+    ms = metrics["ms_per_image"]
+    change, colour = (None, "normal") if other is None else delta(ms, other.report.metrics["ms_per_image"], 0,
+                                                                  "inverse")
+    columns[-1].metric("ms per image", f"{ms:.0f}", change, delta_color=colour)
     if other is not None:  # named here, not in each delta: a metric's delta is cut off at the column's width
         st.caption(f"Below each figure: this checkpoint's difference from {other_label}, and its figure.")
 

@@ -920,8 +920,12 @@ def test_evaluate_page_compares_two_checkpoints_and_names_a_folder_without_annot
     deltas = {m.label: m.delta for m in at.metric if m.delta}
     values = {m.label: m.value for m in at.metric}
     assert {k: d for k, d in deltas.items() if k != "ms per image"} == {
-        k: f"+0.000 vs {values[k]}" for k in ("mAP@[.5:.95]", "AP50", "AP75", "Task 2")}, \
+        k: f"±0.000 vs {values[k]}" for k in ("mAP@[.5:.95]", "AP50", "AP75", "Task 2")}, \
         "the same weights: no difference, and the other's own figure"
+    from streamlit.proto.Metric_pb2 import Metric as MetricProto
+
+    assert {m.color for m in at.metric if m.label != "ms per image"} == {MetricProto.MetricColor.GRAY}, \
+        "no difference is grey"
     assert f"difference from {checkpoint_label(str(runs / 'other' / 'best.pt'))}, and its figure" in \
         " ".join(c.value for c in at.caption), "the other checkpoint is named once, in full"
     assert " vs " in deltas["ms per image"], "the other's speed too"
