@@ -807,16 +807,21 @@ def _long_run_warning(cfg: TrainConfig, device: torch.device, train_images: int,
 
 def _finish(cfg: TrainConfig, status: str, progress: _Progress, model, valid_split, device, is_main: bool,
             log: EventLog | None, say, stop: StopFlag, started: float) -> int:
-    """The best epoch's report (a completed run), the ``end`` event and the exit code."""
+    """The best epoch's report (a completed run, or a stopped one whose best epoch ran in this process: its
+    detections are at hand, and best.pt would otherwise keep no reader of its own and an older epoch's report), the
+    ``end`` event and the exit code."""
     best = progress.best
-    if status == "completed" and is_main and best["epoch"] is not None:
+    fresh_best = status == "stopped" and progress.best_detections is not None
+    if (status == "completed" or fresh_best) and is_main and best["epoch"] is not None:
         _write_best_report(cfg, model, valid_split, device, progress.best_detections, say)
     seconds = round(time.perf_counter() - started, 2)
     if log is not None:
         # The readable line before the event: the Train page stops refreshing once it sees the ``end`` event,
         # so a log shown then must already hold the run's last line.
-        say(f"core.train: {status} after {seconds:.0f} s; best mAP {best['mAP']:.4f} at epoch {best['epoch']}"
-            if best["epoch"] else f"core.train: {status} after {seconds:.0f} s; no epoch finished")
+        took = f"{seconds:.0f} s" + (f" (this session, from epoch {progress.start_epoch})"
+                                      if progress.start_epoch > 1 else "")
+        say(f"core.train: {status} after {took}; best mAP {best['mAP']:.4f} at epoch {best['epoch']}"
+            if best["epoch"] else f"core.train: {status} after {took}; no epoch finished")
         message = _stop_message(stop, cfg.out) if status == "stopped" else ""
         log.emit("end", status=status, best_epoch=best["epoch"], best_mAP=best["mAP"] if best["epoch"] else None,
                  epochs_done=len(progress.history), seconds=seconds, message=message)

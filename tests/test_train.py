@@ -3,6 +3,7 @@ import json
 import io
 import math
 import os
+import re
 import shutil
 import sys
 
@@ -190,6 +191,25 @@ def test_stop_request_ends_at_a_safe_point(tiny_data, tmp_path):
     assert not os.path.exists(os.path.join(out, "last.pt"))
 
 
+def test_a_run_stopped_after_a_new_best_epoch_reports_that_epoch(tiny_data, tmp_path):
+    out = str(tmp_path / "stopped")
+
+    class StopOnceAnEpochIsSaved(StopFlag):  # as a Ctrl-C during epoch 2
+        @property
+        def requested(self):
+            return os.path.exists(os.path.join(out, "best.pt"))
+
+        @requested.setter
+        def requested(self, value):
+            pass
+
+    assert run(tiny_config(tiny_data, out, epochs=3), stop=StopOnceAnEpochIsSaved(), stream=None) == 130
+    best = load_checkpoint(os.path.join(out, "best.pt"))
+    assert best["epoch"] == 1 and best["task2_reader_picked_on"]["split"] == "valid", "best.pt keeps a reader"
+    report = json.loads(open(os.path.join(out, "report", "metrics.json")).read())
+    assert report["mAP"] == pytest.approx(best["metrics"]["mAP"]), "the report is the best epoch's"
+
+
 class _NanModel(torch.nn.Module):
     def __init__(self, transform):
         super().__init__()
@@ -285,6 +305,7 @@ def test_extending_a_finished_cosine_run_follows_the_longer_schedule(tiny_data, 
     assert f"anneals over 4 epochs; lr for epoch 3 is {expected[0]:.3g}" in said.getvalue()
     assert "each epoch draws 4 of the 16 training images (--subset-fraction 0.25); --subset-fraction 1 trains on " \
            "all of them every epoch" in said.getvalue(), "a small dataset under a subset is pointed out"
+    assert re.search(r"completed after \d+ s \(this session, from epoch 3\)", said.getvalue()), said.getvalue()
 
 
 def test_validation_split_without_boxes_is_refused_before_training(tiny_data, tmp_path, capsys):
