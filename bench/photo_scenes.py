@@ -80,10 +80,13 @@ def scene_tag(args: argparse.Namespace) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ckpt", default=f"{ROOT}/checkpoints/default.pt")
-    parser.add_argument("--scenes", type=int, default=200, help="photos with a plate to render and read (>= 1)")
+    parser.add_argument("--scenes", type=int, default=200,
+                        help="photos with a plate to render and read (>= 1; default 200)")
     parser.add_argument("--empty", type=int, default=200,
-                        help="photos without digits to render and read: how often a wall is read as a number (>= 0)")
-    parser.add_argument("--seed", type=int, default=2026, help="the scenes drawn (another seed: other photos)")
+                        help="photos without digits to render and read: how often a wall is read as a number "
+                             "(>= 0; default 200)")
+    parser.add_argument("--seed", type=int, default=2026,
+                        help="the scenes drawn (another seed: other photos; default 2026)")
     parser.add_argument("--plate-width", type=plate_width, default=synth.PHOTO_PLATE_WIDTH, metavar="LO,HI",
                         help="the plate's width as a share of the photo's (default 0.10,0.35; 0.03,0.10: small "
                              "plates, as on a phone photo of a whole house front)")

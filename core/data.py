@@ -36,7 +36,7 @@ class Problem:
     annotation_id: Any = None
 
     def __str__(self) -> str:
-        where = [os.path.basename(self.file)]
+        where = [os.path.basename(os.path.normpath(self.file))]  # "DIR/" is named DIR, not ""
         if self.image_id is not None:
             where.append(f"image {self.image_id}")
         if self.annotation_id is not None:

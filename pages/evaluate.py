@@ -59,26 +59,24 @@ def pictures(result, row, reader: NumberReader) -> tuple[Image.Image, Image.Imag
         return boxed_picture(image, truth, GALLERY_SIDE), boxed_picture(image, read, GALLERY_SIDE), area is not None
 
 
-def delta(mine: float, theirs: float, places: int, colour: str) -> tuple[str, str]:
-    """A metric's difference as shown ("+0.012 vs 0.640") and its colour; one that rounds to nothing is grey,
-    neither a red "-0.000" nor a green "+0.000"."""
+def delta(mine: float, theirs: float, places: int, colour: str) -> dict:
+    """st.metric's delta arguments for a difference ("+0.012 vs 0.640"): one that rounds to nothing is grey and has
+    no arrow, neither a red "-0.000" nor a green "+0.000"."""
     shown = round(mine - theirs, places)
     if shown == 0:
-        return f"±{0:.{places}f} vs {theirs:.{places}f}", "off"
-    return f"{shown:+.{places}f} vs {theirs:.{places}f}", colour
+        return {"delta": f"±{0:.{places}f} vs {theirs:.{places}f}", "delta_color": "off", "delta_arrow": "off"}
+    return {"delta": f"{shown:+.{places}f} vs {theirs:.{places}f}", "delta_color": colour}
 
 
 def headline(result, other=None, other_label: str = "") -> None:
     metrics = result.report.metrics
     columns = st.columns(len(HEADLINE) + 1)
     for column, (key, label) in zip(columns, HEADLINE):
-        change, colour = (None, "normal") if other is None else delta(metrics[key], other.report.metrics[key], 3,
-                                                                      "normal")
-        column.metric(label, f"{metrics[key]:.3f}", change, delta_color=colour)
+        change = {} if other is None else delta(metrics[key], other.report.metrics[key], 3, "normal")
+        column.metric(label, f"{metrics[key]:.3f}", **change)
     ms = metrics["ms_per_image"]
-    change, colour = (None, "normal") if other is None else delta(ms, other.report.metrics["ms_per_image"], 0,
-                                                                  "inverse")
-    columns[-1].metric("ms per image", f"{ms:.0f}", change, delta_color=colour)
+    change = {} if other is None else delta(ms, other.report.metrics["ms_per_image"], 0, "inverse")
+    columns[-1].metric("ms per image", f"{ms:.0f}", **change)
     if other is not None:  # named here, not in each delta: a metric's delta is cut off at the column's width
         st.caption(f"Below each figure: this checkpoint's difference from {other_label}, and its figure.")
 

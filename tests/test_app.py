@@ -924,8 +924,9 @@ def test_evaluate_page_compares_two_checkpoints_and_names_a_folder_without_annot
         "the same weights: no difference, and the other's own figure"
     from streamlit.proto.Metric_pb2 import Metric as MetricProto
 
-    assert {m.color for m in at.metric if m.label != "ms per image"} == {MetricProto.MetricColor.GRAY}, \
-        "no difference is grey"
+    same = [m for m in at.metric if m.label != "ms per image"]
+    assert {m.color for m in same} == {MetricProto.MetricColor.GRAY}, "no difference is grey"
+    assert {m.proto.direction for m in same} == {MetricProto.MetricDirection.NONE}, "and has no arrow"
     assert f"difference from {checkpoint_label(str(runs / 'other' / 'best.pt'))}, and its figure" in \
         " ".join(c.value for c in at.caption), "the other checkpoint is named once, in full"
     assert " vs " in deltas["ms per image"], "the other's speed too"

@@ -5,7 +5,7 @@ import shutil
 import pytest
 
 from core.batches import DigitDataset
-from core.data import DatasetError, categories, check_split, load_split, main as data_main
+from core.data import DatasetError, Problem, categories, check_split, load_split, main as data_main
 
 
 @pytest.fixture()
@@ -90,6 +90,7 @@ def test_malformed_json_and_missing_keys(dataset_copy):
         load_split(str(dataset_copy / "train.json"), "train")
     with pytest.raises(SystemExit):
         data_main([str(dataset_copy), "--split", "bogus"])
+    assert str(Problem(f"{dataset_copy}/", "a folder given with its slash")).startswith(f"{dataset_copy.name}: ")
 
 
 def test_skip_invalid_drops_and_counts(dataset_copy):
