@@ -549,12 +549,11 @@ def _stop_message(stop: StopFlag, out: str) -> str:
 def _load_splits(cfg: TrainConfig, is_main: bool, say) -> tuple[Split, Split]:
     # Every rank checks the image files itself: with --skip-invalid all ranks must drop the same
     # images to draw the same subsets, and without it all must stop with the same report.
-    has = {name: os.path.isdir(os.path.join(cfg.data, name)) for name in ("train", "valid")}
-    if has["train"] and not has["valid"]:  # said before the training images are all decoded
+    train_split = load_split(cfg.data, "train", skip_invalid=cfg.skip_invalid)  # its own problems are said first
+    if not os.path.isdir(os.path.join(cfg.data, "valid")):
         raise DatasetError([Problem(os.path.join(cfg.data, "valid"), "image folder valid/ not found: training scores "
                                     "every epoch on it to keep the best; python -m core.convert ... --valid-fraction "
                                     "0.1 carves one out of the training images")], f"cannot use dataset {cfg.data}")
-    train_split = load_split(cfg.data, "train", skip_invalid=cfg.skip_invalid)
     valid_split = load_split(cfg.data, "valid", skip_invalid=cfg.skip_invalid)
     if not any(r.boxes for r in valid_split.records):
         raise DatasetError([Problem(os.path.join(cfg.data, "valid.json"), "the validation split has no digit boxes")],
