@@ -34,7 +34,7 @@ from typing import Callable, Iterable, Iterator
 
 from PIL import Image, ImageOps
 
-from core.data import DatasetError, Problem, categories, clip_box, exif_orientation, listed
+from core.data import DatasetError, Problem, categories, clip_box, image_frame, listed
 from core.events import ProgressBar
 from core.images import IMAGE_SUFFIXES, numeric_stem
 from core.outputs import check_output_dir
@@ -249,7 +249,7 @@ def _voc_record(xml_path: str, image_id: int, image_dirs: list[str]) -> Record:
         # VOC counts pixels from 1 and includes xmax: pixel i spans [i - 1, i).
         boxes.append((xmin - 1, ymin - 1, xmax - xmin + 1, ymax - ymin + 1, digit, f"object {number}"))
     try:
-        upright, warning = _voc_frame(_voc_size(root), *_image_frame(path))
+        upright, warning = _voc_frame(_voc_size(root), *image_frame(path))
     except OSError as exc:
         return Problem(xml_path, f"its image {os.path.basename(path)} is unreadable ({exc})")
     return SourceImage(image_id, path, boxes, os.path.basename(xml_path), upright, warning)
@@ -338,7 +338,7 @@ def read_yolo(src: str, subset: str | None = None) -> tuple[int, Iterator[Record
 
 def _yolo_record(path: str, label_path: str, image_id: int, names: list[int] | None, src: str) -> Record:
     try:
-        stored, orientation = _image_frame(path)
+        stored, orientation = image_frame(path)
     except OSError as exc:
         return Problem(src, f"{os.path.relpath(path, src)}: unreadable image ({exc})")
     # Ultralytics and labelling tools normalise to the picture as its EXIF orientation turns it.
@@ -374,16 +374,6 @@ READERS: dict[str, Callable[..., tuple[int, Iterator[Record]]]] = {
 
 
 # ------------------------------------------------------------------ writing the course layout
-
-
-def _image_frame(path: str) -> tuple[tuple[int, int], int]:
-    """The stored size and the EXIF orientation (1: shown as stored), from the header only; OSError for a file
-    that is no image, or one so large Pillow refuses to open it (a decompression bomb is refused the same way)."""
-    try:
-        with Image.open(path) as handle:
-            return handle.size, exif_orientation(handle)
-    except Image.DecompressionBombError as exc:
-        raise OSError(f"too large to open ({exc})") from None
 
 
 def _turned(size: tuple[int, int], orientation: int) -> tuple[int, int]:
@@ -571,7 +561,7 @@ def _add_record(record: SourceImage, spool: _CocoSpool, link: bool, report: Repo
         return Problem(os.path.dirname(record.path),
                        f"{record.where}: image {os.path.basename(record.path)} is missing")
     try:
-        size, orientation = _image_frame(record.path)
+        size, orientation = image_frame(record.path)
     except OSError as exc:
         return Problem(record.path, f"unreadable image ({exc})")
     file_name = f"{record.image_id}{os.path.splitext(record.path)[1].lower()}"

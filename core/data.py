@@ -175,6 +175,16 @@ def exif_orientation(image: Image.Image) -> int:
     return orientation if orientation in range(2, 9) else 1
 
 
+def image_frame(path: str) -> tuple[tuple[int, int], int]:
+    """The stored size and the EXIF orientation (1: shown as stored), from the header only; OSError for a file
+    that is no image, or one so large Pillow refuses to open it (a decompression bomb is refused the same way)."""
+    try:
+        with Image.open(path) as handle:
+            return handle.size, exif_orientation(handle)
+    except Image.DecompressionBombError as exc:
+        raise OSError(f"too large to open ({exc})") from None
+
+
 class _Findings:
     """The problems found in one annotation file, the ids of the images they concern, and warnings:
     what training uses as it is but a person should look at."""

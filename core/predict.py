@@ -924,13 +924,10 @@ def predict_images(loaded: LoadedModel, sources: Sequence[tuple[str, bytes | str
 
 
 def _stored_rotated(path: str) -> bool:
-    from PIL import Image
-
-    from core.data import exif_orientation
+    from core.data import image_frame
 
     try:
-        with Image.open(path) as image:
-            return exif_orientation(image) != 1
+        return image_frame(path)[1] != 1
     except OSError:
         return False
 
