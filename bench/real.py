@@ -16,7 +16,7 @@ import sys
 
 from common import ROOT, median_ms, timed_detections
 from core.checkpoint import CheckpointError, atomic_write_text
-from core.data import DatasetError, listed, load_split
+from core.data import DatasetError, load_split
 from core.evaluate import score_detections
 from core.outputs import check_output_file
 from core.predict import load_model, parse_input_size
@@ -26,8 +26,7 @@ def score(ckpt: str, data: str, split_name: str, input_size=None, device: str = 
           progress: bool = True, skip_invalid: bool = False) -> dict:
     split = load_split(data, split_name, skip_invalid=skip_invalid)
     if split.dropped:
-        print(f"--skip-invalid: {split.dropped} image(s) with problems are not scored:\n  "
-              + "\n  ".join(listed(split.problems)), file=sys.stderr, flush=True)
+        print(split.dropped_note(), file=sys.stderr, flush=True)
     if limit:
         split.records = split.records[:limit]
     loaded = load_model(ckpt, device)

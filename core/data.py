@@ -93,6 +93,11 @@ class Split:
     problems: list[Problem] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)  # used as they are (a rotated photo); worth a look
 
+    def dropped_note(self) -> str:
+        """What --skip-invalid left out of this split, each image listed (core.evaluate and bench/real.py say it)."""
+        return (f"--skip-invalid: {self.dropped} image(s) with problems are not scored:\n  "
+                + "\n  ".join(listed(self.problems)))
+
     @property
     def has_letters(self) -> bool:
         """Whether any image boxes letters (category ``LETTER_ID``): a model trained on it needs a letter class."""

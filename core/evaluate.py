@@ -243,8 +243,7 @@ def main(argv: list[str] | None = None) -> int:
             print("core.evaluate: --skip-invalid scores the other images", file=sys.stderr)
         return 2
     if split.dropped:
-        print(f"core.evaluate: --skip-invalid: {split.dropped} image(s) with problems are not scored:\n  "
-              + "\n  ".join(listed(split.problems)), file=sys.stderr, flush=True)
+        print(f"core.evaluate: {split.dropped_note()}", file=sys.stderr, flush=True)
     if split.warnings:
         print(f"core.evaluate: {len(split.warnings)} warning(s) about {args.split}, scored as it is:\n  "
               + "\n  ".join(listed(split.warnings)), file=sys.stderr, flush=True)
