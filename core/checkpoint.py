@@ -161,7 +161,7 @@ def export(src: str, out: str, half: bool = True, task2_threshold: float | None 
            views: tuple[float, ...] | None = None, view_photos: str | None = None,
            line_heights: str | None = None, follow_line: float | None = None,
            crop_views: str | None = None, reading_of: str | None = None,
-           task2_gap: float | None = None) -> dict[str, Any]:
+           task2_gap: float | None = None, photo_reader: str | None = None) -> dict[str, Any]:
     """Write a deployable copy of ``src``: inference-only, optionally float16, with extra metadata.
     ``task2_reader`` (a ``NumberReader.as_dict()``) replaces any plain ``task2_threshold``;
     ``look_closer`` (max short side, max long side, trigger, min score, small px, follow heights, locating score;
@@ -176,7 +176,8 @@ def export(src: str, out: str, half: bool = True, task2_threshold: float | None 
     ``reading_of`` a checkpoint of the same architecture whose way of reading (``core.model.READING_OPTIONS``) the
     copy takes first, before any of the options above; ``task2_gap`` the gap score (``NumberReader.gap``) added to
     the reader recorded: ``task2_reader``, else the plain ``task2_threshold`` (which has no line, so is refused), else
-    ``src``'s own."""
+    ``src``'s own; ``photo_reader`` the scores photos are read with (``NumberReader.photos``: a reader as text, or
+    "same"), set on that same reader."""
     import datetime
 
     from core.model import complete_model_kwargs
@@ -194,7 +195,7 @@ def export(src: str, out: str, half: bool = True, task2_threshold: float | None 
     # weights came from, not the copy in between.
     payload["exported_from"] = payload.get("exported_from") or os.path.abspath(src)
     payload["exported"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    _set_task2_reader(payload, task2_threshold, task2_reader, task2_gap)
+    _set_task2_reader(payload, task2_threshold, task2_reader, task2_gap, photo_reader)
     if metrics_json:
         _add_evaluation(payload, metrics_json)
     save_checkpoint(out, payload, half=half)
@@ -218,24 +219,25 @@ def _set_reading(payload: dict[str, Any], look_closer, views, view_photos, line_
 
 
 def _set_task2_reader(payload: dict[str, Any], threshold: float | None, reader: dict[str, Any] | None,
-                      gap: float | None) -> None:
-    """export's Task 2 reader: a plain ``threshold``, or ``reader``, either with ``gap`` added; None keeps the
-    source's."""
+                      gap: float | None, photo_reader: str | None = None) -> None:
+    """export's Task 2 reader: a plain ``threshold``, or ``reader``, either with ``gap`` and ``photo_reader``
+    (``core.predict.adjusted_reader``) applied; what is not given keeps the source's."""
     if threshold is not None:
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"--task2-threshold {threshold} must be a score between 0 and 1")
         payload["task2_threshold"] = float(threshold)
         payload.pop("task2_reader", None)
-    if gap is not None:
-        reader = _with_gap(payload, reader, threshold, gap)
-    if reader is not None:
-        from core.predict import NumberReader  # predict imports this module
+    if reader is None and gap is None and photo_reader is None:
+        return
+    from core.predict import NumberReader, adjusted_reader  # predict imports this module
 
-        reader = NumberReader(**reader).as_dict()
-        if reader != payload.get("task2_reader"):  # where training picked its own reader says nothing of this one
-            payload.pop("task2_reader_picked_on", None)
-        payload["task2_reader"] = reader
-        payload.pop("task2_threshold", None)
+    base = NumberReader.from_dict(reader) if reader is not None else \
+        NumberReader.plain(threshold) if threshold is not None else NumberReader.from_meta(payload)
+    recorded = adjusted_reader(base, photo_reader, gap).as_dict()
+    if recorded != payload.get("task2_reader"):  # where training picked its own reader says nothing of this one
+        payload.pop("task2_reader_picked_on", None)
+    payload["task2_reader"] = recorded
+    payload.pop("task2_threshold", None)
 
 
 def _add_evaluation(payload: dict[str, Any], metrics_json: str) -> None:
@@ -253,19 +255,6 @@ def _add_evaluation(payload: dict[str, Any], metrics_json: str) -> None:
     keep = ("mAP", "AP50", "AP75", "task2_accuracy", "task2_threshold", "task2_reader", "images", "split", "data",
             "per_class_AP")
     payload.setdefault("evaluations", []).append({k: extra[k] for k in keep if k in extra})
-
-
-def _with_gap(payload: dict[str, Any], reader: dict[str, Any] | None, threshold: float | None,
-              gap: float) -> dict[str, Any]:
-    """The reader to record with ``gap``: ``reader``, else the plain ``threshold``, else the one ``payload`` records
-    (what it reads with before this export changes its threshold)."""
-    from dataclasses import replace
-
-    from core.predict import NumberReader  # predict imports this module
-
-    base = NumberReader(**reader) if reader is not None else \
-        NumberReader.plain(threshold) if threshold is not None else NumberReader.from_meta(payload)
-    return replace(base, gap=gap).as_dict()
 
 
 def _read_as(payload: dict[str, Any], other_path: str) -> None:
@@ -519,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
                           metrics_json=args.metrics_json, task2_reader=reader, look_closer=args.look_closer,
                           views=args.views, view_photos=args.view_photos, line_heights=args.line_heights,
                           follow_line=args.follow_line, crop_views=args.crop_views, reading_of=args.reading_of,
-                          task2_gap=args.task2_gap)
+                          task2_gap=args.task2_gap, photo_reader=args.photo_reader)
             size = os.path.getsize(args.out) / 1e6
             print(f"wrote {args.out} ({size:.1f} MB, {meta['arch']}, epoch {meta.get('epoch')})")
     except BrokenPipeError:  # `show ... | head` closed the pipe: what was read is all that was wanted

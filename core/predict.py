@@ -56,6 +56,11 @@ class LoadedModel:
         """How this checkpoint reads a Task 2 number (validated by :func:`load_model`)."""
         return NumberReader.from_meta(self.meta)
 
+    def photo_size(self) -> str:
+        """Which images this model reads as photos (those its own input-size policy reduces), in words."""
+        policy = input_size_of(self.model)
+        return f"a short side over {policy.max_short} px or a long side over {policy.max_long} px"
+
     def inference_note(self, input_size: int | str | None = None) -> str:
         """How this model reads an image, in words (input size policy, views, second pass, closer look)."""
         refine = refine_policy_of(self.model)
@@ -158,7 +163,8 @@ def detect(loaded: LoadedModel | torch.nn.Module, images: Sequence[Image.Image |
     digits were small at that size again from a crop of its region, at the size the model reads
     best; its detections replace pass 1's inside the crop. A model with several views reads that
     crop (or, where none is cut, the whole image) at each of them and fuses what they find
-    (:func:`fuse_views`). With the checkpoint's own input size, a
+    (:func:`fuse_views`). ``photo`` says whether the model's own input-size policy reduces the image (a
+    :class:`NumberReader` may read photos with scores of their own). With the checkpoint's own input size, a
     model with a closer look (``core.model.CloserLook``) reads a large photo in which those passes
     found no sure digit again at a larger size. A model whose ``line_heights`` is "shared" draws the
     digits of the number read at one height (:func:`share_line_height`). All are recorded in the
@@ -173,7 +179,8 @@ def detect(loaded: LoadedModel | torch.nn.Module, images: Sequence[Image.Image |
         _look_closer(model, tensors, results, policy, batch_size, device)
     if line_heights_of(model) == "shared":
         results = [share_line_height(found, tensor.shape[-2]) for tensor, found in zip(tensors, results)]
-    return results
+    own = input_size_of(model)  # whatever size was asked, a photo is what the model's own policy reduces
+    return [{**found, "photo": own.scale(*tensor.shape[-2:]) < 1.0} for tensor, found in zip(tensors, results)]
 
 
 def share_line_height(detection: dict[str, Any], image_height: float) -> dict[str, Any]:
@@ -614,7 +621,10 @@ class NumberReader:
     the score a number of one digit needs: a lone letter, ring or post on a wall is read as a digit far
     more often than a whole line of them is. ``gap``, when set, is the score a digit needs that lies between
     two digits of the line read: a thin "1" squeezed between its neighbours is often scored far lower than
-    they are, and a stray mark seldom sits on a number's line between two of its digits.
+    they are, and a stray mark seldom sits on a number's line between two of its digits. ``photos``, when
+    set, reads photos instead (images the model's own input-size policy reduces, marked ``photo`` by
+    :func:`detect`): a crop is a picture of a number, while a photo is mostly wall, where a lower score
+    reads letters and rings as digits.
     """
 
     anchor: float = TASK2_THRESHOLD
@@ -622,6 +632,7 @@ class NumberReader:
     one_line: bool = True
     single: float | None = None
     gap: float | None = None
+    photos: NumberReader | None = None
 
     def __post_init__(self) -> None:
         for name in ("anchor", "member", "single", "gap"):
@@ -644,6 +655,12 @@ class NumberReader:
         if self.gap is not None and self.gap > self.member:
             raise ValueError(f"Task 2 reader: gap {self.gap} is above member {self.member}: it is the lower score a "
                              "digit between two of the line's digits needs")
+        if self.photos is not None and (not isinstance(self.photos, NumberReader) or self.photos.photos is not None):
+            raise ValueError(f"Task 2 reader: photos {self.photos!r} is not a reader of its own (without photos)")
+
+    def for_detection(self, detection: dict[str, Any]) -> NumberReader:
+        """The reader of this image: ``photos`` for a photo, when set."""
+        return self.photos if self.photos is not None and detection.get("photo") else self
 
     @classmethod
     def lone_check(cls) -> NumberReader:
@@ -668,14 +685,22 @@ class NumberReader:
         if recorded is None:
             threshold = meta.get("task2_threshold")
             return cls.plain(TASK2_THRESHOLD if threshold is None else threshold)
+        return cls.from_dict(recorded)
+
+    @classmethod
+    def from_dict(cls, recorded: Any, nested: bool = False) -> NumberReader:
+        """The reader of :meth:`as_dict`'s output (``nested``: a photos reader, which has none of its own)."""
+        allowed = {"anchor", "member", "one_line", "single", "gap"} | (set() if nested else {"photos"})
         fields = set(recorded) if isinstance(recorded, dict) else set()
-        if not {"anchor", "member"} <= fields <= {"anchor", "member", "one_line", "single", "gap"}:
-            raise ValueError(f"task2_reader {recorded!r} is not a dict of anchor, member, one_line, single and gap")
-        return cls(**recorded)
+        if not {"anchor", "member"} <= fields <= allowed:
+            raise ValueError(f"task2_reader {recorded!r} is not a dict of {', '.join(sorted(allowed))}")
+        photos = recorded.get("photos")
+        return cls(**{**recorded, "photos": None if photos is None else cls.from_dict(photos, nested=True)})
 
     def as_dict(self) -> dict[str, Any]:
         out = {"anchor": self.anchor, "member": self.member, "one_line": self.one_line}
-        return {**out, **{k: v for k, v in (("single", self.single), ("gap", self.gap)) if v is not None}}
+        out.update({k: v for k, v in (("single", self.single), ("gap", self.gap)) if v is not None})
+        return out if self.photos is None else {**out, "photos": self.photos.as_dict()}
 
     def describe(self) -> str:
         if not self.one_line and self.anchor == self.member:
@@ -686,7 +711,9 @@ class NumberReader:
                     f">= {self.member:.2f}")
         if self.gap is not None:
             text = f"{text}; a digit between two of them needs >= {self.gap:.2f}"
-        return text if self.single is None else f"{text}; a number of one digit needs >= {self.single:.2f}"
+        if self.single is not None:
+            text = f"{text}; a number of one digit needs >= {self.single:.2f}"
+        return text if self.photos is None else f"{text}. In a photo: {self.photos.describe()}"
 
 
 def parse_reader(text: str) -> NumberReader:
@@ -716,10 +743,16 @@ def add_reader_arguments(parser: argparse.ArgumentParser,
     parser.add_argument("--task2-gap", type=float, default=None, metavar="GAP",
                         help="with a one-line reader (the checkpoint's, or --task2-reader's): a digit between two "
                              "digits of the line read joins the number when it scores >= GAP (at most MEMBER)")
+    parser.add_argument("--photo-reader", default=None, metavar="ANCHOR[,MEMBER[,SINGLE]]|same",
+                        help="photos (images the model's input-size policy reduces) are read with this instead; "
+                             "'same': as every other image (default: the checkpoint's, unless --task2-reader or "
+                             "--task2-threshold replaces the whole reader)")
 
 
 def reader_from_arguments(args: argparse.Namespace, base: LoadedModel | NumberReader) -> NumberReader:
-    """The reader the arguments ask for; ``base``: the reader they change (a model's own, when a LoadedModel)."""
+    """The reader the arguments ask for; ``base``: the reader they change (a model's own, when a LoadedModel).
+    ``--task2-reader`` and ``--task2-threshold`` replace all of it, photos' scores included; ``--photo-reader``
+    sets those alone; ``--task2-gap`` is added to both."""
     if args.task2_reader is not None:
         reader = parse_reader(args.task2_reader)
     elif args.task2_threshold is not None:
@@ -728,7 +761,17 @@ def reader_from_arguments(args: argparse.Namespace, base: LoadedModel | NumberRe
         reader = NumberReader.plain(args.task2_threshold)
     else:
         reader = base.reader if isinstance(base, LoadedModel) else base
-    return reader if args.task2_gap is None else replace(reader, gap=args.task2_gap)
+    return adjusted_reader(reader, args.photo_reader, args.task2_gap)
+
+
+def adjusted_reader(reader: NumberReader, photo_reader: str | None = None, gap: float | None = None) -> NumberReader:
+    """``reader`` with ``--photo-reader`` (a reader as text, or "same": photos read as every other image) and
+    ``--task2-gap`` (added to photos' scores too) applied; None leaves either as it is."""
+    if photo_reader is not None:
+        reader = replace(reader, photos=None if photo_reader == "same" else parse_reader(photo_reader))
+    if gap is None:
+        return reader
+    return replace(reader, gap=gap, photos=None if reader.photos is None else replace(reader.photos, gap=gap))
 
 
 def read_digits(detection: dict[str, list], reader: NumberReader | float = TASK2_THRESHOLD) -> list[int]:
@@ -738,7 +781,7 @@ def read_digits(detection: dict[str, list], reader: NumberReader | float = TASK2
     Of boxes that cover the same digit (torchvision's NMS is per class, so a "1" and a "7" can both
     sit on one glyph) only the highest-scoring one counts.
     """
-    reader = NumberReader.of(reader)
+    reader = NumberReader.of(reader).for_detection(detection)
     boxes, scores = detection["boxes"], detection["scores"]
     candidates = sorted((i for i, s in enumerate(scores) if s >= reader.member), key=lambda i: -scores[i])
     kept: list[int] = []

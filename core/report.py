@@ -8,7 +8,8 @@
   (columns, plus ``missed``), for the digits that make up the number read (by the Task 2 reader),
   matched one to one at IoU >= 0.5;
 - ``pr.csv``: precision against recall per class at IoU 0.5, straight from pycocotools' ``eval["precision"]``;
-- ``task2_sweep.csv``: Task 2 accuracy of each one-line reader (anchor, member);
+- ``task2_sweep.csv``: Task 2 accuracy of each one-line reader (anchor, member), on every image and on the crops
+  that hold a number (where a training run picks its crop reader, ``core.evaluate.pick_reader``);
 - ``errors.csv``: every image whose number is read wrong, with the kinds of error, worst first;
 - the same as PNG figures (matplotlib, for people who only look at the folder).
 """
@@ -24,7 +25,8 @@ import numpy as np
 import pandas as pd
 
 from core.data import ImageRecord, Split
-from core.evaluate import best_reader, run_cocoeval, score_detections, split_results, task2_sweep
+from core.evaluate import (best_reader, crops_holding_a_number, pick_reader, reader_sweeps, run_cocoeval,
+                           score_detections, split_results)
 from core.predict import NumberReader, box_overlap, read_digits
 
 MATCH_IOU = 0.5
@@ -140,12 +142,12 @@ def build_report(split: Split, detections: Sequence[dict[str, list]], reader: Nu
                  seconds: float | None = None, extra: dict[str, Any] | None = None,
                  sweep: dict[NumberReader, float] | None = None) -> Report:
     """Every table of the report from one detection pass, numbers read by ``reader`` (a plain threshold,
-    or None: the best reader of the sweep on this split); ``seconds``: how long the pass took;
+    or None: the reader this split picks, ``pick_reader``); ``seconds``: how long the pass took;
     ``sweep``: ``task2_sweep`` of the same detections, when the caller has already run it."""
-    sweep = task2_sweep(split.records, detections) if sweep is None else sweep
-    if reader is None:
-        reader = best_reader(sweep)
-    reader = NumberReader.of(reader)
+    records = split.records
+    sweep, crops = reader_sweeps(records, detections, sweep)
+    pick = pick_reader(sweep, crops, any(d.get("photo") for d in detections))
+    reader = NumberReader.of(pick if reader is None else reader)
     evaluator = run_cocoeval(split.coco(), split_results(split, detections))
     metrics = score_detections(split, detections, reader, evaluator)
     if seconds is not None:
@@ -160,10 +162,13 @@ def build_report(split: Split, detections: Sequence[dict[str, list]], reader: Nu
                               "true_digits": confusion.iloc[:10].sum(axis=1).to_numpy(),
                               "read_right": np.diag(confusion.to_numpy())[:10]})
     metrics["task2_best_reader"] = best_reader(sweep).as_dict()
+    metrics["task2_reader_pick"] = pick.as_dict()
+    metrics["task2_pick_crops"] = len(crops_holding_a_number(records, detections)[0])  # where the crop reader was picked
     return Report(metrics, per_class, confusion, pr_table(evaluator),
-                  pd.DataFrame([{"anchor": r.anchor, "member": r.member, "task2_accuracy": a}
+                  pd.DataFrame([{"anchor": r.anchor, "member": r.member, "task2_accuracy": a,
+                                 "crops_with_number_accuracy": None if crops is None else crops[r]}
                                 for r, a in sweep.items()]),
-                  errors_table(split.records, matches))
+                  errors_table(records, matches))
 
 
 REPORT_FILES = ("metrics.json", "per_class.csv", "confusion.csv", "pr.csv", "task2_sweep.csv", "errors.csv",

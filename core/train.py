@@ -509,11 +509,13 @@ def _write_best_report(cfg: TrainConfig, model: torch.nn.Module, valid_split, de
     write_report(report, os.path.join(cfg.out, "report"))
     payload["task2_reader"] = report.metrics["task2_reader"]
     payload["task2_reader_picked_on"] = {"split": "valid", "images": report.metrics["images"],
+                                         "crops_with_number": report.metrics["task2_pick_crops"],
                                          "task2_accuracy": report.metrics["task2_accuracy"]}
     save_checkpoint(best_path, payload)
     reader = report.reader
     say(f"core.train: report of the best epoch on valid in {os.path.join(cfg.out, 'report')}/; Task 2 reader picked "
-        f"on valid ({report.metrics['task2_accuracy']:.3f} there), recorded in best.pt: {reader.describe()}")
+        f"on valid ({report.metrics['task2_accuracy']:.3f} there; crops on the {report.metrics['task2_pick_crops']} "
+        f"that hold a number), recorded in best.pt: {reader.describe()}")
     hint = _reading_hint(cfg, payload["model_kwargs"])
     if hint:
         say(hint)

@@ -5,6 +5,7 @@ import datetime
 import io
 import os
 import time
+from dataclasses import replace
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -193,13 +194,15 @@ except (CheckpointError, OSError) as exc:
     st.stop()
 st.caption(describe_checkpoint(loaded.meta) + f" · running on **{loaded.device}**")
 
-with st.sidebar:
-    recorded = loaded.reader
-    anchor = st.slider("Score to read a number", 0.0, 1.0, float(recorded.anchor), 0.05,
-                       help="A number is read only when one of its digits scores at least this. Sliders do not "
-                            "run the model again. The pred.json download keeps every detection (mAP rewards "
-                            "low-score boxes).")
-    member = st.slider("Score of its other digits", 0.0, 1.0, float(recorded.member), 0.05,
+
+def reader_sliders(recorded: NumberReader, what: str, prefix: str = "") -> NumberReader:
+    """Two sliders that change ``recorded``'s scores; ``what``: the images it reads, in the help texts;
+    ``prefix``: before each label (no keys: a checkpoint with other scores gets sliders that start at them)."""
+    anchor = st.slider(f"{prefix}Score to read a number", 0.0, 1.0, float(recorded.anchor), 0.05,
+                       help=f"A number is read in {what} only when one of its digits scores at least this. Sliders "
+                            "do not run the model again. The pred.json download keeps every detection (mAP "
+                            "rewards low-score boxes).")
+    member = st.slider(f"{prefix}Score of its other digits", 0.0, 1.0, float(recorded.member), 0.05,
                        help="The digits beside that one need at least this (never more than the score above). "
                             "Boxes below it are not drawn.")
     if member > anchor:
@@ -209,11 +212,25 @@ with st.sidebar:
     # Its score for a digit between two of the number's stays while it is below the member score picked here.
     gap = recorded.gap if recorded.gap is not None and recorded.gap <= min(member, anchor) else None
     reader = NumberReader(anchor, min(member, anchor), recorded.one_line, single, gap)
+    if recorded.gap is not None and gap is None:
+        st.caption(f"{prefix}With these scores, this checkpoint's {recorded.gap:.2f} for a digit between two of the "
+                   "number's is off: it is above the second score.")
+    return reader
+
+
+with st.sidebar:
+    recorded = loaded.reader
+    if recorded.photos is not None:
+        st.caption("Scores for crops (images the model reads at their own size); photos have their own below.")
+    reader = reader_sliders(replace(recorded, photos=None), "an image" if recorded.photos is None else
+                            "a crop (an image the model reads at its own size or larger)")
+    if recorded.photos is not None:
+        with st.expander("Scores for photos"):
+            st.caption(f"Photos (this checkpoint reduces any image with {loaded.photo_size()}) are read with "
+                       "scores of their own: a photo is mostly wall, where lower scores read letters and rings.")
+            reader = replace(reader, photos=reader_sliders(recorded.photos, "a photo", "Photos: "))
     st.caption(f"How a number is read: {reader.describe()}"
-               + ("" if recorded.one_line else " (as this checkpoint records: no line rule)")
-               + (f" (this checkpoint's {recorded.gap:.2f} for a digit between two of the number's is off: it is "
-                  "above the second score)" if recorded.gap is not None and gap is None else ""))
-    threshold = reader.member if reader.gap is None else reader.gap  # boxes drawn: any that could be read
+               + ("" if recorded.one_line else " (as this checkpoint records: no line rule)"))
     input_size = st.selectbox(
         "Input size", INPUT_SIZES, format_func=input_size_label,
         help="How large the model sees each image. **auto** (recommended) keeps each image near its own size and "
@@ -295,6 +312,8 @@ for index, ((name, data), image_id, detection, number) in enumerate(
         st.markdown(f"**{name}** · image_id {image_id} · {image.size[0]}x{image.size[1]} px")
         read = set(read_digits(detection, reader))
         region = read_region(detection, reader)
+        used = reader.for_detection(detection)
+        threshold = used.member if used.gap is None else used.gap  # boxes drawn: any that could be read
         st.plotly_chart(detection_figure(image, detection, threshold, read, region), key=f"figure-{index}",
                         config={"displayModeBar": False})
     with details:
@@ -325,4 +344,5 @@ for index, ((name, data), image_id, detection, number) in enumerate(
         if number == "-1":  # say why, in the reader's own terms: the boxes shown may score less than it needs
             best = max(detection["scores"], default=0.0)
             shown = "" if rows else f"no detection scores {threshold:.2f} or more, and "
-            st.caption(f"No number read: {shown}the surest digit scores {best:.2f}; {reader.describe()}.")
+            where = " (a photo)" if used is not reader else ""
+            st.caption(f"No number read{where}: {shown}the surest digit scores {best:.2f}; {used.describe()}.")

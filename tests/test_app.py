@@ -17,6 +17,7 @@ from core import predict as predict_mod
 from core.data import load_split
 from core.images import decode_image
 from core.launcher import LaunchError, remove_failed_run
+from core.model import input_size_of
 from core.predict import ENLARGED_PAST_AUTO, NumberReader, enlarged_past_auto, load_model, predict_images, read_number
 from core.runs import RunLock, is_locked, run_status
 from pages import checkpoint_label
@@ -352,6 +353,41 @@ def test_a_checkpoints_gap_score_stays_while_it_is_below_the_member_slider(app_d
     assert not any("between two of them needs" in c.value for c in at.sidebar.caption)
     assert any("this checkpoint's 0.20 for a digit between two of the number's is off" in c.value
                for c in at.sidebar.caption), "the page says why the checkpoint's gap no longer counts"
+
+
+def test_a_checkpoint_with_photo_scores_reads_photos_with_their_own_sliders(app_dirs, tiny_run, tiny_data):
+    from PIL import Image
+
+    from core.checkpoint import main as checkpoint_main
+
+    runs, _ = app_dirs
+    (runs / "tiny").mkdir()
+    assert checkpoint_main(["export", os.path.join(tiny_run, "best.pt"), str(runs / "tiny" / "best.pt"),
+                            "--task2-reader", "0.0,0.0", "--photo-reader", "1.0,1.0"]) == 0
+    loaded = load_model(str(runs / "tiny" / "best.pt"), "cpu")
+    crop = Image.open(os.path.join(tiny_data, "test", "4.png")).convert("RGB")
+    side = input_size_of(loaded.model).max_short
+    crop.thumbnail((side, side))  # small enough for the model to read unreduced (a crop), whatever the fonts drew
+    photo = Image.new("RGB", (1280, 720), "grey")
+    photo.paste(crop, (600, 300))
+    at = _app()
+    at.file_uploader[0].set_value([("crop.png", _png_bytes(crop), "image/png"),
+                                   ("photo.png", _png_bytes(photo), "image/png")]).run()
+    assert not at.exception, at.exception
+    found = predict_mod.predict_images(loaded, [("crop.png", _png_bytes(crop)),
+                                                                  ("photo.png", _png_bytes(photo))]).detections
+    assert [d["photo"] for d in found] == [False, True]
+    assert read_number(found[1], NumberReader(0.0, 0.0)) != "-1", "the photo holds digits the photo scores refuse"
+    assert [s.label for s in at.slider] == ["Score to read a number", "Score of its other digits",
+                                            "Photos: Score to read a number", "Photos: Score of its other digits"]
+    assert [s.value for s in at.slider] == [0.0, 0.0, 1.0, 1.0], "each pair starts at the checkpoint's scores"
+    table = at.dataframe[0].value
+    assert list(table["number read"]) == [read_number(found[0], NumberReader(0.0, 0.0)), "-1"]
+    assert any(c.value.startswith("No number read (a photo)") for c in at.main.caption)
+    at.slider[2].set_value(0.0)
+    at.slider[3].set_value(0.0).run()  # the photo's own scores lowered: it reads as the crop reader would
+    assert list(at.dataframe[0].value["number read"]) == [read_number(d, NumberReader(0.0, 0.0)) for d in found]
+    assert any("In a photo: a number needs one digit scoring >= 0.00" in c.value for c in at.sidebar.caption)
 
 
 def test_the_detect_page_names_a_wider_models_width(app_dirs, tiny_run):

@@ -290,6 +290,23 @@ def test_export_keeps_where_the_reader_was_picked_only_for_that_reader(tiny_run,
     assert "task2_reader_picked_on" not in load_model(str(other), "cpu").meta
 
 
+def test_export_records_a_photo_reader_beside_the_reader_it_keeps_or_is_given(tiny_run, tmp_path, capsys):
+    source = f"{tiny_run}/best.pt"
+    both, one, fresh = tmp_path / "both.pt", tmp_path / "one.pt", tmp_path / "fresh.pt"
+    assert checkpoint_main(["export", source, str(both), "--task2-reader", "0.5,0.5", "--photo-reader", "0.8,0.7"]) == 0
+    assert load_model(str(both), "cpu").reader == NumberReader(0.5, 0.5, photos=NumberReader(0.8, 0.7))
+    assert checkpoint_main(["export", str(both), str(one), "--photo-reader", "same"]) == 0
+    assert load_model(str(one), "cpu").reader == NumberReader(0.5, 0.5), "'same': photos read as other images"
+    assert checkpoint_main(["export", str(both), str(fresh), "--task2-reader", "0.6,0.6"]) == 0
+    assert load_model(str(fresh), "cpu").reader == NumberReader(0.6, 0.6), "a new reader replaces all of it"
+    assert checkpoint_main(["export", str(both), str(fresh), "--photo-reader", "0.9,0.8", "--task2-gap", "0.3",
+                            "--force"]) == 0
+    assert load_model(str(fresh), "cpu").reader == \
+        NumberReader(0.5, 0.5, gap=0.3, photos=NumberReader(0.9, 0.8, gap=0.3))
+    assert checkpoint_main(["export", str(both), str(tmp_path / "bad.pt"), "--photo-reader", "0.6,0.9"]) == 2
+    assert "member 0.9 is above anchor 0.6" in capsys.readouterr().err and not (tmp_path / "bad.pt").exists()
+
+
 def test_grow_writes_a_wider_model_that_reads_as_its_source(tiny_run, tiny_data, tmp_path, capsys):
     from PIL import Image
 

@@ -102,6 +102,38 @@ def test_best_reader_breaks_ties_by_a_rule_fixed_in_advance():
     assert best_reader({**tied, NumberReader(0.9, 0.9): 0.71}) == NumberReader(0.9, 0.9)
 
 
+def test_crops_pick_their_reader_on_crops_that_hold_a_number_and_photos_on_every_image():
+    from core.data import ImageRecord
+    from core.evaluate import pick_reader, reader_sweeps
+
+    def record(number):
+        return ImageRecord(1, "x.png", 100, 40, [[10.0 * i, 0, 10.0 * i + 8, 20] for i in range(len(number))],
+                           [int(c) + 1 for c in number])
+
+    def empty(strays, photo):  # an image with no digit in it, where the model found strays at 0.6
+        return record(""), {**_line(strays, [0.6] * len(strays)), "photo": photo}
+
+    faint = [(record("42"), {**_line("42", [0.6, 0.55]), "photo": False})] * 3  # real numbers, scored low
+    sure = [(record("17"), {**_line("17", [0.95, 0.9]), "photo": False})]
+    photos = [(record("85"), {**_line("85", [0.95, 0.9]), "photo": True})] + [empty("7", True)] * 4
+    readers = [NumberReader(0.5, 0.5), NumberReader(0.9, 0.9)]
+
+    def pick(pairs):
+        records, detections = [r for r, _ in pairs], [d for _, d in pairs]
+        everything, crops = reader_sweeps(records, detections)
+        everything = {r: everything[r] for r in readers}  # the sweep's grid cut to two readers
+        crops = None if crops is None else {r: crops[r] for r in readers}
+        return pick_reader(everything, crops, any(d.get("photo") for d in detections))
+
+    # On every image the strict reader wins (4 walls read nothing); the crops holding a number want the low one.
+    assert pick(faint + sure + photos) == NumberReader(0.5, 0.5, photos=NumberReader(0.9, 0.9))
+    # Digit-free crops do not push the crop scores up: a crop is a picture of a number.
+    crops_only = faint + sure + [empty("3", False)] * 5
+    assert pick(crops_only) == NumberReader(0.5, 0.5), "no photo: one reader, picked on the crops with a number"
+    assert pick(photos) == NumberReader(0.9, 0.9), "no crop with a number: the best on every image"
+    assert pick(faint + photos[:1]) == NumberReader(0.5, 0.5), "both agree: one reader"
+
+
 def test_cli_stops_on_a_bad_dataset_naming_the_problem(tiny_run, tiny_data, tmp_path, capsys):
     import shutil
 

@@ -6,6 +6,7 @@ import os
 import re
 
 import pytest
+import torch
 from PIL import Image
 from pycocotools.coco import COCO
 
@@ -13,9 +14,10 @@ from conftest import assert_same_detections
 from core.data import load_split
 from core.model import (InputSize, ModelError, closer_look_of, input_size_of, rebuild_model, resize_by,
                         resolve_model_kwargs)
-from core.predict import (NumberReader, _digits_only, assign_image_ids, coco_results, image_ids_csv_bytes, detect, load_model,
-                          main as predict_main, number_region, parse_input_size, parse_reader, pred_csv_bytes, read_digits,
-                          read_number, repeated_names, share_line_height)
+from core.predict import (NumberReader, _digits_only, add_reader_arguments, assign_image_ids, coco_results,
+                          image_ids_csv_bytes, detect, load_model, main as predict_main, number_region, parse_input_size,
+                          parse_reader, pred_csv_bytes, read_digits, read_number, reader_from_arguments, repeated_names,
+                          share_line_height)
 
 
 def _det(*items):
@@ -169,6 +171,53 @@ def test_reader_values_are_checked_and_parsed():
     for bad in ({"anchor": 0.8, "threshold": 0.5}, {}, [0.8, 0.5]):
         with pytest.raises(ValueError, match="task2_reader"):
             NumberReader.from_meta({"task2_reader": bad})
+
+
+def test_a_photo_is_read_with_the_readers_photo_scores_and_a_crop_with_its_own():
+    faint = _dets(_box(0, 0, 40, 4, 0.6), _box(24, 0, 40, 2, 0.55))  # a real "42" scored low, or a wall's strays
+    reader = NumberReader(0.5, 0.5, photos=NumberReader(0.8, 0.7))
+    assert read_number(faint, reader) == "42", "a crop (no photo mark) reads with the crop scores"
+    assert read_number({**faint, "photo": False}, reader) == "42"
+    assert read_number({**faint, "photo": True}, reader) == "-1", "a photo needs the photo scores"
+    assert read_number({**faint, "photo": True}, NumberReader(0.5, 0.5)) == "42", "no photo scores: one reader"
+    assert reader.for_detection({"photo": True}) == NumberReader(0.8, 0.7)
+    assert NumberReader.from_meta({"task2_reader": reader.as_dict()}) == reader
+    assert reader.as_dict()["photos"] == {"anchor": 0.8, "member": 0.7, "one_line": True}
+    assert "photos" not in NumberReader(0.5, 0.5).as_dict(), "readers without it record what they did before"
+    assert reader.describe().endswith("In a photo: a number needs one digit scoring >= 0.80, then the line of "
+                                      "digits around it scoring >= 0.70")
+    with pytest.raises(ValueError, match="photos"):
+        NumberReader(0.5, 0.5, photos=reader)
+    with pytest.raises(ValueError, match="task2_reader"):
+        NumberReader.from_meta({"task2_reader": {**reader.as_dict(), "photos": reader.as_dict()}})
+
+
+def test_reader_arguments_replace_the_whole_reader_or_only_the_photo_scores():
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_reader_arguments(parser)
+    recorded = NumberReader(0.5, 0.5, photos=NumberReader(0.8, 0.7))
+
+    def read(*argv):
+        return reader_from_arguments(parser.parse_args(argv), recorded)
+
+    assert read() == recorded
+    assert read("--task2-reader", "0.6,0.4") == NumberReader(0.6, 0.4), "a reader asked for reads photos too"
+    assert read("--photo-reader", "0.9,0.6") == NumberReader(0.5, 0.5, photos=NumberReader(0.9, 0.6))
+    assert read("--photo-reader", "same") == NumberReader(0.5, 0.5)
+    assert read("--task2-gap", "0.35") == NumberReader(0.5, 0.5, gap=0.35, photos=NumberReader(0.8, 0.7, gap=0.35))
+    with pytest.raises(ValueError, match="reader"):
+        read("--photo-reader", "often")
+
+
+def test_detect_marks_the_images_the_models_own_size_policy_reduces_as_photos():
+    torch.manual_seed(0)
+    model = rebuild_model(resolve_model_kwargs("digitnet_fpn")).eval()
+    images = [Image.new("RGB", (226, 208), "white"), Image.new("RGB", (1280, 720), "white")]
+    assert [found["photo"] for found in detect(model, images)] == [False, True]
+    # A size asked for changes how the model sees an image, not whether it is a photo.
+    assert [found["photo"] for found in detect(model, images, input_size=400)] == [False, True]
 
 
 def test_coco_results_use_xywh_and_category_plus_one():

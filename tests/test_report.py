@@ -7,6 +7,7 @@ from PIL import Image
 
 from core.data import ImageRecord, load_split
 from core.evaluate import main as evaluate_main
+from core.model import input_size_of
 from core.predict import NumberReader, load_model
 from core.report import REPORT_FILES, build_report, confusion_matrix, match_image, write_report
 
@@ -91,12 +92,14 @@ def test_evaluate_cli_writes_the_report(tiny_run, tiny_data, tmp_path, capsys):
                           "--report", str(both), "--sweep-task2", "--json", str(saved)]) == 0
     printed = json.loads(saved.read_text())
     table = pd.read_csv(both / "task2_sweep.csv")
-    assert table.to_dict("records") == [{k: row[k] for k in ("anchor", "member", "task2_accuracy")}
-                                        for row in printed["task2_sweep"]]
-    assert json.loads((both / "metrics.json").read_text())["task2_best_reader"] == printed["task2_best_reader"]
+    columns = ("anchor", "member", "task2_accuracy", "crops_with_number_accuracy")
+    assert table.to_dict("records") == [{k: row[k] for k in columns} for row in printed["task2_sweep"]]
+    written = json.loads((both / "metrics.json").read_text())
+    assert written["task2_best_reader"] == printed["task2_best_reader"]
+    assert written["task2_reader_pick"] == printed["task2_reader_pick"]
 
 
-def test_a_finished_run_holds_the_report_of_its_best_epoch(tiny_run):
+def test_a_finished_run_holds_the_report_of_its_best_epoch(tiny_run, tiny_data):
     folder = os.path.join(tiny_run, "report")
     assert sorted(os.listdir(folder)) == sorted(REPORT_FILES)
     metrics = json.loads(open(os.path.join(folder, "metrics.json")).read())
@@ -104,10 +107,20 @@ def test_a_finished_run_holds_the_report_of_its_best_epoch(tiny_run):
     best = max(history, key=lambda h: h["mAP"])
     assert metrics["split"] == "valid" and metrics["mAP"] == pytest.approx(best["mAP"])
     # The run reads numbers with the reader its validation split picked, and says so in best.pt.
-    sweep = pd.read_csv(os.path.join(folder, "task2_sweep.csv"))
-    assert metrics["task2_reader"] == metrics["task2_best_reader"]
-    assert metrics["task2_accuracy"] == pytest.approx(sweep["task2_accuracy"].max())
+    sweep = pd.read_csv(os.path.join(folder, "task2_sweep.csv")).set_index(["anchor", "member"])
+    assert metrics["task2_reader"] == metrics["task2_reader_pick"]
     loaded = load_model(os.path.join(tiny_run, "best.pt"), "cpu")
-    assert loaded.reader == NumberReader(**metrics["task2_reader"])
+    picked = NumberReader.from_dict(metrics["task2_reader"])
+    assert loaded.reader == picked
+    # Every tiny valid image holds a number; the crops (images the model's own size policy does not reduce) pick
+    # the crop reader, and photos get the best reader on every image.
+    policy = input_size_of(loaded.model)
+    crops = sum(policy.scale(r.height, r.width) >= 1.0 for r in load_split(tiny_data, "valid").records)
+    assert 0 < metrics["task2_pick_crops"] == crops < metrics["images"]
+    crop_accuracy = sweep["crops_with_number_accuracy"]
+    assert crop_accuracy[(picked.anchor, picked.member)] == crop_accuracy.max()
+    photos = picked.photos or picked
+    assert sweep["task2_accuracy"][(photos.anchor, photos.member)] == sweep["task2_accuracy"].max()
     assert loaded.meta["task2_reader_picked_on"] == {"split": "valid", "images": metrics["images"],
+                                                     "crops_with_number": crops,
                                                      "task2_accuracy": metrics["task2_accuracy"]}
