@@ -163,7 +163,7 @@ def build_report(split: Split, detections: Sequence[dict[str, list]], reader: Nu
                               "read_right": np.diag(confusion.to_numpy())[:10]})
     metrics["task2_best_reader"] = best_reader(sweep).as_dict()
     metrics["task2_reader_pick"] = pick.as_dict()
-    metrics["task2_pick_crops"] = len(crops_holding_a_number(records, detections)[0])  # where the crop reader was picked
+    metrics["task2_pick_crops"] = len(crops_holding_a_number(records, detections)[0])  # crops that picked it
     return Report(metrics, per_class, confusion, pr_table(evaluator),
                   pd.DataFrame([{"anchor": r.anchor, "member": r.member, "task2_accuracy": a,
                                  "crops_with_number_accuracy": None if crops is None else crops[r]}

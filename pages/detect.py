@@ -221,7 +221,8 @@ def reader_sliders(recorded: NumberReader, what: str, prefix: str = "") -> Numbe
 with st.sidebar:
     recorded = loaded.reader
     if recorded.photos is not None:
-        st.caption("Scores for crops (images the model reads at their own size); photos have their own below.")
+        st.caption("Scores for crops (images the model reads at their own size or larger); photos have theirs "
+                   "below.")
     reader = reader_sliders(replace(recorded, photos=None), "an image" if recorded.photos is None else
                             "a crop (an image the model reads at its own size or larger)")
     if recorded.photos is not None:
