@@ -262,7 +262,7 @@ def _pick_note(pick: NumberReader, sweep: dict, crops: dict | None, crop_count: 
             f"{crop_count} crops that hold a number ({crops[replace(pick, photos=None)]:.4f} there)")
     if pick.photos is not None:
         text += (f"; photos: anchor {pick.photos.anchor:.2f}, member {pick.photos.member:.2f}, the best on every "
-                 f"image ({sweep[pick.photos]:.4f})")
+                 f"image ({sweep[pick.photos]:.4f} with it on every image)")
         flags += f" --photo-reader {pick.photos.anchor:.2f},{pick.photos.member:.2f}"
     return f"{text}; record it with python -m core.checkpoint export SRC OUT {flags}"
 

@@ -768,7 +768,11 @@ def adjusted_reader(reader: NumberReader, photo_reader: str | None = None, gap: 
     """``reader`` with ``--photo-reader`` (a reader as text, or "same": photos read as every other image) and
     ``--task2-gap`` (added to photos' scores too) applied; None leaves either as it is."""
     if photo_reader is not None:
-        reader = replace(reader, photos=None if photo_reader == "same" else parse_reader(photo_reader))
+        try:
+            photos = None if photo_reader == "same" else parse_reader(photo_reader)
+        except ValueError as exc:
+            raise ValueError(f"--photo-reader {photo_reader!r} (scores such as 0.8,0.7, or 'same'): {exc}") from None
+        reader = replace(reader, photos=photos)
     if gap is None:
         return reader
     return replace(reader, gap=gap, photos=None if reader.photos is None else replace(reader.photos, gap=gap))

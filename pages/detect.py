@@ -310,10 +310,11 @@ for index, ((name, data), image_id, detection, number) in enumerate(
     image = decode_image(data, name)
     picture, details = st.columns([3, 2])
     with picture:
-        st.markdown(f"**{name}** · image_id {image_id} · {image.size[0]}x{image.size[1]} px")
+        as_photo = " · read as a photo, with its scores" if detection.get("photo") and reader.photos else ""
+        st.markdown(f"**{name}** · image_id {image_id} · {image.size[0]}x{image.size[1]} px{as_photo}")
         read = set(read_digits(detection, reader))
         region = read_region(detection, reader)
-        used = reader.for_detection(detection)
+        used = replace(reader.for_detection(detection), photos=None)  # this image's own scores
         threshold = used.member if used.gap is None else used.gap  # boxes drawn: any that could be read
         st.plotly_chart(detection_figure(image, detection, threshold, read, region), key=f"figure-{index}",
                         config={"displayModeBar": False})
@@ -345,5 +346,5 @@ for index, ((name, data), image_id, detection, number) in enumerate(
         if number == "-1":  # say why, in the reader's own terms: the boxes shown may score less than it needs
             best = max(detection["scores"], default=0.0)
             shown = "" if rows else f"no detection scores {threshold:.2f} or more, and "
-            where = " (a photo)" if used is not reader else ""
-            st.caption(f"No number read{where}: {shown}the surest digit scores {best:.2f}; {used.describe()}.")
+            where = " (a photo)" if detection.get("photo") and reader.photos is not None else ""
+            st.caption(f"No number read{where}: {shown}the surest digit scores {best:.3f}; {used.describe()}.")

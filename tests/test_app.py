@@ -332,7 +332,7 @@ def test_reader_sliders_read_again_without_running_the_model(app_dirs, tiny_run,
         at.slider[1].set_value(member).run()
         assert at.metric[0].value == "no digit (-1)"
         rule = NumberReader(1.0, at.slider[1].value, loaded.reader.one_line).describe()
-        want = f"No number read: {shown}the surest digit scores {best:.2f}; {rule}."
+        want = f"No number read: {shown}the surest digit scores {best:.3f}; {rule}."
         assert want in [c.value for c in at.main.caption], [c.value for c in at.main.caption]
     assert len(calls) == runs_before
 
@@ -383,7 +383,8 @@ def test_a_checkpoint_with_photo_scores_reads_photos_with_their_own_sliders(app_
     assert [s.value for s in at.slider] == [0.0, 0.0, 1.0, 1.0], "each pair starts at the checkpoint's scores"
     table = at.dataframe[0].value
     assert list(table["number read"]) == [read_number(found[0], NumberReader(0.0, 0.0)), "-1"]
-    assert any(c.value.startswith("No number read (a photo)") for c in at.main.caption)
+    assert any(c.value.startswith("No number read (a photo)") and "In a photo" not in c.value for c in at.main.caption)
+    assert any(m.value.endswith("read as a photo, with its scores") for m in at.main.markdown)
     at.slider[2].set_value(0.0)
     at.slider[3].set_value(0.0).run()  # the photo's own scores lowered: it reads as the crop reader would
     assert list(at.dataframe[0].value["number read"]) == [read_number(d, NumberReader(0.0, 0.0)) for d in found]

@@ -207,7 +207,7 @@ def test_reader_arguments_replace_the_whole_reader_or_only_the_photo_scores():
     assert read("--photo-reader", "0.9,0.6") == NumberReader(0.5, 0.5, photos=NumberReader(0.9, 0.6))
     assert read("--photo-reader", "same") == NumberReader(0.5, 0.5)
     assert read("--task2-gap", "0.35") == NumberReader(0.5, 0.5, gap=0.35, photos=NumberReader(0.8, 0.7, gap=0.35))
-    with pytest.raises(ValueError, match="reader"):
+    with pytest.raises(ValueError, match="--photo-reader 'often' \\(scores such as 0.8,0.7, or 'same'\\)"):
         read("--photo-reader", "often")
 
 
