@@ -375,7 +375,7 @@ def test_a_checkpoint_with_photo_scores_reads_photos_with_their_own_sliders(app_
                                    ("photo.png", _png_bytes(photo), "image/png")]).run()
     assert not at.exception, at.exception
     found = predict_mod.predict_images(loaded, [("crop.png", _png_bytes(crop)),
-                                                                  ("photo.png", _png_bytes(photo))]).detections
+                                                ("photo.png", _png_bytes(photo))]).detections
     assert [d["photo"] for d in found] == [False, True]
     assert read_number(found[1], NumberReader(0.0, 0.0)) != "-1", "the photo holds digits the photo scores refuse"
     assert [s.label for s in at.slider] == ["Score to read a number", "Score of its other digits",
