@@ -480,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
     import json
     import sys
 
-    from core.predict import parse_reader  # predict imports this module
+    from core.predict import NumberReader, parse_reader  # predict imports this module
 
     args = _parser().parse_args(argv)
     try:
@@ -511,6 +511,7 @@ def main(argv: list[str] | None = None) -> int:
                           task2_gap=args.task2_gap, photo_reader=args.photo_reader)
             size = os.path.getsize(args.out) / 1e6
             print(f"wrote {args.out} ({size:.1f} MB, {meta['arch']}, epoch {meta.get('epoch')})")
+            print(f"Task 2 reader recorded: {NumberReader.from_meta(meta).describe()}")
     except BrokenPipeError:  # `show ... | head` closed the pipe: what was read is all that was wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush cannot fail again
         return 0

@@ -313,11 +313,21 @@ def cli_flag(f: dataclasses.Field) -> str:
     return "--" + f.name.replace("_", "-")
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` with each default shown, except where there is none to show (None, or a help that names its
+    own default): "(default: None)" after "(default: the checkpoint's reader)" reads as a contradiction."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or "(default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser(prog: str = "python -m core.train") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
         description="Train a Faster R-CNN digit detector (defaults: the course's reference recipe).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     groups: dict[str, argparse._ArgumentGroup] = {}
     for f in dataclasses.fields(TrainConfig):

@@ -14,7 +14,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -172,14 +172,29 @@ def pick_reader(everything: dict[NumberReader, float], crops: dict[NumberReader,
     return crop if crop == overall or not has_photos else replace(crop, photos=overall)
 
 
+@dataclass(frozen=True)
+class ReaderSweeps:
+    """``task2_sweep`` of one detection pass on every image and on the crops that hold a number (None when there
+    are none), with what :func:`pick_reader` needs besides."""
+    everything: dict[NumberReader, float]
+    crops: dict[NumberReader, float] | None
+    crop_count: int  # images that hold a number and were read as crops
+    has_photos: bool
+
+    def pick(self) -> NumberReader:
+        return pick_reader(self.everything, self.crops, self.has_photos)
+
+    def on_crops(self, reader: NumberReader) -> float | None:
+        return None if self.crops is None else self.crops[reader]
+
+
 def reader_sweeps(records: Sequence[ImageRecord], detections: Sequence[dict[str, list]],
-                  everything: dict[NumberReader, float] | None = None
-                  ) -> tuple[dict[NumberReader, float], dict[NumberReader, float] | None]:
-    """``task2_sweep`` on every image (``everything``, when already run) and on the crops that hold a number (None
-    when there are none)."""
+                  everything: dict[NumberReader, float] | None = None) -> ReaderSweeps:
+    """Both sweeps of :class:`ReaderSweeps`; ``everything``: the sweep on every image, when already run."""
     crop_records, crop_detections = crops_holding_a_number(records, detections)
-    crops = task2_sweep(crop_records, crop_detections) if crop_records else None
-    return (task2_sweep(records, detections) if everything is None else everything), crops
+    return ReaderSweeps(task2_sweep(records, detections) if everything is None else everything,
+                        task2_sweep(crop_records, crop_detections) if crop_records else None,
+                        len(crop_records), any(d.get("photo") for d in detections))
 
 
 def format_report(metrics: dict[str, Any]) -> str:
@@ -204,10 +219,11 @@ def format_report(metrics: dict[str, Any]) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from core.config import HelpFormatter
     from core.predict import DEFAULT_CHECKPOINT, add_reader_arguments
 
     parser = argparse.ArgumentParser(prog="python -m core.evaluate", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--ckpt", default=DEFAULT_CHECKPOINT, help="checkpoint (.pt) to score")
     parser.add_argument("--data", required=True, help="dataset folder (course layout)")
     parser.add_argument("--split", default="valid", help="split to score: valid, test (needs test.json) or train")
@@ -229,13 +245,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _sweep_readers(records, detections, split_name: str, metrics: dict, reader: NumberReader) -> dict:
+def _sweep_readers(records, detections, split_name: str, metrics: dict, reader: NumberReader, ckpt: str) -> dict:
     """Every one-line reader's Task 2 accuracy on the split, the best printed and added to ``metrics`` with
     the pick a training run would record (:func:`pick_reader`); ``reader``: the one in use, whose extra scores
     (gap, single) the sweep does not try."""
-    sweep, crops = reader_sweeps(records, detections)
-    best = best_reader(sweep)
-    pick = pick_reader(sweep, crops, any(d.get("photo") for d in detections))
+    sweeps = reader_sweeps(records, detections)
+    sweep, best, pick = sweeps.everything, best_reader(sweeps.everything), sweeps.pick()
     extras = {k: v for k, v in reader.as_dict().items() if k in ("gap", "single")}
     if extras:
         print("the sweep tries anchor and member alone: the reader in use also has "
@@ -243,28 +258,27 @@ def _sweep_readers(records, detections, split_name: str, metrics: dict, reader: 
     print("Task 2 accuracy by anchor (member = anchor): "
           + "  ".join(f"{r.anchor:.2f}:{a:.4f}" for r, a in sweep.items() if r.member == r.anchor))
     print(f"best Task 2 reader on {split_name}: anchor {best.anchor:.2f}, member {best.member:.2f} ({sweep[best]:.4f})")
-    print(_pick_note(pick, sweep, crops, len(crops_holding_a_number(records, detections)[0]), split_name))
-    metrics["task2_sweep"] = [{**r.as_dict(), "task2_accuracy": a,
-                               "crops_with_number_accuracy": None if crops is None else crops[r]}
+    print(_pick_note(pick, sweeps, split_name, ckpt))
+    metrics["task2_sweep"] = [{**r.as_dict(), "task2_accuracy": a, "crops_with_number_accuracy": sweeps.on_crops(r)}
                               for r, a in sweep.items()]
     metrics["task2_best_reader"] = best.as_dict()
     metrics["task2_reader_pick"] = pick.as_dict()
     return sweep
 
 
-def _pick_note(pick: NumberReader, sweep: dict, crops: dict | None, crop_count: int, split_name: str) -> str:
-    """What ``pick_reader`` picked, where, and the export that records it."""
-    flags = f"--task2-reader {pick.anchor:.2f},{pick.member:.2f}"
-    if crops is None:
+def _pick_note(pick: NumberReader, sweeps: ReaderSweeps, split_name: str, ckpt: str) -> str:
+    """What ``pick_reader`` picked, where, and the export of ``ckpt`` that records it."""
+    export = f"python -m core.checkpoint export {ckpt} OUT.pt --task2-reader {pick.anchor:.2f},{pick.member:.2f}"
+    if sweeps.crops is None:
         return f"picked as a training run picks it (no crop on {split_name} holds a number: every image); record it " \
-               f"with python -m core.checkpoint export SRC OUT {flags}"
+               f"with {export}"
     text = (f"picked as a training run picks it: anchor {pick.anchor:.2f}, member {pick.member:.2f} on the "
-            f"{crop_count} crops that hold a number ({crops[replace(pick, photos=None)]:.4f} there)")
+            f"{sweeps.crop_count} crops that hold a number ({sweeps.crops[replace(pick, photos=None)]:.4f} there)")
     if pick.photos is not None:
         text += (f"; photos: anchor {pick.photos.anchor:.2f}, member {pick.photos.member:.2f}, the best on every "
-                 f"image ({sweep[pick.photos]:.4f} with it on every image)")
-        flags += f" --photo-reader {pick.photos.anchor:.2f},{pick.photos.member:.2f}"
-    return f"{text}; record it with python -m core.checkpoint export SRC OUT {flags}"
+                 f"image ({sweeps.everything[pick.photos]:.4f} with it on every image)")
+        export += f" --photo-reader {pick.photos.anchor:.2f},{pick.photos.member:.2f}"
+    return f"{text}; record it with {export}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -306,7 +320,9 @@ def main(argv: list[str] | None = None) -> int:
     detections = detect_split(loaded.model, split, loaded.device, args.batch_size, input_size=input_size)
     metrics = score_detections(split, detections, reader)
     metrics["seconds"] = round(time.perf_counter() - started, 3)
-    sweep = _sweep_readers(split.records, detections, args.split, metrics, reader) if args.sweep_task2 else None
+    sweep = None
+    if args.sweep_task2:
+        sweep = _sweep_readers(split.records, detections, args.split, metrics, reader, args.ckpt)
     metrics.update({"checkpoint": args.ckpt, "data": args.data, "split": args.split,
                     "inference": loaded.inference_note(input_size), "skipped_images": split.dropped})
     print(format_report(metrics))

@@ -980,8 +980,10 @@ def _stored_rotated(path: str) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from core.config import HelpFormatter
+
     parser = argparse.ArgumentParser(prog="python -m core.predict", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--ckpt", default=DEFAULT_CHECKPOINT, help="checkpoint (.pt) to use")
     parser.add_argument("--images", required=True, help="folder of images (123.png -> image_id 123)")
     parser.add_argument("--out", required=True, help="folder to write pred.json and pred.csv into")

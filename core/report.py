@@ -25,8 +25,7 @@ import numpy as np
 import pandas as pd
 
 from core.data import ImageRecord, Split
-from core.evaluate import (best_reader, crops_holding_a_number, pick_reader, reader_sweeps, run_cocoeval,
-                           score_detections, split_results)
+from core.evaluate import best_reader, reader_sweeps, run_cocoeval, score_detections, split_results
 from core.predict import NumberReader, box_overlap, read_digits
 
 MATCH_IOU = 0.5
@@ -145,8 +144,8 @@ def build_report(split: Split, detections: Sequence[dict[str, list]], reader: Nu
     or None: the reader this split picks, ``pick_reader``); ``seconds``: how long the pass took;
     ``sweep``: ``task2_sweep`` of the same detections, when the caller has already run it."""
     records = split.records
-    sweep, crops = reader_sweeps(records, detections, sweep)
-    pick = pick_reader(sweep, crops, any(d.get("photo") for d in detections))
+    sweeps = reader_sweeps(records, detections, sweep)
+    pick = sweeps.pick()
     reader = NumberReader.of(pick if reader is None else reader)
     evaluator = run_cocoeval(split.coco(), split_results(split, detections))
     metrics = score_detections(split, detections, reader, evaluator)
@@ -161,13 +160,13 @@ def build_report(split: Split, detections: Sequence[dict[str, list]], reader: Nu
                               "AP50": [metrics["per_class_AP50"].get(d) for d in DIGITS],
                               "true_digits": confusion.iloc[:10].sum(axis=1).to_numpy(),
                               "read_right": np.diag(confusion.to_numpy())[:10]})
-    metrics["task2_best_reader"] = best_reader(sweep).as_dict()
+    metrics["task2_best_reader"] = best_reader(sweeps.everything).as_dict()
     metrics["task2_reader_pick"] = pick.as_dict()
-    metrics["task2_pick_crops"] = len(crops_holding_a_number(records, detections)[0])  # crops that picked it
+    metrics["task2_pick_crops"] = sweeps.crop_count  # crops that picked it
     return Report(metrics, per_class, confusion, pr_table(evaluator),
                   pd.DataFrame([{"anchor": r.anchor, "member": r.member, "task2_accuracy": a,
-                                 "crops_with_number_accuracy": None if crops is None else crops[r]}
-                                for r, a in sweep.items()]),
+                                 "crops_with_number_accuracy": sweeps.on_crops(r)}
+                                for r, a in sweeps.everything.items()]),
                   errors_table(records, matches))
 
 

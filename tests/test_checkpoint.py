@@ -30,8 +30,9 @@ def test_export_makes_a_small_inference_copy_with_metadata(tiny_run, tiny_data, 
     for key, value in restored.state_dict().items():
         assert value.dtype == original[key].dtype, key
         assert torch.allclose(value, original[key], rtol=1e-3, atol=1e-3), key
+    assert "Task 2 reader recorded: every digit scoring >= 0.60" in capsys.readouterr().out
     assert checkpoint_main(["show", str(out)]) == 0
-    shown = json.loads(capsys.readouterr().out.split("\n", 1)[1])
+    shown = json.loads(capsys.readouterr().out)
     assert shown["arch"] == "digitnet_fpn" and shown["task2_threshold"] == 0.6
 
 
@@ -295,6 +296,9 @@ def test_export_records_a_photo_reader_beside_the_reader_it_keeps_or_is_given(ti
     both, one, fresh = tmp_path / "both.pt", tmp_path / "one.pt", tmp_path / "fresh.pt"
     assert checkpoint_main(["export", source, str(both), "--task2-reader", "0.5,0.5", "--photo-reader", "0.8,0.7"]) == 0
     assert load_model(str(both), "cpu").reader == NumberReader(0.5, 0.5, photos=NumberReader(0.8, 0.7))
+    said = capsys.readouterr().out
+    assert f"Task 2 reader recorded: {load_model(str(both), 'cpu').reader.describe()}" in said
+    assert "In a photo: a number needs one digit scoring >= 0.80" in said, "export says what it recorded"
     assert checkpoint_main(["export", str(both), str(one), "--photo-reader", "same"]) == 0
     assert load_model(str(one), "cpu").reader == NumberReader(0.5, 0.5), "'same': photos read as other images"
     assert checkpoint_main(["export", str(both), str(fresh), "--task2-reader", "0.6,0.6"]) == 0

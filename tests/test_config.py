@@ -13,6 +13,18 @@ def test_every_field_is_a_flag_with_help():
         assert flags[f.name].help and len(flags[f.name].help) > 10
 
 
+@pytest.mark.parametrize("module", ["core.train", "core.evaluate", "core.predict"])
+def test_help_shows_each_default_once_and_never_none(module, capsys):
+    import importlib
+
+    with pytest.raises(SystemExit):
+        importlib.import_module(module).main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines at the terminal's width
+    assert "(default: None)" not in text
+    assert "(default: the checkpoint's reader)" in text or module == "core.train"
+    assert "(default: 8)" in text or module != "core.evaluate", "a real default is still shown"
+
+
 def test_defaults_are_the_reference_recipe():
     cfg, _ = parse_args(["--out", "x"])
     assert (cfg.arch, cfg.lr, cfg.weight_decay, cfg.epochs, cfg.subset_fraction) == (

@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -66,7 +67,11 @@ def test_cli_sweep_reports_the_best_reader_and_matches_a_plain_run(tiny_run, tin
     common = ["--ckpt", f"{tiny_run}/best.pt", "--data", tiny_data, "--device", "cpu", "--task2-reader", "0.3"]
     assert evaluate_main(common + ["--json", str(plain)]) == 0
     assert evaluate_main(common + ["--json", str(swept), "--sweep-task2"]) == 0
-    assert "best Task 2 reader on valid" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "best Task 2 reader on valid" in said
+    pick = NumberReader.from_dict(json.loads(swept.read_text())["task2_reader_pick"])
+    assert f"record it with python -m core.checkpoint export {tiny_run}/best.pt OUT.pt --task2-reader " \
+           f"{pick.anchor:.2f},{pick.member:.2f}" in said, "the export hint names the checkpoint scored"
     plain, swept = json.loads(plain.read_text()), json.loads(swept.read_text())
     assert swept["mAP"] == plain["mAP"] and swept["task2_accuracy"] == plain["task2_accuracy"]
     assert len(swept["task2_sweep"]) == len(SWEEP_READERS)
@@ -104,7 +109,7 @@ def test_best_reader_breaks_ties_by_a_rule_fixed_in_advance():
 
 def test_crops_pick_their_reader_on_crops_that_hold_a_number_and_photos_on_every_image():
     from core.data import ImageRecord
-    from core.evaluate import pick_reader, reader_sweeps
+    from core.evaluate import reader_sweeps
 
     def record(number):
         return ImageRecord(1, "x.png", 100, 40, [[10.0 * i, 0, 10.0 * i + 8, 20] for i in range(len(number))],
@@ -120,10 +125,10 @@ def test_crops_pick_their_reader_on_crops_that_hold_a_number_and_photos_on_every
 
     def pick(pairs):
         records, detections = [r for r, _ in pairs], [d for _, d in pairs]
-        everything, crops = reader_sweeps(records, detections)
-        everything = {r: everything[r] for r in readers}  # the sweep's grid cut to two readers
-        crops = None if crops is None else {r: crops[r] for r in readers}
-        return pick_reader(everything, crops, any(d.get("photo") for d in detections))
+        sweeps = reader_sweeps(records, detections)
+        cut = replace(sweeps, everything={r: sweeps.everything[r] for r in readers},  # the grid cut to two readers
+                      crops=None if sweeps.crops is None else {r: sweeps.crops[r] for r in readers})
+        return cut.pick()
 
     # On every image the strict reader wins (4 walls read nothing); the crops holding a number want the low one.
     assert pick(faint + sure + photos) == NumberReader(0.5, 0.5, photos=NumberReader(0.9, 0.9))
@@ -132,6 +137,10 @@ def test_crops_pick_their_reader_on_crops_that_hold_a_number_and_photos_on_every
     assert pick(crops_only) == NumberReader(0.5, 0.5), "no photo: one reader, picked on the crops with a number"
     assert pick(photos) == NumberReader(0.9, 0.9), "no crop with a number: the best on every image"
     assert pick(faint + photos[:1]) == NumberReader(0.5, 0.5), "both agree: one reader"
+    records, detections = zip(*(faint + sure + photos + [empty("3", False)]))
+    sweeps = reader_sweeps(records, detections)
+    assert (sweeps.crop_count, sweeps.has_photos) == (4, True), "digit-free crops and photos are not crops with a number"
+    assert not reader_sweeps(records[:4], detections[:4]).has_photos
 
 
 def test_cli_stops_on_a_bad_dataset_naming_the_problem(tiny_run, tiny_data, tmp_path, capsys):
