@@ -139,7 +139,8 @@ def test_crops_pick_their_reader_on_crops_that_hold_a_number_and_photos_on_every
     assert pick(faint + photos[:1]) == NumberReader(0.5, 0.5), "both agree: one reader"
     records, detections = zip(*(faint + sure + photos + [empty("3", False)]))
     sweeps = reader_sweeps(records, detections)
-    assert (sweeps.crop_count, sweeps.has_photos) == (4, True), "digit-free crops and photos are not crops with a number"
+    assert (sweeps.crop_count, sweeps.has_photos) == (4, True), \
+        "digit-free crops and photos are not crops with a number"
     assert not reader_sweeps(records[:4], detections[:4]).has_photos
 
 
