@@ -2,6 +2,7 @@
 
 import math
 import os
+import re
 
 import streamlit as st
 from PIL import Image, ImageDraw
@@ -145,6 +146,12 @@ def checkpoint_label(path: str) -> str:
     if os.path.abspath(path) == os.path.abspath(default_checkpoint()):
         return "default.pt (shipped)"
     return shown_path(path)
+
+
+def file_stem(label: str) -> str:
+    """A download's file name from a checkpoint's label ("runs/a/best.pt" -> "runs-a-best")."""
+    stem = label.split(" (")[0].removesuffix(".pt")
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-.") or "checkpoint"
 
 
 def shown_path(path: str) -> str:

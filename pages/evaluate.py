@@ -15,7 +15,7 @@ from core.background import EvaluationJob, job_key
 from core.predict import NumberReader, read_digits
 from core.report import ERROR_KINDS, REPORT_FILES
 from pages import (DIGIT_COLOURS, INPUT_SIZES, boxed_picture, checkpoint_choices, checkpoint_label, ensure_routed,
-                   focus, in_area, input_size_label, pick_dataset)
+                   file_stem, focus, in_area, input_size_label, pick_dataset)
 
 ensure_routed()
 
@@ -165,17 +165,22 @@ def gallery(result) -> None:
                                                       ("wrong", row.wrong), ("box off", row.box_off)) if value))
 
 
-def downloads(result) -> None:
-    st.caption(f"The report's files (also written to `{result.folder}`); `core.evaluate --report DIR` writes the same.")
+def downloads(result, label: str = "", key: str = "this") -> None:
+    """The report's files; ``label``: the checkpoint's name when this is the compared one (its own zip)."""
+    st.caption(f"{label + ': t' if label else 'T'}he report's files (also written to `{result.folder}`); "
+               "`core.evaluate --report DIR` writes the same.")
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w") as bundle:
         for name in REPORT_FILES:
             bundle.write(os.path.join(result.folder, name), name)
-    st.download_button("Download all (zip)", archive.getvalue(), "report.zip", "application/zip", type="primary")
+    zip_name = f"report-{file_stem(label)}.zip" if label else "report.zip"
+    st.download_button(f"Download all of {label} (zip)" if label else "Download all (zip)", archive.getvalue(),
+                       zip_name, "application/zip", type="primary" if not label else "secondary",
+                       key=f"download-zip-{key}")
     columns = st.columns(3)
     for index, name in enumerate(REPORT_FILES):
         with open(os.path.join(result.folder, name), "rb") as handle:
-            columns[index % 3].download_button(name, handle.read(), name, key=f"download-{name}")
+            columns[index % 3].download_button(name, handle.read(), name, key=f"download-{key}-{name}")
 
 
 def show(result, other=None, other_label: str = "") -> None:
@@ -206,6 +211,9 @@ def show(result, other=None, other_label: str = "") -> None:
         gallery(result)
     with tabs[5]:
         downloads(result)
+        if other is not None:  # the compared checkpoint's report is a file set of its own
+            st.divider()
+            downloads(other, other_label, key="other")
 
 
 st.title("Evaluate a checkpoint")

@@ -20,7 +20,7 @@ from core.launcher import LaunchError, remove_failed_run
 from core.model import input_size_of
 from core.predict import ENLARGED_PAST_AUTO, NumberReader, enlarged_past_auto, load_model, predict_images, read_number
 from core.runs import RunLock, is_locked, run_status
-from pages import checkpoint_label
+from pages import checkpoint_label, file_stem
 
 
 @pytest.fixture()
@@ -969,6 +969,11 @@ def test_evaluate_page_compares_two_checkpoints_and_names_a_folder_without_annot
     assert " vs " in deltas["ms per image"], "the other's speed too"
     titles = [json.loads(c.proto.spec)["layout"].get("title", {}).get("text") for c in at.get("plotly_chart")]
     assert "This checkpoint" in titles and "runs/other/best.pt" in " ".join(t or "" for t in titles)
+    zips = [b.label for b in at.get("download_button") if "(zip)" in b.label]
+    assert zips == ["Download all (zip)", f"Download all of {checkpoint_label(str(runs / 'other' / 'best.pt'))} (zip)"], \
+        "each checkpoint's report downloads"
+    assert [file_stem(label) for label in ("runs/other/best.pt", "default.pt (shipped)", "/tmp/a b/x.pt", "..")] == \
+        ["runs-other-best", "default", "tmp-a-b-x", "checkpoint"], "the compared report's zip is named after it"
     (tmp_path / "data" / "images-only" / "valid").mkdir(parents=True)
     at = _app("pages/evaluate.py")
     _by_label(at.selectbox, "Labelled folder").set_value(str(tmp_path / "data" / "images-only")).run()
