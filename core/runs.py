@@ -178,14 +178,16 @@ def run_status(run_dir: str, events: list[dict[str, Any]] | None = None) -> dict
     ``state``: running (a live process holds the lock), completed, stopped, failed (an error
     event), died (the process is gone without an end or error event: killed, out of memory),
     or new (nothing written yet). ``message`` carries the error text; ``progress`` the last
-    progress event; ``epochs_done`` the finished epochs; ``refused`` the message of a resume turned down
+    progress event since the last start; ``epochs_done`` the finished epochs; ``refused`` the message of a resume turned down
     since the run last started or ended (it leaves ``state`` as it was), else "".
     """
     if events is None:  # callers that also need the events read them once and pass them in
         events = read_events(os.path.join(run_dir, "log.jsonl"))
     running = is_locked(run_dir)
     last_end = next((e for e in reversed(events) if e["event"] in ("end", "error", "start")), None)
-    progress = next((e for e in reversed(events) if e["event"] == "progress"), None)
+    # The progress of the attempt now on record: a resumed run has none until its first step, not the last one before.
+    latest = next((e for e in reversed(events) if e["event"] in ("progress", "start")), None)
+    progress = latest if latest is not None and latest["event"] == "progress" else None
     start = next((e for e in reversed(events) if e["event"] == "start"), None)
     epochs_done = len({e["epoch"] for e in events if e["event"] == "epoch"})
     message = ""

@@ -45,6 +45,17 @@ def test_a_refused_resume_leaves_the_state_and_is_reported_until_the_run_starts_
     assert status["state"] == "died" and status["refused"] == "", "the refusal is over once the run started again"
 
 
+def test_a_resumed_run_shows_no_progress_until_its_own_first_step(tmp_path):
+    run = tmp_path / "run"
+    step = {"event": "progress", "epoch": 1, "step": 40, "total": 50}
+    _log(run, START, step, {"event": "end", "status": "stopped", "message": "stopped on request"})
+    assert run_status(str(run))["progress"] == {"time": 1.0, **step}, "a stopped run shows where it stopped"
+    _log(run, START)
+    assert run_status(str(run))["progress"] is None, "not epoch 1's step 40 of the attempt before"
+    _log(run, {**step, "epoch": 2, "step": 1})
+    assert run_status(str(run))["progress"]["epoch"] == 2
+
+
 def test_a_held_lock_means_running_and_a_second_holder_is_refused(tmp_path):
     run = tmp_path / "run"
     _log(run, START)
