@@ -178,8 +178,8 @@ def run_status(run_dir: str, events: list[dict[str, Any]] | None = None) -> dict
     ``state``: running (a live process holds the lock), completed, stopped, failed (an error
     event), died (the process is gone without an end or error event: killed, out of memory),
     or new (nothing written yet). ``message`` carries the error text; ``progress`` the last
-    progress event since the last start; ``epochs_done`` the finished epochs; ``refused`` the message of a resume turned down
-    since the run last started or ended (it leaves ``state`` as it was), else "".
+    progress event since the last start; ``epochs_done`` the finished epochs; ``refused`` the message of a
+    resume turned down since the run last started or ended (it leaves ``state`` as it was), else "".
     """
     if events is None:  # callers that also need the events read them once and pass them in
         events = read_events(os.path.join(run_dir, "log.jsonl"))
