@@ -165,8 +165,8 @@ def gallery(result) -> None:
                                                       ("wrong", row.wrong), ("box off", row.box_off)) if value))
 
 
-def downloads(result, label: str = "", key: str = "this") -> None:
-    """The report's files; ``label``: the checkpoint's name when this is the compared one (its own zip)."""
+def downloads(result, label: str = "", key: str = "this", primary: bool = True) -> None:
+    """The report's files; ``label``: the checkpoint's name when two are compared (each has its own zip)."""
     st.caption(f"{label + ': t' if label else 'T'}he report's files (also written to `{result.folder}`); "
                "`core.evaluate --report DIR` writes the same.")
     archive = io.BytesIO()
@@ -175,7 +175,7 @@ def downloads(result, label: str = "", key: str = "this") -> None:
             bundle.write(os.path.join(result.folder, name), name)
     zip_name = f"report-{file_stem(label)}.zip" if label else "report.zip"
     st.download_button(f"Download all of {label} (zip)" if label else "Download all (zip)", archive.getvalue(),
-                       zip_name, "application/zip", type="primary" if not label else "secondary",
+                       zip_name, "application/zip", type="primary" if primary else "secondary",
                        key=f"download-zip-{key}")
     columns = st.columns(3)
     for index, name in enumerate(REPORT_FILES):
@@ -183,7 +183,7 @@ def downloads(result, label: str = "", key: str = "this") -> None:
             columns[index % 3].download_button(name, handle.read(), name, key=f"download-{key}-{name}")
 
 
-def show(result, other=None, other_label: str = "") -> None:
+def show(result, label: str, other=None, other_label: str = "") -> None:
     headline(result, other, other_label)
     metrics = result.report.metrics
     st.caption(f"{metrics['images']} images · {metrics['inference']} · Task 2: {result.report.reader.describe()}")
@@ -210,10 +210,10 @@ def show(result, other=None, other_label: str = "") -> None:
     with tabs[4]:
         gallery(result)
     with tabs[5]:
-        downloads(result)
+        downloads(result, label if other is not None else "")
         if other is not None:  # the compared checkpoint's report is a file set of its own
             st.divider()
-            downloads(other, other_label, key="other")
+            downloads(other, other_label, key="other", primary=False)
 
 
 st.title("Evaluate a checkpoint")
@@ -277,4 +277,4 @@ other = jobs[1].result if len(jobs) > 1 and jobs[1] is not None and jobs[1].stat
 evaluated_at = datetime.datetime.fromtimestamp(jobs[0].started)
 st.caption(f"Evaluated at {evaluated_at:%H:%M:%S} and kept: this checkpoint, folder, split and input size read the "
            "same until the checkpoint or the annotation file changes.")
-show(jobs[0].result, other, checkpoint_label(compare) if other else "")
+show(jobs[0].result, checkpoint_label(checkpoint), other, checkpoint_label(compare) if other else "")

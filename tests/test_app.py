@@ -971,7 +971,9 @@ def test_evaluate_page_compares_two_checkpoints_and_names_a_folder_without_annot
     assert "This checkpoint" in titles and "runs/other/best.pt" in " ".join(t or "" for t in titles)
     zips = [b.label for b in at.get("download_button") if "(zip)" in b.label]
     other_label = checkpoint_label(str(runs / "other" / "best.pt"))
-    assert zips == ["Download all (zip)", f"Download all of {other_label} (zip)"], "each checkpoint's report downloads"
+    this_label = checkpoint_label(_by_label(at.selectbox, "Checkpoint").value)
+    assert zips == [f"Download all of {this_label} (zip)", f"Download all of {other_label} (zip)"], \
+        "each checkpoint's report downloads, named"
     assert [file_stem(label) for label in ("runs/other/best.pt", "default.pt (shipped)", "/tmp/a b/x.pt", "..")] == \
         ["runs-other-best", "default", "tmp-a-b-x", "checkpoint"], "the compared report's zip is named after it"
     (tmp_path / "data" / "images-only" / "valid").mkdir(parents=True)
