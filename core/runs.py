@@ -122,22 +122,27 @@ def default_checkpoint() -> str:
 
 
 def list_checkpoints() -> list[str]:
-    """The shipped default first, then, newest first, every checkpoint written straight into ``runs/``
+    """The shipped default first, then, newest first, every other checkpoint written into ``checkpoints/`` (an
+    export beside the default, as ``core.checkpoint export``'s help suggests) or straight into ``runs/``
     (``core.checkpoint grow``, ``export`` or ``average`` there) or into a run folder (its ``best.pt``, and what a user
     writes beside it: ``core.train``'s end-of-run hint exports ``read-as-weights.pt`` there). ``last.pt`` is left
     out: it is the run's resume file, and one per run would double the list."""
-    found = [default_checkpoint()] if os.path.isfile(default_checkpoint()) else []
+    default = default_checkpoint()
+    found = [default] if os.path.isfile(default) else []
+    paths = [p for p in _pt_files(checkpoints_root()) if os.path.abspath(p) != os.path.abspath(default)]
     root = runs_root()
     if os.path.isdir(root):
-        paths = []
         for name in os.listdir(root):
             path = os.path.join(root, name)
-            if os.path.isdir(path):
-                paths += [os.path.join(path, f) for f in os.listdir(path) if f.endswith(".pt") and f != "last.pt"]
-            elif name.endswith(".pt"):
-                paths.append(path)
-        found += sorted((p for p in paths if os.path.isfile(p)), key=os.path.getmtime, reverse=True)
-    return found
+            paths += _pt_files(path) if os.path.isdir(path) else [path] if name.endswith(".pt") else []
+    return found + sorted((p for p in paths if os.path.isfile(p)), key=os.path.getmtime, reverse=True)
+
+
+def _pt_files(folder: str) -> list[str]:
+    """The checkpoints a folder holds, its resume file (``last.pt``) left out."""
+    if not os.path.isdir(folder):
+        return []
+    return [os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(".pt") and f != "last.pt"]
 
 
 # What only training writes into a run folder, or the app when it launched training there (launch.json: a launch

@@ -130,7 +130,7 @@ def _holds_checkpoint(path: str, modified: float, size: int) -> bool:
 
 def checkpoint_choices() -> list[str]:
     """The checkpoints a model can be loaded from (``core.runs.list_checkpoints``), without the other ``.pt`` files
-    under runs/ (a bare state dict, a file of one's own)."""
+    there (a bare state dict, a file of one's own)."""
     found = []
     for path in list_checkpoints():
         try:

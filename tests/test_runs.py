@@ -85,7 +85,7 @@ def test_history_is_history_json_or_else_the_logs_epochs(tmp_path):
         read_history(str(run))
 
 
-def test_checkpoints_offered_are_the_shipped_default_then_runs_newest_first(tmp_path, monkeypatch):
+def test_checkpoints_offered_are_the_shipped_default_then_every_other_newest_first(tmp_path, monkeypatch):
     checkpoints, runs = tmp_path / "checkpoints", tmp_path / "runs"
     monkeypatch.setenv("DIGIT_STUDIO_CHECKPOINTS", str(checkpoints))
     monkeypatch.setenv("DIGIT_STUDIO_RUNS", str(runs))
@@ -113,6 +113,10 @@ def test_checkpoints_offered_are_the_shipped_default_then_runs_newest_first(tmp_
     assert list_checkpoints() == [str(checkpoints / "default.pt"), str(runs / "wide-start.pt"),
                                   str(runs / "old" / "read-as-weights.pt"), str(runs / "new" / "best.pt"),
                                   str(runs / "old" / "best.pt")]
+    # An export beside the default (core.checkpoint export's help suggests checkpoints/) is offered by its age too.
+    write(checkpoints / "mine.pt", 2.5)
+    (checkpoints / "notes.txt").write_text("x")
+    assert list_checkpoints()[2:4] == [str(runs / "old" / "read-as-weights.pt"), str(checkpoints / "mine.pt")]
 
 
 def test_a_folder_is_a_run_only_when_training_or_a_launch_wrote_into_it(tmp_path, monkeypatch):
