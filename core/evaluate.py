@@ -272,11 +272,12 @@ def _pick_note(pick: NumberReader, sweeps: ReaderSweeps, split_name: str, ckpt: 
     if sweeps.crops is None:
         return f"picked as a training run picks it (no crop on {split_name} holds a number: every image); record it " \
                f"with {export}"
-    text = (f"picked as a training run picks it: anchor {pick.anchor:.2f}, member {pick.member:.2f} on the "
-            f"{sweeps.crop_count} crops that hold a number ({sweeps.crops[replace(pick, photos=None)]:.4f} there)")
+    text = (f"picked as a training run picks it: anchor {pick.anchor:.2f}, member {pick.member:.2f}, the best on the "
+            f"{sweeps.crop_count} crops that hold a number ({sweeps.crops[replace(pick, photos=None)]:.4f} of them "
+            f"read right; digit-free crops do not count, as every course image holds a number)")
     if pick.photos is not None:
-        text += (f"; photos: anchor {pick.photos.anchor:.2f}, member {pick.photos.member:.2f}, the best on every "
-                 f"image ({sweeps.everything[pick.photos]:.4f} with it on every image)")
+        text += (f"; photos read with anchor {pick.photos.anchor:.2f}, member {pick.photos.member:.2f}, the best "
+                 f"reader above ({sweeps.everything[pick.photos]:.4f} on every image)")
         export += f" --photo-reader {pick.photos.anchor:.2f},{pick.photos.member:.2f}"
     return f"{text}; record it with {export}"
 

@@ -166,21 +166,22 @@ def gallery(result) -> None:
 
 
 def downloads(result, label: str = "", key: str = "this", primary: bool = True) -> None:
-    """The report's files; ``label``: the checkpoint's name when two are compared (each has its own zip)."""
+    """The report's files; ``label``: the checkpoint's name when two are compared (its files are named after it,
+    so the two sets' downloads cannot overwrite each other)."""
     st.caption(f"{label + ': t' if label else 'T'}he report's files (also written to `{result.folder}`); "
                "`core.evaluate --report DIR` writes the same.")
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w") as bundle:
         for name in REPORT_FILES:
             bundle.write(os.path.join(result.folder, name), name)
-    zip_name = f"report-{file_stem(label)}.zip" if label else "report.zip"
+    prefix = f"{file_stem(label)}-" if label else ""
     st.download_button(f"Download all of {label} (zip)" if label else "Download all (zip)", archive.getvalue(),
-                       zip_name, "application/zip", type="primary" if primary else "secondary",
-                       key=f"download-zip-{key}")
+                       f"report-{file_stem(label)}.zip" if label else "report.zip", "application/zip",
+                       type="primary" if primary else "secondary", key=f"download-zip-{key}")
     columns = st.columns(3)
     for index, name in enumerate(REPORT_FILES):
         with open(os.path.join(result.folder, name), "rb") as handle:
-            columns[index % 3].download_button(name, handle.read(), name, key=f"download-{key}-{name}")
+            columns[index % 3].download_button(name, handle.read(), prefix + name, key=f"download-{key}-{name}")
 
 
 def show(result, label: str, other=None, other_label: str = "") -> None:
