@@ -188,6 +188,8 @@ def show(result, label: str, other=None, other_label: str = "") -> None:
     headline(result, other, other_label)
     metrics = result.report.metrics
     st.caption(f"{metrics['images']} images · {metrics['inference']} · Task 2: {result.report.reader.describe()}")
+    if other is not None and other.report.reader != result.report.reader:
+        st.caption(f"{other_label} reads numbers otherwise · Task 2: {other.report.reader.describe()}")
     if metrics.get("skipped_images"):
         st.warning(f"{metrics['skipped_images']} image(s) with problems were skipped, not scored:\n\n"
                    + "\n".join(f"- {line}" for line in metrics["skipped"]))

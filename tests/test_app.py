@@ -982,6 +982,25 @@ def test_evaluate_page_compares_two_checkpoints_and_names_a_folder_without_annot
     assert "holds no split" in at.error[0].value
 
 
+def test_evaluate_page_names_the_reader_of_a_compared_checkpoint_that_reads_otherwise(
+        app_dirs, tiny_run, tiny_data, tmp_path, monkeypatch):
+    runs, _ = app_dirs
+    (runs / "strict").mkdir()
+    payload = torch.load(os.path.join(tiny_run, "best.pt"), weights_only=True)
+    payload["task2_reader"] = NumberReader(0.9, 0.9).as_dict()
+    torch.save(payload, runs / "strict" / "best.pt")
+    at, _ = _evaluate_page(runs, tiny_run, tiny_data, tmp_path, monkeypatch)
+    _by_label(at.selectbox, "Compare with").set_value(str(runs / "strict" / "best.pt")).run()
+    at.button[0].click().run()
+    deadline = time.time() + 120
+    while time.time() < deadline and len(at.get("plotly_chart")) < 2:
+        time.sleep(0.5)
+        at.run()
+    said = [c.value for c in at.caption if "reads numbers otherwise" in c.value]
+    assert said == [f"{checkpoint_label(str(runs / 'strict' / 'best.pt'))} reads numbers otherwise · Task 2: "
+                    f"{NumberReader(0.9, 0.9).describe()}"], "the compared figures' reader is named"
+
+
 def test_failure_gallery_enlarges_a_number_that_is_small_in_its_image(app_dirs, tiny_run, tiny_data, tmp_path,
                                                                        monkeypatch):
     from PIL import Image as PILImage
