@@ -134,7 +134,10 @@ def list_checkpoints() -> list[str]:
     if os.path.isdir(root):
         for name in os.listdir(root):
             path = os.path.join(root, name)
-            paths += _pt_files(path) if os.path.isdir(path) else [path] if name.endswith(".pt") else []
+            if os.path.isdir(path):
+                paths += _pt_files(path)
+            elif name.endswith(".pt"):
+                paths.append(path)
     return found + sorted((p for p in paths if os.path.isfile(p)), key=os.path.getmtime, reverse=True)
 
 
