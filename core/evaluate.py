@@ -158,31 +158,25 @@ def crops_holding_a_number(records: Sequence[ImageRecord], detections: Sequence[
     return [r for r, _ in kept], [d for _, d in kept]
 
 
-def pick_reader(everything: dict[NumberReader, float], crops: dict[NumberReader, float] | None,
-                has_photos: bool) -> NumberReader:
-    """The Task 2 reader a validation split picks from its sweeps: on ``everything`` (every image) and on
-    ``crops`` (:func:`crops_holding_a_number`; None when there are none). Crops get the best reader on the crops
-    that hold a number: a crop is a picture of a number (every SVHN image holds one), so a digit-free image
-    only pushes their scores up, and real digits score lower than synthetic ones. Photos, which are mostly
-    wall, get the best on every image, where a number read from a digit-free image counts against a reader."""
-    overall = best_reader(everything)
-    if not crops:
-        return overall
-    crop = best_reader(crops)
-    return crop if crop == overall or not has_photos else replace(crop, photos=overall)
-
-
 @dataclass(frozen=True)
 class ReaderSweeps:
     """``task2_sweep`` of one detection pass on every image and on the crops that hold a number (None when there
-    are none), with what :func:`pick_reader` needs besides."""
+    are none), with what :meth:`pick` needs besides."""
     everything: dict[NumberReader, float]
     crops: dict[NumberReader, float] | None
     crop_count: int  # images that hold a number and were read as crops
     has_photos: bool
 
     def pick(self) -> NumberReader:
-        return pick_reader(self.everything, self.crops, self.has_photos)
+        """The Task 2 reader a validation split picks. Crops get the best reader on the crops that hold a number:
+        a crop is a picture of a number (every SVHN image holds one), so a digit-free image only pushes their
+        scores up, and real digits score lower than synthetic ones. Photos, which are mostly wall, get the best on
+        every image, where a number read from a digit-free image counts against a reader."""
+        overall = best_reader(self.everything)
+        if not self.crops:
+            return overall
+        crop = best_reader(self.crops)
+        return crop if crop == overall or not self.has_photos else replace(crop, photos=overall)
 
     def on_crops(self, reader: NumberReader) -> float | None:
         return None if self.crops is None else self.crops[reader]
@@ -247,7 +241,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _sweep_readers(records, detections, split_name: str, metrics: dict, reader: NumberReader, ckpt: str) -> dict:
     """Every one-line reader's Task 2 accuracy on the split, the best printed and added to ``metrics`` with
-    the pick a training run would record (:func:`pick_reader`); ``reader``: the one in use, whose extra scores
+    the pick a training run would record (:meth:`ReaderSweeps.pick`); ``reader``: the one in use, whose extra scores
     (gap, single) the sweep does not try."""
     sweeps = reader_sweeps(records, detections)
     sweep, best, pick = sweeps.everything, best_reader(sweeps.everything), sweeps.pick()
@@ -267,7 +261,7 @@ def _sweep_readers(records, detections, split_name: str, metrics: dict, reader: 
 
 
 def _pick_note(pick: NumberReader, sweeps: ReaderSweeps, split_name: str, ckpt: str) -> str:
-    """What ``pick_reader`` picked, where, and the export of ``ckpt`` that records it."""
+    """What ``ReaderSweeps.pick`` picked, where, and the export of ``ckpt`` that records it."""
     export = f"python -m core.checkpoint export {ckpt} OUT.pt --task2-reader {pick.anchor:.2f},{pick.member:.2f}"
     if sweeps.crops is None:
         return f"picked as a training run picks it (no crop on {split_name} holds a number: every image); record it " \

@@ -9,7 +9,7 @@
   matched one to one at IoU >= 0.5;
 - ``pr.csv``: precision against recall per class at IoU 0.5, straight from pycocotools' ``eval["precision"]``;
 - ``task2_sweep.csv``: Task 2 accuracy of each one-line reader (anchor, member), on every image and on the crops
-  that hold a number (where a training run picks its crop reader, ``core.evaluate.pick_reader``);
+  that hold a number (where a training run picks its crop reader, ``core.evaluate.ReaderSweeps.pick``);
 - ``errors.csv``: every image whose number is read wrong, with the kinds of error, worst first;
 - the same as PNG figures (matplotlib, for people who only look at the folder).
 """
@@ -141,7 +141,7 @@ def build_report(split: Split, detections: Sequence[dict[str, list]], reader: Nu
                  seconds: float | None = None, extra: dict[str, Any] | None = None,
                  sweep: dict[NumberReader, float] | None = None) -> Report:
     """Every table of the report from one detection pass, numbers read by ``reader`` (a plain threshold,
-    or None: the reader this split picks, ``pick_reader``); ``seconds``: how long the pass took;
+    or None: the reader this split picks, ``ReaderSweeps.pick``); ``seconds``: how long the pass took;
     ``sweep``: ``task2_sweep`` of the same detections, when the caller has already run it."""
     records = split.records
     sweeps = reader_sweeps(records, detections, sweep)
