@@ -310,8 +310,9 @@ for index, ((name, data), image_id, detection, number) in enumerate(
     image = decode_image(data, name)
     picture, details = st.columns([3, 2])
     with picture:
-        as_photo = " · read as a photo, with its scores" if detection.get("photo") and reader.photos else ""
-        st.markdown(f"**{name}** · image_id {image_id} · {image.size[0]}x{image.size[1]} px{as_photo}")
+        as_photo = bool(detection.get("photo")) and reader.photos is not None  # read with the photos' own scores
+        st.markdown(f"**{name}** · image_id {image_id} · {image.size[0]}x{image.size[1]} px"
+                    + (" · read as a photo, with its scores" if as_photo else ""))
         read = set(read_digits(detection, reader))
         region = read_region(detection, reader)
         used = replace(reader.for_detection(detection), photos=None)  # this image's own scores
@@ -346,5 +347,5 @@ for index, ((name, data), image_id, detection, number) in enumerate(
         if number == "-1":  # say why, in the reader's own terms: the boxes shown may score less than it needs
             best = max(detection["scores"], default=0.0)
             shown = "" if rows else f"no detection scores {threshold:.2f} or more, and "
-            where = " (a photo)" if detection.get("photo") and reader.photos is not None else ""
+            where = " (a photo)" if as_photo else ""
             st.caption(f"No number read{where}: {shown}the surest digit scores {best:.3f}; {used.describe()}.")
