@@ -763,11 +763,30 @@ def _shifted(mask: Image.Image, dx: int, dy: int) -> Image.Image:
     return out
 
 
+def _faint_strokes(rng: random.Random, np_rng: np.random.Generator, ink: Image.Image, digit_h: int,
+                   contrast: float) -> Image.Image:
+    """Thinned, faded and patchy strokes: a real 7's bar or a 3's curves that fade out at small sizes
+    still belong to the digit (the dev study in the README, 'Why real digits are read "1"')."""
+    if contrast < 0.25:  # already faint: fainter still, the label would be on nothing a person could read
+        return ink
+    alpha = np.asarray(ink, np.float32) / 255.0
+    if digit_h >= 10 and rng.random() < 0.6:  # thinner: each stroke's edges fade, a thin stroke becomes faint
+        eroded = np.asarray(ink.filter(ImageFilter.MinFilter(3)), np.float32) / 255.0
+        weight = rng.uniform(0.3, 0.6)
+        alpha = (1 - weight) * alpha + weight * eroded
+    if rng.random() < 0.6:  # patchy: parts of a stroke fade, as worn or unevenly lit paint does
+        low = rng.uniform(0.4, 0.7)
+        alpha *= low + (1 - low) * (0.5 + _smooth_noise(np_rng, *alpha.shape, max(2.0, digit_h / 3)))
+    # Fainter overall, yet never below an effective contrast of 0.2 against the wall.
+    alpha *= rng.uniform(max(0.45, 0.2 / contrast), 0.9)
+    return Image.fromarray((alpha * 255).clip(0, 255).astype(np.uint8))
+
+
 def _paint(rng: random.Random, np_rng: np.random.Generator, ink: Image.Image,
-           number_box: tuple[int, int, int, int], digit_h: int) -> Image.Image:
-    """Wall or plate, clutter, relief, and the digits in their paint."""
+           number_box: tuple[int, int, int, int], digit_h: int, faint: float = 0.0) -> Image.Image:
+    """Wall or plate, clutter, relief, and the digits in their paint (faint strokes in ``faint`` of numbers)."""
     width, img_h = ink.size
-    background, foreground, _ = _colour_pair(rng)
+    background, foreground, contrast = _colour_pair(rng)
     if rng.random() < 0.35:
         # The number sits on a plate; the wall behind it gets its own colour.
         image = _background(rng, np_rng, img_h, width, _random_colour(rng))
@@ -800,11 +819,17 @@ def _paint(rng: random.Random, np_rng: np.random.Generator, ink: Image.Image,
     if rng.random() < 0.1:  # worn paint: the ink is patchy
         wear = (0.55 + 0.9 * _smooth_noise(np_rng, img_h, width, max(2.0, digit_h / 4))).clip(0, 1)
         ink = Image.fromarray((np.asarray(ink, np.float32) * wear).astype(np.uint8))
+    if faint:
+        # Streams of its own, seeded from the image's: everything else (boxes, wall, camera) stays what
+        # generator v6 draws for the seed, so a faint mix differs from the default only in the ink.
+        side = random.Random(hash(rng.getstate()[1]))
+        if side.random() < faint:
+            ink = _faint_strokes(side, np.random.default_rng(side.getrandbits(64)), ink, digit_h, contrast)
     return Image.composite(fg_layer, image, ink)
 
 
 def _frame_number(rng: random.Random, np_rng: np.random.Generator, style: _Style, glyphs: list[_Glyph],
-                  ink: _Ink, convention: BoxConvention, with_map: bool) -> _Sample:
+                  ink: _Ink, convention: BoxConvention, with_map: bool, faint: float = 0.0) -> _Sample:
     """The number cropped and painted, boxes in ``convention``, at its final size."""
     subject = _subject_box(rng, glyphs, ink)
     crop, scale = _fit_width(_crop_rect(rng, glyphs, ink, subject), style.upscale)
@@ -821,7 +846,7 @@ def _frame_number(rng: random.Random, np_rng: np.random.Generator, style: _Style
         order = {index + 1: rank + 1 for rank, index in enumerate(i for i, g in enumerate(glyphs) if g.labelled)}
         glyph_map = glyph_map.point([order.get(v, 0) for v in range(256)])
     number_box = (subject[0] - crop[0], subject[1] - crop[1], subject[2] - crop[0], subject[3] - crop[1])
-    image = _paint(rng, np_rng, mask, number_box, number_box[3] - number_box[1])
+    image = _paint(rng, np_rng, mask, number_box, number_box[3] - number_box[1], faint)
     drawn = convention.number_boxes(rng, [(b[0] - crop[0], b[1] - crop[1], b[2] - crop[0], b[3] - crop[1])
                                           for b in ink.boxes])
     boxes = [[*box, b[4]] for box, b in zip(drawn, ink.boxes)]
@@ -1152,6 +1177,11 @@ def _draw_number(rng: random.Random, fonts: list[str], word_only: bool = False,
             return style, glyphs, ink
 
 
+def _check_fraction(name: str, value) -> None:
+    if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
+        raise SynthError(f"{name}={value!r} must be a fraction between 0 and 1")
+
+
 # The negatives: a model that has seen few letters and walls reads signs, lamps and plants as digits.
 DIGIT_FREE_SCENES = 0.04
 WORDS_ALONE = 0.06  # crops of letters (street names, "APT", shop signs), placed like numbers
@@ -1171,9 +1201,7 @@ class Negatives:
 
     def __post_init__(self):
         for name in ("digit_free", "words_alone", "letters_beside"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
-                raise SynthError(f"negatives: {name}={value!r} must be a fraction between 0 and 1")
+            _check_fraction(f"negatives: {name}", getattr(self, name))
         if self.digit_free + self.words_alone > 1.0:
             raise SynthError(f"negatives: digit_free + words_alone = {self.digit_free + self.words_alone:g} "
                              "leaves no image with digits; keep the sum at most 1")
@@ -1181,7 +1209,8 @@ class Negatives:
 
 def render_sample(rng: random.Random, fonts: list[str], np_rng: np.random.Generator | None = None,
                   debug: dict | None = None, boxes: str | BoxConvention = "svhn", negatives: Negatives = Negatives(),
-                  letter_boxes: bool = False) -> tuple[Image.Image, list[tuple[int, int, int, int, int]]]:
+                  letter_boxes: bool = False, faint_strokes: float = 0.0
+                  ) -> tuple[Image.Image, list[tuple[int, int, int, int, int]]]:
     """One image and its boxes ``(x, y, w, h, digit)`` drawn in the ``boxes`` convention (a name or a
     :class:`BoxConvention`)
     (``"svhn"``: SVHN's margins around the ink, one height per number; ``"svhn-v5"``, ``"svhn-v4"``: the smaller
@@ -1191,7 +1220,8 @@ def render_sample(rng: random.Random, fonts: list[str], np_rng: np.random.Genera
 
     A transforms pipeline: style and glyphs, layout and warp, the number's crop, where it is
     seen (alone, on padding, in a scene, or a scene without digits), camera and file degradations.
-    ``negatives`` sets how often the image holds letters alone or no sign at all.
+    ``negatives`` sets how often the image holds letters alone or no sign at all; ``faint_strokes``, how
+    often a number's strokes are thinned and faded (0, the default, draws exactly generator v6's images).
     ``debug``, when given, receives ``glyph_map``: the final-size image of which labelled glyph
     (1, 2, ... left to right) covers each pixel with at least half ink, for checking boxes, and
     ``digits`` and ``letters``: what was drawn (slivers of other signs aside).
@@ -1199,6 +1229,7 @@ def render_sample(rng: random.Random, fonts: list[str], np_rng: np.random.Genera
     convention = boxes if isinstance(boxes, BoxConvention) else BOX_CONVENTIONS.get(boxes)
     if convention is None:
         raise SynthError(f"unknown box convention {boxes!r}; choose {', '.join(BOX_CONVENTIONS)}")
+    _check_fraction("faint_strokes", faint_strokes)
     if np_rng is None:
         np_rng = np.random.default_rng(rng.getrandbits(64))
     negative = rng.random()
@@ -1208,7 +1239,7 @@ def render_sample(rng: random.Random, fonts: list[str], np_rng: np.random.Genera
     else:
         word_only = negative < negatives.digit_free + negatives.words_alone
         style, glyphs, ink = _draw_number(rng, fonts, word_only=word_only, letters_beside=negatives.letters_beside)
-        sample = _frame_number(rng, np_rng, style, glyphs, ink, convention, debug is not None)
+        sample = _frame_number(rng, np_rng, style, glyphs, ink, convention, debug is not None, faint_strokes)
         sample = _place(rng, np_rng, sample, fonts, convention)
         drawn = (style.digits, style.letters)
     sample = _degrade(rng, np_rng, sample)
@@ -1251,9 +1282,10 @@ def sample_rngs(seed: int, split: str, index: int) -> tuple[random.Random, np.ra
 
 
 def generate_sample(seed: int, split: str, index: int, fonts: list[str], boxes: str = "svhn",
-                    negatives: Negatives = Negatives(), letter_boxes: bool = False):
+                    negatives: Negatives = Negatives(), letter_boxes: bool = False, faint_strokes: float = 0.0):
     rng, np_rng = sample_rngs(seed, split, index)
-    return render_sample(rng, fonts, np_rng, boxes=boxes, negatives=negatives, letter_boxes=letter_boxes)
+    return render_sample(rng, fonts, np_rng, boxes=boxes, negatives=negatives, letter_boxes=letter_boxes,
+                         faint_strokes=faint_strokes)
 
 
 # ------------------------------------------------------------------ dataset
@@ -1270,9 +1302,9 @@ def category_id(digit: int) -> int:
     return LETTER_CATEGORY["id"] if digit == LETTER else digit + 1
 
 
-def _write_one(args: tuple[int, str, int, str, list[str], str, Negatives, bool]) -> tuple[int, int, int, list]:
-    seed, split, image_id, out_dir, fonts, convention, negatives, letter_boxes = args
-    image, boxes = generate_sample(seed, split, image_id, fonts, convention, negatives, letter_boxes)
+def _write_one(args: tuple[int, str, int, str, list[str], str, Negatives, bool, float]) -> tuple[int, int, int, list]:
+    seed, split, image_id, out_dir, fonts, convention, negatives, letter_boxes, faint_strokes = args
+    image, boxes = generate_sample(seed, split, image_id, fonts, convention, negatives, letter_boxes, faint_strokes)
     image.save(os.path.join(out_dir, split, f"{image_id}.png"), compress_level=1)
     return image_id, image.size[0], image.size[1], boxes
 
@@ -1294,6 +1326,7 @@ def generate_dataset(
     boxes: str = "svhn",
     negatives: Negatives = Negatives(),
     letter_boxes: bool = False,
+    faint_strokes: float = 0.0,
 ) -> dict:
     """Write the dataset; returns the manifest also saved as ``out/synth.json``.
 
@@ -1302,6 +1335,7 @@ def generate_dataset(
     """
     out = Path(out)
     _check_request(out, counts, overwrite, boxes)
+    _check_fraction("faint_strokes", faint_strokes)
     fonts = usable_fonts() if fonts is None else fonts
     if not fonts:
         raise SynthError("no usable font")
@@ -1321,14 +1355,14 @@ def generate_dataset(
     try:
         for split, count in counts.items():
             (work / split).mkdir()
-            jobs = [(seed, split, image_id, str(work), fonts, boxes, negatives, letter_boxes)
+            jobs = [(seed, split, image_id, str(work), fonts, boxes, negatives, letter_boxes, faint_strokes)
                     for image_id in range(1, count + 1)]
             results = pool.imap(_write_one, jobs, chunksize=32) if pool else map(_write_one, jobs)
             coco = _split_coco(split, results, seed, boxes, letter_boxes, one_written)
             (work / f"{split}.json").write_text(json.dumps(coco))
         command = command or f"python -m core.synth --out {out} --boxes {boxes} " + " ".join(
             f"--{k} {v}" for k, v in counts.items()) + f" --seed {seed}"
-        manifest = _manifest(counts, seed, boxes, negatives, letter_boxes, fonts, command,
+        manifest = _manifest(counts, seed, boxes, negatives, letter_boxes, faint_strokes, fonts, command,
                              time.perf_counter() - started)
         (work / "synth.json").write_text(json.dumps(manifest, indent=1))
         _publish(work, out)
@@ -1357,7 +1391,7 @@ def _fresh_work_folder(out: Path) -> Path:
 
 
 def _manifest(counts: dict[str, int], seed: int, boxes: str, negatives: Negatives, letter_boxes: bool,
-              fonts: list[str], command: str, seconds: float) -> dict:
+              faint_strokes: float, fonts: list[str], command: str, seconds: float) -> dict:
     """``synth.json``: everything that regenerates the dataset (version, seed, conventions, fonts), and its speed."""
     total = sum(counts.values())
     return {
@@ -1367,6 +1401,7 @@ def _manifest(counts: dict[str, int], seed: int, boxes: str, negatives: Negative
         "boxes": dataclasses.asdict(BOX_CONVENTIONS[boxes]),
         "negatives": dataclasses.asdict(negatives),
         "letter_boxes": letter_boxes,
+        "faint_strokes": faint_strokes,
         "counts": counts,
         "command": command,
         "fonts": [os.path.basename(f) for f in fonts],
@@ -1442,6 +1477,9 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"fraction of images that are crops of letters without digits (default {WORDS_ALONE})")
     parser.add_argument("--letters-beside", type=float, default=LETTERS_BESIDE,
                         help=f"fraction of numbers with letters beside them (default {LETTERS_BESIDE})")
+    parser.add_argument("--faint-strokes", type=float, default=0.0,
+                        help="fraction of numbers drawn with thinned, faded, patchy strokes, as real digits look "
+                             "small and worn (default 0: generator v6's images)")
     parser.add_argument("--letter-boxes", action="store_true",
                         help="also box every letter (suffixes, words, signs) as category 11 'letter', so a model "
                              "learns letters as a class of their own instead of as background")
@@ -1453,6 +1491,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--workers must be >= 1")
     try:
         negatives = Negatives(args.digit_free, args.words_alone, args.letters_beside)
+        _check_fraction("--faint-strokes", args.faint_strokes)
     except SynthError as exc:
         parser.error(str(exc))
     fonts = usable_fonts(stroke_digits=not args.no_stroke_digits)
@@ -1469,7 +1508,7 @@ def main(argv: list[str] | None = None) -> int:
         manifest = generate_dataset(
             args.out, {"train": args.train, "valid": args.valid, "test": args.test},
             seed=args.seed, workers=args.workers, fonts=fonts, overwrite=args.overwrite, progress=progress,
-            boxes=args.boxes, negatives=negatives, letter_boxes=args.letter_boxes,
+            boxes=args.boxes, negatives=negatives, letter_boxes=args.letter_boxes, faint_strokes=args.faint_strokes,
             command="python -m core.synth " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
         )
     except SynthError as exc:

@@ -441,3 +441,49 @@ def test_photo_scenes_place_the_plate_at_the_width_asked_for(fonts):
                 assert span <= 0.06 * image.size[0] + 1, "the digits lie within a plate at most 6% of the width"
             else:
                 assert min(h for _, _, _, h, _ in boxes) >= floor, "boxes of digits at least as tall as the floor"
+
+
+def test_faint_strokes_change_only_the_ink(tmp_path, fonts):
+    changed = 0
+    for i in range(1, 30):
+        default_image, default_boxes = synth.generate_sample(5, "train", i, fonts)
+        image, boxes = synth.generate_sample(5, "train", i, fonts, faint_strokes=1.0)
+        assert boxes == default_boxes, f"image {i}: the faint mix moved a box"
+        assert image.size == default_image.size
+        debug = {}
+        rng, np_rng = synth.sample_rngs(5, "train", i)
+        synth.render_sample(rng, fonts, np_rng, debug=debug)
+        if not debug["digits"] and not debug["letters"]:
+            assert image.tobytes() == default_image.tobytes(), f"image {i}: a scene without signs, yet changed"
+        changed += image.tobytes() != default_image.tobytes()
+        again, _ = synth.generate_sample(5, "train", i, fonts, faint_strokes=1.0)
+        assert again.tobytes() == image.tobytes(), "the faint mix is deterministic per seed"
+    assert changed >= 20, changed
+    with pytest.raises(synth.SynthError, match="faint_strokes"):
+        synth.generate_sample(5, "train", 1, fonts, faint_strokes=1.5)
+    assert synth.main(["--out", str(tmp_path / "f"), "--train", "2", "--valid", "0", "--test", "0",
+                       "--faint-strokes", "0.3"]) == 0
+    assert json.load(open(tmp_path / "f" / "synth.json"))["faint_strokes"] == 0.3
+    with pytest.raises(SystemExit):
+        synth.main(["--out", str(tmp_path / "g"), "--train", "1", "--faint-strokes", "-0.1"])
+
+
+def test_faint_strokes_fade_a_digit_without_erasing_it():
+    import random
+
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    ink = Image.new("L", (40, 60))
+    ImageDraw.Draw(ink).line([(4, 6), (36, 6), (14, 56)], fill=255, width=4)  # a 7: its bar and stem
+    full = np.asarray(ink) == 255
+    for seed in range(20):
+        rng = random.Random(seed)
+        out = np.asarray(synth._faint_strokes(rng, np.random.default_rng(seed), ink, 50, contrast=0.5), np.float32)
+        assert (out <= np.asarray(ink)).all(), "fading never adds ink"
+        assert out.max() < 255 * 0.95, "the digit is fainter than drawn"
+        bar = out[4:9, 8:32]
+        assert bar.max() >= 0.2 / 0.5 * 255 * 0.4, f"seed {seed}: the 7's bar is gone"
+        assert (out[full] > 0).mean() > 0.95, f"seed {seed}: strokes erased"
+    assert synth._faint_strokes(random.Random(0), np.random.default_rng(0), ink, 50, contrast=0.1) is ink, \
+        "a number already faint is left as drawn"
