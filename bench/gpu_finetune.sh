@@ -28,6 +28,11 @@
 #     TRAIN_IMAGES=30000 VALID_IMAGES=500 EPOCH_IMAGES=8000 WORKERS=6 BUDGET_S=540 RESERVE_S=75 WORK=/tmp/work \
 #     bash bench/gpu_finetune.sh
 #
+# Faint strokes against a control (2026-11-28, eighth lent GPU, H200; README "An eighth lent GPU"): the same seed-53
+# images, plain and with --faint-strokes 0.3, 2 epochs here then a third on the warm machine (--resume --epochs 3):
+#   RUNS="default:1 faint:1" PRECISION=fp32 WEIGHTS=checkpoints/default.pt LR=2e-4 DATA_SEED=53 TRAIN_IMAGES=30000 \
+#     VALID_IMAGES=500 EPOCH_IMAGES=8000 WORKERS=6 BUDGET_S=545 RESERVE_S=75 WORK=/tmp/work bash bench/gpu_finetune.sh
+#
 # Without RUNS, both runs start from checkpoints/default.pt and use the same seed (the same images wherever both
 # mixes draw digits). Each trains one epoch first; its time sizes the rest of the run, which then
 # continues with --resume --epochs N (the cosine schedule is stretched to N), so the runs end
