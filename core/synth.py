@@ -821,7 +821,8 @@ def _paint(rng: random.Random, np_rng: np.random.Generator, ink: Image.Image,
         ink = Image.fromarray((np.asarray(ink, np.float32) * wear).astype(np.uint8))
     if faint:
         # Streams of its own, seeded from the image's: everything else (boxes, wall, camera) stays what
-        # generator v6 draws for the seed, so a faint mix differs from the default only in the ink.
+        # generator v6 draws for the seed, so a faint mix differs from the default only in the ink. (A tuple
+        # of ints hashes alike in every process: no PYTHONHASHSEED in it.)
         side = random.Random(hash(rng.getstate()[1]))
         if side.random() < faint:
             ink = _faint_strokes(side, np.random.default_rng(side.getrandbits(64)), ink, digit_h, contrast)
