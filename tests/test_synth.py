@@ -5,6 +5,7 @@ import random
 
 import numpy as np
 import pytest
+from PIL import Image, ImageDraw
 
 from core import synth
 
@@ -469,11 +470,6 @@ def test_faint_strokes_change_only_the_ink(tmp_path, fonts):
 
 
 def test_faint_strokes_fade_a_digit_without_erasing_it():
-    import random
-
-    import numpy as np
-    from PIL import Image, ImageDraw
-
     ink = Image.new("L", (40, 60))
     ImageDraw.Draw(ink).line([(4, 6), (36, 6), (14, 56)], fill=255, width=4)  # a 7: its bar and stem
     full = np.asarray(ink) == 255
