@@ -103,7 +103,7 @@ $PY -c "import torch, torchvision, PIL, pycocotools, numpy; print('torch', torch
 torchvision.__version__, 'pillow', PIL.__version__, 'numpy', numpy.__version__, 'cuda', torch.cuda.is_available())" \
   | tee -a "$LOG" || exit 1
 
-# 2. Data: each mix named, same seed, all cores (faint: the default's images, a third of the numbers' strokes faded).
+# 2. Data: each mix named, same seed, all cores (faint: the default's images, strokes faded in up to 30% of numbers).
 declare -A MIX=([default]="" [light]="--digit-free 0.02 --words-alone 0.02" [neg]="--digit-free 0.10 --words-alone 0.08"
                [faint]="--faint-strokes 0.3")
 CORES=$(nproc)

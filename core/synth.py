@@ -765,8 +765,8 @@ def _shifted(mask: Image.Image, dx: int, dy: int) -> Image.Image:
 
 def _faint_strokes(rng: random.Random, np_rng: np.random.Generator, ink: Image.Image, digit_h: int,
                    contrast: float) -> Image.Image:
-    """Thinned, faded and patchy strokes: a real 7's bar or a 3's curves that fade out at small sizes
-    still belong to the digit (the dev study in the README, 'Why real digits are read "1"')."""
+    """Thinned (60%, digits >= 10 px), patchy (60%) and fainter strokes: a real 7's bar or a 3's curves that fade
+    out at small sizes still belong to the digit (the dev study in the README, 'Why real digits are read "1"')."""
     if contrast < 0.25:  # already faint: fainter still, the label would be on nothing a person could read
         return ink
     alpha = np.asarray(ink, np.float32) / 255.0
@@ -777,7 +777,8 @@ def _faint_strokes(rng: random.Random, np_rng: np.random.Generator, ink: Image.I
     if rng.random() < 0.6:  # patchy: parts of a stroke fade, as worn or unevenly lit paint does
         low = rng.uniform(0.4, 0.7)
         alpha *= low + (1 - low) * (0.5 + _smooth_noise(np_rng, *alpha.shape, max(2.0, digit_h / 3)))
-    # Fainter overall, yet never below an effective contrast of 0.2 against the wall.
+    # Fainter overall; this step alone keeps full ink at an effective contrast of at least 0.2 against the wall
+    # (thinned edges and patches fade further, as on a worn plate).
     alpha *= rng.uniform(max(0.45, 0.2 / contrast), 0.9)
     return Image.fromarray((alpha * 255).clip(0, 255).astype(np.uint8))
 
@@ -1179,7 +1180,7 @@ def _draw_number(rng: random.Random, fonts: list[str], word_only: bool = False,
 
 
 def _check_fraction(name: str, value) -> None:
-    if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
+    if isinstance(value, bool) or not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
         raise SynthError(f"{name}={value!r} must be a fraction between 0 and 1")
 
 
@@ -1479,8 +1480,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--letters-beside", type=float, default=LETTERS_BESIDE,
                         help=f"fraction of numbers with letters beside them (default {LETTERS_BESIDE})")
     parser.add_argument("--faint-strokes", type=float, default=0.0,
-                        help="fraction of numbers drawn with thinned, faded, patchy strokes, as real digits look "
-                             "small and worn (default 0: generator v6's images)")
+                        help="fraction (0-1) of numbers and word crops whose strokes are thinned, faded and patchy, "
+                             "as real digits look small and worn; those drawn faint already are left as they are, "
+                             "so fewer are faded (default 0: generator v6's images)")
     parser.add_argument("--letter-boxes", action="store_true",
                         help="also box every letter (suffixes, words, signs) as category 11 'letter', so a model "
                              "learns letters as a class of their own instead of as background")

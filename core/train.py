@@ -256,8 +256,10 @@ def _dataset_info(root: str) -> dict[str, Any]:
         try:
             with open(manifest, encoding="utf-8") as handle:
                 synth = json.load(handle)
-            # The box convention and the mix of negatives change what a model learns as much as the version does.
-            keys = ("generator", "version", "seed", "counts", "command", "boxes", "negatives", "letter_boxes")
+            # The box convention, the mix of negatives and the faint strokes change what a model learns as much as
+            # the version does.
+            keys = ("generator", "version", "seed", "counts", "command", "boxes", "negatives", "letter_boxes",
+                    "faint_strokes")
             info["synth"] = {k: synth[k] for k in keys if k in synth}
             info["synth"]["fonts"] = len(synth.get("fonts", []))
         except (OSError, ValueError):

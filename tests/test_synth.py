@@ -460,8 +460,9 @@ def test_faint_strokes_change_only_the_ink(tmp_path, fonts):
         again, _ = synth.generate_sample(5, "train", i, fonts, faint_strokes=1.0)
         assert again.tobytes() == image.tobytes(), "the faint mix is deterministic per seed"
     assert changed >= 20, changed
-    with pytest.raises(synth.SynthError, match="faint_strokes"):
-        synth.generate_sample(5, "train", 1, fonts, faint_strokes=1.5)
+    for bad in (1.5, -0.1, True):
+        with pytest.raises(synth.SynthError, match="faint_strokes"):
+            synth.generate_sample(5, "train", 1, fonts, faint_strokes=bad)
     assert synth.main(["--out", str(tmp_path / "f"), "--train", "2", "--valid", "0", "--test", "0",
                        "--faint-strokes", "0.3"]) == 0
     assert json.load(open(tmp_path / "f" / "synth.json"))["faint_strokes"] == 0.3

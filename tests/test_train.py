@@ -87,6 +87,7 @@ def test_checkpoints_are_self_describing_plain_data(tiny_run):
     manifest = json.loads(open(os.path.join(last["config"]["data"], "synth.json")).read())
     recorded = last["data"]["synth"]
     assert recorded["boxes"] == manifest["boxes"] and recorded["negatives"] == manifest["negatives"]
+    assert recorded["faint_strokes"] == manifest["faint_strokes"] == 0.0
     assert recorded["seed"] == manifest["seed"] and recorded["fonts"] == len(manifest["fonts"])
 
 
