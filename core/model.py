@@ -840,7 +840,7 @@ ARCHITECTURES: dict[str, ArchSpec] = {
         _build_digitnet_fpn,
         _digitnet_defaults(),
         "Compact: narrow ResNet + 4-level FPN, digit-shaped anchors, each image seen near its own size "
-        "(short side >= 128, long side <= 512); trains on a 2-core CPU",
+        "(short side 128-384, long side <= 512); trains on a 2-core CPU",
     ),
 }
 

@@ -184,9 +184,9 @@ if not checkpoints:
 
 with st.sidebar:
     choice = st.selectbox("Checkpoint", checkpoints, format_func=checkpoint_label,
-                          help="The shipped default first, then every checkpoint under runs/ (each run's best.pt "
-                               "and what was exported beside it; not its last.pt), newest first. Other .pt files "
-                               "are left out.")
+                          help="The shipped default first, then, newest first, every checkpoint in checkpoints/ "
+                               "and under runs/ (each run's best.pt and what was exported beside it; not its "
+                               "last.pt). Other .pt files in run folders are left out.")
 try:
     loaded = get_model(choice, os.path.getmtime(choice))
 except (CheckpointError, OSError) as exc:
