@@ -174,9 +174,10 @@ def downloads(result, label: str = "", key: str = "this", primary: bool = True) 
     with zipfile.ZipFile(archive, "w") as bundle:
         for name in REPORT_FILES:
             bundle.write(os.path.join(result.folder, name), name)
-    prefix = f"{file_stem(label)}-" if label else ""
+    stem = file_stem(label) if label else ""  # the zip and each single file named after the checkpoint
+    prefix = f"{stem}-" if stem else ""
     st.download_button(f"Download all of {label} (zip)" if label else "Download all (zip)", archive.getvalue(),
-                       f"report-{file_stem(label)}.zip" if label else "report.zip", "application/zip",
+                       f"report-{stem}.zip" if stem else "report.zip", "application/zip",
                        type="primary" if primary else "secondary", key=f"download-zip-{key}")
     columns = st.columns(3)
     for index, name in enumerate(REPORT_FILES):
